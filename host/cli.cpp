@@ -1,0 +1,176 @@
+#include "gossamer/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "gossamer/devices.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/topology.hpp"
+#include "gossamer/trainer.hpp"
+
+namespace gossamer {
+
+using nlohmann::json;
+namespace {
+
+json topology_report(const TopologySchedule& s, const MixingProperties& p, const std::string& weights, int m) {
+  json j;
+  j["name"] = s.name();
+  j["workers"] = m;
+  j["weights"] = weights;
+  j["time_varying"] = s.time_varying();
+  j["phases"] = s.phases();
+  j["degree"] = {{"min", p.min_degree}, {"max", p.max_degree}};
+  j["nonnegative"] = p.nonnegative;
+  j["row_stochastic"] = p.row_stochastic;
+  j["doubly_stochastic"] = p.row_stochastic && p.column_stochastic;
+  j["symmetric"] = p.symmetric;
+  j["connected"] = p.connected;
+  if (p.spectrum_computed) {
+    j["sigma2"] = p.gap.sigma2;
+    j["lambda2_modulus"] = p.gap.lambda2;
+    j["spectral_gap_sigma"] = p.gap.gap_sigma;
+    j["spectral_gap_lambda"] = p.gap.gap_lambda;
+    if (s.phases() > 1) j["period_gap_sigma"] = p.period_gap_sigma;
+  } else {
+    j["spectrum"] = "not computed for more than " + std::to_string(kMaxSpectralWorkers) + " workers";
+  }
+  if (m <= 16) {
+    json phases = json::array();
+    for (int i = 0; i < s.phases(); ++i) {
+      const auto d = s.phase(i).dense();
+      json rows = json::array();
+      for (int r = 0; r < m; ++r) rows.push_back(std::vector<double>(d.begin() + r * m, d.begin() + (r + 1) * m));
+      phases.push_back(rows);
+    }
+    j["matrix"] = s.phases() == 1 ? phases[0] : phases;
+  }
+  return j;
+}
+
+void print_topology(const json& j, int m) {
+  std::printf("topology %s, %d workers, weights %s%s\n", j["name"].get<std::string>().c_str(), m,
+              j["weights"].get<std::string>().c_str(),
+              j["time_varying"].get<bool>() ? (", time-varying, " + std::to_string(j["phases"].get<int>()) + " phases").c_str() : "");
+  std::printf("  degree            %d..%d (neighbours besides itself)\n", j["degree"]["min"].get<int>(), j["degree"]["max"].get<int>());
+  auto yes = [&](const char* k) { return j[k].get<bool>() ? "yes" : "no"; };
+  std::printf("  row-stochastic    %s\n  doubly stochastic %s\n  symmetric         %s\n  connected         %s\n",
+              yes("row_stochastic"), yes("doubly_stochastic"), yes("symmetric"), yes("connected"));
+  if (j.contains("spectral_gap_sigma")) {
+    std::printf("  spectral gap      %.12g  (1 - sigma2, sigma2 = %.12g)\n", j["spectral_gap_sigma"].get<double>(), j["sigma2"].get<double>());
+    std::printf("  lambda gap        %.12g  (1 - |lambda2|, |lambda2| = %.12g)\n", j["spectral_gap_lambda"].get<double>(), j["lambda2_modulus"].get<double>());
+    if (j.contains("period_gap_sigma")) std::printf("  gap over a period %.12g  (1 - sigma2 of the product of the phases)\n", j["period_gap_sigma"].get<double>());
+  } else {
+    std::printf("  spectrum          %s\n", j["spectrum"].get<std::string>().c_str());
+  }
+  if (j.contains("matrix")) {
+    const json& mats = j["phases"].get<int>() == 1 ? json::array({j["matrix"]}) : j["matrix"];
+    for (size_t i = 0; i < mats.size(); ++i) {
+      std::printf(mats.size() > 1 ? "  P_t for t mod %zu = %zu:\n" : "  P:\n", mats.size(), i);
+      for (const auto& row : mats[i]) {
+        std::printf("   ");
+        for (const auto& v : row) std::printf(" %6.4f", v.get<double>());
+        std::printf("\n");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int cli_main(int argc, char** argv) {
+  CLI::App app{"gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "More detail on errors");
+
+  std::string config_path, out_dir, backend_name;
+  std::vector<std::string> overrides;
+  auto* run = app.add_subcommand("run", "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json");
+  run->add_option("config", config_path, "The run's JSON config")->required();
+  run->add_option("--set", overrides, "Override a config key: --set optimizer.lr=0.05 (repeatable)");
+  run->add_option("--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
+  run->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+
+  TopologyConfig topo;
+  topo.name = "ring";
+  topo.weights = "uniform";
+  int topo_workers = 0;
+  uint64_t topo_seed = 1;
+  bool topo_json = false;
+  auto* top = app.add_subcommand("topology", "Print a mixing matrix's properties: degree, stochasticity, spectral gap");
+  top->add_option("--name", topo.name, "Topology")
+      ->required()
+      ->check(CLI::IsMember({"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star",
+                             "complete", "erdos_renyi"}));
+  top->add_option("--workers", topo_workers, "Number of workers m")->required()->check(CLI::Range(1, 1 << 20));
+  top->add_option("--weights", topo.weights, "uniform | metropolis")->check(CLI::IsMember({"uniform", "metropolis"}));
+  top->add_option("--probability", topo.probability, "erdos_renyi edge probability (0: 2 ln(m)/m)")->check(CLI::Range(0.0, 1.0));
+  top->add_option("--seed", topo_seed, "Seed (erdos_renyi)");
+  top->add_flag("--json", topo_json, "Print JSON");
+
+  bool devices_json = false;
+  auto* dev = app.add_subcommand("devices", "List the GPUs the CUDA runtime sees, or say why none is visible");
+  dev->add_flag("--json", devices_json, "Print JSON");
+
+  auto* ref = app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+
+  try {
+    if (*run) {
+      if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
+      const RunConfig config = load_config_file(config_path, overrides);
+      return run_training(config, out_dir, std::cout).exit_code;
+    }
+    if (*top) {
+      TopologySchedule schedule(topo, topo_workers, topo_seed);
+      const json j = topology_report(schedule, analyze_topology(schedule), topo.weights, topo_workers);
+      if (topo_json) std::cout << j.dump(2) << "\n";
+      else print_topology(j, topo_workers);
+      return kExitOk;
+    }
+    if (*dev) {
+      const DeviceList list = list_devices();
+      if (devices_json) {
+        json j = {{"devices", json::array()}};
+        for (const auto& d : list.devices)
+          j["devices"].push_back({{"index", d.index}, {"name", d.name}, {"total_memory_bytes", d.total_memory},
+                                  {"free_memory_bytes", d.free_memory}, {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
+                                  {"multiprocessors", d.multiprocessors}});
+        if (list.devices.empty()) j["why_none"] = list.why_none;
+        std::cout << j.dump(2) << "\n";
+      } else if (list.devices.empty()) {
+        std::cout << list.why_none << "\n";
+      } else {
+        for (const auto& d : list.devices)
+          std::printf("GPU %d: %s, %.1f GiB (%.1f GiB free), compute capability %d.%d, %d SMs\n", d.index, d.name.c_str(),
+                      d.total_memory / 1073741824.0, d.free_memory / 1073741824.0, d.major, d.minor, d.multiprocessors);
+      }
+      return kExitOk;
+    }
+    if (*ref) {
+      std::cout << config_reference_markdown();
+      return kExitOk;
+    }
+  } catch (const Error& e) {
+    std::cerr << "gossamer: error: " << e.what() << "\n";
+    return e.kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;
+  } catch (const std::exception& e) {
+    std::cerr << "gossamer: error: " << e.what() << "\n";
+    if (verbose) std::cerr << "  (unexpected exception type: " << typeid(e).name() << ")\n";
+    return kExitRuntime;
+  }
+  return kExitUsage;
+}
+
+}  // namespace gossamer

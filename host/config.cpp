@@ -1,0 +1,208 @@
+#include "gossamer/config.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "config_schema.hpp"
+#include "gossamer/error.hpp"
+
+namespace gossamer {
+
+using nlohmann::json;
+namespace {
+
+bool is_section(const std::string& prefix) {
+  for (const auto& k : config_schema())
+    if (k.path.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+std::string unknown_key_message(const std::string& source, const std::string& path) {
+  std::string msg = source + ": unknown key '" + path + "'";
+  const std::string near = closest_key(path);
+  if (!near.empty()) msg += "; did you mean '" + near + "'?";
+  else msg += " (gossamer config-reference lists every key)";
+  return msg;
+}
+
+// Walks the user's JSON: every leaf must be a schema key of the right type.
+void validate_object(const json& obj, const std::string& prefix, const std::string& source) {
+  for (const auto& [key, value] : obj.items()) {
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    if (const KeySpec* spec = find_key(path)) {
+      check_value(*spec, value, source);
+    } else if (is_section(path)) {
+      if (!value.is_object())
+        throw config_error(source + ": " + path + ": expected an object (a section of keys), found " + value.dump());
+      validate_object(value, path, source);
+    } else {
+      throw config_error(unknown_key_message(source, path));
+    }
+  }
+}
+
+json::json_pointer pointer_of(const std::string& path) {
+  std::string p;
+  std::stringstream ss(path);
+  std::string part;
+  while (std::getline(ss, part, '.')) p += "/" + part;
+  return json::json_pointer(p);
+}
+
+void apply_override(json& user, const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw config_error("--set " + text + ": expected key.path=value, e.g. --set optimizer.lr=0.05");
+  const std::string path = text.substr(0, eq), raw = text.substr(eq + 1);
+  if (!find_key(path)) throw config_error(unknown_key_message("--set", path));
+  // A value is JSON where it parses as JSON (numbers, true, lists), else a plain string.
+  json value = json::parse(raw, nullptr, false);
+  if (value.is_discarded()) value = raw;
+  // A section given as a non-object in the file cannot take a sub-key.
+  const auto ptr = pointer_of(path);
+  for (auto parent = ptr.parent_pointer(); !parent.empty(); parent = parent.parent_pointer())
+    if (user.contains(parent) && !user.at(parent).is_object())
+      throw config_error("--set " + path + ": " + parent.to_string().substr(1) + " is not an object in the config");
+  user[ptr] = value;
+}
+
+template <class T>
+T get(const json& resolved, const std::string& path) {
+  return resolved.at(pointer_of(path)).get<T>();
+}
+
+}  // namespace
+
+RunConfig load_config(const json& user_in, const std::vector<std::string>& overrides,
+                      const std::string& source) {
+  if (!user_in.is_object()) throw config_error(source + ": expected a JSON object at the top level, found " + user_in.type_name());
+  json user = user_in;
+  for (const auto& o : overrides) apply_override(user, o);
+  validate_object(user, "", source);
+
+  json resolved = json::object();
+  for (const auto& k : config_schema()) resolved[pointer_of(k.path)] = k.default_value;
+  for (const auto& k : config_schema()) {
+    const auto ptr = pointer_of(k.path);
+    if (user.contains(ptr)) resolved[ptr] = user.at(ptr);
+  }
+
+  RunConfig c;
+  c.name = get<std::string>(resolved, "name");
+  c.seed = get<uint64_t>(resolved, "seed");
+  c.workers = get<int>(resolved, "workers");
+  c.backend = get<std::string>(resolved, "backend");
+  c.precision = get<std::string>(resolved, "precision");
+
+  auto& d = c.data;
+  d.dataset = get<std::string>(resolved, "data.dataset");
+  d.path = get<std::string>(resolved, "data.path");
+  if (d.dataset == "fashion-mnist" && d.path.empty()) {
+    d.path = "/usr/share/datasets/fashion-mnist";
+    resolved[pointer_of("data.path")] = d.path;
+  }
+  if ((d.dataset == "mnist" || d.dataset == "idx" || d.dataset == "cifar10") && d.path.empty())
+    throw config_error(source + ": data.path: expected the folder of the " + d.dataset + " files for data.dataset \"" +
+                       d.dataset + "\", found nothing");
+  d.normalize = get<std::string>(resolved, "data.normalize");
+  d.train_samples = get<int64_t>(resolved, "data.train_samples");
+  d.test_samples = get<int64_t>(resolved, "data.test_samples");
+  d.synthetic_kind = get<std::string>(resolved, "data.synthetic.kind");
+  d.synthetic_train = get<int64_t>(resolved, "data.synthetic.train");
+  d.synthetic_test = get<int64_t>(resolved, "data.synthetic.test");
+  d.synthetic_features = get<int>(resolved, "data.synthetic.features");
+  d.synthetic_classes = get<int>(resolved, "data.synthetic.classes");
+  d.synthetic_separation = get<double>(resolved, "data.synthetic.separation");
+  d.synthetic_teacher_hidden = get<int>(resolved, "data.synthetic.teacher_hidden");
+  d.synthetic_label_noise = get<double>(resolved, "data.synthetic.label_noise");
+
+  c.partition.kind = get<std::string>(resolved, "partition.kind");
+  c.partition.alpha = get<double>(resolved, "partition.alpha");
+  c.partition.classes_per_worker = get<int>(resolved, "partition.classes_per_worker");
+
+  c.model.hidden = get<std::vector<int>>(resolved, "model.hidden");
+  c.model.activation_name = get<std::string>(resolved, "model.activation");
+  c.model.activation = c.model.activation_name == "relu"   ? Activation::Relu
+                       : c.model.activation_name == "tanh" ? Activation::Tanh
+                                                           : Activation::Gelu;
+  c.model.init = get<std::string>(resolved, "model.init");
+  c.model.same_init = get<bool>(resolved, "model.same_init");
+
+  auto& t = c.topology;
+  t.name = get<std::string>(resolved, "topology.name");
+  t.weights = get<std::string>(resolved, "topology.weights");
+  t.shuffle = get<bool>(resolved, "topology.shuffle");
+  t.probability = get<double>(resolved, "topology.probability");
+  t.matrix = resolved.at(pointer_of("topology.matrix"));
+  t.edges = resolved.at(pointer_of("topology.edges"));
+  if (t.name == "custom" && t.matrix.is_null() == t.edges.is_null())
+    throw config_error(source + ": topology: custom needs exactly one of topology.matrix or topology.edges");
+  if (t.name != "custom" && !(t.matrix.is_null() && t.edges.is_null()))
+    throw config_error(source + ": topology.matrix/edges: given, but topology.name is \"" + t.name +
+                       "\"; set topology.name to \"custom\" to use them");
+
+  c.algorithm.name = get<std::string>(resolved, "algorithm.name");
+  c.algorithm.form = get<std::string>(resolved, "algorithm.form");
+  c.algorithm.local_steps = get<int>(resolved, "algorithm.local_steps");
+
+  auto& o = c.optimizer;
+  o.lr = get<double>(resolved, "optimizer.lr");
+  o.batch_size = get<int>(resolved, "optimizer.batch_size");
+  o.momentum = get<double>(resolved, "optimizer.momentum");
+  o.nesterov = get<bool>(resolved, "optimizer.nesterov");
+  o.weight_decay = get<double>(resolved, "optimizer.weight_decay");
+  o.schedule = get<std::string>(resolved, "optimizer.schedule");
+  o.milestones = get<std::vector<double>>(resolved, "optimizer.milestones");
+  for (size_t i = 1; i < o.milestones.size(); ++i)
+    if (o.milestones[i] <= o.milestones[i - 1])
+      throw config_error(source + ": optimizer.milestones: expected increasing fractions, found " +
+                         resolved.at(pointer_of("optimizer.milestones")).dump());
+  o.gamma = get<double>(resolved, "optimizer.gamma");
+  o.min_lr_factor = get<double>(resolved, "optimizer.min_lr_factor");
+  o.warmup_steps = get<int64_t>(resolved, "optimizer.warmup_steps");
+  o.warmup_start_factor = get<double>(resolved, "optimizer.warmup_start_factor");
+  o.scaling = get<std::string>(resolved, "optimizer.scaling");
+  o.base_batch = get<int64_t>(resolved, "optimizer.base_batch");
+  if (o.nesterov && o.momentum == 0)
+    throw config_error(source + ": optimizer.nesterov: true needs optimizer.momentum > 0, found 0");
+
+  c.train.steps = get<int64_t>(resolved, "train.steps");
+  c.train.epochs = get<double>(resolved, "train.epochs");
+  if (c.train.epochs > 0 && user.contains(pointer_of("train.steps")))
+    throw config_error(source + ": train.steps and train.epochs: give one of them, not both");
+  c.train.eval_every = get<int64_t>(resolved, "train.eval_every");
+  c.train.eval_workers = get<bool>(resolved, "train.eval_workers");
+  c.train.check_every = get<int64_t>(resolved, "train.check_every");
+
+  if (c.precision == "float64" && c.backend == "cuda")
+    throw config_error(source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
+  c.resolved = std::move(resolved);
+  return c;
+}
+
+RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw config_error(path + ": cannot open the config file");
+  json user;
+  try {
+    user = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw config_error(path + ": not valid JSON: " + e.what());
+  }
+  return load_config(user, overrides, path);
+}
+
+std::string config_hash(const json& resolved) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char ch : resolved.dump()) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace gossamer

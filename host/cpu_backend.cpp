@@ -1,0 +1,235 @@
+// The CPU reference backend: W[m][d] as one row-major Eigen matrix (rows padded to 256
+// bytes), each worker's gradient by Eigen GEMMs (mlp.cpp), workers in parallel with
+// OpenMP. Every reduction over workers runs serially in worker order, so results do not
+// depend on the thread count: same seed, same bits.
+#include <omp.h>
+
+#include <cmath>
+
+#include "gossamer/backend.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/philox.hpp"
+#include "mlp.hpp"
+
+namespace gossamer {
+namespace {
+
+template <class T>
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendSetup& s)
+      : m_model(*s.model), m_partition(*s.partition), m_m(s.workers), m_batch(s.batch), m_seed(s.seed),
+        m_opt(s.optimizer), m_ld(row_stride(m_model.dim, sizeof(T))) {
+    m_w = RowMat<T>::Zero(m_m, m_ld);
+    m_next = RowMat<T>::Zero(m_m, m_ld);
+    m_grad = RowMat<T>::Zero(m_m, m_ld);
+    if (m_opt.momentum > 0) m_momentum = RowMat<T>::Zero(m_m, m_ld);
+    m_x[0] = to_matrix(s.data->train);
+    m_x[1] = to_matrix(s.data->test);
+    m_y[0] = &s.data->train.y;
+    m_y[1] = &s.data->test.y;
+    m_indices.assign(size_t(m_m) * m_batch, 0);
+    m_batch_x.resize(omp_get_max_threads());
+    m_ws.resize(omp_get_max_threads());
+    m_batch_y.resize(omp_get_max_threads());
+    m_losses.assign(m_m, 0.0);
+  }
+
+  std::string name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
+
+  void set_weights(const std::vector<double>& w) override {
+    if (int64_t(w.size()) != int64_t(m_m) * m_model.dim)
+      throw runtime_error("set_weights: expected " + std::to_string(int64_t(m_m) * m_model.dim) + " values, got " +
+                          std::to_string(w.size()));
+    for (int k = 0; k < m_m; ++k)
+      for (int64_t i = 0; i < m_model.dim; ++i) m_w(k, i) = T(w[size_t(k) * m_model.dim + i]);
+  }
+
+  std::vector<double> weights() const override {
+    std::vector<double> w(size_t(m_m) * m_model.dim);
+    for (int k = 0; k < m_m; ++k)
+      for (int64_t i = 0; i < m_model.dim; ++i) w[size_t(k) * m_model.dim + i] = double(m_w(k, i));
+    return w;
+  }
+
+  void sample(int64_t step) override {
+    m_step = step;
+    for (int k = 0; k < m_m; ++k) {
+      const int64_t n = m_partition.shard_size(k), base = m_partition.offsets[k];
+      for (int j = 0; j < m_batch; ++j)
+        m_indices[size_t(k) * m_batch + j] =
+            m_partition.indices[base + int64_t(minibatch_position(m_seed, uint32_t(k), uint64_t(step), uint32_t(m_batch),
+                                                                  uint32_t(j), uint64_t(n)))];
+    }
+  }
+
+  std::vector<int64_t> minibatch_indices() const override { return m_indices; }
+
+  void local_gradient() override {
+    const RowMat<T>& x = m_x[0];
+    const auto& y = *m_y[0];
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < m_m; ++k) {
+      const int t = omp_get_thread_num();
+      RowMat<T>& bx = m_batch_x[t];
+      std::vector<int32_t>& by = m_batch_y[t];
+      bx.resize(m_batch, x.cols());
+      by.resize(m_batch);
+      for (int j = 0; j < m_batch; ++j) {
+        const int64_t i = m_indices[size_t(k) * m_batch + j];
+        bx.row(j) = x.row(i);
+        by[j] = y[i];
+      }
+      const BatchResult r = mlp_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
+                                          by.data(), m_grad.row(k).data(), m_ws[t]);
+      m_losses[k] = r.loss_sum / m_batch;
+    }
+    double sum = 0;
+    for (double l : m_losses) sum += l;
+    const double mean = sum / m_m;
+    if (!std::isfinite(mean) && m_first_nonfinite < 0) m_first_nonfinite = m_step;
+    m_loss_sum += mean;
+    ++m_loss.steps;
+  }
+
+  double mean_gradient_norm() override { return std::sqrt(row_mean(m_grad).squaredNorm()); }
+
+  void average_gradients() override {
+    const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_grad);
+    m_grad.rowwise() = mean.template cast<T>();
+  }
+
+  void mix_update(const Csr* mixing, double lr_d, MixForm form) override {
+    const T lr = T(lr_d), mu = T(m_opt.momentum), wd = T(m_opt.weight_decay);
+    // U in place of G: v = g + wd w; buf = mu buf + v; U = buf or v + mu buf (Nesterov).
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < m_m; ++k) {
+      auto u = m_grad.row(k);
+      if (wd != T(0)) u += wd * m_w.row(k);
+      if (mu != T(0)) {
+        auto buf = m_momentum.row(k);
+        buf = mu * buf + u;
+        if (m_opt.nesterov)
+          u += mu * buf;
+        else
+          u = buf;
+      }
+    }
+    if (!mixing) {
+      m_w -= lr * m_grad;
+      return;
+    }
+    if (form == MixForm::Atc) m_w -= lr * m_grad;
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < m_m; ++k) {
+      auto out = m_next.row(k);
+      out.setZero();
+      for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e) out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
+      if (form == MixForm::Default) out -= lr * m_grad.row(k);
+    }
+    m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
+  }
+
+  void average_weights() override {
+    const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
+    m_w.rowwise() = mean.template cast<T>();
+  }
+
+  TrainLoss take_train_loss() override {
+    TrainLoss out = m_loss;
+    out.mean = m_loss.steps ? m_loss_sum / double(m_loss.steps) : std::nan("");
+    m_loss = TrainLoss{};
+    m_loss_sum = 0;
+    return out;
+  }
+
+  int64_t first_nonfinite_step() const override { return m_first_nonfinite; }
+
+  bool weights_finite() override { return m_w.allFinite(); }
+
+  double consensus_distance() override {
+    const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
+    double sum = 0;
+    for (int k = 0; k < m_m; ++k) sum += (m_w.row(k).template cast<double>() - mean).squaredNorm();
+    return sum / m_m;
+  }
+
+  EvalStats evaluate_mean(Split split) override {
+    const Eigen::Matrix<T, 1, Eigen::Dynamic> mean = row_mean(m_w).template cast<T>();
+    // Chunks in parallel, summed in chunk order.
+    const RowMat<T>& x = m_x[int(split)];
+    const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
+    std::vector<BatchResult> parts(chunks);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) parts[c] = eval_rows(mean.data(), split, c * kEvalChunk, std::min(n, (c + 1) * kEvalChunk));
+    BatchResult total;
+    for (const auto& p : parts) total.loss_sum += p.loss_sum, total.correct += p.correct;
+    return {total.loss_sum / double(n), double(total.correct) / double(n)};
+  }
+
+  std::vector<EvalStats> evaluate_workers(Split split) override {
+    const int64_t n = m_x[int(split)].rows();
+    std::vector<EvalStats> out(m_m);
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < m_m; ++k) {
+      BatchResult total;
+      for (int64_t start = 0; start < n; start += kEvalChunk) {
+        const BatchResult r = eval_rows(m_w.row(k).data(), split, start, std::min(n, start + kEvalChunk));
+        total.loss_sum += r.loss_sum;
+        total.correct += r.correct;
+      }
+      out[k] = {total.loss_sum / double(n), double(total.correct) / double(n)};
+    }
+    return out;
+  }
+
+ private:
+  static constexpr int64_t kEvalChunk = 1024;
+
+  static RowMat<T> to_matrix(const Dataset& d) {
+    return Eigen::Map<const RowMat<float>>(d.x.data(), d.n, d.features).template cast<T>();
+  }
+
+  // Mean over workers in double, summed in worker order.
+  Eigen::Matrix<double, 1, Eigen::Dynamic> row_mean(const RowMat<T>& a) const {
+    Eigen::Matrix<double, 1, Eigen::Dynamic> mean = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_model.dim);
+    for (int k = 0; k < m_m; ++k) mean += a.row(k).head(m_model.dim).template cast<double>();
+    Eigen::Matrix<double, 1, Eigen::Dynamic> padded = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_ld);
+    padded.head(m_model.dim) = mean / double(m_m);
+    return padded;
+  }
+
+  BatchResult eval_rows(const T* w, Split split, int64_t begin, int64_t end) {
+    const RowMat<T>& x = m_x[int(split)];
+    return mlp_loss(m_model, w, ConstRowMap<T>(x.row(begin).data(), end - begin, x.cols()),
+                    m_y[int(split)]->data() + begin, m_ws[omp_get_thread_num()]);
+  }
+
+  const ModelSpec& m_model;
+  const Partition& m_partition;
+  const int m_m, m_batch;
+  const uint64_t m_seed;
+  const OptimizerParams m_opt;
+  const int64_t m_ld;
+  RowMat<T> m_w, m_next, m_grad, m_momentum;
+  RowMat<T> m_x[2];
+  const std::vector<int32_t>* m_y[2];
+  std::vector<int64_t> m_indices;
+  std::vector<RowMat<T>> m_batch_x;
+  std::vector<std::vector<int32_t>> m_batch_y;
+  std::vector<MlpWorkspace<T>> m_ws;
+  std::vector<double> m_losses;
+  int64_t m_step = 0;
+  int64_t m_first_nonfinite = -1;
+  TrainLoss m_loss;
+  double m_loss_sum = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendSetup& setup, bool float64) {
+  if (float64) return std::make_unique<CpuBackend<double>>(setup);
+  return std::make_unique<CpuBackend<float>>(setup);
+}
+
+}  // namespace gossamer

@@ -1,0 +1,78 @@
+#include "sinks.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "gossamer/error.hpp"
+
+namespace gossamer {
+
+void write_json_atomic(const std::string& path, const nlohmann::json& value) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw runtime_error(tmp + ": cannot write");
+    out << value.dump(2) << "\n";
+    if (!out.flush()) throw runtime_error(tmp + ": write failed (disk full?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw runtime_error(path + ": cannot rename " + tmp + " over it: " + ec.message());
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) : m_path(path), m_out(path, std::ios::app) {
+  if (!m_out) throw runtime_error(path + ": cannot open for writing");
+}
+
+void MetricsWriter::write(const nlohmann::json& line) {
+  m_out << line.dump() << "\n";
+  if (!m_out.flush()) throw runtime_error(m_path + ": write failed (disk full?)");
+}
+
+Progress::Progress(std::ostream& out, bool terminal, int64_t total) : m_out(out), m_terminal(terminal), m_total(total) {}
+
+std::string Progress::eta(int64_t done, double seconds) const {
+  if (done <= 0) return "?";
+  const double left = seconds / double(done) * double(m_total - done);
+  char buf[32];
+  if (left >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", int(left / 3600), int(std::fmod(left, 3600) / 60));
+  else if (left >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", int(left / 60), int(std::fmod(left, 60)));
+  else std::snprintf(buf, sizeof buf, "%.0fs", left);
+  return buf;
+}
+
+void Progress::step(int64_t done, double seconds) {
+  if (!m_terminal || (seconds - m_last_draw < 0.1 && done < m_total)) return;
+  m_last_draw = seconds;
+  constexpr int kWidth = 30;
+  const int filled = int(kWidth * double(done) / double(std::max<int64_t>(m_total, 1)));
+  m_out << "\r[" << std::string(filled, '=') << std::string(kWidth - filled, ' ') << "] step " << done << "/" << m_total
+        << m_last_metrics << "  ETA " << eta(done, seconds) << "   " << std::flush;
+}
+
+void Progress::eval(const nlohmann::json& m, double seconds) {
+  auto num = [&](const char* key, const char* fmt) {
+    char buf[48];
+    if (!m.contains(key) || !m[key].is_number()) return std::string("-");
+    std::snprintf(buf, sizeof buf, fmt, m[key].get<double>());
+    return std::string(buf);
+  };
+  const int64_t done = m["step"];
+  m_last_metrics = "  loss " + num("train_loss", "%.4f") + "  acc " + num("test_acc", "%.4f");
+  if (m_terminal) {
+    step(done, seconds);
+    return;
+  }
+  m_out << "step " << done << "/" << m_total << " | train_loss " << num("train_loss", "%.4f") << " | test_loss "
+        << num("test_loss", "%.4f") << " | test_acc " << num("test_acc", "%.4f") << " | consensus "
+        << num("consensus_distance", "%.3e") << " | lr " << num("lr", "%.4g") << " | " << num("wall_time_s", "%.1f")
+        << " s | ETA " << eta(done, seconds) << "\n"
+        << std::flush;
+}
+
+void Progress::finish() {
+  if (m_terminal) m_out << "\n" << std::flush;
+}
+
+}  // namespace gossamer

@@ -1,0 +1,62 @@
+// Activations, their derivatives, and softmax cross-entropy of one row: the per-element
+// math of the MLP, compiled by both the CPU backend and the CUDA kernels.
+#pragma once
+#include <cmath>
+
+#include "gossamer/hostdevice.hpp"
+
+namespace gossamer {
+
+enum class Activation { Relu, Tanh, Gelu };
+
+// GELU, exact form: x * Phi(x) (Hendrycks & Gimpel 2016); d/dx = Phi(x) + x * phi(x).
+template <class T>
+GOSSAMER_HD T activate(Activation a, T x) {
+  switch (a) {
+    case Activation::Relu: return x > T(0) ? x : T(0);
+    case Activation::Tanh: return tanh(x);
+    case Activation::Gelu: return T(0.5) * x * (T(1) + erf(x * T(0.70710678118654752440)));
+  }
+  return x;
+}
+
+// Derivative with respect to the pre-activation z.
+template <class T>
+GOSSAMER_HD T activate_derivative(Activation a, T z) {
+  switch (a) {
+    case Activation::Relu: return z > T(0) ? T(1) : T(0);
+    case Activation::Tanh: {
+      const T t = tanh(z);
+      return T(1) - t * t;
+    }
+    case Activation::Gelu: {
+      const T cdf = T(0.5) * (T(1) + erf(z * T(0.70710678118654752440)));
+      const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * z * z);
+      return cdf + z * pdf;
+    }
+  }
+  return T(1);
+}
+
+// Softmax cross-entropy of one row of logits z[0..c) with label y:
+// loss = logsumexp(z) - z_y; on return z holds softmax(z) - onehot(y), scaled by `scale`
+// (1/B for the mean over a batch). Returns the loss; writes whether argmax == y.
+template <class T>
+GOSSAMER_HD T softmax_xent_row(T* z, int c, int y, T scale, bool* correct) {
+  T zmax = z[0];
+  int arg = 0;
+  for (int i = 1; i < c; ++i)
+    if (z[i] > zmax) {
+      zmax = z[i];
+      arg = i;
+    }
+  T sum = 0;
+  for (int i = 0; i < c; ++i) sum += exp(z[i] - zmax);
+  const T logsum = log(sum) + zmax;
+  const T loss = logsum - z[y];
+  for (int i = 0; i < c; ++i) z[i] = (exp(z[i] - logsum) - (i == y ? T(1) : T(0))) * scale;
+  if (correct) *correct = (arg == y);
+  return loss;
+}
+
+}  // namespace gossamer

@@ -1,0 +1,95 @@
+// The backend contract (DESIGN.md, "The one idea"): every operation acts on all m
+// workers' parameters W[m][d] at once. The trainer drives a step through these calls
+// only, so the CPU reference and the CUDA backend are interchangeable under it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gossamer/dataset.hpp"
+#include "gossamer/model.hpp"
+#include "gossamer/partition.hpp"
+#include "gossamer/topology.hpp"
+
+namespace gossamer {
+
+enum class MixForm {
+  Default,  // W' = P W - lr U   (Lian et al. 2017; the seed paper's order)
+  Atc,      // W' = P (W - lr U) (adapt-then-combine)
+};
+
+enum class Split { Train, Test };
+
+// The local optimizer's update U from the gradient g at w:
+//   v = g + wd w;  buf = mu buf + v;  U = buf (heavy ball) or v + mu buf (Nesterov); U = v when mu = 0.
+struct OptimizerParams {
+  double momentum = 0;
+  double weight_decay = 0;
+  bool nesterov = false;
+};
+
+struct BackendSetup {
+  const ModelSpec* model = nullptr;
+  const DataSplit* data = nullptr;
+  const Partition* partition = nullptr;
+  int workers = 0;
+  int batch = 0;  // per worker
+  uint64_t seed = 0;
+  OptimizerParams optimizer;
+};
+
+struct EvalStats {
+  double loss = 0;      // mean cross-entropy
+  double accuracy = 0;  // fraction correct
+};
+
+struct TrainLoss {
+  double mean = 0;  // over workers and over the steps since the last take_train_loss()
+  int64_t steps = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // All workers' parameters, m x d row-major doubles (no row padding).
+  virtual void set_weights(const std::vector<double>& w) = 0;
+  virtual std::vector<double> weights() const = 0;
+
+  // Draws every worker's minibatch of this step (Philox: a function of seed, worker, step).
+  virtual void sample(int64_t step) = 0;
+  // The drawn training-set indices, m x batch (for checks; not on the hot path).
+  virtual std::vector<int64_t> minibatch_indices() const = 0;
+  // G[k] = gradient of worker k's minibatch loss at W[k], for all k; accumulates the loss.
+  virtual void local_gradient() = 0;
+  // || (1/m) sum_k G[k] ||: call after local_gradient, before the update.
+  virtual double mean_gradient_norm() = 0;
+  // C-SGD: G[k] = (1/m) sum_j G[j] for all k.
+  virtual void average_gradients() = 0;
+  // The step: U from G (OptimizerParams), then W' = P W - lr U or P (W - lr U);
+  // mixing == nullptr means P = I (no communication).
+  virtual void mix_update(const Csr* mixing, double lr, MixForm form) = 0;
+  // W[k] = mean_j W[j] for all k (exact averaging; local SGD).
+  virtual void average_weights() = 0;
+
+  virtual TrainLoss take_train_loss() = 0;
+  // The first step whose mean minibatch loss was NaN or Inf, -1 if none yet.
+  virtual int64_t first_nonfinite_step() const = 0;
+  virtual bool weights_finite() = 0;
+  // (1/m) sum_k ||W[k] - mean_j W[j]||^2
+  virtual double consensus_distance() = 0;
+  // The averaged model w-bar on a split, and every worker's own model.
+  virtual EvalStats evaluate_mean(Split split) = 0;
+  virtual std::vector<EvalStats> evaluate_workers(Split split) = 0;
+};
+
+// The CPU reference backend, in float or double.
+std::unique_ptr<Backend> make_cpu_backend(const BackendSetup& setup, bool float64);
+
+// "auto" | "cpu" | "cuda". Sets *chosen to what was picked and why (for the log).
+std::unique_ptr<Backend> make_backend(const std::string& which, const std::string& precision,
+                                      const BackendSetup& setup, std::string* chosen);
+
+}  // namespace gossamer

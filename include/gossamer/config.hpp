@@ -1,0 +1,109 @@
+// RunConfig: the validated, resolved configuration of one run. Every key is declared
+// once in the schema (host/config_schema.cpp) with its type, default, range and meaning;
+// validation, defaults, unknown-key suggestions and docs/CONFIG.md all come from it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gossamer/activations.hpp"
+
+namespace gossamer {
+
+struct DataConfig {
+  std::string dataset;  // synthetic | fashion-mnist | mnist | idx | cifar10
+  std::string path;
+  std::string normalize;  // feature | none
+  int64_t train_samples = 0;  // 0: all
+  int64_t test_samples = 0;
+  // synthetic
+  std::string synthetic_kind;  // teacher | gaussian_mixture
+  int64_t synthetic_train = 0, synthetic_test = 0;
+  int synthetic_features = 0, synthetic_classes = 0, synthetic_teacher_hidden = 0;
+  double synthetic_separation = 0, synthetic_label_noise = 0;
+};
+
+struct PartitionConfig {
+  std::string kind;  // iid | dirichlet | shards
+  double alpha = 0;
+  int classes_per_worker = 0;
+};
+
+struct ModelConfig {
+  std::vector<int> hidden;
+  Activation activation = Activation::Relu;
+  std::string activation_name;
+  std::string init;  // kaiming | xavier | zeros
+  bool same_init = true;
+};
+
+struct TopologyConfig {
+  std::string name;
+  std::string weights;  // uniform | metropolis
+  bool shuffle = false;
+  double probability = 0;  // erdos_renyi
+  nlohmann::json matrix;   // custom: dense m x m
+  nlohmann::json edges;    // custom: list of [i, j]
+};
+
+struct AlgorithmConfig {
+  std::string name;  // dsgd | csgd | local_sgd
+  std::string form;  // default | atc
+  int local_steps = 1;
+};
+
+struct OptimizerConfig {
+  double lr = 0;
+  int batch_size = 0;  // per worker
+  double momentum = 0;
+  bool nesterov = false;
+  double weight_decay = 0;
+  std::string schedule;  // constant | step | cosine
+  std::vector<double> milestones;  // fractions of the run
+  double gamma = 0;
+  double min_lr_factor = 0;
+  int64_t warmup_steps = 0;
+  double warmup_start_factor = 0;
+  std::string scaling;  // none | linear | sqrt
+  int64_t base_batch = 0;
+};
+
+struct TrainConfig {
+  int64_t steps = 0;
+  double epochs = 0;
+  int64_t eval_every = 0;
+  bool eval_workers = true;
+  int64_t check_every = 1;
+};
+
+struct RunConfig {
+  std::string name;
+  uint64_t seed = 0;
+  int workers = 0;
+  DataConfig data;
+  PartitionConfig partition;
+  ModelConfig model;
+  TopologyConfig topology;
+  AlgorithmConfig algorithm;
+  OptimizerConfig optimizer;
+  TrainConfig train;
+  std::string backend;    // auto | cpu | cuda
+  std::string precision;  // float32 | float64
+  nlohmann::json resolved;  // the whole config, defaults filled in
+};
+
+// Parse, apply `--set key.path=value` overrides, validate, fill defaults. `source` names
+// the file in error messages. Throws config_error naming the key, the value and what was expected.
+RunConfig load_config(const nlohmann::json& user, const std::vector<std::string>& overrides,
+                      const std::string& source);
+RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides);
+
+// Markdown reference of every key (docs/CONFIG.md is generated from this).
+std::string config_reference_markdown();
+
+// A short stable hash of the resolved config (FNV-1a of its canonical dump), hex.
+std::string config_hash(const nlohmann::json& resolved);
+
+}  // namespace gossamer

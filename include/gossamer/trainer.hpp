@@ -1,0 +1,26 @@
+// One run: config -> data -> partition -> model -> topology -> backend -> training loop -> sinks.
+#pragma once
+#include <ostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "gossamer/config.hpp"
+
+namespace gossamer {
+
+struct RunResult {
+  int exit_code = 0;     // kExitOk, kExitDiverged, kExitInterrupted
+  std::string status;    // completed | diverged | interrupted
+  std::string out_dir;
+  nlohmann::json summary;
+};
+
+// Trains as the config says and writes RUN_DIR/{config.json, metrics.jsonl, summary.json}.
+// out_dir empty: runs/NAME-TIMESTAMP. Progress and log lines go to `log`.
+RunResult run_training(const RunConfig& config, const std::string& out_dir, std::ostream& log);
+
+// Steps of the run: train.steps, or ceil(epochs n_train / total batch) when train.epochs > 0.
+int64_t resolve_steps(const RunConfig& config, int64_t train_samples);
+
+}  // namespace gossamer
