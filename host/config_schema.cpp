@@ -183,14 +183,21 @@ void check_value(const KeySpec& s, const json& v, const std::string& source) {
 }
 
 std::string closest_key(const std::string& unknown) {
+  // Candidates: every key and every section ("optimizer" for "optimiser").
+  std::vector<std::string> candidates;
+  for (const auto& k : config_schema())
+    for (size_t dot = k.path.find('.'); ; dot = k.path.find('.', dot + 1)) {
+      candidates.push_back(k.path.substr(0, dot));
+      if (dot == std::string::npos) break;
+    }
   std::string best;
   size_t best_d = std::string::npos;
-  for (const auto& k : config_schema()) {
+  for (const auto& c : candidates) {
     // Compare whole paths, and leaves too (a right name in the wrong section).
-    const size_t d = std::min(edit_distance(unknown, k.path), edit_distance(leaf(unknown), leaf(k.path)) + 1);
+    const size_t d = std::min(edit_distance(unknown, c), edit_distance(leaf(unknown), leaf(c)) + 1);
     if (d < best_d) {
       best_d = d;
-      best = k.path;
+      best = c;
     }
   }
   return best_d <= std::max<size_t>(2, leaf(unknown).size() / 3) ? best : std::string();

@@ -88,10 +88,13 @@ DataSplit load_data(const DataConfig& c, uint64_t seed) {
     data.train = read_cifar10(train);
     data.test = read_cifar10({find_data_file(c.path, "test_batch.bin")});
   } else {  // fashion-mnist, mnist, idx: the MNIST file names
-    data.train = read_idx(find_data_file(c.path, "train-images-idx3-ubyte"),
-                          find_data_file(c.path, "train-labels-idx1-ubyte"), 10);
-    data.test = read_idx(find_data_file(c.path, "t10k-images-idx3-ubyte"),
-                         find_data_file(c.path, "t10k-labels-idx1-ubyte"), 10);
+    // Looked up one by one, so a missing folder is reported at its first file.
+    const std::string train_images = find_data_file(c.path, "train-images-idx3-ubyte");
+    const std::string train_labels = find_data_file(c.path, "train-labels-idx1-ubyte");
+    const std::string test_images = find_data_file(c.path, "t10k-images-idx3-ubyte");
+    const std::string test_labels = find_data_file(c.path, "t10k-labels-idx1-ubyte");
+    data.train = read_idx(train_images, train_labels, 10);
+    data.test = read_idx(test_images, test_labels, 10);
   }
   if (data.train.features != data.test.features)
     throw runtime_error(data.test.source + ": " + std::to_string(data.test.features) +

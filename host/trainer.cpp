@@ -55,8 +55,6 @@ void prepare_out_dir(const std::string& dir) {
   if (ec) throw runtime_error(dir + ": cannot create the run folder: " + ec.message());
 }
 
-MixForm mix_form(const RunConfig& c) { return c.algorithm.form == "atc" ? MixForm::Atc : MixForm::Default; }
-
 // One evaluation: a line of metrics.jsonl.
 json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, double lr, double grad_norm,
               double wall) {
@@ -94,6 +92,22 @@ std::string nonfinite_quantity(const json& m) {
 }
 
 }  // namespace
+
+void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology, int64_t t, double lr,
+                double* grad_norm) {
+  backend.sample(t);
+  backend.local_gradient();
+  if (grad_norm) *grad_norm = backend.mean_gradient_norm();
+  if (c.algorithm.name == "csgd") {
+    backend.average_gradients();
+    backend.mix_update(nullptr, lr, MixForm::Default);
+  } else if (c.algorithm.name == "local_sgd") {
+    backend.mix_update(nullptr, lr, MixForm::Default);
+    if ((t + 1) % c.algorithm.local_steps == 0) backend.average_weights();
+  } else {
+    backend.mix_update(&topology.at(t), lr, c.algorithm.form == "atc" ? MixForm::Atc : MixForm::Default);
+  }
+}
 
 int64_t resolve_steps(const RunConfig& c, int64_t train_samples) {
   if (c.train.epochs <= 0) return c.train.steps;
@@ -166,18 +180,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   for (int64_t t = 0; t < steps; ++t) {
     const double lr = learning_rate(c.optimizer, t, steps, total_batch);
     const bool eval_now = (t + 1) % c.train.eval_every == 0 || t + 1 == steps;
-    backend->sample(t);
-    backend->local_gradient();
-    const double grad_norm = eval_now ? backend->mean_gradient_norm() : NAN;
-    if (c.algorithm.name == "csgd") {
-      backend->average_gradients();
-      backend->mix_update(nullptr, lr, MixForm::Default);
-    } else if (c.algorithm.name == "local_sgd") {
-      backend->mix_update(nullptr, lr, MixForm::Default);
-      if ((t + 1) % c.algorithm.local_steps == 0) backend->average_weights();
-    } else {
-      backend->mix_update(&topology.at(t), lr, mix_form(c));
-    }
+    double grad_norm = NAN;
+    train_step(*backend, c, topology, t, lr, eval_now ? &grad_norm : nullptr);
     done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {
       if (const int64_t bad = backend->first_nonfinite_step(); bad >= 0) {

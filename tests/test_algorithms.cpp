@@ -1,0 +1,182 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "gossamer/error.hpp"
+#include "gossamer/schedule.hpp"
+#include "gossamer/trainer.hpp"
+#include "helpers.hpp"
+
+using namespace gossamer;
+using namespace gossamer::testing;
+using nlohmann::json;
+
+namespace {
+
+double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return std::sqrt(num / den);
+}
+
+void run_steps(Sim& s, int steps) {
+  TopologySchedule topo(s.config.topology, s.config.workers, s.config.seed);
+  for (int t = 0; t < steps; ++t)
+    train_step(*s.backend, s.config, topo, t, learning_rate(s.config.optimizer, t, steps, 20), nullptr);
+}
+
+std::string temp_dir(const std::string& name) {
+  const auto d = std::filesystem::temp_directory_path() / ("gossamer-test-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(d);
+  return d.string();
+}
+
+}  // namespace
+
+// With atc and a complete graph, W' = (11^T/m)(W - lr U): every worker lands on the mean of
+// the adapted models, which is C-SGD's step from a common start (U is linear in g, w, buf).
+class AtcCompleteTest : public ::testing::TestWithParam<json> {};
+
+TEST_P(AtcCompleteTest, EqualsCsgdOver20StepsFloat64) {
+  const json opt = GetParam();
+  Sim dsgd = make_sim({{"algorithm", {{"name", "dsgd"}, {"form", "atc"}}}, {"topology", {{"name", "complete"}}}, {"optimizer", opt}}, true);
+  Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", opt}}, true);
+  run_steps(dsgd, 20);
+  run_steps(csgd, 20);
+  const auto a = dsgd.backend->weights(), b = csgd.backend->weights();
+  const auto w0 = init_weights(csgd.model, csgd.config.model, 4, csgd.config.seed);
+  EXPECT_GT(relative_error(b, w0), 1e-3);  // the models did move
+  EXPECT_LT(relative_error(a, b), 1e-6);
+  EXPECT_LT(csgd.backend->consensus_distance(), 1e-20);
+}
+
+INSTANTIATE_TEST_SUITE_P(Optimizers, AtcCompleteTest,
+                         ::testing::Values(json{{"lr", 0.2}}, json{{"lr", 0.1}, {"momentum", 0.9}, {"weight_decay", 1e-3}},
+                                           json{{"lr", 0.1}, {"momentum", 0.8}, {"nesterov", true}}),
+                         [](const auto& info) { return std::to_string(info.index); });
+
+TEST(AlgorithmTest, LocalSgdWithOneLocalStepEqualsCsgd) {
+  Sim local = make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 1}}}}, true);
+  Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}}, true);
+  run_steps(local, 10);
+  run_steps(csgd, 10);
+  EXPECT_LT(relative_error(local.backend->weights(), csgd.backend->weights()), 1e-12);
+}
+
+TEST(AlgorithmTest, LocalSgdDriftsBetweenAveragings) {
+  Sim s = make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 3}}}, {"workers", 4}}, true);
+  TopologySchedule topo(s.config.topology, 4, 1);
+  train_step(*s.backend, s.config, topo, 0, 0.1);
+  EXPECT_GT(s.backend->consensus_distance(), 0.0);
+  train_step(*s.backend, s.config, topo, 1, 0.1);
+  train_step(*s.backend, s.config, topo, 2, 0.1);
+  EXPECT_EQ(s.backend->consensus_distance(), 0.0);
+}
+
+// With lr = 0 the step is W' = P W, and for doubly stochastic P
+// ||W' - 1 wbar^T||_F <= sigma_2 ||W - 1 wbar^T||_F, so the consensus distance contracts by
+// at least (1 - gap)^2 per step.
+class ContractionTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ContractionTest, ConsensusDistanceShrinksAtLeastByTheGap) {
+  const std::string name = GetParam();
+  Sim s = make_sim({{"workers", 8}, {"topology", {{"name", name}}}, {"optimizer", {{"lr", 0.0}}},
+                    {"model", {{"same_init", false}}}},
+                   true);
+  TopologySchedule topo(s.config.topology, 8, s.config.seed);
+  const double gap = spectral_gap(topo.phase(0)).gap_sigma;
+  const double cd0 = s.backend->consensus_distance();
+  ASSERT_GT(cd0, 0.1);
+  for (int t = 1; t <= 12; ++t) {
+    train_step(*s.backend, s.config, topo, t - 1, 0.0);
+    const double bound = std::pow(1.0 - gap, 2.0 * t) * cd0;
+    EXPECT_LE(s.backend->consensus_distance(), bound * (1 + 1e-9) + 1e-28) << name << " step " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(StaticTopologies, ContractionTest,
+                         ::testing::Values("ring", "grid", "torus", "exponential", "hypercube", "star", "complete",
+                                           "erdos_renyi"));
+
+TEST(AlgorithmTest, MinibatchesComeFromTheWorkersOwnShardAndRepeatBySeed) {
+  Sim a = make_sim({{"partition", {{"kind", "shards"}, {"classes_per_worker", 1}}}}, false);
+  Sim b = make_sim({{"partition", {{"kind", "shards"}, {"classes_per_worker", 1}}}}, false);
+  a.backend->sample(17);
+  b.backend->sample(17);
+  const auto idx = a.backend->minibatch_indices();
+  EXPECT_EQ(idx, b.backend->minibatch_indices());
+  const int batch = a.config.optimizer.batch_size;
+  for (int k = 0; k < a.config.workers; ++k) {
+    const auto begin = a.partition.indices.begin() + a.partition.offsets[k];
+    const auto end = a.partition.indices.begin() + a.partition.offsets[k + 1];
+    for (int j = 0; j < batch; ++j) EXPECT_NE(std::find(begin, end, idx[k * batch + j]), end);
+  }
+  a.backend->sample(18);
+  EXPECT_NE(a.backend->minibatch_indices(), idx);
+}
+
+TEST(AlgorithmTest, Float32MatchesFloat64Reference) {
+  Sim f32 = make_sim({{"optimizer", {{"momentum", 0.9}}}}, false);
+  Sim f64 = make_sim({{"optimizer", {{"momentum", 0.9}}}}, true);
+  run_steps(f32, 20);
+  run_steps(f64, 20);
+  EXPECT_LT(relative_error(f32.backend->weights(), f64.backend->weights()), 1e-5);
+}
+
+TEST(TrainerTest, SameSeedGivesBitIdenticalMetrics) {
+  const json cfg = tiny_config({{"workers", 6}, {"train", {{"steps", 60}, {"eval_every", 15}}},
+                                {"optimizer", {{"momentum", 0.9}}}, {"topology", {{"name", "one_peer_exponential"}}}});
+  std::vector<std::string> lines[2];
+  for (int run = 0; run < 2; ++run) {
+    const std::string dir = temp_dir("determinism" + std::to_string(run));
+    std::ostringstream log;
+    const RunResult r = run_training(load_config(cfg, {}, "test"), dir, log);
+    ASSERT_EQ(r.exit_code, kExitOk);
+    std::ifstream in(dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line);
+      j.erase("wall_time_s");
+      lines[run].push_back(j.dump());
+    }
+    std::filesystem::remove_all(dir);
+  }
+  ASSERT_EQ(lines[0].size(), 5u);  // steps 0, 15, 30, 45, 60
+  EXPECT_EQ(lines[0], lines[1]);
+}
+
+TEST(TrainerTest, DivergenceStopsWithExitCode3AndNamesTheStep) {
+  const std::string dir = temp_dir("diverge");
+  std::ostringstream log;
+  const RunResult r = run_training(load_config(tiny_config({{"optimizer", {{"lr", 1e300}}}}), {}, "test"), dir, log);
+  EXPECT_EQ(r.exit_code, kExitDiverged);
+  EXPECT_EQ(r.status, "diverged");
+  EXPECT_NE(r.summary["divergence"].get<std::string>().find("at step"), std::string::npos);
+  std::ifstream in(dir + "/summary.json");
+  EXPECT_EQ(json::parse(in)["status"], "diverged");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
+  const std::string dir = temp_dir("outputs");
+  std::ostringstream log;
+  const RunResult r = run_training(load_config(tiny_config({{"train", {{"steps", 30}}}}), {}, "test"), dir, log);
+  ASSERT_EQ(r.exit_code, kExitOk);
+  std::ifstream cfg(dir + "/config.json");
+  const json resolved = json::parse(cfg);
+  EXPECT_EQ(resolved["optimizer"]["momentum"], 0.0);  // a default, filled in
+  std::ifstream sum(dir + "/summary.json");
+  const json summary = json::parse(sum);
+  EXPECT_EQ(summary["status"], "completed");
+  EXPECT_EQ(summary["steps_done"], 30);
+  EXPECT_EQ(summary["config_hash"], config_hash(resolved));
+  EXPECT_GT(summary["final"]["test_acc"].get<double>(), 0.6);  // well above chance (1/3) on the mixture
+  for (const char* key : {"train_loss", "test_loss", "test_acc", "consensus_distance", "grad_norm", "lr", "epoch"})
+    EXPECT_TRUE(summary["final"].contains(key)) << key;
+  // A second run into the same folder is refused; what is there stays.
+  EXPECT_THROW(run_training(load_config(tiny_config(), {}, "test"), dir, log), Error);
+  std::ifstream again(dir + "/summary.json");
+  EXPECT_EQ(json::parse(again)["steps_done"], 30);
+  std::filesystem::remove_all(dir);
+}

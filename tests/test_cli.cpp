@@ -1,0 +1,118 @@
+// The CLI as a user meets it: exit codes and messages of the real binary.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "gossamer/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr
+};
+
+Result run_cli(const std::string& args) {
+  const std::string cmd = std::string(GOSSAMER_CLI) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    m_dir = fs::temp_directory_path() / ("gossamer-cli-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(m_dir);
+  }
+  void TearDown() override { fs::remove_all(m_dir); }
+  std::string config(const std::string& text) {
+    const std::string path = (m_dir / "cfg.json").string();
+    std::ofstream(path) << text;
+    return path;
+  }
+  std::string tiny() {
+    return config(R"({"workers": 3, "data": {"synthetic": {"train": 120, "test": 60, "features": 4, "classes": 2}},
+                      "model": {"hidden": [5]}, "optimizer": {"batch_size": 4}, "train": {"steps": 10, "eval_every": 5}})");
+  }
+  fs::path m_dir;
+};
+
+}  // namespace
+
+TEST_F(CliTest, RunSucceedsAndWritesTheRunFolder) {
+  const Result r = run_cli("run " + tiny() + " --backend cpu --out " + (m_dir / "run").string());
+  EXPECT_EQ(r.code, gossamer::kExitOk) << r.output;
+  for (const char* f : {"config.json", "metrics.jsonl", "summary.json"}) EXPECT_TRUE(fs::exists(m_dir / "run" / f)) << f;
+  EXPECT_NE(r.output.find("step 10/10"), std::string::npos) << "a plain line per eval in a pipe: " << r.output;
+}
+
+TEST_F(CliTest, ConfigErrorsExitWith2) {
+  Result r = run_cli("run " + config(R"({"optimizer": {"lrr": 0.1}})") + " --out " + (m_dir / "a").string());
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("cfg.json: unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"), std::string::npos) << r.output;
+  r = run_cli("run " + config(R"({"workers": "many"})"));
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("workers: expected an integer"), std::string::npos) << r.output;
+  r = run_cli("run " + config("{\"workers\": 3,}"));
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("not valid JSON"), std::string::npos) << r.output;
+  r = run_cli("run " + tiny() + " --set optimizer.lr");
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("expected key.path=value"), std::string::npos) << r.output;
+  r = run_cli("run " + (m_dir / "absent.json").string());
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("cannot open"), std::string::npos);
+  r = run_cli("run");
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  r = run_cli("frobnicate");
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+}
+
+TEST_F(CliTest, MissingDataExitsWith1NamingTheFile) {
+  const Result r = run_cli("run " + config(R"({"data": {"dataset": "idx", "path": "/nonexistent"}})") + " --out " +
+                           (m_dir / "r").string());
+  EXPECT_EQ(r.code, gossamer::kExitRuntime);
+  EXPECT_NE(r.output.find("/nonexistent/train-images-idx3-ubyte"), std::string::npos) << r.output;
+}
+
+TEST_F(CliTest, DivergedRunExitsWith3) {
+  const Result r = run_cli("run " + tiny() + " --set optimizer.lr=1e300 --out " + (m_dir / "d").string());
+  EXPECT_EQ(r.code, gossamer::kExitDiverged) << r.output;
+  EXPECT_NE(r.output.find("diverged"), std::string::npos);
+}
+
+TEST_F(CliTest, TopologyPrintsItsProperties) {
+  Result r = run_cli("topology --name ring --workers 8 --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_NEAR(j["spectral_gap_sigma"].get<double>(), 1 - (1.0 / 3 + 2.0 / 3 * std::cos(2 * M_PI / 8)), 1e-12);
+  EXPECT_EQ(j["matrix"].size(), 8u);
+  EXPECT_TRUE(j["doubly_stochastic"].get<bool>());
+  r = run_cli("topology --name exponential --workers 8");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.output.find("symmetric         no"), std::string::npos) << r.output;
+  r = run_cli("topology --name hypercube --workers 6");
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("power of 2"), std::string::npos);
+}
+
+TEST_F(CliTest, DevicesAnswersEitherWay) {
+  const Result r = run_cli("devices");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_TRUE(r.output.find("GPU 0:") != std::string::npos || r.output.find("no GPU visible") != std::string::npos ||
+              r.output.find("without CUDA") != std::string::npos)
+      << r.output;
+}

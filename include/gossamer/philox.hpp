@@ -3,6 +3,7 @@
 // (key, counter), so the CPU and the GPU produce the same stream with no state to share:
 // worker k's minibatch at step t is a function of (seed, k, t) alone.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "gossamer/hostdevice.hpp"

@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/topology.hpp"
 
 namespace gossamer {
 
@@ -19,6 +21,14 @@ struct RunResult {
 // Trains as the config says and writes RUN_DIR/{config.json, metrics.jsonl, summary.json}.
 // out_dir empty: runs/NAME-TIMESTAMP. Progress and log lines go to `log`.
 RunResult run_training(const RunConfig& config, const std::string& out_dir, std::ostream& log);
+
+// One training step t of the configured algorithm at learning rate lr:
+//   dsgd:      sample, local gradients, W' = P_t W - lr U (or P_t (W - lr U) for atc)
+//   csgd:      sample, local gradients, mean gradient, W' = W - lr U
+//   local_sgd: sample, local gradients, W' = W - lr U; exact averaging after every H-th step
+// grad_norm, if given, receives ||mean_k G[k]|| of this step.
+void train_step(Backend& backend, const RunConfig& config, TopologySchedule& topology, int64_t step, double lr,
+                double* grad_norm = nullptr);
 
 // Steps of the run: train.steps, or ceil(epochs n_train / total batch) when train.epochs > 0.
 int64_t resolve_steps(const RunConfig& config, int64_t train_samples);
