@@ -16,7 +16,7 @@ std::vector<KeySpec> build_schema() {
   using K = KeyType;
   return {
       {"name", K::String, "run", "Name of the run; the default run folder is runs/NAME-TIMESTAMP."},
-      {"seed", K::Int, 1, "Seed of every random draw (data, partition, init, minibatches, topology).", {}, 0, 9.2e18},
+      {"seed", K::Int, 1, "Seed of every random draw (data, partition, init, minibatches, topology).", {}, 0, 9007199254740992.0},
       {"workers", K::Int, 16, "Number of simulated workers m.", {}, 1, 1 << 20},
       {"backend", K::Choice, "auto", "Where to run: auto picks cuda when a GPU is visible and implemented, else cpu.", {"auto", "cpu", "cuda"}},
       {"precision", K::Choice, "float32", "Scalar type of the CPU backend (float64 for reference runs).", {"float32", "float64"}},
@@ -77,17 +77,26 @@ std::vector<KeySpec> build_schema() {
   };
 }
 
+// 1048576, not 1.04858e+06.
+std::string number_text(double v) {
+  std::ostringstream o;
+  if (v == std::floor(v) && std::fabs(v) < 1e16) o << static_cast<long long>(v);
+  else o << v;
+  return o.str();
+}
+
 std::string type_phrase(const KeySpec& s) {
   auto range = [&](const char* what) {
     std::ostringstream o;
     o << what;
     const bool lo = std::isfinite(s.min), hi = std::isfinite(s.max);
     if (lo && hi)
-      o << " in " << (s.min_exclusive ? "(" : "[") << s.min << ", " << s.max << (s.max_exclusive ? ")" : "]");
+      o << " in " << (s.min_exclusive ? "(" : "[") << number_text(s.min) << ", " << number_text(s.max)
+        << (s.max_exclusive ? ")" : "]");
     else if (lo)
-      o << (s.min_exclusive ? " > " : " >= ") << s.min;
+      o << (s.min_exclusive ? " > " : " >= ") << number_text(s.min);
     else if (hi)
-      o << (s.max_exclusive ? " < " : " <= ") << s.max;
+      o << (s.max_exclusive ? " < " : " <= ") << number_text(s.max);
     return o.str();
   };
   switch (s.type) {

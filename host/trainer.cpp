@@ -161,6 +161,9 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
 
   Progress progress(log, &log == &std::cout && isatty(STDOUT_FILENO), steps);
   SigintScope sigint;
+  // The progress display's ETA counts from the first step, not from the data loading.
+  const double loop_start = seconds();
+  const auto loop_seconds = [&] { return seconds() - loop_start; };
   json last;
   double eval_seconds = 0, best_acc = -1;
   auto record = [&](int64_t step, double lr, double grad_norm) {
@@ -170,7 +173,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     best_acc = std::max(best_acc, last["test_acc"].get<double>());
     const std::string bad = nonfinite_quantity(last);
     metrics.write(last);
-    progress.eval(last, seconds());
+    progress.eval(last, loop_seconds());
     return bad;
   };
 
@@ -199,7 +202,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         break;
       }
     }
-    progress.step(done, seconds());
+    progress.step(done, loop_seconds());
     if (g_interrupted) {
       status = "interrupted";
       break;
@@ -217,7 +220,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   s["best_test_acc"] = best_acc;
   s["wall_time_s"] = wall;
   s["eval_time_s"] = eval_seconds;
-  s["steps_per_second"] = done / std::max(wall - eval_seconds, 1e-9);
+  s["setup_time_s"] = loop_start;  // data loading, partition, topology analysis, backend set-up
+  s["steps_per_second"] = done / std::max(wall - loop_start - eval_seconds, 1e-9);  // training steps only
   s["config_hash"] = config_hash(c.resolved);
   s["backend"] = backend->name();
   s["model"] = {{"layers", model.describe()}, {"parameters", model.dim}};
