@@ -5,7 +5,7 @@
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
 
-namespace gossamer::testing {
+namespace gossamer::test_util {
 
 struct Sim {
   RunConfig config;
@@ -49,4 +49,4 @@ inline Sim make_sim(const nlohmann::json& patch, bool float64) {
   return s;
 }
 
-}  // namespace gossamer::testing
+}  // namespace gossamer::test_util

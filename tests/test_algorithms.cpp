@@ -10,7 +10,7 @@
 #include "helpers.hpp"
 
 using namespace gossamer;
-using namespace gossamer::testing;
+using namespace gossamer::test_util;
 using nlohmann::json;
 
 namespace {

@@ -20,8 +20,8 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
-Result run_cli(const std::string& args) {
-  const std::string cmd = std::string(GOSSAMER_CLI) + " " + args + " 2>&1";
+Result run_cli(const std::string& args, const std::string& prefix = "") {
+  const std::string cmd = prefix + std::string(GOSSAMER_CLI) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -92,6 +92,21 @@ TEST_F(CliTest, DivergedRunExitsWith3) {
   const Result r = run_cli("run " + tiny() + " --set optimizer.lr=1e300 --out " + (m_dir / "d").string());
   EXPECT_EQ(r.code, gossamer::kExitDiverged) << r.output;
   EXPECT_NE(r.output.find("diverged"), std::string::npos);
+}
+
+TEST_F(CliTest, CtrlCWritesTheSummaryAndKeepsTheMetrics) {
+  const auto dir = m_dir / "int";
+  const Result r = run_cli("run " + tiny() + " --set train.steps=100000000 --set train.eval_every=500 --out " + dir.string(),
+                           "timeout --preserve-status -s INT 2 ");
+  EXPECT_EQ(r.code, gossamer::kExitInterrupted) << r.output;
+  std::ifstream summary(dir / "summary.json");
+  const auto s = nlohmann::json::parse(summary);
+  EXPECT_EQ(s["status"], "interrupted");
+  EXPECT_GT(s["steps_done"].get<int64_t>(), 0);
+  std::ifstream metrics(dir / "metrics.jsonl");
+  std::string first;
+  std::getline(metrics, first);
+  EXPECT_EQ(nlohmann::json::parse(first)["step"], 0);
 }
 
 TEST_F(CliTest, TopologyPrintsItsProperties) {

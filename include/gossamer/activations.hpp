@@ -7,6 +7,15 @@
 
 namespace gossamer {
 
+// On the host, the float overloads of std:: (unqualified calls below would otherwise
+// promote a float to double); in device code, CUDA's own float overloads.
+#if !defined(__CUDA_ARCH__)
+using std::erf;
+using std::exp;
+using std::log;
+using std::tanh;
+#endif
+
 enum class Activation { Relu, Tanh, Gelu };
 
 // GELU, exact form: x * Phi(x) (Hendrycks & Gimpel 2016); d/dx = Phi(x) + x * phi(x).
