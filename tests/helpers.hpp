@@ -1,5 +1,9 @@
 // Small simulations for the tests: a synthetic data set, its partition, a model and a CPU backend.
 #pragma once
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <memory>
 
 #include "gossamer/backend.hpp"
@@ -48,5 +52,22 @@ inline Sim make_sim(const nlohmann::json& patch, bool float64) {
   s.backend->set_weights(init_weights(s.model, s.config.model, s.config.workers, s.config.seed));
   return s;
 }
+
+// A fresh folder per test, named after it, removed afterwards.
+inline std::filesystem::path fresh_temp_dir(const std::string& tag) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("gossamer-" + tag + "-" + std::to_string(::getpid()) + "-" +
+                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+class TempDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override { m_dir = fresh_temp_dir("test"); }
+  void TearDown() override { std::filesystem::remove_all(m_dir); }
+  std::filesystem::path m_dir;
+};
 
 }  // namespace gossamer::test_util

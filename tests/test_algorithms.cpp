@@ -27,8 +27,9 @@ void run_steps(Sim& s, int steps) {
     train_step(*s.backend, s.config, topo, t, learning_rate(s.config.optimizer, t, steps, 20), nullptr);
 }
 
+// An empty path for a run folder (run_training creates it).
 std::string temp_dir(const std::string& name) {
-  const auto d = std::filesystem::temp_directory_path() / ("gossamer-test-" + name + "-" + std::to_string(::getpid()));
+  const auto d = fresh_temp_dir(name);
   std::filesystem::remove_all(d);
   return d.string();
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "gossamer/error.hpp"
+#include "helpers.hpp"
 
 namespace fs = std::filesystem;
 
@@ -30,14 +31,8 @@ Result run_cli(const std::string& args, const std::string& prefix = "") {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-class CliTest : public ::testing::Test {
+class CliTest : public gossamer::test_util::TempDirTest {
  protected:
-  void SetUp() override {
-    m_dir = fs::temp_directory_path() / ("gossamer-cli-" + std::to_string(::getpid()) + "-" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(m_dir);
-  }
-  void TearDown() override { fs::remove_all(m_dir); }
   std::string config(const std::string& text) {
     const std::string path = (m_dir / "cfg.json").string();
     std::ofstream(path) << text;
@@ -47,7 +42,6 @@ class CliTest : public ::testing::Test {
     return config(R"({"workers": 3, "data": {"synthetic": {"train": 120, "test": 60, "features": 4, "classes": 2}},
                       "model": {"hidden": [5]}, "optimizer": {"batch_size": 4}, "train": {"steps": 10, "eval_every": 5}})");
   }
-  fs::path m_dir;
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "gossamer/dataset.hpp"
 #include "gossamer/error.hpp"
+#include "helpers.hpp"
 #include "gossamer/partition.hpp"
 
 using namespace gossamer;
@@ -34,14 +35,8 @@ Bytes idx_labels(uint32_t n, int classes) {
   return b;
 }
 
-class DataFiles : public ::testing::Test {
+class DataFiles : public gossamer::test_util::TempDirTest {
  protected:
-  void SetUp() override {
-    m_dir = fs::temp_directory_path() / ("gossamer-data-" + std::to_string(::getpid()) + "-" +
-                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(m_dir);
-  }
-  void TearDown() override { fs::remove_all(m_dir); }
   std::string write(const std::string& name, const Bytes& b, bool gz = false) {
     const std::string path = (m_dir / name).string();
     if (gz) {
@@ -64,7 +59,6 @@ class DataFiles : public ::testing::Test {
     ADD_FAILURE() << "no error";
     return "";
   }
-  fs::path m_dir;
 };
 
 }  // namespace
