@@ -170,8 +170,15 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
 
   c.train.steps = get<int64_t>(resolved, "train.steps");
   c.train.epochs = get<double>(resolved, "train.epochs");
-  if (c.train.epochs > 0 && user.contains(pointer_of("train.steps")))
+  // The budget is in steps or in epochs. Both in the file is an error; a --set of one
+  // replaces the other, so a file in steps can be run in epochs and back.
+  const auto steps_ptr = pointer_of("train.steps"), epochs_ptr = pointer_of("train.epochs");
+  if (user_in.contains(steps_ptr) && user_in.contains(epochs_ptr) && user_in.at(epochs_ptr) != 0)
     throw config_error(source + ": train.steps and train.epochs: give one of them, not both");
+  for (const auto& o : overrides) {
+    if (o.rfind("train.steps=", 0) == 0) c.train.epochs = 0;
+  }
+  resolved[epochs_ptr] = c.train.epochs;
   c.train.eval_every = get<int64_t>(resolved, "train.eval_every");
   c.train.eval_workers = get<bool>(resolved, "train.eval_workers");
   c.train.check_every = get<int64_t>(resolved, "train.check_every");

@@ -210,6 +210,17 @@ TopologySchedule::TopologySchedule(const TopologyConfig& c, int m, uint64_t seed
     m_phases.push_back(weigh(m, undirected_edges(c, m, seed), c.weights));
   }
   for (auto& p : m_phases) p.n = m;
+  if (c.name == "custom") {
+    // A graph in pieces never reaches consensus: almost surely a mistake in the edge list.
+    Edges links;
+    for (int r = 0; r < m; ++r)
+      for (int e = m_phases[0].row_ptr[r]; e < m_phases[0].row_ptr[r + 1]; ++e)
+        if (m_phases[0].val[e] != 0) add_edge(links, r, m_phases[0].col[e]);
+    if (!connected(m, links))
+      throw config_error(std::string(c.matrix.is_null() ? "topology.edges" : "topology.matrix") +
+                         ": the graph is not connected over the " + std::to_string(m) +
+                         " workers, so they would never reach consensus");
+  }
 }
 
 const Csr& TopologySchedule::at(int64_t step) {

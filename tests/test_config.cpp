@@ -65,6 +65,15 @@ TEST(ConfigTest, SetOverridesParseJsonAndCheckKeys) {
   EXPECT_NE(config_failure(json::object(), {"optimizer.lr=fast"}).find("optimizer.lr: expected a number"), std::string::npos);
 }
 
+TEST(ConfigTest, SetSwitchesTheBudgetBetweenStepsAndEpochs) {
+  const json file = {{"train", {{"steps", 10}}}};
+  EXPECT_DOUBLE_EQ(load_config(file, {"train.epochs=2"}, "f").train.epochs, 2.0);
+  const RunConfig back = load_config({{"train", {{"epochs", 3}}}}, {"train.steps=7"}, "f");
+  EXPECT_EQ(back.train.epochs, 0.0);
+  EXPECT_EQ(back.train.steps, 7);
+  EXPECT_EQ(back.resolved["train"]["epochs"], 0.0);
+}
+
 TEST(ConfigTest, HashIsStableAndSensitive) {
   const RunConfig a = load_config(json::object(), {}, "x"), b = load_config(json::object(), {}, "y");
   const RunConfig c = load_config(json::object(), {"seed=2"}, "x");

@@ -134,4 +134,7 @@ TEST(TopologyTest, BadRequestsAreClearErrors) {
   TopologyConfig edges = topo("custom");
   edges.edges = nlohmann::json::array({{0, 1}, {1, 5}});
   EXPECT_THROW(TopologySchedule(edges, 3, 1), Error);
+  edges.edges = nlohmann::json::array({{0, 1}, {1, 2}});
+  EXPECT_THROW(TopologySchedule(edges, 4, 1), Error);  // worker 3 is cut off
+  EXPECT_NO_THROW(TopologySchedule(edges, 3, 1));
 }
