@@ -167,6 +167,44 @@ class CpuBackend final : public Backend {
     return {total.loss_sum / double(n), double(total.correct) / double(n)};
   }
 
+  void set_curvature_subset(const std::vector<int64_t>& indices) override {
+    m_curv_x.resize(int64_t(indices.size()), m_x[0].cols());
+    m_curv_y.resize(indices.size());
+    for (size_t i = 0; i < indices.size(); ++i) {
+      m_curv_x.row(int64_t(i)) = m_x[0].row(indices[i]);
+      m_curv_y[i] = (*m_y[0])[indices[i]];
+    }
+  }
+
+  std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) override {
+    const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
+    const bool shared = int64_t(points.size()) == d;
+    std::vector<double> out(dirs.size());
+    for_each_pair(pairs, [&](int64_t i, Chunked& c) {
+      c.load(points.data() + (shared ? 0 : i * d), dirs.data() + i * d, d);
+      c.sum_over_subset(*this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
+        return mlp_hvp(m_model, c.w.data(), c.v.data(), x, y, result, ws.hvp);
+      });
+      std::copy(c.acc.begin(), c.acc.end(), out.begin() + i * d);
+    });
+    return out;
+  }
+
+  std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) override {
+    const int64_t d = m_model.dim, count = int64_t(points.size()) / d;
+    std::vector<double> losses(count);
+    if (grads) grads->assign(points.size(), 0.0);
+    for_each_pair(count, [&](int64_t i, Chunked& c) {
+      c.load(points.data() + i * d, nullptr, d);
+      losses[i] = c.sum_over_subset(*this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
+        return grads ? mlp_loss_grad(m_model, c.w.data(), x, y, result, ws.hvp.base)
+                     : mlp_loss(m_model, c.w.data(), x, y, ws.hvp.base);
+      });
+      if (grads) std::copy(c.acc.begin(), c.acc.end(), grads->begin() + i * d);
+    });
+    return losses;
+  }
+
   std::vector<EvalStats> evaluate_workers(Split split) override {
     const int64_t n = m_x[int(split)].rows();
     std::vector<EvalStats> out(m_m);
@@ -185,6 +223,49 @@ class CpuBackend final : public Backend {
 
  private:
   static constexpr int64_t kEvalChunk = 1024;
+
+  struct Workspace {
+    HvpWorkspace<T> hvp;
+    std::vector<T> part;
+  };
+
+  // One (point, direction) pair's job: the point and direction in T, and the result
+  // summed over the curvature subset in chunks, each weighted by its share of the subset.
+  struct Chunked {
+    std::vector<T> w, v;
+    std::vector<double> acc;
+    Workspace ws;
+    void load(const double* point, const double* dir, int64_t d) {
+      w.assign(point, point + d);
+      if (dir) v.assign(dir, dir + d);
+    }
+    template <class F>
+    double sum_over_subset(CpuBackend& b, F&& f) {
+      const int64_t n = b.m_curv_x.rows(), d = b.m_model.dim;
+      acc.assign(d, 0.0);
+      ws.part.assign(d, T(0));
+      double loss = 0;
+      for (int64_t start = 0; start < n; start += kEvalChunk) {
+        const int64_t rows = std::min(n, start + kEvalChunk) - start;
+        const BatchResult r = f(ConstRowMap<T>(b.m_curv_x.row(start).data(), rows, b.m_curv_x.cols()),
+                                b.m_curv_y.data() + start, ws.part.data(), ws);
+        const double share = double(rows) / double(n);
+        for (int64_t i = 0; i < d; ++i) acc[i] += share * double(ws.part[i]);
+        loss += r.loss_sum;
+      }
+      return loss / double(n);
+    }
+  };
+
+  // Pairs in parallel; each pair's sum runs in a fixed order, so results do not depend on threads.
+  template <class F>
+  void for_each_pair(int64_t count, F&& job) {
+    // Checked here: an exception must not leave an OpenMP region.
+    if (m_curv_x.rows() == 0) throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+    std::vector<Chunked> jobs(omp_get_max_threads());
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < count; ++i) job(i, jobs[omp_get_thread_num()]);
+  }
 
   static RowMat<T> to_matrix(const Dataset& d) {
     return Eigen::Map<const RowMat<float>>(d.x.data(), d.n, d.features).template cast<T>();
@@ -215,6 +296,8 @@ class CpuBackend final : public Backend {
   RowMat<T> m_x[2];
   const std::vector<int32_t>* m_y[2];
   std::vector<int64_t> m_indices;
+  RowMat<T> m_curv_x;
+  std::vector<int32_t> m_curv_y;
   std::vector<RowMat<T>> m_batch_x;
   std::vector<std::vector<int32_t>> m_batch_y;
   std::vector<MlpWorkspace<T>> m_ws;

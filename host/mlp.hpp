@@ -39,3 +39,26 @@ BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<
                           MlpWorkspace<T>& ws);
 
 }  // namespace gossamer
+
+namespace gossamer {
+
+// Exact Hessian-vector product of the mean loss over the batch, H(w) v, into hv, by the
+// R-operator (Pearlmutter 1994): R{f} = d/dr f(w + r v) at r = 0, pushed through
+//   forward:    R{Z_l} = R{A_{l-1}} W_l^T + A_{l-1} V_l^T + 1 Rb_l^T,  R{A_l} = act'(Z_l) .* R{Z_l}
+//   softmax-CE: R{dZ_L} = (P .* (R{Z_L} - rowsum(P .* R{Z_L}))) / B
+//   backward:   R{dW_l} = R{dZ_l}^T A_{l-1} + dZ_l^T R{A_{l-1}},  R{db_l} = 1^T R{dZ_l}
+//               R{dA_{l-1}} = R{dZ_l} W_l + dZ_l V_l
+//               R{dZ_{l-1}} = R{dA_{l-1}} .* act'(Z_{l-1}) + dA_{l-1} .* act''(Z_{l-1}) .* R{Z_{l-1}}
+// Returns the loss of the batch as mlp_loss does.
+template <class T>
+struct HvpWorkspace {
+  MlpWorkspace<T> base;
+  std::vector<RowMat<T>> rz, ra;
+  RowMat<T> rdz, rda, da, dz_prev, rdz_prev;
+};
+
+template <class T>
+BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x, const int32_t* y, T* hv,
+                    HvpWorkspace<T>& ws);
+
+}  // namespace gossamer

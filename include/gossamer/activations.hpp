@@ -47,6 +47,21 @@ GOSSAMER_HD T activate_derivative(Activation a, T z) {
   return T(1);
 }
 
+// Second derivative with respect to z (for the R-operator's backward pass):
+// relu 0 (almost everywhere); tanh -2 t (1 - t^2); gelu phi(z) (2 - z^2).
+template <class T>
+GOSSAMER_HD T activate_second_derivative(Activation a, T z) {
+  switch (a) {
+    case Activation::Relu: return T(0);
+    case Activation::Tanh: {
+      const T t = tanh(z);
+      return T(-2) * t * (T(1) - t * t);
+    }
+    case Activation::Gelu: return T(0.39894228040143267794) * exp(T(-0.5) * z * z) * (T(2) - z * z);
+  }
+  return T(0);
+}
+
 // Softmax cross-entropy of one row of logits z[0..c) with label y:
 // loss = logsumexp(z) - z_y; on return z holds softmax(z) - onehot(y), scaled by `scale`
 // (1/B for the mean over a batch). Returns the loss; writes whether argmax == y.

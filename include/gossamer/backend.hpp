@@ -83,6 +83,14 @@ class Backend {
   // The averaged model w-bar on a split, and every worker's own model.
   virtual EvalStats evaluate_mean(Split split) = 0;
   virtual std::vector<EvalStats> evaluate_workers(Split split) = 0;
+
+  // Curvature (DESIGN.md): always of the data loss (no weight decay), on a fixed subset
+  // of the training set. Points and directions are rows of d doubles, K at a time.
+  virtual void set_curvature_subset(const std::vector<int64_t>& train_indices) = 0;
+  // out row i = H(point i) dir i on the subset; `points` holds 1 row (shared) or as many as `dirs`.
+  virtual std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) = 0;
+  // Mean loss on the subset at each row of `points`; with grads, also each gradient (same shape).
+  virtual std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) = 0;
 };
 
 // The CPU reference backend, in float or double.

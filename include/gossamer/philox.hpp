@@ -40,6 +40,7 @@ enum class RngDomain : uint32_t {
   Partition = 3,  // host-side partition and topology draws
   Topology = 4,
   Data = 5,       // synthetic data
+  Curvature = 6,  // probes and perturbations of the curvature estimators
 };
 
 GOSSAMER_HD Philox4 philox_draw(uint64_t seed, RngDomain domain, uint32_t a, uint64_t b) {
