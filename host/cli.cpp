@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <iostream>
 
+#include "gossamer/checkpoint.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
+#include "gossamer/simulation.hpp"
 #include "gossamer/topology.hpp"
 #include "gossamer/trainer.hpp"
 
@@ -77,6 +79,47 @@ void print_topology(const json& j, int m) {
   }
 }
 
+// `gossamer curvature`: the checkpoint's weights, the run's config (curvature keys
+// overridable), the curvature estimators of the run's metrics, printed.
+int curvature_command(const std::string& target, const std::vector<std::string>& what,
+                      std::vector<std::string> overrides, bool as_json) {
+  for (const auto& o : overrides)
+    if (o.rfind("curvature.", 0) != 0) throw config_error("--set " + o + ": only curvature.* keys can be changed here");
+  const std::string path = checkpoint_path(target);
+  const Checkpoint ck = read_checkpoint(path);
+  if (!what.empty()) overrides.push_back("curvature.what=" + json(what).dump());
+  const RunConfig config = load_config(ck.config, overrides, path);
+  const auto sim = make_simulation(config);
+  sim->backend->load_state(ck.state);
+  const json result = measure_curvature(*sim->backend, config.curvature, config.workers,
+                                        int64_t(sim->curvature_subset.size()), config.seed, ck.step);
+  if (as_json) {
+    std::cout << json{{"checkpoint", path}, {"step", ck.step}, {"curvature", result}}.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::printf("curvature of w-bar at step %lld (%s), on %lld training samples\n", static_cast<long long>(ck.step),
+              path.c_str(), static_cast<long long>(result["subset_samples"].get<int64_t>()));
+  if (result.contains("trace"))
+    std::printf("  Hessian trace         %.6g +- %.2g (Hutchinson, %lld probes)\n", result["trace"]["value"].get<double>(),
+                result["trace"]["std_error"].get<double>(), static_cast<long long>(result["trace"]["samples"].get<int64_t>()));
+  if (result.contains("top_eigenvalues")) {
+    const auto& t = result["top_eigenvalues"];
+    for (size_t i = 0; i < t["values"].size(); ++i)
+      std::printf("  eigenvalue %-3zu        %.6g  (residual %.2g, %s)\n", i + 1, t["values"][i].get<double>(),
+                  t["residuals"][i].get<double>(), t["method"].get<std::string>().c_str());
+  }
+  if (result.contains("half_tr_h_xi")) std::printf("  1/2 tr(H Xi)          %.6g\n", result["half_tr_h_xi"].get<double>());
+  if (result.contains("avg_sharpness_isotropic"))
+    std::printf("  avg sharpness (sigma) %.6g +- %.2g (sigma %g)\n  avg sharpness (Xi)    %.6g +- %.2g\n",
+                result["avg_sharpness_isotropic"]["value"].get<double>(), result["avg_sharpness_isotropic"]["std_error"].get<double>(),
+                result["avg_sharpness_isotropic"]["sigma"].get<double>(), result["avg_sharpness_xi"]["value"].get<double>(),
+                result["avg_sharpness_xi"]["std_error"].get<double>());
+  if (result.contains("sam_sharpness"))
+    std::printf("  SAM sharpness         %.6g (rho %g, %d ascent steps)\n", result["sam_sharpness"]["value"].get<double>(),
+                result["sam_sharpness"]["rho"].get<double>(), result["sam_sharpness"]["steps"].get<int>());
+  return kExitOk;
+}
+
 }  // namespace
 
 int cli_main(int argc, char** argv) {
@@ -85,10 +128,12 @@ int cli_main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("--verbose", verbose, "More detail on errors");
 
-  std::string config_path, out_dir, backend_name;
+  std::string config_path, out_dir, backend_name, resume_dir;
   std::vector<std::string> overrides;
-  auto* run = app.add_subcommand("run", "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json");
-  run->add_option("config", config_path, "The run's JSON config")->required();
+  auto* run = app.add_subcommand("run", "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json, checkpoint.bin");
+  auto* config_opt = run->add_option("config", config_path, "The run's JSON config");
+  run->add_option("--resume", resume_dir, "Continue the run in RUN_DIR from its checkpoint (its config.json is the config)")
+      ->excludes(config_opt);
   run->add_option("--set", overrides, "Override a config key: --set optimizer.lr=0.05 (repeatable)");
   run->add_option("--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
   run->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
@@ -115,6 +160,17 @@ int cli_main(int argc, char** argv) {
   auto* dev = app.add_subcommand("devices", "List the GPUs the CUDA runtime sees, or say why none is visible");
   dev->add_flag("--json", devices_json, "Print JSON");
 
+  std::string curv_target;
+  std::vector<std::string> curv_what, curv_overrides;
+  bool curv_json = false;
+  auto* curv = app.add_subcommand("curvature", "Measure curvature of a saved run (its checkpoint): trace, top eigenvalues, 1/2 tr(H Xi), sharpness");
+  curv->add_option("target", curv_target, "RUN_DIR or a checkpoint file")->required();
+  curv->add_option("--what", curv_what, "trace,topk,reg,avgsharp,samsharp (default: the run's curvature.what)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"trace", "topk", "reg", "avgsharp", "samsharp"}));
+  curv->add_option("--set", curv_overrides, "Override a curvature key: --set curvature.probes=256 (repeatable)");
+  curv->add_flag("--json", curv_json, "Print JSON");
+
   auto* ref = app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
 
   try {
@@ -128,10 +184,20 @@ int cli_main(int argc, char** argv) {
 
   try {
     if (*run) {
+      if (!resume_dir.empty()) {
+        if (!overrides.empty() || !out_dir.empty() || !backend_name.empty())
+          throw config_error("--resume: takes no --set, --out or --backend; the run continues as its config.json says");
+        const RunConfig config = load_config_file(resume_dir + "/config.json", {});
+        RunOptions options;
+        options.resume = true;
+        return run_training(config, resume_dir, std::cout, options).exit_code;
+      }
+      if (config_path.empty()) throw config_error("run: give CONFIG.json, or --resume RUN_DIR");
       if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
       const RunConfig config = load_config_file(config_path, overrides);
       return run_training(config, out_dir, std::cout).exit_code;
     }
+    if (*curv) return curvature_command(curv_target, curv_what, curv_overrides, curv_json);
     if (*top) {
       TopologySchedule schedule(topo, topo_workers, topo_seed);
       const json j = topology_report(schedule, analyze_topology(schedule), topo.weights, topo_workers);

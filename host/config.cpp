@@ -1,6 +1,7 @@
 #include "gossamer/config.hpp"
 
 #include <cstdio>
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -183,10 +184,32 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.train.eval_workers = get<bool>(resolved, "train.eval_workers");
   c.train.check_every = get<int64_t>(resolved, "train.check_every");
 
+  c.train.checkpoint_every = get<int64_t>(resolved, "train.checkpoint_every");
+
+  auto& k = c.curvature;
+  k.every = get<int64_t>(resolved, "curvature.every");
+  k.what = get<std::vector<std::string>>(resolved, "curvature.what");
+  k.samples = get<int64_t>(resolved, "curvature.samples");
+  k.probes = get<int>(resolved, "curvature.probes");
+  k.topk = get<int>(resolved, "curvature.topk");
+  k.method = get<std::string>(resolved, "curvature.method");
+  k.lanczos_steps = get<int>(resolved, "curvature.lanczos_steps");
+  k.power_iters = get<int64_t>(resolved, "curvature.power_iters");
+  k.power_tol = get<double>(resolved, "curvature.power_tol");
+  k.sigma = get<double>(resolved, "curvature.sigma");
+  k.mc_samples = get<int>(resolved, "curvature.mc_samples");
+  k.sam_rho = get<double>(resolved, "curvature.sam_rho");
+  k.sam_steps = get<int>(resolved, "curvature.sam_steps");
+  k.workers = get<bool>(resolved, "curvature.workers");
+
   if (c.precision == "float64" && c.backend == "cuda")
     throw config_error(source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
   c.resolved = std::move(resolved);
   return c;
+}
+
+bool CurvatureConfig::wants(const std::string& name) const {
+  return std::find(what.begin(), what.end(), name) != what.end();
 }
 
 RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides) {

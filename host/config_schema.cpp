@@ -74,6 +74,22 @@ std::vector<KeySpec> build_schema() {
       {"train.eval_every", K::Int, 100, "Steps between evaluations (one line of metrics.jsonl each, plus step 0 and the last step).", {}, 1, kInf},
       {"train.eval_workers", K::Bool, true, "Also evaluate every worker's own model (mean, min, max over workers)."},
       {"train.check_every", K::Int, 1, "Steps between checks for a non-finite loss (the weights are checked at each evaluation).", {}, 1, kInf},
+      {"train.checkpoint_every", K::Int, 0, "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the end and on Ctrl-C.", {}, 0, kInf},
+
+      {"curvature.every", K::Int, 0, "Steps between curvature measurements of w-bar (0: off); measured at step 0, every N steps and at the end, in that step's metrics line.", {}, 0, kInf},
+      {"curvature.what", K::ChoiceList, json::array({"trace", "topk", "reg"}), "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp (average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness).", {"trace", "topk", "reg", "avgsharp", "samsharp"}},
+      {"curvature.samples", K::Int, 1024, "Training samples of the curvature subset (a seeded random subset, fixed for the run; all if larger than the training set).", {}, 1, kInf},
+      {"curvature.probes", K::Int, 64, "Hutchinson: Rademacher probes.", {}, 1, 1 << 20},
+      {"curvature.topk", K::Int, 5, "Top eigenvalues to report.", {}, 1, 1 << 16},
+      {"curvature.method", K::Choice, "lanczos", "topk by lanczos (full reorthogonalization) or power (iteration with deflation, as PyHessian).", {"lanczos", "power"}},
+      {"curvature.lanczos_steps", K::Int, 40, "Lanczos steps (vectors kept), at most d.", {}, 1, 1 << 16},
+      {"curvature.power_iters", K::Int, 100, "Power iteration: most iterations per eigenvalue (PyHessian's default).", {}, 1, kInf},
+      {"curvature.power_tol", K::Number, 1e-3, "Power iteration: relative tolerance (PyHessian's default).", {}, 0, kInf, true},
+      {"curvature.sigma", K::Number, 0.01, "avgsharp: std of the isotropic perturbation.", {}, 0, kInf},
+      {"curvature.mc_samples", K::Int, 32, "avgsharp: antithetic perturbation pairs.", {}, 1, 1 << 20},
+      {"curvature.sam_rho", K::Number, 0.05, "samsharp: radius rho of the perturbation ball.", {}, 0, kInf},
+      {"curvature.sam_steps", K::Int, 5, "samsharp: projected gradient-ascent steps.", {}, 0, 1 << 16},
+      {"curvature.workers", K::Bool, false, "Also the trace and top eigenvalue of every worker's own model."},
   };
 }
 
@@ -106,6 +122,11 @@ std::string type_phrase(const KeySpec& s) {
     case KeyType::String: return "a string";
     case KeyType::Choice: {
       std::string o = "one of";
+      for (size_t i = 0; i < s.choices.size(); ++i) o += (i ? ", \"" : " \"") + s.choices[i] + "\"";
+      return o;
+    }
+    case KeyType::ChoiceList: {
+      std::string o = "a list of";
       for (size_t i = 0; i < s.choices.size(); ++i) o += (i ? ", \"" : " \"") + s.choices[i] + "\"";
       return o;
     }
@@ -178,6 +199,11 @@ void check_value(const KeySpec& s, const json& v, const std::string& source) {
     case KeyType::String: ok = v.is_string(); break;
     case KeyType::Choice:
       ok = v.is_string() && std::find(s.choices.begin(), s.choices.end(), v.get<std::string>()) != s.choices.end();
+      break;
+    case KeyType::ChoiceList:
+      ok = v.is_array() && std::all_of(v.begin(), v.end(), [&](const json& e) {
+             return e.is_string() && std::find(s.choices.begin(), s.choices.end(), e.get<std::string>()) != s.choices.end();
+           });
       break;
     case KeyType::IntList:
     case KeyType::NumberList: {

@@ -8,14 +8,14 @@
 
 namespace gossamer {
 
-enum class KeyType { Int, Number, Bool, String, Choice, IntList, NumberList, Json };
+enum class KeyType { Int, Number, Bool, String, Choice, ChoiceList, IntList, NumberList, Json };
 
 struct KeySpec {
   std::string path;  // dotted, e.g. "optimizer.lr"
   KeyType type;
   nlohmann::json default_value;
   std::string doc;
-  std::vector<std::string> choices = {};  // Choice
+  std::vector<std::string> choices = {};  // Choice, ChoiceList
   double min = -std::numeric_limits<double>::infinity();
   double max = std::numeric_limits<double>::infinity();
   bool min_exclusive = false;

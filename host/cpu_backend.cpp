@@ -37,19 +37,29 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
 
-  void set_weights(const std::vector<double>& w) override {
-    if (int64_t(w.size()) != int64_t(m_m) * m_model.dim)
-      throw runtime_error("set_weights: expected " + std::to_string(int64_t(m_m) * m_model.dim) + " values, got " +
-                          std::to_string(w.size()));
-    for (int k = 0; k < m_m; ++k)
-      for (int64_t i = 0; i < m_model.dim; ++i) m_w(k, i) = T(w[size_t(k) * m_model.dim + i]);
+  void set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
+
+  std::vector<double> weights() const override { return unpadded(m_w); }
+
+  BackendState save_state() const override {
+    BackendState s;
+    s.weights = unpadded(m_w);
+    if (m_opt.momentum > 0) s.momentum = unpadded(m_momentum);
+    s.loss_sum = m_loss_sum;
+    s.loss_steps = m_loss.steps;
+    s.first_nonfinite = m_first_nonfinite;
+    return s;
   }
 
-  std::vector<double> weights() const override {
-    std::vector<double> w(size_t(m_m) * m_model.dim);
-    for (int k = 0; k < m_m; ++k)
-      for (int64_t i = 0; i < m_model.dim; ++i) w[size_t(k) * m_model.dim + i] = double(m_w(k, i));
-    return w;
+  void load_state(const BackendState& s) override {
+    set_weights(s.weights);
+    if ((m_opt.momentum > 0) != !s.momentum.empty())
+      throw runtime_error("load_state: the state has " + std::string(s.momentum.empty() ? "no " : "") +
+                          "momentum buffers, the optimizer " + (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
+    if (m_opt.momentum > 0) set_padded(m_momentum, s.momentum);
+    m_loss_sum = s.loss_sum;
+    m_loss.steps = s.loss_steps;
+    m_first_nonfinite = s.first_nonfinite;
   }
 
   void sample(int64_t step) override {
@@ -265,6 +275,21 @@ class CpuBackend final : public Backend {
     std::vector<Chunked> jobs(omp_get_max_threads());
 #pragma omp parallel for schedule(dynamic)
     for (int64_t i = 0; i < count; ++i) job(i, jobs[omp_get_thread_num()]);
+  }
+
+  // m x d doubles <-> the padded m x ld matrix.
+  std::vector<double> unpadded(const RowMat<T>& a) const {
+    std::vector<double> w(size_t(m_m) * m_model.dim);
+    for (int k = 0; k < m_m; ++k)
+      for (int64_t i = 0; i < m_model.dim; ++i) w[size_t(k) * m_model.dim + i] = double(a(k, i));
+    return w;
+  }
+  void set_padded(RowMat<T>& a, const std::vector<double>& w) const {
+    if (int64_t(w.size()) != int64_t(m_m) * m_model.dim)
+      throw runtime_error("expected " + std::to_string(int64_t(m_m) * m_model.dim) + " values (m x d), got " +
+                          std::to_string(w.size()));
+    for (int k = 0; k < m_m; ++k)
+      for (int64_t i = 0; i < m_model.dim; ++i) a(k, i) = T(w[size_t(k) * m_model.dim + i]);
   }
 
   static RowMat<T> to_matrix(const Dataset& d) {

@@ -9,9 +9,12 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "gossamer/backend.hpp"
+#include "gossamer/checkpoint.hpp"
+#include "gossamer/simulation.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/schedule.hpp"
 #include "sinks.hpp"
@@ -115,85 +118,129 @@ int64_t resolve_steps(const RunConfig& c, int64_t train_samples) {
   return std::max<int64_t>(1, int64_t(std::ceil(c.train.epochs * double(train_samples) / total_batch)));
 }
 
-RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log) {
+std::string checkpoint_path(const std::string& p) {
+  return fs::is_directory(p) ? (fs::path(p) / "checkpoint.bin").string() : p;
+}
+
+namespace {
+
+// Keeps the lines of metrics.jsonl up to `step` (those after a checkpoint are written
+// again, identically, by the resumed run); rewritten whole, then renamed.
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step")) throw runtime_error(path + ": not a metrics.jsonl line: " + line);
+    if (j["step"].get<int64_t>() <= step) kept += line + "\n";
+  }
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << kept;
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log, const RunOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
 
-  const DataSplit data = load_data(c.data, c.seed);
-  const Partition partition = make_partition(c.partition, data.train, c.workers, c.seed);
-  const ModelSpec model = ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
-  TopologySchedule topology(c.topology, c.workers, c.seed);
-  const MixingProperties props = analyze_topology(topology);
-
-  BackendSetup setup;
-  setup.model = &model;
-  setup.data = &data;
-  setup.partition = &partition;
-  setup.workers = c.workers;
-  setup.batch = c.optimizer.batch_size;
-  setup.seed = c.seed;
-  setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
-  std::string chosen;
-  std::unique_ptr<Backend> backend = make_backend(c.backend, c.precision, setup, &chosen);
-  backend->set_weights(init_weights(model, c.model, c.workers, c.seed));
-
   RunResult result;
   result.out_dir = out_arg.empty() ? default_out_dir(c.name) : out_arg;
-  prepare_out_dir(result.out_dir);
-  write_json_atomic(result.out_dir + "/config.json", c.resolved);
+  Checkpoint resume_from;
+  if (opt.resume) {
+    resume_from = read_checkpoint(checkpoint_path(result.out_dir));
+    if (config_hash(resume_from.config) != config_hash(c.resolved))
+      throw config_error(result.out_dir + "/config.json: does not match the config the checkpoint was written with (hash " +
+                         config_hash(resume_from.config) + " vs " + config_hash(c.resolved) + "); restore it or start a new run");
+  } else {
+    prepare_out_dir(result.out_dir);
+  }
+
+  std::unique_ptr<Simulation> sim = make_simulation(c);
+  Backend& backend = *sim->backend;
+  const int64_t steps = resolve_steps(c, sim->data.train.n);
+  const int64_t total_batch = int64_t(c.workers) * c.optimizer.batch_size;
+  const double epochs_per_step = double(total_batch) / double(sim->data.train.n);
+
+  int64_t done = 0;
+  json last;
+  double eval_seconds = 0, session_eval_seconds = 0, best_acc = -1, prior_wall = 0;
+  if (opt.resume) {
+    backend.load_state(resume_from.state);
+    done = resume_from.step;
+    last = resume_from.trainer.at("last");
+    best_acc = resume_from.trainer.at("best_test_acc");
+    eval_seconds = resume_from.trainer.at("eval_time_s");
+    prior_wall = resume_from.trainer.at("wall_time_s");
+    truncate_metrics(result.out_dir + "/metrics.jsonl", done);
+  } else {
+    write_json_atomic(result.out_dir + "/config.json", c.resolved);
+  }
   MetricsWriter metrics(result.out_dir + "/metrics.jsonl");
 
-  const int64_t steps = resolve_steps(c, data.train.n);
-  const int64_t total_batch = int64_t(c.workers) * c.optimizer.batch_size;
-  const double epochs_per_step = double(total_batch) / double(data.train.n);
-  log << "gossamer: " << c.name << " -> " << result.out_dir << "\n"
-      << "  data     " << data.train.source << ": " << data.train.n << " train / " << data.test.n << " test, "
-      << data.train.features << " features, " << data.train.classes << " classes\n"
-      << "  model    " << model.describe() << "\n"
+  log << "gossamer: " << c.name << " -> " << result.out_dir << (opt.resume ? " (resumed at step " + std::to_string(done) + ")" : "") << "\n"
+      << "  data     " << sim->data.train.source << ": " << sim->data.train.n << " train / " << sim->data.test.n << " test, "
+      << sim->data.train.features << " features, " << sim->data.train.classes << " classes\n"
+      << "  model    " << sim->model.describe() << "\n"
       << "  workers  " << c.workers << " x batch " << c.optimizer.batch_size << " = total batch " << total_batch << ", "
       << c.partition.kind << " partition\n"
       << "  algo     " << c.algorithm.name << (c.algorithm.name == "dsgd" ? " (" + c.algorithm.form + ")" : "") << " on "
-      << c.topology.name << (props.spectrum_computed ? ", spectral gap " + std::to_string(props.gap.gap_sigma) : "")
+      << c.topology.name << (sim->mixing.spectrum_computed ? ", spectral gap " + std::to_string(sim->mixing.gap.gap_sigma) : "")
       << "\n"
-      << "  backend  " << chosen << "\n"
+      << "  backend  " << sim->backend_note << "\n"
       << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr " << scaled_lr(c.optimizer, total_batch)
       << "\n";
+  if (c.curvature.every > 0)
+    log << "  curvature every " << c.curvature.every << " steps on " << sim->curvature_subset.size() << " training samples\n";
 
   Progress progress(log, &log == &std::cout && isatty(STDOUT_FILENO), steps);
   SigintScope sigint;
   // The progress display's ETA counts from the first step, not from the data loading.
   const double loop_start = seconds();
   const auto loop_seconds = [&] { return seconds() - loop_start; };
-  json last;
-  double eval_seconds = 0, best_acc = -1;
+  const auto curvature_due = [&](int64_t step) {
+    return c.curvature.every > 0 && (step % c.curvature.every == 0 || step == steps);
+  };
   auto record = [&](int64_t step, double lr, double grad_norm) {
     const double e0 = seconds();
-    last = evaluate(*backend, c, step, double(step) * epochs_per_step, lr, grad_norm, e0);
+    last = evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
+    if (curvature_due(step))
+      last["curvature"] = measure_curvature(backend, c.curvature, c.workers, int64_t(sim->curvature_subset.size()), c.seed, step);
     eval_seconds += seconds() - e0;
+    session_eval_seconds += seconds() - e0;
     best_acc = std::max(best_acc, last["test_acc"].get<double>());
     const std::string bad = nonfinite_quantity(last);
     metrics.write(last);
     progress.eval(last, loop_seconds());
     return bad;
   };
+  auto save_checkpoint = [&] {
+    Checkpoint ck;
+    ck.step = done;
+    ck.config = c.resolved;
+    ck.trainer = {{"last", last}, {"best_test_acc", best_acc}, {"eval_time_s", eval_seconds},
+                  {"wall_time_s", prior_wall + seconds()}};
+    ck.state = backend.save_state();
+    write_checkpoint(result.out_dir + "/checkpoint.bin", ck);
+  };
 
   std::string status = "completed", divergence;
-  int64_t done = 0;
-  record(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
-  for (int64_t t = 0; t < steps; ++t) {
+  if (!opt.resume) record(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
+  for (int64_t t = done; t < steps; ++t) {
     const double lr = learning_rate(c.optimizer, t, steps, total_batch);
-    const bool eval_now = (t + 1) % c.train.eval_every == 0 || t + 1 == steps;
+    const bool eval_now = (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
     double grad_norm = NAN;
-    train_step(*backend, c, topology, t, lr, eval_now ? &grad_norm : nullptr);
+    train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
     done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {
-      if (const int64_t bad = backend->first_nonfinite_step(); bad >= 0) {
+      if (const int64_t bad = backend.first_nonfinite_step(); bad >= 0) {
         divergence = "training loss is NaN or Inf at step " + std::to_string(bad);
         break;
       }
     }
     if (eval_now) {
-      if (!backend->weights_finite()) {
+      if (!backend.weights_finite()) {
         divergence = "weights contain NaN or Inf at step " + std::to_string(done);
         break;
       }
@@ -202,14 +249,17 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         break;
       }
     }
+    if (c.train.checkpoint_every > 0 && done % c.train.checkpoint_every == 0 && done < steps) save_checkpoint();
     progress.step(done, loop_seconds());
-    if (g_interrupted) {
+    if (g_interrupted || done == opt.stop_after) {
       status = "interrupted";
       break;
     }
   }
   progress.finish();
   if (!divergence.empty()) status = "diverged";
+  // A diverged state is not worth continuing from; the last good checkpoint stays.
+  if (status != "diverged") save_checkpoint();
 
   const double wall = seconds();
   json s;
@@ -218,26 +268,30 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   s["steps_planned"] = steps;
   s["final"] = last;
   s["best_test_acc"] = best_acc;
-  s["wall_time_s"] = wall;
+  s["wall_time_s"] = prior_wall + wall;
   s["eval_time_s"] = eval_seconds;
-  s["setup_time_s"] = loop_start;  // data loading, partition, topology analysis, backend set-up
-  s["steps_per_second"] = done / std::max(wall - loop_start - eval_seconds, 1e-9);  // training steps only
+  s["setup_time_s"] = loop_start;  // data loading, partition, topology analysis, backend set-up (this session)
+  // Training steps of this session only (evaluation and curvature excluded).
+  s["steps_per_second"] = double(done - (opt.resume ? resume_from.step : 0)) /
+                          std::max(wall - loop_start - session_eval_seconds, 1e-9);
   s["config_hash"] = config_hash(c.resolved);
-  s["backend"] = backend->name();
-  s["model"] = {{"layers", model.describe()}, {"parameters", model.dim}};
+  s["backend"] = backend.name();
+  s["model"] = {{"layers", sim->model.describe()}, {"parameters", sim->model.dim}};
   s["total_batch"] = total_batch;
   s["peak_lr"] = scaled_lr(c.optimizer, total_batch);
-  s["topology"] = {{"name", c.topology.name}, {"time_varying", topology.time_varying()}};
-  if (props.spectrum_computed)
-    s["topology"].update({{"spectral_gap_sigma", props.gap.gap_sigma}, {"spectral_gap_lambda", props.gap.gap_lambda},
-                          {"period_gap_sigma", props.period_gap_sigma}});
+  s["topology"] = {{"name", c.topology.name}, {"time_varying", sim->topology->time_varying()}};
+  if (sim->mixing.spectrum_computed)
+    s["topology"].update({{"spectral_gap_sigma", sim->mixing.gap.gap_sigma}, {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
+                          {"period_gap_sigma", sim->mixing.period_gap_sigma}});
   if (!divergence.empty()) s["divergence"] = divergence;
   write_json_atomic(result.out_dir + "/summary.json", s);
 
   if (status == "diverged") log << "gossamer: diverged: " << divergence << "; summary in " << result.out_dir << "\n";
-  else if (status == "interrupted") log << "gossamer: interrupted at step " << done << "; metrics and summary kept in " << result.out_dir << "\n";
+  else if (status == "interrupted")
+    log << "gossamer: interrupted at step " << done << "; checkpoint, metrics and summary kept in " << result.out_dir
+        << " (continue with: gossamer run --resume " << result.out_dir << ")\n";
   else
-    log << "gossamer: done: " << done << " steps in " << wall << " s (" << s["steps_per_second"].get<double>()
+    log << "gossamer: done: " << done << " steps in " << prior_wall + wall << " s (" << s["steps_per_second"].get<double>()
         << " steps/s excluding evaluation), test accuracy of w-bar " << last["test_acc"].get<double>() << "\n";
   result.status = status;
   result.exit_code = status == "diverged" ? kExitDiverged : status == "interrupted" ? kExitInterrupted : kExitOk;

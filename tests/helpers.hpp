@@ -8,16 +8,9 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/simulation.hpp"
 
 namespace gossamer::test_util {
-
-struct Sim {
-  RunConfig config;
-  DataSplit data;
-  Partition partition;
-  ModelSpec model;
-  std::unique_ptr<Backend> backend;
-};
 
 // A tiny default config (synthetic gaussian mixture, 8 features, 3 classes, 256 samples)
 // with `patch` merged over it.
@@ -34,23 +27,13 @@ inline nlohmann::json tiny_config(const nlohmann::json& patch = nlohmann::json::
   return c;
 }
 
+using Sim = std::unique_ptr<Simulation>;
+
 inline Sim make_sim(const nlohmann::json& patch, bool float64) {
-  Sim s;
-  s.config = load_config(tiny_config(patch), {}, "test");
-  s.data = load_data(s.config.data, s.config.seed);
-  s.partition = make_partition(s.config.partition, s.data.train, s.config.workers, s.config.seed);
-  s.model = ModelSpec::mlp(s.data.train.features, s.config.model.hidden, s.data.train.classes, s.config.model.activation);
-  BackendSetup setup;
-  setup.model = &s.model;
-  setup.data = &s.data;
-  setup.partition = &s.partition;
-  setup.workers = s.config.workers;
-  setup.batch = s.config.optimizer.batch_size;
-  setup.seed = s.config.seed;
-  setup.optimizer = {s.config.optimizer.momentum, s.config.optimizer.weight_decay, s.config.optimizer.nesterov};
-  s.backend = make_cpu_backend(setup, float64);
-  s.backend->set_weights(init_weights(s.model, s.config.model, s.config.workers, s.config.seed));
-  return s;
+  nlohmann::json c = tiny_config(patch);
+  c["precision"] = float64 ? "float64" : "float32";
+  c["backend"] = "cpu";
+  return make_simulation(load_config(c, {}, "test"));
 }
 
 // A fresh folder per test, named after it, removed afterwards.

@@ -22,9 +22,9 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
 }
 
 void run_steps(Sim& s, int steps) {
-  TopologySchedule topo(s.config.topology, s.config.workers, s.config.seed);
+  TopologySchedule topo(s->config.topology, s->config.workers, s->config.seed);
   for (int t = 0; t < steps; ++t)
-    train_step(*s.backend, s.config, topo, t, learning_rate(s.config.optimizer, t, steps, 20), nullptr);
+    train_step(*s->backend, s->config, topo, t, learning_rate(s->config.optimizer, t, steps, 20), nullptr);
 }
 
 // An empty path for a run folder (run_training creates it).
@@ -46,11 +46,11 @@ TEST_P(AtcCompleteTest, EqualsCsgdOver20StepsFloat64) {
   Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", opt}}, true);
   run_steps(dsgd, 20);
   run_steps(csgd, 20);
-  const auto a = dsgd.backend->weights(), b = csgd.backend->weights();
-  const auto w0 = init_weights(csgd.model, csgd.config.model, 4, csgd.config.seed);
+  const auto a = dsgd->backend->weights(), b = csgd->backend->weights();
+  const auto w0 = init_weights(csgd->model, csgd->config.model, 4, csgd->config.seed);
   EXPECT_GT(relative_error(b, w0), 1e-3);  // the models did move
   EXPECT_LT(relative_error(a, b), 1e-6);
-  EXPECT_LT(csgd.backend->consensus_distance(), 1e-20);
+  EXPECT_LT(csgd->backend->consensus_distance(), 1e-20);
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizers, AtcCompleteTest,
@@ -63,17 +63,17 @@ TEST(AlgorithmTest, LocalSgdWithOneLocalStepEqualsCsgd) {
   Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}}, true);
   run_steps(local, 10);
   run_steps(csgd, 10);
-  EXPECT_LT(relative_error(local.backend->weights(), csgd.backend->weights()), 1e-12);
+  EXPECT_LT(relative_error(local->backend->weights(), csgd->backend->weights()), 1e-12);
 }
 
 TEST(AlgorithmTest, LocalSgdDriftsBetweenAveragings) {
   Sim s = make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 3}}}, {"workers", 4}}, true);
-  TopologySchedule topo(s.config.topology, 4, 1);
-  train_step(*s.backend, s.config, topo, 0, 0.1);
-  EXPECT_GT(s.backend->consensus_distance(), 0.0);
-  train_step(*s.backend, s.config, topo, 1, 0.1);
-  train_step(*s.backend, s.config, topo, 2, 0.1);
-  EXPECT_EQ(s.backend->consensus_distance(), 0.0);
+  TopologySchedule topo(s->config.topology, 4, 1);
+  train_step(*s->backend, s->config, topo, 0, 0.1);
+  EXPECT_GT(s->backend->consensus_distance(), 0.0);
+  train_step(*s->backend, s->config, topo, 1, 0.1);
+  train_step(*s->backend, s->config, topo, 2, 0.1);
+  EXPECT_EQ(s->backend->consensus_distance(), 0.0);
 }
 
 // With lr = 0 the step is W' = P W, and for doubly stochastic P
@@ -86,14 +86,14 @@ TEST_P(ContractionTest, ConsensusDistanceShrinksAtLeastByTheGap) {
   Sim s = make_sim({{"workers", 8}, {"topology", {{"name", name}}}, {"optimizer", {{"lr", 0.0}}},
                     {"model", {{"same_init", false}}}},
                    true);
-  TopologySchedule topo(s.config.topology, 8, s.config.seed);
+  TopologySchedule topo(s->config.topology, 8, s->config.seed);
   const double gap = spectral_gap(topo.phase(0)).gap_sigma;
-  const double cd0 = s.backend->consensus_distance();
+  const double cd0 = s->backend->consensus_distance();
   ASSERT_GT(cd0, 0.1);
   for (int t = 1; t <= 12; ++t) {
-    train_step(*s.backend, s.config, topo, t - 1, 0.0);
+    train_step(*s->backend, s->config, topo, t - 1, 0.0);
     const double bound = std::pow(1.0 - gap, 2.0 * t) * cd0;
-    EXPECT_LE(s.backend->consensus_distance(), bound * (1 + 1e-9) + 1e-28) << name << " step " << t;
+    EXPECT_LE(s->backend->consensus_distance(), bound * (1 + 1e-9) + 1e-28) << name << " step " << t;
   }
 }
 
@@ -104,18 +104,18 @@ INSTANTIATE_TEST_SUITE_P(StaticTopologies, ContractionTest,
 TEST(AlgorithmTest, MinibatchesComeFromTheWorkersOwnShardAndRepeatBySeed) {
   Sim a = make_sim({{"partition", {{"kind", "shards"}, {"classes_per_worker", 1}}}}, false);
   Sim b = make_sim({{"partition", {{"kind", "shards"}, {"classes_per_worker", 1}}}}, false);
-  a.backend->sample(17);
-  b.backend->sample(17);
-  const auto idx = a.backend->minibatch_indices();
-  EXPECT_EQ(idx, b.backend->minibatch_indices());
-  const int batch = a.config.optimizer.batch_size;
-  for (int k = 0; k < a.config.workers; ++k) {
-    const auto begin = a.partition.indices.begin() + a.partition.offsets[k];
-    const auto end = a.partition.indices.begin() + a.partition.offsets[k + 1];
+  a->backend->sample(17);
+  b->backend->sample(17);
+  const auto idx = a->backend->minibatch_indices();
+  EXPECT_EQ(idx, b->backend->minibatch_indices());
+  const int batch = a->config.optimizer.batch_size;
+  for (int k = 0; k < a->config.workers; ++k) {
+    const auto begin = a->partition.indices.begin() + a->partition.offsets[k];
+    const auto end = a->partition.indices.begin() + a->partition.offsets[k + 1];
     for (int j = 0; j < batch; ++j) EXPECT_NE(std::find(begin, end, idx[k * batch + j]), end);
   }
-  a.backend->sample(18);
-  EXPECT_NE(a.backend->minibatch_indices(), idx);
+  a->backend->sample(18);
+  EXPECT_NE(a->backend->minibatch_indices(), idx);
 }
 
 TEST(AlgorithmTest, Float32MatchesFloat64Reference) {
@@ -123,7 +123,7 @@ TEST(AlgorithmTest, Float32MatchesFloat64Reference) {
   Sim f64 = make_sim({{"optimizer", {{"momentum", 0.9}}}}, true);
   run_steps(f32, 20);
   run_steps(f64, 20);
-  EXPECT_LT(relative_error(f32.backend->weights(), f64.backend->weights()), 1e-5);
+  EXPECT_LT(relative_error(f32->backend->weights(), f64->backend->weights()), 1e-5);
 }
 
 TEST(TrainerTest, SameSeedGivesBitIdenticalMetrics) {

@@ -101,6 +101,30 @@ TEST_F(CliTest, CtrlCWritesTheSummaryAndKeepsTheMetrics) {
   std::string first;
   std::getline(metrics, first);
   EXPECT_EQ(nlohmann::json::parse(first)["step"], 0);
+  EXPECT_TRUE(fs::exists(dir / "checkpoint.bin"));
+  // ... and the run continues from it, stopped again after a moment.
+  const Result again = run_cli("run --resume " + dir.string(), "timeout --preserve-status -s INT 2 ");
+  EXPECT_EQ(again.code, gossamer::kExitInterrupted) << again.output;
+  EXPECT_NE(again.output.find("resumed at step"), std::string::npos) << again.output;
+  std::ifstream summary2(dir / "summary.json");
+  EXPECT_GT(nlohmann::json::parse(summary2)["steps_done"].get<int64_t>(), s["steps_done"].get<int64_t>());
+}
+
+TEST_F(CliTest, CurvatureOfASavedRun) {
+  const auto dir = m_dir / "c";
+  ASSERT_EQ(run_cli("run " + tiny() + " --out " + dir.string()).code, 0);
+  Result r = run_cli("curvature " + dir.string() + " --what trace,reg --set curvature.probes=8 --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["step"], 10);
+  EXPECT_TRUE(j["curvature"].contains("trace"));
+  EXPECT_TRUE(j["curvature"].contains("half_tr_h_xi"));
+  EXPECT_FALSE(j["curvature"].contains("top_eigenvalues"));
+  r = run_cli("curvature " + dir.string() + " --set optimizer.lr=1");
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  r = run_cli("curvature " + (m_dir / "nothing").string());
+  EXPECT_EQ(r.code, gossamer::kExitRuntime);
+  EXPECT_NE(r.output.find("cannot open the checkpoint"), std::string::npos) << r.output;
 }
 
 TEST_F(CliTest, TopologyPrintsItsProperties) {

@@ -28,17 +28,17 @@ struct Tiny {
       : sim(make_sim({{"model", {{"hidden", {12}}, {"activation", activation}, {"same_init", false}}},
                       {"optimizer", {{"lr", 0.05}}}},
                      true)) {
-    TopologySchedule topo(sim.config.topology, sim.config.workers, sim.config.seed);
-    for (int t = 0; t < 5; ++t) train_step(*sim.backend, sim.config, topo, t, 0.05);
-    std::vector<int64_t> all(sim.data.train.n);
+    TopologySchedule topo(sim->config.topology, sim->config.workers, sim->config.seed);
+    for (int t = 0; t < 5; ++t) train_step(*sim->backend, sim->config, topo, t, 0.05);
+    std::vector<int64_t> all(sim->data.train.n);
     std::iota(all.begin(), all.end(), 0);
-    sim.backend->set_curvature_subset(all);
-    workers = sim.backend->weights();
-    wbar = mean_row(workers, sim.config.workers);
-    d = sim.model.dim;
+    sim->backend->set_curvature_subset(all);
+    workers = sim->backend->weights();
+    wbar = mean_row(workers, sim->config.workers);
+    d = sim->model.dim;
     std::vector<double> eye(size_t(d * d), 0.0);
     for (int64_t i = 0; i < d; ++i) eye[i * d + i] = 1.0;
-    const std::vector<double> cols = sim.backend->hvp(wbar, eye);
+    const std::vector<double> cols = sim->backend->hvp(wbar, eye);
     H = Eigen::Map<const Eigen::MatrixXd>(cols.data(), d, d);  // column i = H e_i
   }
 };
@@ -57,13 +57,13 @@ TEST_P(HvpTest, MatchesFiniteDifferencesOfTheGradientFloat64) {
     const Philox4 r = philox_draw(5, RngDomain::Data, 9, uint64_t(i));
     v[i] = philox_normal(r.v[0], r.v[1]);
   }
-  const std::vector<double> hv = s.backend->hvp(t.wbar, v);
+  const std::vector<double> hv = s->backend->hvp(t.wbar, v);
   // (g(w + h v) - g(w - h v)) / 2h: O(h^2) truncation.
   const double h = 1e-5;
   std::vector<double> points(2 * t.d);
   for (int64_t i = 0; i < t.d; ++i) points[i] = t.wbar[i] + h * v[i], points[t.d + i] = t.wbar[i] - h * v[i];
   std::vector<double> grads;
-  s.backend->subset_loss(points, &grads);
+  s->backend->subset_loss(points, &grads);
   double err = 0, norm = 0;
   for (int64_t i = 0; i < t.d; ++i) {
     const double fd = (grads[i] - grads[t.d + i]) / (2 * h);
@@ -84,7 +84,7 @@ TEST(CurvatureTest, ExplicitHessianIsSymmetric) {
 
 TEST(CurvatureTest, HutchinsonTraceWithinThreeStandardErrors) {
   Tiny t;
-  const Estimate e = hutchinson_trace(*t.sim.backend, t.wbar, 400, 11);
+  const Estimate e = hutchinson_trace(*t.sim->backend, t.wbar, 400, 11);
   EXPECT_GT(e.std_error, 0.0);
   EXPECT_NEAR(e.value, t.H.trace(), 3 * e.std_error) << "exact " << t.H.trace();
 }
@@ -92,7 +92,7 @@ TEST(CurvatureTest, HutchinsonTraceWithinThreeStandardErrors) {
 TEST(CurvatureTest, LanczosTopFiveMatchesDenseEigenSolver) {
   Tiny t;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
-  const auto top = lanczos_top_eigenvalues(*t.sim.backend, t.wbar, 5, int(t.d), 3);
+  const auto top = lanczos_top_eigenvalues(*t.sim->backend, t.wbar, 5, int(t.d), 3);
   ASSERT_EQ(top.size(), 5u);
   for (int i = 0; i < 5; ++i) {
     const double exact = es.eigenvalues()(t.d - 1 - i);
@@ -105,13 +105,13 @@ TEST(CurvatureTest, PowerIterationFindsTheLargestModulusEigenvalue) {
   Tiny t;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
   const double lmax = std::max(std::fabs(es.eigenvalues()(t.d - 1)), std::fabs(es.eigenvalues()(0)));
-  const auto top = power_top_eigenvalues(*t.sim.backend, t.wbar, 1, 1000, 1e-9, 4);
+  const auto top = power_top_eigenvalues(*t.sim->backend, t.wbar, 1, 1000, 1e-9, 4);
   EXPECT_LT(rel(std::fabs(top[0].value), lmax), 1e-4);
 }
 
 TEST(CurvatureTest, RegularizerEqualsDenseComputation) {
   Tiny t;
-  const int m = t.sim.config.workers;
+  const int m = t.sim->config.workers;
   double dense = 0;
   for (int k = 0; k < m; ++k) {
     Eigen::VectorXd delta(t.d);
@@ -120,20 +120,20 @@ TEST(CurvatureTest, RegularizerEqualsDenseComputation) {
   }
   dense /= 2.0 * m;
   EXPECT_GT(std::fabs(dense), 0.0);
-  EXPECT_LT(rel(hessian_xi_regularizer(*t.sim.backend, t.workers, m), dense), 1e-10);
+  EXPECT_LT(rel(hessian_xi_regularizer(*t.sim->backend, t.workers, m), dense), 1e-10);
 }
 
 TEST(CurvatureTest, SmallSigmaSharpnessIsHalfSigmaSquaredTrace) {
   Tiny t;
   const double sigma = 1e-3;
-  const Estimate e = average_sharpness_isotropic(*t.sim.backend, t.wbar, sigma, 400, 8);
+  const Estimate e = average_sharpness_isotropic(*t.sim->backend, t.wbar, sigma, 400, 8);
   const double expect = 0.5 * sigma * sigma * t.H.trace();
   EXPECT_NEAR(e.value, expect, 3 * e.std_error + 1e-3 * std::fabs(expect)) << "SE " << e.std_error;
 }
 
 TEST(CurvatureTest, XiPerturbationsHaveCovarianceXi) {
   Tiny t;
-  const int m = t.sim.config.workers, samples = 20000;
+  const int m = t.sim->config.workers, samples = 20000;
   const auto eps = xi_perturbations(t.workers, m, samples, 6);
   Eigen::MatrixXd xi = Eigen::MatrixXd::Zero(t.d, t.d), cov = xi;
   for (int k = 0; k < m; ++k) {
@@ -146,20 +146,20 @@ TEST(CurvatureTest, XiPerturbationsHaveCovarianceXi) {
   // Each entry's sampling error is about sqrt(2/samples) of the scale: 1% here.
   EXPECT_LT((cov - xi).norm() / xi.norm(), 0.05);
   // And the estimator: for a quadratic model its mean is 1/2 tr(H Xi).
-  const Estimate e = average_sharpness_xi(*t.sim.backend, t.workers, m, 400, 2);
-  const double reg = hessian_xi_regularizer(*t.sim.backend, t.workers, m);
+  const Estimate e = average_sharpness_xi(*t.sim->backend, t.workers, m, 400, 2);
+  const double reg = hessian_xi_regularizer(*t.sim->backend, t.workers, m);
   EXPECT_NEAR(e.value, reg, 3 * e.std_error + 0.05 * std::fabs(reg));
 }
 
 TEST(CurvatureTest, SamSharpnessBracketsItsSecondOrderModel) {
   Tiny t;
-  EXPECT_EQ(sam_sharpness(*t.sim.backend, t.wbar, 0.0, 5), 0.0);
+  EXPECT_EQ(sam_sharpness(*t.sim->backend, t.wbar, 0.0, 5), 0.0);
   std::vector<double> grad;
-  t.sim.backend->subset_loss(t.wbar, &grad);
+  t.sim->backend->subset_loss(t.wbar, &grad);
   const double gnorm = Eigen::Map<const Eigen::VectorXd>(grad.data(), t.d).norm();
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
   const double rho = 1e-3, lmax = es.eigenvalues()(t.d - 1), lmin = es.eigenvalues()(0);
-  const double s = sam_sharpness(*t.sim.backend, t.wbar, rho, 5);
+  const double s = sam_sharpness(*t.sim->backend, t.wbar, rho, 5);
   // max over the ball of g.e + e^T H e / 2 lies in [rho |g| + rho^2 lmin / 2, rho |g| + rho^2 lmax / 2].
   EXPECT_GE(s, rho * gnorm + 0.5 * rho * rho * std::min(lmin, 0.0) - 1e-9);
   EXPECT_LE(s, rho * gnorm + 0.5 * rho * rho * std::max(lmax, 0.0) + 1e-9);

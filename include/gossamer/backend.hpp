@@ -49,6 +49,16 @@ struct TrainLoss {
   int64_t steps = 0;
 };
 
+// Everything a checkpoint needs to continue a run bit for bit (the minibatch and topology
+// streams are functions of (seed, step), so they need no state).
+struct BackendState {
+  std::vector<double> weights;   // m x d
+  std::vector<double> momentum;  // m x d, empty without momentum
+  double loss_sum = 0;           // training-loss window since the last take_train_loss()
+  int64_t loss_steps = 0;
+  int64_t first_nonfinite = -1;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -57,6 +67,9 @@ class Backend {
   // All workers' parameters, m x d row-major doubles (no row padding).
   virtual void set_weights(const std::vector<double>& w) = 0;
   virtual std::vector<double> weights() const = 0;
+
+  virtual BackendState save_state() const = 0;
+  virtual void load_state(const BackendState& state) = 0;
 
   // Draws every worker's minibatch of this step (Philox: a function of seed, worker, step).
   virtual void sample(int64_t step) = 0;

@@ -76,6 +76,19 @@ struct TrainConfig {
   int64_t eval_every = 0;
   bool eval_workers = true;
   int64_t check_every = 1;
+  int64_t checkpoint_every = 0;
+};
+
+struct CurvatureConfig {
+  int64_t every = 0;
+  std::vector<std::string> what;
+  int64_t samples = 0;
+  int probes = 0, topk = 0, lanczos_steps = 0, mc_samples = 0, sam_steps = 0;
+  std::string method;
+  int64_t power_iters = 0;
+  double power_tol = 0, sigma = 0, sam_rho = 0;
+  bool workers = false;
+  bool wants(const std::string& name) const;
 };
 
 struct RunConfig {
@@ -89,6 +102,7 @@ struct RunConfig {
   AlgorithmConfig algorithm;
   OptimizerConfig optimizer;
   TrainConfig train;
+  CurvatureConfig curvature;
   std::string backend;    // auto | cpu | cuda
   std::string precision;  // float32 | float64
   nlohmann::json resolved;  // the whole config, defaults filled in

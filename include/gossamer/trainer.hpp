@@ -18,9 +18,21 @@ struct RunResult {
   nlohmann::json summary;
 };
 
-// Trains as the config says and writes RUN_DIR/{config.json, metrics.jsonl, summary.json}.
-// out_dir empty: runs/NAME-TIMESTAMP. Progress and log lines go to `log`.
-RunResult run_training(const RunConfig& config, const std::string& out_dir, std::ostream& log);
+struct RunOptions {
+  // Continue the run in out_dir from its checkpoint.bin (config from its config.json).
+  bool resume = false;
+  // Stop (as Ctrl-C would: checkpoint, summary "interrupted") once this many steps are
+  // done; -1: never. For tests of resumption and for time-sliced runs.
+  int64_t stop_after = -1;
+};
+
+// Trains as the config says and writes RUN_DIR/{config.json, metrics.jsonl, summary.json,
+// checkpoint.bin}. out_dir empty: runs/NAME-TIMESTAMP. Progress and log lines go to `log`.
+RunResult run_training(const RunConfig& config, const std::string& out_dir, std::ostream& log,
+                       const RunOptions& options = {});
+
+// The checkpoint of a run folder, or the file itself.
+std::string checkpoint_path(const std::string& run_dir_or_file);
 
 // One training step t of the configured algorithm at learning rate lr:
 //   dsgd:      sample, local gradients, W' = P_t W - lr U (or P_t (W - lr U) for atc)

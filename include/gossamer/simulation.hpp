@@ -1,0 +1,35 @@
+// Everything a run is made of, built from its config: data, partition, model, topology,
+// backend (workers at the configured init) and the curvature subset. The trainer, the
+// `curvature` command and the tests all start here.
+#pragma once
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "gossamer/backend.hpp"
+#include "gossamer/config.hpp"
+#include "gossamer/topology.hpp"
+
+namespace gossamer {
+
+struct Simulation {
+  RunConfig config;
+  DataSplit data;
+  Partition partition;
+  ModelSpec model;
+  std::unique_ptr<TopologySchedule> topology;
+  MixingProperties mixing;
+  std::unique_ptr<Backend> backend;
+  std::string backend_note;  // which backend and why
+  std::vector<int64_t> curvature_subset;
+};
+
+std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
+
+// One curvature measurement of w-bar (and, if configured, of each worker) as a JSON
+// object for metrics.jsonl. Probes are drawn from (seed, step), so it repeats exactly.
+nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, int workers, int64_t subset_size,
+                                 uint64_t seed, int64_t step);
+
+}  // namespace gossamer
