@@ -186,10 +186,10 @@ class CpuBackend final : public Backend {
     }
   }
 
-  std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) override {
+  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs, std::vector<double>& out) override {
     const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
     const bool shared = int64_t(points.size()) == d;
-    std::vector<double> out(dirs.size());
+    out.resize(dirs.size());
     for_each_pair(pairs, [&](int64_t i, Chunked& c) {
       c.load(points.data() + (shared ? 0 : i * d), dirs.data() + i * d, d);
       c.sum_over_subset(*this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
@@ -197,7 +197,6 @@ class CpuBackend final : public Backend {
       });
       std::copy(c.acc.begin(), c.acc.end(), out.begin() + i * d);
     });
-    return out;
   }
 
   std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) override {

@@ -103,8 +103,9 @@ std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vect
   std::vector<double> alpha, beta;
   V.col(0) = random_unit(d, seed, 0);
   int n = 0;
+  std::vector<double> hv;
   for (int j = 0; j < steps; ++j) {
-    const std::vector<double> hv = backend.hvp(w, to_std(V.col(j)));
+    backend.hvp_into(w, to_std(V.col(j)), hv);
     Vec r = ConstVecMap(hv.data(), d);
     alpha.push_back(V.col(j).dot(r));
     // Full reorthogonalization, twice ("twice is enough", Parlett): r <- r - V (V^T r).
@@ -145,8 +146,9 @@ std::vector<Eigenpair> power_top_eigenvalues(Backend& backend, const std::vector
     Vec v = random_unit(d, seed, 0x1000u + uint32_t(e));
     deflate(v);
     double lambda = 0;
+    std::vector<double> hv;
     for (int it = 0; it < max_iters; ++it) {
-      const std::vector<double> hv = backend.hvp(w, to_std(v));
+      backend.hvp_into(w, to_std(v), hv);
       Vec h = ConstVecMap(hv.data(), d);
       const double next = h.dot(v);
       v = h;

@@ -100,8 +100,14 @@ class Backend {
   // Curvature (DESIGN.md): always of the data loss (no weight decay), on a fixed subset
   // of the training set. Points and directions are rows of d doubles, K at a time.
   virtual void set_curvature_subset(const std::vector<int64_t>& train_indices) = 0;
-  // out row i = H(point i) dir i on the subset; `points` holds 1 row (shared) or as many as `dirs`.
-  virtual std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) = 0;
+  // out row i = H(point i) dir i on the subset; `points` holds 1 row (shared) or as many as
+  // `dirs`. `out` is resized as needed and reused: repeated calls allocate nothing.
+  virtual void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs, std::vector<double>& out) = 0;
+  std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) {
+    std::vector<double> out;
+    hvp_into(points, dirs, out);
+    return out;
+  }
   // Mean loss on the subset at each row of `points`; with grads, also each gradient (same shape).
   virtual std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) = 0;
 };
