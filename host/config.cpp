@@ -186,6 +186,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
 
   c.train.checkpoint_every = get<int64_t>(resolved, "train.checkpoint_every");
 
+  c.metrics.ensemble = get<bool>(resolved, "metrics.ensemble");
+  c.metrics.smoothing = get<bool>(resolved, "metrics.smoothing");
+
   auto& k = c.curvature;
   k.every = get<int64_t>(resolved, "curvature.every");
   k.what = get<std::vector<std::string>>(resolved, "curvature.what");

@@ -76,6 +76,9 @@ std::vector<KeySpec> build_schema() {
       {"train.check_every", K::Int, 1, "Steps between checks for a non-finite loss (the weights are checked at each evaluation).", {}, 1, kInf},
       {"train.checkpoint_every", K::Int, 0, "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the end and on Ctrl-C.", {}, 0, kInf},
 
+      {"metrics.ensemble", K::Bool, false, "At each evaluation, the workers as an ensemble (mean of their predictive distributions) beside w-bar: test accuracy, NLL and ECE (15 bins) of each (claim 1)."},
+      {"metrics.smoothing", K::Bool, false, "At each evaluation, ||(1/m) sum_k grad L(w_k) - grad L(w-bar)|| and its ratio to ||grad L(w-bar)|| on the curvature subset (claim 2)."},
+
       {"curvature.every", K::Int, 0, "Steps between curvature measurements of w-bar (0: off); measured at step 0, every N steps and at the end, in that step's metrics line.", {}, 0, kInf},
       {"curvature.what", K::ChoiceList, json::array({"trace", "topk", "reg"}), "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp (average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness).", {"trace", "topk", "reg", "avgsharp", "samsharp"}},
       {"curvature.samples", K::Int, 1024, "Training samples of the curvature subset (a seeded random subset, fixed for the run; all if larger than the training set).", {}, 1, kInf},

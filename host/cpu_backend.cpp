@@ -177,6 +177,43 @@ class CpuBackend final : public Backend {
     return {total.loss_sum / double(n), double(total.correct) / double(n)};
   }
 
+  EnsembleStats evaluate_ensemble(Split split) override {
+    const RowMat<T>& x = m_x[int(split)];
+    const auto& y = *m_y[int(split)];
+    const Eigen::Matrix<T, 1, Eigen::Dynamic> mean = row_mean(m_w).template cast<T>();
+    const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
+    std::vector<CalibrationBins> ens(chunks), single(chunks);
+    // Softmax of each row of logits, in double.
+    const auto softmax = [](const RowMat<T>& logits) {
+      Eigen::MatrixXd p = logits.template cast<double>();
+      for (Eigen::Index i = 0; i < p.rows(); ++i) {
+        p.row(i).array() -= p.row(i).maxCoeff();
+        p.row(i) = p.row(i).array().exp().matrix();
+        p.row(i) /= p.row(i).sum();
+      }
+      return p;
+    };
+    const auto score = [&](const Eigen::MatrixXd& p, int64_t start, CalibrationBins& bins) {
+      for (Eigen::Index i = 0; i < p.rows(); ++i) {
+        Eigen::Index top;
+        const double conf = p.row(i).maxCoeff(&top);
+        bins.add(conf, top == y[start + i], p(i, y[start + i]));
+      }
+    };
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t start = c * kEvalChunk, rows = std::min(n, start + kEvalChunk) - start;
+      const ConstRowMap<T> xs(x.row(start).data(), rows, x.cols());
+      MlpWorkspace<T>& ws = m_ws[omp_get_thread_num()];
+      Eigen::MatrixXd avg = Eigen::MatrixXd::Zero(rows, m_model.classes);
+      for (int k = 0; k < m_m; ++k) avg += softmax(mlp_logits(m_model, m_w.row(k).data(), xs, ws));
+      score(avg / double(m_m), start, ens[c]);
+      score(softmax(mlp_logits(m_model, mean.data(), xs, ws)), start, single[c]);
+    }
+    for (int64_t c = 1; c < chunks; ++c) ens[0].merge(ens[c]), single[0].merge(single[c]);
+    return {ens[0].stats(), single[0].stats()};
+  }
+
   void set_curvature_subset(const std::vector<int64_t>& indices) override {
     m_curv_x.resize(int64_t(indices.size()), m_x[0].cols());
     m_curv_y.resize(indices.size());

@@ -208,6 +208,17 @@ Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& worke
   return antithetic_sharpness(backend, mean_row(workers, m), xi_perturbations(workers, m, samples, seed), samples);
 }
 
+std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers, int m) {
+  const std::vector<double> mean = mean_row(workers, m);
+  const size_t d = mean.size();
+  std::vector<double> points = workers, grads;
+  points.insert(points.end(), mean.begin(), mean.end());
+  backend.subset_loss(points, &grads);
+  const std::vector<double> mean_grad = mean_row(std::vector<double>(grads.begin(), grads.begin() + m * d), m);
+  const ConstVecMap at_mean(grads.data() + m * d, int64_t(d));
+  return {(ConstVecMap(mean_grad.data(), int64_t(d)) - at_mean).norm(), at_mean.norm()};
+}
+
 double sam_sharpness(Backend& backend, const std::vector<double>& w, double rho, int steps) {
   const int64_t d = int64_t(w.size());
   std::vector<double> grad;

@@ -45,6 +45,12 @@ BatchResult softmax_xent(RowMat<T>& logits, const int32_t* y, T scale) {
 }  // namespace
 
 template <class T>
+const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, MlpWorkspace<T>& ws) {
+  forward(model, w, x, ws);
+  return ws.z.back();
+}
+
+template <class T>
 BatchResult mlp_loss(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, const int32_t* y,
                      MlpWorkspace<T>& ws) {
   forward(model, w, x, ws);
@@ -75,6 +81,10 @@ BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<
   return r;
 }
 
+template const RowMat<float>& mlp_logits<float>(const ModelSpec&, const float*, const ConstRowMap<float>&,
+                                                MlpWorkspace<float>&);
+template const RowMat<double>& mlp_logits<double>(const ModelSpec&, const double*, const ConstRowMap<double>&,
+                                                  MlpWorkspace<double>&);
 template BatchResult mlp_loss<float>(const ModelSpec&, const float*, const ConstRowMap<float>&, const int32_t*,
                                      MlpWorkspace<float>&);
 template BatchResult mlp_loss<double>(const ModelSpec&, const double*, const ConstRowMap<double>&, const int32_t*,

@@ -28,6 +28,10 @@ struct BatchResult {
   int64_t correct = 0;
 };
 
+// The logits of the model with parameters w on the rows of x (in ws.z.back()).
+template <class T>
+const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, MlpWorkspace<T>& ws);
+
 // Loss (and accuracy) of the model with parameters w on the rows of x.
 template <class T>
 BatchResult mlp_loss(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, const int32_t* y,

@@ -14,6 +14,7 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/checkpoint.hpp"
+#include "gossamer/curvature.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/schedule.hpp"
@@ -82,6 +83,18 @@ json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, 
     }
     m["worker_test_loss"] = {{"mean", lsum / workers.size()}, {"min", lmin}, {"max", lmax}};
     m["worker_test_acc"] = {{"mean", asum / workers.size()}, {"min", amin}, {"max", amax}};
+  }
+  if (c.metrics.ensemble) {
+    const auto e = backend.evaluate_ensemble(Split::Test);
+    const auto stats = [](const PredictiveStats& p) {
+      return json{{"accuracy", p.accuracy}, {"nll", p.nll}, {"ece", p.ece}, {"bin_accuracy", p.bin_accuracy},
+                  {"bin_confidence", p.bin_confidence}, {"bin_count", p.bin_count}};
+    };
+    m["ensemble"] = {{"workers", stats(e.ensemble)}, {"mean_model", stats(e.mean_model)}};
+  }
+  if (c.metrics.smoothing) {
+    const auto [gap, norm] = gradient_smoothing(backend, backend.weights(), c.workers);
+    m["gradient_smoothing"] = {{"norm", gap}, {"ratio", gap / norm}, {"grad_norm_at_mean", norm}};
   }
   m["wall_time_s"] = wall;
   return m;
@@ -205,6 +218,12 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   auto record = [&](int64_t step, double lr, double grad_norm) {
     const double e0 = seconds();
     last = evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
+    if (step == steps) {  // the last line: w-bar on the whole training set too, for the generalization gap
+      const EvalStats train = backend.evaluate_mean(Split::Train);
+      last["train_loss_wbar"] = train.loss;
+      last["train_acc_wbar"] = train.accuracy;
+      last["generalization_gap"] = last["test_loss"].get<double>() - train.loss;
+    }
     if (curvature_due(step))
       last["curvature"] = measure_curvature(backend, c.curvature, c.workers, int64_t(sim->curvature_subset.size()), c.seed, step);
     eval_seconds += seconds() - e0;

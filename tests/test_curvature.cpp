@@ -164,3 +164,55 @@ TEST(CurvatureTest, SamSharpnessBracketsItsSecondOrderModel) {
   EXPECT_GE(s, rho * gnorm + 0.5 * rho * rho * std::min(lmin, 0.0) - 1e-9);
   EXPECT_LE(s, rho * gnorm + 0.5 * rho * rho * std::max(lmax, 0.0) + 1e-9);
 }
+
+TEST(ClaimMetricsTest, GradientSmoothingIsSecondOrderInTheSpread) {
+  // sum_k delta_k = 0, so (1/m) sum_k grad L(wbar + s delta_k) - grad L(wbar) = O(s^2).
+  Tiny t;
+  const int m = t.sim->config.workers;
+  auto smoothing_at = [&](double scale) {
+    std::vector<double> rows(t.workers.size());
+    for (int k = 0; k < m; ++k)
+      for (int64_t i = 0; i < t.d; ++i) rows[k * t.d + i] = t.wbar[i] + scale * (t.workers[k * t.d + i] - t.wbar[i]);
+    return gradient_smoothing(*t.sim->backend, rows, m).first;
+  };
+  const double small = smoothing_at(0.01), twice = smoothing_at(0.02);
+  EXPECT_GT(small, 0.0);
+  EXPECT_NEAR(twice / small, 4.0, 0.2);
+  std::vector<double> same;
+  for (int k = 0; k < m; ++k) same.insert(same.end(), t.wbar.begin(), t.wbar.end());
+  EXPECT_EQ(gradient_smoothing(*t.sim->backend, same, m).first, 0.0);
+}
+
+TEST(ClaimMetricsTest, EnsembleOfOneModelIsThatModel) {
+  Sim s = make_sim({{"algorithm", {{"name", "csgd"}}}}, true);  // C-SGD: all workers equal
+  TopologySchedule topo(s->config.topology, s->config.workers, s->config.seed);
+  for (int t = 0; t < 5; ++t) train_step(*s->backend, s->config, topo, t, 0.1);
+  const auto e = s->backend->evaluate_ensemble(Split::Test);
+  EXPECT_NEAR(e.ensemble.accuracy, e.mean_model.accuracy, 1e-15);
+  EXPECT_NEAR(e.ensemble.nll, e.mean_model.nll, 1e-12);
+  EXPECT_NEAR(e.ensemble.ece, e.mean_model.ece, 1e-12);
+  // w-bar's NLL and accuracy by the evaluation path agree with the calibration path.
+  const EvalStats mean = s->backend->evaluate_mean(Split::Test);
+  EXPECT_NEAR(e.mean_model.nll, mean.loss, 1e-12);
+  EXPECT_NEAR(e.mean_model.accuracy, mean.accuracy, 1e-15);
+}
+
+TEST(ClaimMetricsTest, EnsembleOfDifferentWorkersDiffers) {
+  Sim s = make_sim({{"model", {{"same_init", false}}}, {"optimizer", {{"lr", 0.0}}}}, true);
+  const auto e = s->backend->evaluate_ensemble(Split::Test);
+  EXPECT_NE(e.ensemble.nll, e.mean_model.nll);
+}
+
+TEST(ClaimMetricsTest, ExpectedCalibrationErrorClosedForm) {
+  CalibrationBins bins;
+  // Bin of confidence 0.95: 10 samples, 8 right -> |0.8 - 0.95| = 0.15, weight 10/20.
+  for (int i = 0; i < 10; ++i) bins.add(0.95, i < 8, i < 8 ? 0.95 : 0.01);
+  // Bin of confidence 0.5: 10 samples, 5 right -> |0.5 - 0.5| = 0.
+  for (int i = 0; i < 10; ++i) bins.add(0.5, i < 5, i < 5 ? 0.5 : 0.2);
+  const PredictiveStats p = bins.stats();
+  EXPECT_NEAR(p.ece, 0.5 * 0.15, 1e-15);
+  EXPECT_NEAR(p.accuracy, 13.0 / 20, 1e-15);
+  EXPECT_NEAR(p.nll, -(8 * std::log(0.95) + 2 * std::log(0.01) + 5 * std::log(0.5) + 5 * std::log(0.2)) / 20, 1e-14);
+  EXPECT_EQ(p.bin_count[14], 10);
+  EXPECT_EQ(p.bin_count[7], 10);
+}

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "gossamer/calibration.hpp"
 #include "gossamer/dataset.hpp"
 #include "gossamer/model.hpp"
 #include "gossamer/partition.hpp"
@@ -96,6 +97,12 @@ class Backend {
   // The averaged model w-bar on a split, and every worker's own model.
   virtual EvalStats evaluate_mean(Split split) = 0;
   virtual std::vector<EvalStats> evaluate_workers(Split split) = 0;
+  // Claim 1: the workers as an ensemble (the mean of their predictive distributions)
+  // beside w-bar alone: accuracy, NLL, ECE.
+  struct EnsembleStats {
+    PredictiveStats ensemble, mean_model;
+  };
+  virtual EnsembleStats evaluate_ensemble(Split split) = 0;
 
   // Curvature (DESIGN.md): always of the data loss (no weight decay), on a fixed subset
   // of the training set. Points and directions are rows of d doubles, K at a time.

@@ -79,6 +79,11 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;
 };
 
+struct MetricsConfig {
+  bool ensemble = false;
+  bool smoothing = false;
+};
+
 struct CurvatureConfig {
   int64_t every = 0;
   std::vector<std::string> what;
@@ -102,6 +107,7 @@ struct RunConfig {
   AlgorithmConfig algorithm;
   OptimizerConfig optimizer;
   TrainConfig train;
+  MetricsConfig metrics;
   CurvatureConfig curvature;
   std::string backend;    // auto | cpu | cuda
   std::string precision;  // float32 | float64

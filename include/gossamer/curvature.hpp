@@ -53,6 +53,10 @@ Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& worke
 // (a lower bound of the maximum).
 double sam_sharpness(Backend& backend, const std::vector<double>& w, double rho, int steps);
 
+// Claim 2 (gradient smoothing): the workers' mean gradient against the gradient at their
+// mean, on the subset: returns {||(1/m) sum_k grad L(w_k) - grad L(wbar)||, ||grad L(wbar)||}.
+std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers, int m);
+
 // The perturbations of average_sharpness_xi, for checks: samples x d.
 std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, int samples, uint64_t seed);
 
