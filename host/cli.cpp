@@ -8,6 +8,7 @@
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
+#include "gossamer/sweep.hpp"
 #include "gossamer/topology.hpp"
 #include "gossamer/trainer.hpp"
 
@@ -171,6 +172,11 @@ int cli_main(int argc, char** argv) {
   curv->add_option("--set", curv_overrides, "Override a curvature key: --set curvature.probes=256 (repeatable)");
   curv->add_flag("--json", curv_json, "Print JSON");
 
+  std::string sweep_path, sweep_out;
+  auto* sweep_cmd = app.add_subcommand("sweep", "Run every point of SWEEP.json (resumable) and write sweep.csv");
+  sweep_cmd->add_option("sweep", sweep_path, "The sweep file")->required();
+  sweep_cmd->add_option("--out", sweep_out, "Sweep folder (default runs/NAME); run again with the same folder to resume");
+
   auto* ref = app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
 
   try {
@@ -196,6 +202,10 @@ int cli_main(int argc, char** argv) {
       if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
       const RunConfig config = load_config_file(config_path, overrides);
       return run_training(config, out_dir, std::cout).exit_code;
+    }
+    if (*sweep_cmd) {
+      const Sweep sweep = load_sweep(sweep_path);
+      return run_sweep(sweep, sweep_out.empty() ? "runs/" + sweep.name : sweep_out, std::cout);
     }
     if (*curv) return curvature_command(curv_target, curv_what, curv_overrides, curv_json);
     if (*top) {

@@ -9,11 +9,15 @@
 namespace gossamer {
 
 void write_json_atomic(const std::string& path, const nlohmann::json& value) {
+  write_file_atomic(path, value.dump(2) + "\n");
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
     if (!out) throw runtime_error(tmp + ": cannot write");
-    out << value.dump(2) << "\n";
+    out << text;
     if (!out.flush()) throw runtime_error(tmp + ": write failed (disk full?)");
   }
   std::error_code ec;

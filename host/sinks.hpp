@@ -11,6 +11,7 @@
 namespace gossamer {
 
 // Writes path.tmp, then renames it over path: a reader never sees half a file.
+void write_file_atomic(const std::string& path, const std::string& text);
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
 
 class MetricsWriter {

@@ -147,9 +147,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
     if (j.is_discarded() || !j.contains("step")) throw runtime_error(path + ": not a metrics.jsonl line: " + line);
     if (j["step"].get<int64_t>() <= step) kept += line + "\n";
   }
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << kept;
-  fs::rename(tmp, path);
+  write_file_atomic(path, kept);
 }
 
 }  // namespace

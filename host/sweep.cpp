@@ -1,0 +1,196 @@
+#include "gossamer/sweep.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "gossamer/checkpoint.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/trainer.hpp"
+#include "sinks.hpp"
+
+namespace gossamer {
+
+using nlohmann::json;
+using nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+namespace {
+
+json read_json_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) throw config_error(path + ": cannot open the " + what);
+  const json j = json::parse(in, nullptr, false);
+  if (j.is_discarded()) throw config_error(path + ": the " + what + " is not valid JSON");
+  return j;
+}
+
+std::string point_folder(size_t i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "point-%03zu", i);
+  return buf;
+}
+
+std::string csv_field(const json& v) {
+  if (v.is_null()) return "";
+  if (v.is_string()) {
+    const std::string s = v.get<std::string>();
+    return s.find_first_of(",\"\n") == std::string::npos ? s : "\"" + s + "\"";
+  }
+  const std::string s = v.dump();
+  return s.find(',') == std::string::npos ? s : "\"" + s + "\"";
+}
+
+json at(const json& j, const std::vector<const char*>& path) {
+  const json* p = &j;
+  for (const char* key : path) {
+    if (!p->is_object() || !p->contains(key)) return nullptr;
+    p = &(*p)[key];
+  }
+  return *p;
+}
+
+}  // namespace
+
+Sweep load_sweep(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw config_error(path + ": cannot open the sweep file");
+  const ordered_json s = ordered_json::parse(in, nullptr, false);
+  if (s.is_discarded() || !s.is_object()) throw config_error(path + ": the sweep file is not a JSON object");
+  for (const auto& [key, value] : s.items())
+    if (key != "name" && key != "base" && key != "grid" && key != "points")
+      throw config_error(path + ": unknown key '" + key + "' (a sweep has name, base, grid, points)");
+  Sweep sweep;
+  sweep.name = s.value("name", fs::path(path).stem().string());
+  if (!s.contains("base")) throw config_error(path + ": base: expected a config file name or an inline config, found nothing");
+  if (s["base"].is_string()) {
+    const fs::path base = fs::path(path).parent_path() / s["base"].get<std::string>();
+    sweep.base = read_json_file(base.string(), "base config");
+  } else if (s["base"].is_object()) {
+    sweep.base = json::parse(s["base"].dump());
+  } else {
+    throw config_error(path + ": base: expected a config file name or an inline config, found " + s["base"].dump());
+  }
+
+  // The grid's combinations, first axis slowest.
+  std::vector<ordered_json> combos{ordered_json::object()};
+  if (s.contains("grid")) {
+    if (!s["grid"].is_object() || s["grid"].empty())
+      throw config_error(path + ": grid: expected an object of key path -> list of values");
+    for (const auto& [key, values] : s["grid"].items()) {
+      if (!values.is_array() || values.empty())
+        throw config_error(path + ": grid." + key + ": expected a non-empty list of values, found " + values.dump());
+      sweep.axes.push_back(key);
+      std::vector<ordered_json> next;
+      for (const auto& c : combos)
+        for (const auto& v : values) {
+          ordered_json n = c;
+          n[key] = v;
+          next.push_back(n);
+        }
+      combos = next;
+    }
+  }
+  std::vector<ordered_json> listed{ordered_json::object()};
+  if (s.contains("points")) {
+    if (!s["points"].is_array() || s["points"].empty())
+      throw config_error(path + ": points: expected a non-empty list of objects {key path: value}");
+    listed.clear();
+    for (const auto& p : s["points"]) {
+      if (!p.is_object()) throw config_error(path + ": points: expected objects {key path: value}, found " + p.dump());
+      for (const auto& [key, v] : p.items())
+        if (std::find(sweep.axes.begin(), sweep.axes.end(), key) == sweep.axes.end()) sweep.axes.push_back(key);
+      listed.push_back(p);
+    }
+  }
+  if (!s.contains("grid") && !s.contains("points")) throw config_error(path + ": expected grid or points (or both)");
+
+  for (const auto& p : listed)
+    for (const auto& g : combos) {
+      SweepPoint point;
+      point.values = p;
+      for (const auto& [k, v] : g.items()) point.values[k] = v;
+      for (const auto& [k, v] : point.values.items()) point.overrides.push_back(k + "=" + v.dump());
+      point.folder = point_folder(sweep.points.size());
+      // Validate now: a bad axis key or value fails before any run starts.
+      load_config(sweep.base, point.overrides, path + " (" + point.folder + ")");
+      sweep.points.push_back(std::move(point));
+    }
+  return sweep;
+}
+
+std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
+  std::ostringstream o;
+  o << "point";
+  for (const auto& a : sweep.axes) o << "," << a;
+  o << ",status,steps,total_batch,test_acc,test_loss,train_loss,train_loss_wbar,generalization_gap,consensus_distance,"
+       "half_tr_h_xi,hessian_trace,top_eigenvalue,wall_time_s,folder\n";
+  for (const auto& p : sweep.points) {
+    json summary;
+    const fs::path file = fs::path(out_dir) / p.folder / "summary.json";
+    if (fs::exists(file)) summary = read_json_file(file.string(), "summary");
+    const json final_line = at(summary, {"final"});
+    o << p.folder;
+    for (const auto& a : sweep.axes) o << "," << (p.values.contains(a) ? csv_field(json::parse(p.values[a].dump())) : "");
+    json top = at(final_line, {"curvature", "top_eigenvalues", "values"});
+    o << "," << csv_field(summary.is_null() ? json("pending") : at(summary, {"status"})) << ","
+      << csv_field(at(summary, {"steps_done"})) << "," << csv_field(at(summary, {"total_batch"})) << ","
+      << csv_field(at(final_line, {"test_acc"})) << "," << csv_field(at(final_line, {"test_loss"})) << ","
+      << csv_field(at(final_line, {"train_loss"})) << "," << csv_field(at(final_line, {"train_loss_wbar"})) << ","
+      << csv_field(at(final_line, {"generalization_gap"})) << "," << csv_field(at(final_line, {"consensus_distance"}))
+      << "," << csv_field(at(final_line, {"curvature", "half_tr_h_xi"})) << ","
+      << csv_field(at(final_line, {"curvature", "trace", "value"})) << ","
+      << csv_field(top.is_array() && !top.empty() ? top[0] : json(nullptr)) << ","
+      << csv_field(at(summary, {"wall_time_s"})) << "," << p.folder << "\n";
+  }
+  return o.str();
+}
+
+int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log) {
+  fs::create_directories(out_dir);
+  // The sweep's own record; a rerun into the same folder must be the same sweep.
+  const json record = {{"name", sweep.name}, {"base", sweep.base}, {"axes", sweep.axes},
+                       {"points", [&] {
+                          json pts = json::array();
+                          for (const auto& p : sweep.points) pts.push_back(json::parse(p.values.dump()));
+                          return pts;
+                        }()}};
+  const fs::path record_path = fs::path(out_dir) / "sweep.json";
+  if (fs::exists(record_path) && read_json_file(record_path.string(), "sweep record") != record)
+    throw config_error(out_dir + ": holds another sweep (sweep.json differs); choose another --out");
+  write_json_atomic(record_path.string(), record);
+
+  int code = kExitOk;
+  for (size_t i = 0; i < sweep.points.size(); ++i) {
+    const SweepPoint& p = sweep.points[i];
+    const fs::path dir = fs::path(out_dir) / p.folder;
+    log << "sweep " << sweep.name << ": point " << i + 1 << "/" << sweep.points.size() << " " << p.values.dump() << "\n";
+    std::string status;
+    if (fs::exists(dir / "summary.json")) status = read_json_file((dir / "summary.json").string(), "summary").value("status", "");
+    if (status == "completed" || status == "diverged") {
+      log << "  " << status << " before; skipped\n";
+      continue;
+    }
+    RunOptions options;
+    RunConfig config = load_config(sweep.base, p.overrides, p.folder);
+    if (fs::exists(dir / "checkpoint.bin")) {
+      options.resume = true;
+      config = load_config_file((dir / "config.json").string(), {});
+      log << "  resuming from its checkpoint\n";
+    } else if (fs::exists(dir)) {
+      fs::remove_all(dir);  // a start that left no checkpoint: nothing to keep
+    }
+    const RunResult r = run_training(config, dir.string(), log, options);
+    write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));  // kept current
+    if (r.exit_code == kExitInterrupted) {
+      code = kExitInterrupted;
+      log << "sweep " << sweep.name << ": interrupted; run it again to continue\n";
+      break;
+    }
+  }
+  write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));
+  log << "sweep " << sweep.name << ": table in " << (fs::path(out_dir) / "sweep.csv").string() << "\n";
+  return code;
+}
+
+}  // namespace gossamer

@@ -1,0 +1,43 @@
+// Sweeps: one base config and axes of config keys; each point is a normal run folder.
+//
+// SWEEP.json:
+//   { "name": "batch-scaling",                 optional; names the default folder runs/NAME
+//     "base": "../quickstart.json" | { ... },   a config file (relative to SWEEP.json) or inline
+//     "grid": { "optimizer.batch_size": [16, 64], "topology.name": ["ring", "exponential"] },
+//     "points": [ { "algorithm.name": "csgd" }, ... ] }
+// with "grid" (every combination, the first key varying slowest), or "points" (an
+// explicit list), or both (every point crossed with the grid). Every point's config is
+// validated before the first run starts.
+#pragma once
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace gossamer {
+
+struct SweepPoint {
+  nlohmann::ordered_json values;        // key path -> value, the point's coordinates
+  std::vector<std::string> overrides;   // the same as --set strings
+  std::string folder;                   // point-000, point-001, ...
+};
+
+struct Sweep {
+  std::string name;
+  nlohmann::json base;                  // the base config (user form)
+  std::vector<std::string> axes;        // key paths, in order
+  std::vector<SweepPoint> points;
+};
+
+Sweep load_sweep(const std::string& path);
+
+// Runs every point not yet finished into out_dir/point-NNN (a finished point is skipped;
+// an interrupted one resumes from its checkpoint), then writes out_dir/sweep.csv.
+// Returns the exit code: 0, or 130 when interrupted.
+int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log);
+
+// The rows of sweep.csv from the point folders as they are now.
+std::string sweep_csv(const Sweep& sweep, const std::string& out_dir);
+
+}  // namespace gossamer

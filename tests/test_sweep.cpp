@@ -1,0 +1,126 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "gossamer/error.hpp"
+#include "gossamer/sweep.hpp"
+#include "helpers.hpp"
+
+using namespace gossamer;
+using namespace gossamer::test_util;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+class SweepTest : public TempDirTest {
+ protected:
+  std::string sweep_file(const json& grid, const json& points = nullptr) {
+    json s = {{"name", "t"},
+              {"base", tiny_config({{"workers", 3}, {"train", {{"steps", 12}, {"eval_every", 6}}}})}};
+    if (!grid.is_null()) s["grid"] = grid;
+    if (!points.is_null()) s["points"] = points;
+    const std::string path = (m_dir / "sweep.json").string();
+    std::ofstream(path) << s.dump();
+    return path;
+  }
+  std::string failure(const std::string& path) {
+    try {
+      load_sweep(path);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Config);
+      return e.what();
+    }
+    ADD_FAILURE() << "accepted";
+    return "";
+  }
+  static std::vector<std::vector<std::string>> rows(const std::string& csv) {
+    std::vector<std::vector<std::string>> out;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> cells;
+      std::istringstream l(line);
+      for (std::string cell; std::getline(l, cell, ',');) cells.push_back(cell);
+      if (!line.empty() && line.back() == ',') cells.push_back("");
+      out.push_back(cells);
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_F(SweepTest, GridExpandsFirstAxisSlowest) {
+  const Sweep s = load_sweep(sweep_file({{"optimizer.batch_size", {4, 8}}, {"topology.name", {"ring", "complete", "star"}}}));
+  ASSERT_EQ(s.points.size(), 6u);
+  EXPECT_EQ(s.axes, (std::vector<std::string>{"optimizer.batch_size", "topology.name"}));
+  EXPECT_EQ(s.points[0].values["optimizer.batch_size"], 4);
+  EXPECT_EQ(s.points[2].values["topology.name"], "star");
+  EXPECT_EQ(s.points[3].values["optimizer.batch_size"], 8);
+  EXPECT_EQ(s.points[5].folder, "point-005");
+}
+
+TEST_F(SweepTest, ListAndGridCross) {
+  const Sweep s = load_sweep(sweep_file({{"seed", {1, 2}}}, json::array({{{"algorithm.name", "csgd"}}, {{"algorithm.name", "dsgd"}, {"topology.name", "ring"}}})));
+  ASSERT_EQ(s.points.size(), 4u);
+  EXPECT_EQ(s.points[1].values["seed"], 2);
+  EXPECT_EQ(s.points[2].values["algorithm.name"], "dsgd");
+  EXPECT_EQ(s.axes, (std::vector<std::string>{"seed", "algorithm.name", "topology.name"}));
+}
+
+TEST_F(SweepTest, InvalidAxesAreClearErrors) {
+  EXPECT_NE(failure(sweep_file({{"optimizer.lrr", {0.1}}})).find("unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+            std::string::npos);
+  EXPECT_NE(failure(sweep_file({{"workers", {2, "x"}}})).find("workers: expected an integer"), std::string::npos);
+  EXPECT_NE(failure(sweep_file({{"seed", json::array()}})).find("grid.seed: expected a non-empty list"), std::string::npos);
+  EXPECT_NE(failure(sweep_file(nullptr)).find("expected grid or points"), std::string::npos);
+}
+
+TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
+  const Sweep s = load_sweep(sweep_file({{"algorithm.name", {"dsgd", "csgd"}}, {"seed", {1, 2}}}));
+  const std::string out = (m_dir / "out").string();
+  std::ostringstream log;
+  ASSERT_EQ(run_sweep(s, out, log), kExitOk);
+  const auto table = rows(sweep_csv(s, out));
+  ASSERT_EQ(table.size(), 5u);
+  const std::vector<std::string> header = table[0];
+  EXPECT_EQ(header[0], "point");
+  EXPECT_EQ(header[1], "algorithm.name");
+  EXPECT_EQ(header[2], "seed");
+  EXPECT_EQ(header[3], "status");
+  for (size_t r = 1; r < table.size(); ++r) {
+    ASSERT_EQ(table[r].size(), header.size()) << "row " << r;
+    EXPECT_EQ(table[r][3], "completed");
+    for (size_t col = 4; col < header.size() - 1; ++col) {
+      if (header[col] == "half_tr_h_xi" || header[col] == "hessian_trace" || header[col] == "top_eigenvalue") {
+        EXPECT_EQ(table[r][col], "") << "no curvature was measured";
+        continue;
+      }
+      EXPECT_NO_THROW(std::stod(table[r][col])) << header[col] << " = '" << table[r][col] << "'";
+    }
+  }
+  std::ifstream written(fs::path(out) / "sweep.csv");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(written)), {}), sweep_csv(s, out));
+
+  // Rerun: every finished point is skipped and keeps its results.
+  const auto before = fs::last_write_time(fs::path(out) / "point-002" / "summary.json");
+  std::ostringstream again;
+  ASSERT_EQ(run_sweep(s, out, again), kExitOk);
+  EXPECT_EQ(fs::last_write_time(fs::path(out) / "point-002" / "summary.json"), before);
+  size_t skipped = 0;
+  for (size_t pos = 0; (pos = again.str().find("skipped", pos)) != std::string::npos; ++pos) ++skipped;
+  EXPECT_EQ(skipped, 4u);
+
+  // A point whose summary is gone but whose checkpoint is there resumes from it.
+  fs::remove(fs::path(out) / "point-001" / "summary.json");
+  std::ostringstream resumed;
+  ASSERT_EQ(run_sweep(s, out, resumed), kExitOk);
+  EXPECT_NE(resumed.str().find("resuming from its checkpoint"), std::string::npos);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "point-001" / "summary.json"));
+
+  // Another sweep into the same folder is refused.
+  const Sweep other = load_sweep(sweep_file({{"seed", {7}}}));
+  EXPECT_THROW(run_sweep(other, out, resumed), Error);
+}
