@@ -58,8 +58,8 @@ Sweep load_sweep(const std::string& path) {
   const ordered_json s = ordered_json::parse(in, nullptr, false);
   if (s.is_discarded() || !s.is_object()) throw config_error(path + ": the sweep file is not a JSON object");
   for (const auto& [key, value] : s.items())
-    if (key != "name" && key != "base" && key != "grid" && key != "points")
-      throw config_error(path + ": unknown key '" + key + "' (a sweep has name, base, grid, points)");
+    if (key != "name" && key != "base" && key != "set" && key != "grid" && key != "points")
+      throw config_error(path + ": unknown key '" + key + "' (a sweep has name, base, set, grid, points)");
   Sweep sweep;
   sweep.name = s.value("name", fs::path(path).stem().string());
   if (!s.contains("base")) throw config_error(path + ": base: expected a config file name or an inline config, found nothing");
@@ -70,6 +70,13 @@ Sweep load_sweep(const std::string& path) {
     sweep.base = json::parse(s["base"].dump());
   } else {
     throw config_error(path + ": base: expected a config file name or an inline config, found " + s["base"].dump());
+  }
+
+  // Fixed overrides of every point (not axes).
+  std::vector<std::string> fixed;
+  if (s.contains("set")) {
+    if (!s["set"].is_object()) throw config_error(path + ": set: expected an object of key path -> value");
+    for (const auto& [k, v] : s["set"].items()) fixed.push_back(k + "=" + v.dump());
   }
 
   // The grid's combinations, first axis slowest.
@@ -105,11 +112,13 @@ Sweep load_sweep(const std::string& path) {
   }
   if (!s.contains("grid") && !s.contains("points")) throw config_error(path + ": expected grid or points (or both)");
 
+  sweep.fixed = fixed;
   for (const auto& p : listed)
     for (const auto& g : combos) {
       SweepPoint point;
       point.values = p;
       for (const auto& [k, v] : g.items()) point.values[k] = v;
+      point.overrides = fixed;
       for (const auto& [k, v] : point.values.items()) point.overrides.push_back(k + "=" + v.dump());
       point.folder = point_folder(sweep.points.size());
       // Validate now: a bad axis key or value fails before any run starts.
@@ -149,7 +158,7 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
 int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log) {
   fs::create_directories(out_dir);
   // The sweep's own record; a rerun into the same folder must be the same sweep.
-  const json record = {{"name", sweep.name}, {"base", sweep.base}, {"axes", sweep.axes},
+  const json record = {{"name", sweep.name}, {"base", sweep.base}, {"axes", sweep.axes}, {"set", sweep.fixed},
                        {"points", [&] {
                           json pts = json::array();
                           for (const auto& p : sweep.points) pts.push_back(json::parse(p.values.dump()));

@@ -180,7 +180,7 @@ TEST(ClaimMetricsTest, GradientSmoothingIsSecondOrderInTheSpread) {
   EXPECT_NEAR(twice / small, 4.0, 0.2);
   std::vector<double> same;
   for (int k = 0; k < m; ++k) same.insert(same.end(), t.wbar.begin(), t.wbar.end());
-  EXPECT_EQ(gradient_smoothing(*t.sim->backend, same, m).first, 0.0);
+  EXPECT_LT(gradient_smoothing(*t.sim->backend, same, m).first, 1e-12 * small);  // rounding of the mean only
 }
 
 TEST(ClaimMetricsTest, EnsembleOfOneModelIsThatModel) {

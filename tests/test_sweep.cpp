@@ -70,6 +70,19 @@ TEST_F(SweepTest, ListAndGridCross) {
   EXPECT_EQ(s.axes, (std::vector<std::string>{"seed", "algorithm.name", "topology.name"}));
 }
 
+TEST_F(SweepTest, SetAppliesToEveryPointWithoutBeingAnAxis) {
+  const std::string path = sweep_file({{"seed", {1, 2}}});
+  json s = json::parse(std::ifstream(path));
+  s["set"] = {{"optimizer.lr", 0.05}};
+  std::ofstream(path) << s.dump();
+  const Sweep sw = load_sweep(path);
+  EXPECT_EQ(sw.axes, std::vector<std::string>{"seed"});
+  EXPECT_EQ(sw.points[1].overrides.front(), "optimizer.lr=0.05");
+  s["set"] = {{"optimizer.lr", -1}};
+  std::ofstream(path) << s.dump();
+  EXPECT_NE(failure(path).find("optimizer.lr: expected a number >= 0"), std::string::npos);
+}
+
 TEST_F(SweepTest, InvalidAxesAreClearErrors) {
   EXPECT_NE(failure(sweep_file({{"optimizer.lrr", {0.1}}})).find("unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
             std::string::npos);

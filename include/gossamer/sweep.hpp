@@ -3,6 +3,7 @@
 // SWEEP.json:
 //   { "name": "batch-scaling",                 optional; names the default folder runs/NAME
 //     "base": "../quickstart.json" | { ... },   a config file (relative to SWEEP.json) or inline
+//     "set": { "train.steps": 600 },            optional; fixed overrides of every point
 //     "grid": { "optimizer.batch_size": [16, 64], "topology.name": ["ring", "exponential"] },
 //     "points": [ { "algorithm.name": "csgd" }, ... ] }
 // with "grid" (every combination, the first key varying slowest), or "points" (an
@@ -27,6 +28,7 @@ struct Sweep {
   std::string name;
   nlohmann::json base;                  // the base config (user form)
   std::vector<std::string> axes;        // key paths, in order
+  std::vector<std::string> fixed;       // the "set" overrides, as --set strings
   std::vector<SweepPoint> points;
 };
 
