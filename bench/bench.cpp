@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     const Csr& mixing = sim->topology->at(0);
 
     const double t_sample = median_seconds([&] { b.sample(step++); }, repeats);
-    const double t_grad = median_seconds([&] { b.local_gradient(); }, repeats);
+    const double t_grad = median_seconds([&] { b.local_gradient(true); }, repeats);
     const double t_update = median_seconds([&] { b.mix_update(&mixing, 1e-6, MixForm::Default); }, repeats);
     const double t_consensus = median_seconds([&] { b.consensus_distance(); }, repeats);
     const double t_step = median_seconds([&] { train_step(b, cfg, *sim->topology, step++, 1e-6); }, repeats);

@@ -147,6 +147,8 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.algorithm.name = get<std::string>(resolved, "algorithm.name");
   c.algorithm.form = get<std::string>(resolved, "algorithm.form");
   c.algorithm.local_steps = get<int>(resolved, "algorithm.local_steps");
+  c.algorithm.sam_rho = get<double>(resolved, "algorithm.sam_rho");
+  c.algorithm.adsam_sigma = get<double>(resolved, "algorithm.adsam_sigma");
 
   auto& o = c.optimizer;
   o.lr = get<double>(resolved, "optimizer.lr");

@@ -51,7 +51,9 @@ std::vector<KeySpec> build_schema() {
       {"topology.matrix", K::Json, nullptr, "custom: dense m x m mixing matrix (list of rows), nonnegative, rows summing to 1."},
       {"topology.edges", K::Json, nullptr, "custom: undirected edge list [[i, j], ...]; weights from topology.weights."},
 
-      {"algorithm.name", K::Choice, "dsgd", "dsgd (decentralized SGD), csgd (centralized: every worker applies the mean gradient), local_sgd (local steps, then exact averaging).", {"dsgd", "csgd", "local_sgd"}},
+      {"algorithm.name", K::Choice, "dsgd", "dsgd (decentralized SGD), csgd (centralized: every worker applies the mean gradient), local_sgd (local steps, then exact averaging), csgd_sam (C-SGD with SAM: the mean gradient at w + rho g/||g||, g the total-batch gradient; two passes a step), csgd_adsam (average-direction SAM: C-SGD on the gradient at w + eps, eps ~ N(0, sigma^2 I) drawn each step).", {"dsgd", "csgd", "local_sgd", "csgd_sam", "csgd_adsam"}},
+      {"algorithm.sam_rho", K::Number, 0.05, "csgd_sam: radius rho.", {}, 0, kInf},
+      {"algorithm.adsam_sigma", K::Number, 0.01, "csgd_adsam: std sigma of the perturbation.", {}, 0, kInf},
       {"algorithm.form", K::Choice, "default", "dsgd: default W' = P W - lr U; atc (adapt-then-combine) W' = P (W - lr U).", {"default", "atc"}},
       {"algorithm.local_steps", K::Int, 4, "local_sgd: local steps H between averagings.", {}, 1, kInf},
 

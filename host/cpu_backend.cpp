@@ -35,6 +35,7 @@ class CpuBackend final : public Backend {
     m_losses.assign(m_m, 0.0);
   }
 
+  int64_t dim() const override { return m_model.dim; }
   std::string name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
 
   void set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
@@ -75,7 +76,7 @@ class CpuBackend final : public Backend {
 
   std::vector<int64_t> minibatch_indices() const override { return m_indices; }
 
-  void local_gradient() override {
+  void local_gradient(bool record_loss) override {
     const RowMat<T>& x = m_x[0];
     const auto& y = *m_y[0];
 #pragma omp parallel for schedule(static)
@@ -94,6 +95,7 @@ class CpuBackend final : public Backend {
                                           by.data(), m_grad.row(k).data(), m_ws[t]);
       m_losses[k] = r.loss_sum / m_batch;
     }
+    if (!record_loss) return;
     double sum = 0;
     for (double l : m_losses) sum += l;
     const double mean = sum / m_m;
@@ -139,6 +141,19 @@ class CpuBackend final : public Backend {
     }
     m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
   }
+
+  std::vector<double> mean_gradient() override {
+    const auto mean = row_mean(m_grad);
+    return std::vector<double>(mean.data(), mean.data() + m_model.dim);
+  }
+
+  void perturb_weights(const std::vector<double>& eps) override {
+    m_saved = m_w;
+    const Eigen::Matrix<T, 1, Eigen::Dynamic> e = Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(eps.data(), m_model.dim).template cast<T>();
+    for (int k = 0; k < m_m; ++k) m_w.row(k).head(m_model.dim) += e;
+  }
+
+  void restore_weights() override { m_w.swap(m_saved); }
 
   void average_weights() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
@@ -353,7 +368,7 @@ class CpuBackend final : public Backend {
   const uint64_t m_seed;
   const OptimizerParams m_opt;
   const int64_t m_ld;
-  RowMat<T> m_w, m_next, m_grad, m_momentum;
+  RowMat<T> m_w, m_next, m_grad, m_momentum, m_saved;
   RowMat<T> m_x[2];
   const std::vector<int32_t>* m_y[2];
   std::vector<int64_t> m_indices;

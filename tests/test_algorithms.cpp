@@ -181,3 +181,52 @@ TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
   EXPECT_EQ(json::parse(again)["steps_done"], 30);
   std::filesystem::remove_all(dir);
 }
+
+// The SAM baselines reduce to C-SGD exactly when their perturbation is zero.
+TEST(AlgorithmTest, SamWithRhoZeroAndAdsamWithSigmaZeroEqualCsgdExactly) {
+  Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
+  Sim sam = make_sim({{"algorithm", {{"name", "csgd_sam"}, {"sam_rho", 0.0}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
+  Sim adsam = make_sim({{"algorithm", {{"name", "csgd_adsam"}, {"adsam_sigma", 0.0}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
+  run_steps(csgd, 15);
+  run_steps(sam, 15);
+  run_steps(adsam, 15);
+  EXPECT_EQ(sam->backend->weights(), csgd->backend->weights());
+  EXPECT_EQ(adsam->backend->weights(), csgd->backend->weights());
+  EXPECT_EQ(sam->backend->take_train_loss().mean, csgd->backend->take_train_loss().mean);  // one pass counted
+}
+
+TEST(AlgorithmTest, SamAndAdsamWithPerturbationsMoveOtherwiseAndKeepOneModel) {
+  Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}}, true);
+  Sim sam = make_sim({{"algorithm", {{"name", "csgd_sam"}, {"sam_rho", 0.1}}}}, true);
+  Sim adsam = make_sim({{"algorithm", {{"name", "csgd_adsam"}, {"adsam_sigma", 0.1}}}}, true);
+  run_steps(csgd, 5);
+  run_steps(sam, 5);
+  run_steps(adsam, 5);
+  EXPECT_GT(relative_error(sam->backend->weights(), csgd->backend->weights()), 1e-6);
+  EXPECT_GT(relative_error(adsam->backend->weights(), csgd->backend->weights()), 1e-6);
+  EXPECT_EQ(sam->backend->consensus_distance(), 0.0);
+  EXPECT_EQ(adsam->backend->consensus_distance(), 0.0);
+}
+
+// One SAM step from w equals a plain C-SGD step whose gradient is taken at w + rho g/||g||.
+TEST(AlgorithmTest, SamStepUsesTheGradientAtTheAscendedPoint) {
+  const double rho = 0.2, lr = 0.1;
+  Sim sam = make_sim({{"algorithm", {{"name", "csgd_sam"}, {"sam_rho", rho}}}}, true);
+  Sim ref = make_sim({{"algorithm", {{"name", "csgd"}}}}, true);
+  const std::vector<double> w0 = ref->backend->weights();
+  ref->backend->sample(0);
+  ref->backend->local_gradient(true);
+  std::vector<double> g = ref->backend->mean_gradient();
+  double norm = 0;
+  for (double v : g) norm += v * v;
+  for (auto& v : g) v *= rho / std::sqrt(norm);
+  ref->backend->perturb_weights(g);
+  ref->backend->local_gradient(true);
+  ref->backend->restore_weights();
+  EXPECT_EQ(ref->backend->weights(), w0);  // restored exactly
+  ref->backend->average_gradients();
+  ref->backend->mix_update(nullptr, lr, MixForm::Default);
+  TopologySchedule topo(sam->config.topology, sam->config.workers, sam->config.seed);
+  train_step(*sam->backend, sam->config, topo, 0, lr);
+  EXPECT_LT(relative_error(sam->backend->weights(), ref->backend->weights()), 1e-14);
+}

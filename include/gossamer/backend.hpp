@@ -64,6 +64,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  virtual int64_t dim() const = 0;  // d, parameters per worker
 
   // All workers' parameters, m x d row-major doubles (no row padding).
   virtual void set_weights(const std::vector<double>& w) = 0;
@@ -76,8 +77,9 @@ class Backend {
   virtual void sample(int64_t step) = 0;
   // The drawn training-set indices, m x batch (for checks; not on the hot path).
   virtual std::vector<int64_t> minibatch_indices() const = 0;
-  // G[k] = gradient of worker k's minibatch loss at W[k], for all k; accumulates the loss.
-  virtual void local_gradient() = 0;
+  // G[k] = gradient of worker k's minibatch loss at W[k], for all k; with record_loss,
+  // the loss joins the training-loss window (a SAM step's second pass does not).
+  virtual void local_gradient(bool record_loss) = 0;
   // || (1/m) sum_k G[k] ||: call after local_gradient, before the update.
   virtual double mean_gradient_norm() = 0;
   // C-SGD: G[k] = (1/m) sum_j G[j] for all k.
@@ -87,6 +89,11 @@ class Backend {
   virtual void mix_update(const Csr* mixing, double lr, MixForm form) = 0;
   // W[k] = mean_j W[j] for all k (exact averaging; local SGD).
   virtual void average_weights() = 0;
+  // (1/m) sum_k G[k], d doubles (SAM's ascent direction).
+  virtual std::vector<double> mean_gradient() = 0;
+  // Saves W, then W[k] += eps for all k; restore_weights() brings the saved W back exactly.
+  virtual void perturb_weights(const std::vector<double>& eps) = 0;
+  virtual void restore_weights() = 0;
 
   virtual TrainLoss take_train_loss() = 0;
   // The first step whose mean minibatch loss was NaN or Inf, -1 if none yet.

@@ -52,6 +52,8 @@ struct AlgorithmConfig {
   std::string name;  // dsgd | csgd | local_sgd
   std::string form;  // default | atc
   int local_steps = 1;
+  double sam_rho = 0;
+  double adsam_sigma = 0;
 };
 
 struct OptimizerConfig {
