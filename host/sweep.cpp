@@ -138,7 +138,8 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
     json summary;
     const fs::path file = fs::path(out_dir) / p.folder / "summary.json";
     if (fs::exists(file)) summary = read_json_file(file.string(), "summary");
-    const json final_line = at(summary, {"final"});
+    // Only a completed point has final figures; a diverged or interrupted one leaves them empty.
+    const json final_line = at(summary, {"status"}) == "completed" ? at(summary, {"final"}) : json(nullptr);
     o << p.folder;
     for (const auto& a : sweep.axes) o << "," << (p.values.contains(a) ? csv_field(json::parse(p.values[a].dump())) : "");
     json top = at(final_line, {"curvature", "top_eigenvalues", "values"});

@@ -133,6 +133,15 @@ TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
   EXPECT_NE(resumed.str().find("resuming from its checkpoint"), std::string::npos);
   EXPECT_TRUE(fs::exists(fs::path(out) / "point-001" / "summary.json"));
 
+  // A diverged point keeps its status and no final figures.
+  const Sweep wild = load_sweep(sweep_file({{"optimizer.lr", {1e300}}}));
+  std::ostringstream wild_log;
+  ASSERT_EQ(run_sweep(wild, (m_dir / "wild").string(), wild_log), kExitOk);
+  const auto wild_rows = rows(sweep_csv(wild, (m_dir / "wild").string()));
+  ASSERT_EQ(wild_rows.size(), 2u);
+  EXPECT_EQ(wild_rows[1][2], "diverged");
+  EXPECT_EQ(wild_rows[1][5], "") << "test_acc of a diverged point";
+
   // Another sweep into the same folder is refused.
   const Sweep other = load_sweep(sweep_file({{"seed", {7}}}));
   EXPECT_THROW(run_sweep(other, out, resumed), Error);

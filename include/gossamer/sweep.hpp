@@ -39,7 +39,8 @@ Sweep load_sweep(const std::string& path);
 // Returns the exit code: 0, or 130 when interrupted.
 int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log);
 
-// The rows of sweep.csv from the point folders as they are now.
+// The rows of sweep.csv from the point folders as they are now: the axes, status, steps
+// done, total batch, then the final figures of completed points (empty otherwise).
 std::string sweep_csv(const Sweep& sweep, const std::string& out_dir);
 
 }  // namespace gossamer
