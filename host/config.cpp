@@ -149,6 +149,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.algorithm.local_steps = get<int>(resolved, "algorithm.local_steps");
   c.algorithm.sam_rho = get<double>(resolved, "algorithm.sam_rho");
   c.algorithm.adsam_sigma = get<double>(resolved, "algorithm.adsam_sigma");
+  c.algorithm.track_adsam = get<bool>(resolved, "algorithm.track_adsam");
+  if (c.algorithm.track_adsam && c.algorithm.name != "dsgd")
+    throw config_error(source + ": algorithm.track_adsam: true needs algorithm.name \"dsgd\", found \"" + c.algorithm.name + "\"");
 
   auto& o = c.optimizer;
   o.lr = get<double>(resolved, "optimizer.lr");

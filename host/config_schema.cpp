@@ -54,6 +54,7 @@ std::vector<KeySpec> build_schema() {
       {"algorithm.name", K::Choice, "dsgd", "dsgd (decentralized SGD), csgd (centralized: every worker applies the mean gradient), local_sgd (local steps, then exact averaging), csgd_sam (C-SGD with SAM: the mean gradient at w + rho g/||g||, g the total-batch gradient; two passes a step), csgd_adsam (average-direction SAM: C-SGD on the gradient at w + eps, eps ~ N(0, sigma^2 I) drawn each step).", {"dsgd", "csgd", "local_sgd", "csgd_sam", "csgd_adsam"}},
       {"algorithm.sam_rho", K::Number, 0.05, "csgd_sam: radius rho.", {}, 0, kInf},
       {"algorithm.adsam_sigma", K::Number, 0.01, "csgd_adsam: std sigma of the perturbation.", {}, 0, kInf},
+      {"algorithm.track_adsam", K::Bool, false, "dsgd only: run alongside, on the same minibatches, average-direction SAM with the D-SGD workers' covariance Xi (C-SGD on the gradients at w + eps_k, eps_k = (1/sqrt m) sum_j z_kj delta_j) and plain C-SGD; report ||wbar - w_adsam|| and ||wbar - w_csgd|| at each evaluation (the equivalence experiment). Such a run cannot be resumed."},
       {"algorithm.form", K::Choice, "default", "dsgd: default W' = P W - lr U; atc (adapt-then-combine) W' = P (W - lr U).", {"default", "atc"}},
       {"algorithm.local_steps", K::Int, 4, "local_sgd: local steps H between averagings.", {}, 1, kInf},
 

@@ -148,9 +148,14 @@ class CpuBackend final : public Backend {
   }
 
   void perturb_weights(const std::vector<double>& eps) override {
+    const int64_t d = m_model.dim;
+    const bool per_worker = int64_t(eps.size()) == int64_t(m_m) * d;
+    if (!per_worker && int64_t(eps.size()) != d)
+      throw runtime_error("perturb_weights: expected d or m x d values, got " + std::to_string(eps.size()));
     m_saved = m_w;
-    const Eigen::Matrix<T, 1, Eigen::Dynamic> e = Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(eps.data(), m_model.dim).template cast<T>();
-    for (int k = 0; k < m_m; ++k) m_w.row(k).head(m_model.dim) += e;
+    for (int k = 0; k < m_m; ++k)
+      m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(eps.data() + (per_worker ? k * d : 0), d)
+                                .template cast<T>();
   }
 
   void restore_weights() override { m_w.swap(m_saved); }

@@ -19,6 +19,7 @@
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "gossamer/schedule.hpp"
+#include "equivalence.hpp"
 #include "sinks.hpp"
 
 namespace gossamer {
@@ -194,8 +195,12 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     prepare_out_dir(result.out_dir);
   }
 
+  if (opt.resume && c.algorithm.track_adsam)
+    throw config_error(result.out_dir + ": algorithm.track_adsam runs cannot be resumed (the companion models are not checkpointed)");
   std::unique_ptr<Simulation> sim = make_simulation(c);
   Backend& backend = *sim->backend;
+  std::unique_ptr<EquivalenceTracker> equivalence;
+  if (c.algorithm.track_adsam) equivalence = std::make_unique<EquivalenceTracker>(c);
   const int64_t steps = resolve_steps(c, sim->data.train.n);
   const int64_t total_batch = int64_t(c.workers) * c.optimizer.batch_size;
   const double epochs_per_step = double(total_batch) / double(sim->data.train.n);
@@ -248,6 +253,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
       last["train_acc_wbar"] = train.accuracy;
       last["generalization_gap"] = last["test_loss"].get<double>() - train.loss;
     }
+    if (equivalence) last["equivalence"] = equivalence->report(backend);
     if (curvature_due(step))
       last["curvature"] = measure_curvature(backend, c.curvature, c.workers, int64_t(sim->curvature_subset.size()), c.seed, step);
     eval_seconds += seconds() - e0;
@@ -274,6 +280,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     const double lr = learning_rate(c.optimizer, t, steps, total_batch);
     const bool eval_now = (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
     double grad_norm = NAN;
+    if (equivalence) equivalence->step(backend, t, lr);
     train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
     done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {

@@ -230,3 +230,27 @@ TEST(AlgorithmTest, SamStepUsesTheGradientAtTheAscendedPoint) {
   train_step(*sam->backend, sam->config, topo, 0, lr);
   EXPECT_LT(relative_error(sam->backend->weights(), ref->backend->weights()), 1e-14);
 }
+
+// With atc on a complete graph, D-SGD is C-SGD and Xi = 0, so the ADSAM companion is C-SGD
+// too: both distances vanish. On a ring they do not, and the report says how far.
+TEST(TrainerTest, EquivalenceCompanionsFollowTheSameDataStream) {
+  const auto run = [](const json& patch) {
+    const std::string dir = temp_dir("equivalence");
+    std::ostringstream log;
+    const json cfg = tiny_config({{"precision", "float64"}, {"algorithm", {{"name", "dsgd"}, {"track_adsam", true}}},
+                                  {"train", {{"steps", 20}, {"eval_every", 10}}}});
+    json merged = cfg;
+    merged.merge_patch(patch);
+    const RunResult r = run_training(load_config(merged, {}, "test"), dir, log);
+    EXPECT_EQ(r.exit_code, kExitOk);
+    std::filesystem::remove_all(dir);
+    return r.summary["final"]["equivalence"];
+  };
+  const json exact = run({{"algorithm", {{"form", "atc"}}}, {"topology", {{"name", "complete"}}}});
+  EXPECT_LT(exact["dist_wbar_csgd"].get<double>(), 1e-9);
+  EXPECT_LT(exact["dist_wbar_adsam"].get<double>(), 1e-9);
+  const json ring = run({{"model", {{"same_init", false}}}});
+  EXPECT_GT(ring["dist_wbar_csgd"].get<double>(), 1e-6);
+  EXPECT_GT(ring["dist_wbar_adsam"].get<double>(), 1e-6);
+  EXPECT_GT(ring["adsam_test_acc"].get<double>(), 0.5);
+}

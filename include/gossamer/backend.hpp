@@ -91,7 +91,8 @@ class Backend {
   virtual void average_weights() = 0;
   // (1/m) sum_k G[k], d doubles (SAM's ascent direction).
   virtual std::vector<double> mean_gradient() = 0;
-  // Saves W, then W[k] += eps for all k; restore_weights() brings the saved W back exactly.
+  // Saves W, then W[k] += eps (d values: the same for all k; m x d: row k for worker k);
+  // restore_weights() brings the saved W back exactly.
   virtual void perturb_weights(const std::vector<double>& eps) = 0;
   virtual void restore_weights() = 0;
 

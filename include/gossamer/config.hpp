@@ -54,6 +54,7 @@ struct AlgorithmConfig {
   int local_steps = 1;
   double sam_rho = 0;
   double adsam_sigma = 0;
+  bool track_adsam = false;
 };
 
 struct OptimizerConfig {
