@@ -125,7 +125,8 @@ def main():
 
         fig, axes = plt.subplots(1, len(topologies), figsize=(4.5 * len(topologies), 4), squeeze=False)
         for ax, label in zip(axes[0], topologies):
-            candidates = [r for r in dsgd if r["label"] == label and "ensemble" in r["metrics"][-1]]
+            candidates = [r for r in dsgd if r["label"] == label and r["status"] == "completed"
+                          and "ensemble" in r["metrics"][-1]]
             if not candidates:
                 continue
             r = max(candidates, key=lambda r: number(r, "total_batch"))
