@@ -106,7 +106,8 @@ def main():
     axes[1].set_title("Hessian trace of w-bar at the end")
     finish(fig, tag, os.path.join(out, "curvature.png"))
 
-    dsgd = [r for r in rows if r.get("algorithm.name") == "dsgd" and r["metrics"]]
+    # Training curves of completed D-SGD points (a diverged run's last lines are not data).
+    dsgd = [r for r in rows if r.get("algorithm.name") == "dsgd" and r["metrics"] and r["status"] == "completed"]
     topologies = sorted({r["label"] for r in dsgd})
     if topologies:
         fig, axes = plt.subplots(1, len(topologies), figsize=(4.5 * len(topologies), 3.8), squeeze=False)
@@ -125,8 +126,7 @@ def main():
 
         fig, axes = plt.subplots(1, len(topologies), figsize=(4.5 * len(topologies), 4), squeeze=False)
         for ax, label in zip(axes[0], topologies):
-            candidates = [r for r in dsgd if r["label"] == label and r["status"] == "completed"
-                          and "ensemble" in r["metrics"][-1]]
+            candidates = [r for r in dsgd if r["label"] == label and "ensemble" in r["metrics"][-1]]
             if not candidates:
                 continue
             r = max(candidates, key=lambda r: number(r, "total_batch"))
@@ -146,7 +146,9 @@ def main():
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in sorted(dsgd, key=lambda r: (r["label"], number(r, "total_batch"))):
-            pts = [(m["step"], m["gradient_smoothing"]["ratio"]) for m in r["metrics"] if "gradient_smoothing" in m]
+            # Step 0 is left out: all workers start equal, so the ratio is rounding only.
+            pts = [(m["step"], m["gradient_smoothing"]["ratio"]) for m in r["metrics"]
+                   if "gradient_smoothing" in m and m["step"] > 0]
             if pts:
                 ax.plot(*zip(*pts), marker=".", label=f"{r['label']}, batch {int(number(r, 'total_batch'))}")
         ax.set_yscale("log")
