@@ -126,6 +126,7 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
 int cli_main(int argc, char** argv) {
   CLI::App app{"gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
   app.require_subcommand(1);
+  app.fallthrough();  // --verbose after the subcommand too
   bool verbose = false;
   app.add_flag("--verbose", verbose, "More detail on errors");
 

@@ -209,6 +209,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   k.sam_rho = get<double>(resolved, "curvature.sam_rho");
   k.sam_steps = get<int>(resolved, "curvature.sam_steps");
   k.workers = get<bool>(resolved, "curvature.workers");
+  if (k.method == "lanczos" && k.topk > k.lanczos_steps)
+    throw config_error(source + ": curvature.topk: " + std::to_string(k.topk) + " eigenvalues need curvature.lanczos_steps >= " +
+                       std::to_string(k.topk) + ", found " + std::to_string(k.lanczos_steps));
 
   if (c.precision == "float64" && c.backend == "cuda")
     throw config_error(source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");

@@ -17,7 +17,6 @@
 #include "gossamer/curvature.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/error.hpp"
-#include "gossamer/philox.hpp"
 #include "gossamer/schedule.hpp"
 #include "equivalence.hpp"
 #include "sinks.hpp"

@@ -50,6 +50,8 @@ TEST(ConfigTest, WrongTypeAndRangeNameKeyValueAndExpectation) {
   EXPECT_NE(config_failure({{"train", {{"steps", 10}, {"epochs", 2}}}}).find("not both"), std::string::npos);
   EXPECT_NE(config_failure({{"optimizer", {{"nesterov", true}}}}).find("momentum > 0"), std::string::npos);
   EXPECT_NE(config_failure(json::array()).find("top level"), std::string::npos);
+  EXPECT_NE(config_failure({{"curvature", {{"topk", 10}, {"lanczos_steps", 5}}}}).find("curvature.lanczos_steps >= 10"), std::string::npos);
+  EXPECT_NE(config_failure({{"algorithm", {{"name", "csgd"}, {"track_adsam", true}}}}).find("needs algorithm.name"), std::string::npos);
   EXPECT_NE(config_failure({{"data", {{"dataset", "cifar10"}}}}).find("data.path"), std::string::npos);
 }
 
