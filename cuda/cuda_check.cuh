@@ -13,18 +13,20 @@ namespace gossamer {
                                    const std::string& detail) {
   int device = -1;
   cudaGetDevice(&device);
-  throw runtime_error(std::string(what) + " failed: " + expr + " at " + file + ":" + std::to_string(line) +
-                      " on device " + std::to_string(device) + ": " + detail);
+  throw runtime_error(std::string(what) + " failed: " + expr + " at " + file + ":" +
+                      std::to_string(line) + " on device " + std::to_string(device) + ": " +
+                      detail);
 }
 
 }  // namespace gossamer
 
-#define CUDA_CHECK(expr)                                                                                    \
-  do {                                                                                                      \
-    const cudaError_t cuda_check_rc = (expr);                                                              \
-    if (cuda_check_rc != cudaSuccess)                                                                       \
-      ::gossamer::cuda_fail("CUDA", #expr, __FILE__, __LINE__,                                              \
-                            std::string(cudaGetErrorName(cuda_check_rc)) + " (" + cudaGetErrorString(cuda_check_rc) + ")"); \
+#define CUDA_CHECK(expr)                                                          \
+  do {                                                                            \
+    const cudaError_t cuda_check_rc = (expr);                                     \
+    if (cuda_check_rc != cudaSuccess)                                             \
+      ::gossamer::cuda_fail("CUDA", #expr, __FILE__, __LINE__,                    \
+                            std::string(cudaGetErrorName(cuda_check_rc)) + " (" + \
+                                cudaGetErrorString(cuda_check_rc) + ")");         \
   } while (0)
 
 // After every kernel launch.

@@ -11,8 +11,8 @@ DeviceList list_devices() {
   int count = 0;
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
-    out.why_none = std::string("no GPU visible: cudaGetDeviceCount: ") + cudaGetErrorName(rc) + " (" +
-                   cudaGetErrorString(rc) + ")";
+    out.why_none = std::string("no GPU visible: cudaGetDeviceCount: ") + cudaGetErrorName(rc) +
+                   " (" + cudaGetErrorString(rc) + ")";
     cudaGetLastError();  // clear the sticky-free error so later calls start clean
     return out;
   }
@@ -28,7 +28,8 @@ DeviceList list_devices() {
     d.minor = p.minor;
     d.multiprocessors = p.multiProcessorCount;
     size_t free_b = 0, total_b = 0;
-    if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) d.free_memory = free_b;
+    if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+      d.free_memory = free_b;
     out.devices.push_back(d);
   }
   return out;

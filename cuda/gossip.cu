@@ -2,7 +2,8 @@
 //   v = g + wd w;  buf' = mu buf + v;  u = nesterov ? v + mu buf' : (mu > 0 ? buf' : v)
 //   default: W'[k] = sum_j P_kj W[j] - lr u[k]      atc: W'[k] = sum_j P_kj (W[j] - lr u[j])
 // One pass over W, G and buf; W' and buf' are separate buffers (ping-pong): with atc a
-// thread reads its neighbours' old momentum while their threads write the new one. float4 loads and stores: rows are padded to 256 bytes (row_stride).
+// thread reads its neighbours' old momentum while their threads write the new one. float4 loads and
+// stores: rows are padded to 256 bytes (row_stride).
 #include "cuda_check.cuh"
 #include "gossamer/cuda.hpp"
 
@@ -18,8 +19,9 @@ static __device__ __forceinline__ float4 axpy4(float a, float4 x, float4 y) {
 }
 
 // u of worker j at column group c (4 floats), and its new momentum when write_buf.
-static __device__ __forceinline__ float4 update_of(const float4* W, const float4* G, const float4* buf,
-                                                   float4* buf_out, int64_t idx, const GossipParams& p) {
+static __device__ __forceinline__ float4 update_of(const float4* W, const float4* G,
+                                                   const float4* buf, float4* buf_out, int64_t idx,
+                                                   const GossipParams& p) {
   const float4 v = axpy4(p.wd, W[idx], G[idx]);
   if (p.mu == 0.f) return v;
   const float4 b = axpy4(p.mu, buf[idx], v);  // mu buf + v
@@ -27,9 +29,10 @@ static __device__ __forceinline__ float4 update_of(const float4* W, const float4
   return p.nesterov ? axpy4(p.mu, b, v) : b;
 }
 
-static __global__ void gossip_update_f32(const int* row_ptr, const int* col, const float* val, const float4* W,
-                                         const float4* G, const float4* buf, float4* buf_out, float4* W_out,
-                                         int64_t groups_per_row, GossipParams p) {
+static __global__ void gossip_update_f32(const int* row_ptr, const int* col, const float* val,
+                                         const float4* W, const float4* G, const float4* buf,
+                                         float4* buf_out, float4* W_out, int64_t groups_per_row,
+                                         GossipParams p) {
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int k = blockIdx.y;
   if (c >= groups_per_row) return;
@@ -44,7 +47,8 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
     }
     if (p.mu != 0.f) update_of(W, G, buf, buf_out, own, p);
   } else {
-    for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e) acc = axpy4(val[e], W[int64_t(col[e]) * groups_per_row + c], acc);
+    for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e)
+      acc = axpy4(val[e], W[int64_t(col[e]) * groups_per_row + c], acc);
     acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p), acc);
   }
   W_out[own] = acc;
@@ -56,7 +60,8 @@ struct DeviceArray {
   T* ptr = nullptr;
   explicit DeviceArray(const std::vector<T>& host) {
     CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(host.size(), 1) * sizeof(T)));
-    if (!host.empty()) CUDA_CHECK(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    if (!host.empty())
+      CUDA_CHECK(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   }
   ~DeviceArray() { cudaFree(ptr); }
   std::vector<T> fetch(size_t n) const {
@@ -67,19 +72,20 @@ struct DeviceArray {
 };
 }  // namespace
 
-void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W, const std::vector<float>& G,
-                        std::vector<float>& buf, double lr, double momentum, double weight_decay, bool nesterov,
-                        bool atc) {
+void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
+                        const std::vector<float>& G, std::vector<float>& buf, double lr,
+                        double momentum, double weight_decay, bool nesterov, bool atc) {
   const int m = mixing.n;
-  if (ld % 64 != 0) throw runtime_error("cuda_gossip_update: rows must be padded to 256 bytes (ld % 64 == 0)");
+  if (ld % 64 != 0)
+    throw runtime_error("cuda_gossip_update: rows must be padded to 256 bytes (ld % 64 == 0)");
   const size_t n = size_t(m) * size_t(ld);
   if (W.size() != n || G.size() != n || (momentum > 0 && buf.size() != n))
     throw runtime_error("cuda_gossip_update: W, G (and buf with momentum) must be m x ld");
   std::vector<float> val(mixing.val.begin(), mixing.val.end());
   DeviceArray<int> row_ptr(mixing.row_ptr), col(mixing.col);
   const std::vector<float> no_buf;
-  DeviceArray<float> d_val(val), d_w(W), d_g(G), d_buf(momentum > 0 ? buf : no_buf), d_buf_out(momentum > 0 ? buf : no_buf),
-      d_out(W);
+  DeviceArray<float> d_val(val), d_w(W), d_g(G), d_buf(momentum > 0 ? buf : no_buf),
+      d_buf_out(momentum > 0 ? buf : no_buf), d_out(W);
   // Poison the outputs: an unwritten element reads NaN.
   CUDA_CHECK(cudaMemset(d_out.ptr, 0xFF, n * sizeof(float)));
   if (momentum > 0) CUDA_CHECK(cudaMemset(d_buf_out.ptr, 0xFF, n * sizeof(float)));
@@ -88,10 +94,11 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W, co
   constexpr int kBlock = 256;
   const dim3 grid(unsigned(CEIL_DIV(groups, kBlock)), unsigned(m));
   if (m > 0 && groups > 0) {
-    gossip_update_f32<<<grid, kBlock>>>(row_ptr.ptr, col.ptr, d_val.ptr, reinterpret_cast<const float4*>(d_w.ptr),
-                                         reinterpret_cast<const float4*>(d_g.ptr), reinterpret_cast<const float4*>(d_buf.ptr),
-                                         momentum > 0 ? reinterpret_cast<float4*>(d_buf_out.ptr) : nullptr,
-                                         reinterpret_cast<float4*>(d_out.ptr), groups, p);
+    gossip_update_f32<<<grid, kBlock>>>(
+        row_ptr.ptr, col.ptr, d_val.ptr, reinterpret_cast<const float4*>(d_w.ptr),
+        reinterpret_cast<const float4*>(d_g.ptr), reinterpret_cast<const float4*>(d_buf.ptr),
+        momentum > 0 ? reinterpret_cast<float4*>(d_buf_out.ptr) : nullptr,
+        reinterpret_cast<float4*>(d_out.ptr), groups, p);
     CUDA_CHECK_LAUNCH();
   }
   W = d_out.fetch(n);

@@ -71,8 +71,10 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
                            {"config_hash", config_hash(c.config)},
                            {"config", c.config},
                            {"trainer", c.trainer},
-                           {"loss_window", {{"sum", c.state.loss_sum}, {"steps", c.state.loss_steps},
-                                            {"first_nonfinite", c.state.first_nonfinite}}}};
+                           {"loss_window",
+                            {{"sum", c.state.loss_sum},
+                             {"steps", c.state.loss_steps},
+                             {"first_nonfinite", c.state.first_nonfinite}}}};
   std::string out(kMagic, sizeof kMagic);
   put(out, kCheckpointVersion);
   const std::string text = header.dump();
@@ -104,18 +106,21 @@ Checkpoint read_checkpoint(const std::string& path) {
   r.get_bytes(sizeof kMagic, "magic");
   const uint32_t version = r.get<uint32_t>("version");
   if (version != kCheckpointVersion)
-    throw runtime_error(path + ": checkpoint format version " + std::to_string(version) + ", this gossamer reads version " +
-                        std::to_string(kCheckpointVersion));
+    throw runtime_error(path + ": checkpoint format version " + std::to_string(version) +
+                        ", this gossamer reads version " + std::to_string(kCheckpointVersion));
   if (bytes.size() < sizeof kMagic + 8) throw runtime_error(path + ": truncated checkpoint");
   const size_t body = bytes.size() - sizeof(uint32_t);
   uint32_t stored;
   std::memcpy(&stored, bytes.data() + body, sizeof stored);
-  const uint32_t actual = uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), uInt(body)));
-  if (stored != actual) throw runtime_error(path + ": checkpoint checksum mismatch (corrupt or truncated file)");
+  const uint32_t actual =
+      uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), uInt(body)));
+  if (stored != actual)
+    throw runtime_error(path + ": checkpoint checksum mismatch (corrupt or truncated file)");
 
   const std::string text = r.get_bytes(r.get<uint64_t>("header length"), "header");
   const nlohmann::json header = nlohmann::json::parse(text, nullptr, false);
-  if (header.is_discarded() || !header.is_object()) throw runtime_error(path + ": checkpoint header is not valid JSON");
+  if (header.is_discarded() || !header.is_object())
+    throw runtime_error(path + ": checkpoint header is not valid JSON");
   Checkpoint c;
   try {
     c.step = header.at("step");
@@ -131,9 +136,11 @@ Checkpoint read_checkpoint(const std::string& path) {
   }
   c.state.weights = r.get_doubles("weights");
   c.state.momentum = r.get_doubles("momentum");
-  if (int64_t(c.state.weights.size()) != header.at("workers").get<int64_t>() * header.at("dim").get<int64_t>())
-    throw runtime_error(path + ": checkpoint holds " + std::to_string(c.state.weights.size()) + " weights, header says " +
-                        header.at("workers").dump() + " x " + header.at("dim").dump());
+  if (int64_t(c.state.weights.size()) !=
+      header.at("workers").get<int64_t>() * header.at("dim").get<int64_t>())
+    throw runtime_error(path + ": checkpoint holds " + std::to_string(c.state.weights.size()) +
+                        " weights, header says " + header.at("workers").dump() + " x " +
+                        header.at("dim").dump());
   return c;
 }
 

@@ -17,7 +17,8 @@ namespace gossamer {
 using nlohmann::json;
 namespace {
 
-json topology_report(const TopologySchedule& s, const MixingProperties& p, const std::string& weights, int m) {
+json topology_report(const TopologySchedule& s, const MixingProperties& p,
+                     const std::string& weights, int m) {
   json j;
   j["name"] = s.name();
   j["workers"] = m;
@@ -37,14 +38,16 @@ json topology_report(const TopologySchedule& s, const MixingProperties& p, const
     j["spectral_gap_lambda"] = p.gap.gap_lambda;
     if (s.phases() > 1) j["period_gap_sigma"] = p.period_gap_sigma;
   } else {
-    j["spectrum"] = "not computed for more than " + std::to_string(kMaxSpectralWorkers) + " workers";
+    j["spectrum"] =
+        "not computed for more than " + std::to_string(kMaxSpectralWorkers) + " workers";
   }
   if (m <= 16) {
     json phases = json::array();
     for (int i = 0; i < s.phases(); ++i) {
       const auto d = s.phase(i).dense();
       json rows = json::array();
-      for (int r = 0; r < m; ++r) rows.push_back(std::vector<double>(d.begin() + r * m, d.begin() + (r + 1) * m));
+      for (int r = 0; r < m; ++r)
+        rows.push_back(std::vector<double>(d.begin() + r * m, d.begin() + (r + 1) * m));
       phases.push_back(rows);
     }
     j["matrix"] = s.phases() == 1 ? phases[0] : phases;
@@ -53,17 +56,27 @@ json topology_report(const TopologySchedule& s, const MixingProperties& p, const
 }
 
 void print_topology(const json& j, int m) {
-  std::printf("topology %s, %d workers, weights %s%s\n", j["name"].get<std::string>().c_str(), m,
-              j["weights"].get<std::string>().c_str(),
-              j["time_varying"].get<bool>() ? (", time-varying, " + std::to_string(j["phases"].get<int>()) + " phases").c_str() : "");
-  std::printf("  degree            %d..%d (neighbours besides itself)\n", j["degree"]["min"].get<int>(), j["degree"]["max"].get<int>());
+  std::printf(
+      "topology %s, %d workers, weights %s%s\n", j["name"].get<std::string>().c_str(), m,
+      j["weights"].get<std::string>().c_str(),
+      j["time_varying"].get<bool>()
+          ? (", time-varying, " + std::to_string(j["phases"].get<int>()) + " phases").c_str()
+          : "");
+  std::printf("  degree            %d..%d (neighbours besides itself)\n",
+              j["degree"]["min"].get<int>(), j["degree"]["max"].get<int>());
   auto yes = [&](const char* k) { return j[k].get<bool>() ? "yes" : "no"; };
-  std::printf("  row-stochastic    %s\n  doubly stochastic %s\n  symmetric         %s\n  connected         %s\n",
-              yes("row_stochastic"), yes("doubly_stochastic"), yes("symmetric"), yes("connected"));
+  std::printf(
+      "  row-stochastic    %s\n  doubly stochastic %s\n  symmetric         %s\n  connected         "
+      "%s\n",
+      yes("row_stochastic"), yes("doubly_stochastic"), yes("symmetric"), yes("connected"));
   if (j.contains("spectral_gap_sigma")) {
-    std::printf("  spectral gap      %.12g  (1 - sigma2, sigma2 = %.12g)\n", j["spectral_gap_sigma"].get<double>(), j["sigma2"].get<double>());
-    std::printf("  lambda gap        %.12g  (1 - |lambda2|, |lambda2| = %.12g)\n", j["spectral_gap_lambda"].get<double>(), j["lambda2_modulus"].get<double>());
-    if (j.contains("period_gap_sigma")) std::printf("  gap over a period %.12g  (1 - sigma2 of the product of the phases)\n", j["period_gap_sigma"].get<double>());
+    std::printf("  spectral gap      %.12g  (1 - sigma2, sigma2 = %.12g)\n",
+                j["spectral_gap_sigma"].get<double>(), j["sigma2"].get<double>());
+    std::printf("  lambda gap        %.12g  (1 - |lambda2|, |lambda2| = %.12g)\n",
+                j["spectral_gap_lambda"].get<double>(), j["lambda2_modulus"].get<double>());
+    if (j.contains("period_gap_sigma"))
+      std::printf("  gap over a period %.12g  (1 - sigma2 of the product of the phases)\n",
+                  j["period_gap_sigma"].get<double>());
   } else {
     std::printf("  spectrum          %s\n", j["spectrum"].get<std::string>().c_str());
   }
@@ -85,46 +98,59 @@ void print_topology(const json& j, int m) {
 int curvature_command(const std::string& target, const std::vector<std::string>& what,
                       std::vector<std::string> overrides, bool as_json) {
   for (const auto& o : overrides)
-    if (o.rfind("curvature.", 0) != 0) throw config_error("--set " + o + ": only curvature.* keys can be changed here");
+    if (o.rfind("curvature.", 0) != 0)
+      throw config_error("--set " + o + ": only curvature.* keys can be changed here");
   const std::string path = checkpoint_path(target);
   const Checkpoint ck = read_checkpoint(path);
   if (!what.empty()) overrides.push_back("curvature.what=" + json(what).dump());
   const RunConfig config = load_config(ck.config, overrides, path);
   const auto sim = make_simulation(config);
   sim->backend->load_state(ck.state);
-  const json result = measure_curvature(*sim->backend, config.curvature, config.workers,
-                                        int64_t(sim->curvature_subset.size()), config.seed, ck.step);
+  const json result =
+      measure_curvature(*sim->backend, config.curvature, config.workers,
+                        int64_t(sim->curvature_subset.size()), config.seed, ck.step);
   if (as_json) {
-    std::cout << json{{"checkpoint", path}, {"step", ck.step}, {"curvature", result}}.dump(2) << "\n";
+    std::cout << json{{"checkpoint", path}, {"step", ck.step}, {"curvature", result}}.dump(2)
+              << "\n";
     return kExitOk;
   }
-  std::printf("curvature of w-bar at step %lld (%s), on %lld training samples\n", static_cast<long long>(ck.step),
-              path.c_str(), static_cast<long long>(result["subset_samples"].get<int64_t>()));
+  std::printf("curvature of w-bar at step %lld (%s), on %lld training samples\n",
+              static_cast<long long>(ck.step), path.c_str(),
+              static_cast<long long>(result["subset_samples"].get<int64_t>()));
   if (result.contains("trace"))
-    std::printf("  Hessian trace         %.6g +- %.2g (Hutchinson, %lld probes)\n", result["trace"]["value"].get<double>(),
-                result["trace"]["std_error"].get<double>(), static_cast<long long>(result["trace"]["samples"].get<int64_t>()));
+    std::printf("  Hessian trace         %.6g +- %.2g (Hutchinson, %lld probes)\n",
+                result["trace"]["value"].get<double>(), result["trace"]["std_error"].get<double>(),
+                static_cast<long long>(result["trace"]["samples"].get<int64_t>()));
   if (result.contains("top_eigenvalues")) {
     const auto& t = result["top_eigenvalues"];
     for (size_t i = 0; i < t["values"].size(); ++i)
-      std::printf("  eigenvalue %-3zu        %.6g  (residual %.2g, %s)\n", i + 1, t["values"][i].get<double>(),
-                  t["residuals"][i].get<double>(), t["method"].get<std::string>().c_str());
+      std::printf("  eigenvalue %-3zu        %.6g  (residual %.2g, %s)\n", i + 1,
+                  t["values"][i].get<double>(), t["residuals"][i].get<double>(),
+                  t["method"].get<std::string>().c_str());
   }
-  if (result.contains("half_tr_h_xi")) std::printf("  1/2 tr(H Xi)          %.6g\n", result["half_tr_h_xi"].get<double>());
+  if (result.contains("half_tr_h_xi"))
+    std::printf("  1/2 tr(H Xi)          %.6g\n", result["half_tr_h_xi"].get<double>());
   if (result.contains("avg_sharpness_isotropic"))
-    std::printf("  avg sharpness (sigma) %.6g +- %.2g (sigma %g)\n  avg sharpness (Xi)    %.6g +- %.2g\n",
-                result["avg_sharpness_isotropic"]["value"].get<double>(), result["avg_sharpness_isotropic"]["std_error"].get<double>(),
-                result["avg_sharpness_isotropic"]["sigma"].get<double>(), result["avg_sharpness_xi"]["value"].get<double>(),
-                result["avg_sharpness_xi"]["std_error"].get<double>());
+    std::printf(
+        "  avg sharpness (sigma) %.6g +- %.2g (sigma %g)\n  avg sharpness (Xi)    %.6g +- %.2g\n",
+        result["avg_sharpness_isotropic"]["value"].get<double>(),
+        result["avg_sharpness_isotropic"]["std_error"].get<double>(),
+        result["avg_sharpness_isotropic"]["sigma"].get<double>(),
+        result["avg_sharpness_xi"]["value"].get<double>(),
+        result["avg_sharpness_xi"]["std_error"].get<double>());
   if (result.contains("sam_sharpness"))
-    std::printf("  SAM sharpness         %.6g (rho %g, %d ascent steps)\n", result["sam_sharpness"]["value"].get<double>(),
-                result["sam_sharpness"]["rho"].get<double>(), result["sam_sharpness"]["steps"].get<int>());
+    std::printf("  SAM sharpness         %.6g (rho %g, %d ascent steps)\n",
+                result["sam_sharpness"]["value"].get<double>(),
+                result["sam_sharpness"]["rho"].get<double>(),
+                result["sam_sharpness"]["steps"].get<int>());
   return kExitOk;
 }
 
 }  // namespace
 
 int cli_main(int argc, char** argv) {
-  CLI::App app{"gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
+  CLI::App app{
+      "gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
   app.require_subcommand(1);
   app.fallthrough();  // --verbose after the subcommand too
   bool verbose = false;
@@ -132,12 +158,17 @@ int cli_main(int argc, char** argv) {
 
   std::string config_path, out_dir, backend_name, resume_dir;
   std::vector<std::string> overrides;
-  auto* run = app.add_subcommand("run", "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json, checkpoint.bin");
+  auto* run = app.add_subcommand(
+      "run",
+      "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json, checkpoint.bin");
   auto* config_opt = run->add_option("config", config_path, "The run's JSON config");
-  run->add_option("--resume", resume_dir, "Continue the run in RUN_DIR from its checkpoint (its config.json is the config)")
+  run->add_option("--resume", resume_dir,
+                  "Continue the run in RUN_DIR from its checkpoint (its config.json is the config)")
       ->excludes(config_opt);
-  run->add_option("--set", overrides, "Override a config key: --set optimizer.lr=0.05 (repeatable)");
-  run->add_option("--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
+  run->add_option("--set", overrides,
+                  "Override a config key: --set optimizer.lr=0.05 (repeatable)");
+  run->add_option("--out", out_dir,
+                  "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
   run->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 
@@ -147,38 +178,52 @@ int cli_main(int argc, char** argv) {
   int topo_workers = 0;
   uint64_t topo_seed = 1;
   bool topo_json = false;
-  auto* top = app.add_subcommand("topology", "Print a mixing matrix's properties: degree, stochasticity, spectral gap");
+  auto* top = app.add_subcommand(
+      "topology", "Print a mixing matrix's properties: degree, stochasticity, spectral gap");
   top->add_option("--name", topo.name, "Topology")
       ->required()
-      ->check(CLI::IsMember({"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star",
-                             "complete", "erdos_renyi"}));
-  top->add_option("--workers", topo_workers, "Number of workers m")->required()->check(CLI::Range(1, 1 << 20));
-  top->add_option("--weights", topo.weights, "uniform | metropolis")->check(CLI::IsMember({"uniform", "metropolis"}));
-  top->add_option("--probability", topo.probability, "erdos_renyi edge probability (0: 2 ln(m)/m)")->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::IsMember({"ring", "grid", "torus", "exponential", "one_peer_exponential",
+                             "hypercube", "star", "complete", "erdos_renyi"}));
+  top->add_option("--workers", topo_workers, "Number of workers m")
+      ->required()
+      ->check(CLI::Range(1, 1 << 20));
+  top->add_option("--weights", topo.weights, "uniform | metropolis")
+      ->check(CLI::IsMember({"uniform", "metropolis"}));
+  top->add_option("--probability", topo.probability, "erdos_renyi edge probability (0: 2 ln(m)/m)")
+      ->check(CLI::Range(0.0, 1.0));
   top->add_option("--seed", topo_seed, "Seed (erdos_renyi)");
   top->add_flag("--json", topo_json, "Print JSON");
 
   bool devices_json = false;
-  auto* dev = app.add_subcommand("devices", "List the GPUs the CUDA runtime sees, or say why none is visible");
+  auto* dev = app.add_subcommand("devices",
+                                 "List the GPUs the CUDA runtime sees, or say why none is visible");
   dev->add_flag("--json", devices_json, "Print JSON");
 
   std::string curv_target;
   std::vector<std::string> curv_what, curv_overrides;
   bool curv_json = false;
-  auto* curv = app.add_subcommand("curvature", "Measure curvature of a saved run (its checkpoint): trace, top eigenvalues, 1/2 tr(H Xi), sharpness");
+  auto* curv = app.add_subcommand("curvature",
+                                  "Measure curvature of a saved run (its checkpoint): trace, top "
+                                  "eigenvalues, 1/2 tr(H Xi), sharpness");
   curv->add_option("target", curv_target, "RUN_DIR or a checkpoint file")->required();
-  curv->add_option("--what", curv_what, "trace,topk,reg,avgsharp,samsharp (default: the run's curvature.what)")
+  curv->add_option("--what", curv_what,
+                   "trace,topk,reg,avgsharp,samsharp (default: the run's curvature.what)")
       ->delimiter(',')
       ->check(CLI::IsMember({"trace", "topk", "reg", "avgsharp", "samsharp"}));
-  curv->add_option("--set", curv_overrides, "Override a curvature key: --set curvature.probes=256 (repeatable)");
+  curv->add_option("--set", curv_overrides,
+                   "Override a curvature key: --set curvature.probes=256 (repeatable)");
   curv->add_flag("--json", curv_json, "Print JSON");
 
   std::string sweep_path, sweep_out;
-  auto* sweep_cmd = app.add_subcommand("sweep", "Run every point of SWEEP.json (resumable) and write sweep.csv");
+  auto* sweep_cmd =
+      app.add_subcommand("sweep", "Run every point of SWEEP.json (resumable) and write sweep.csv");
   sweep_cmd->add_option("sweep", sweep_path, "The sweep file")->required();
-  sweep_cmd->add_option("--out", sweep_out, "Sweep folder (default runs/NAME); run again with the same folder to resume");
+  sweep_cmd->add_option(
+      "--out", sweep_out,
+      "Sweep folder (default runs/NAME); run again with the same folder to resume");
 
-  auto* ref = app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
+  auto* ref =
+      app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
 
   try {
     app.parse(argc, argv);
@@ -193,7 +238,9 @@ int cli_main(int argc, char** argv) {
     if (*run) {
       if (!resume_dir.empty()) {
         if (!overrides.empty() || !out_dir.empty() || !backend_name.empty())
-          throw config_error("--resume: takes no --set, --out or --backend; the run continues as its config.json says");
+          throw config_error(
+              "--resume: takes no --set, --out or --backend; the run continues as its config.json "
+              "says");
         const RunConfig config = load_config_file(resume_dir + "/config.json", {});
         RunOptions options;
         options.resume = true;
@@ -211,9 +258,12 @@ int cli_main(int argc, char** argv) {
     if (*curv) return curvature_command(curv_target, curv_what, curv_overrides, curv_json);
     if (*top) {
       TopologySchedule schedule(topo, topo_workers, topo_seed);
-      const json j = topology_report(schedule, analyze_topology(schedule), topo.weights, topo_workers);
-      if (topo_json) std::cout << j.dump(2) << "\n";
-      else print_topology(j, topo_workers);
+      const json j =
+          topology_report(schedule, analyze_topology(schedule), topo.weights, topo_workers);
+      if (topo_json)
+        std::cout << j.dump(2) << "\n";
+      else
+        print_topology(j, topo_workers);
       return kExitOk;
     }
     if (*dev) {
@@ -221,17 +271,22 @@ int cli_main(int argc, char** argv) {
       if (devices_json) {
         json j = {{"devices", json::array()}};
         for (const auto& d : list.devices)
-          j["devices"].push_back({{"index", d.index}, {"name", d.name}, {"total_memory_bytes", d.total_memory},
-                                  {"free_memory_bytes", d.free_memory}, {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
-                                  {"multiprocessors", d.multiprocessors}});
+          j["devices"].push_back(
+              {{"index", d.index},
+               {"name", d.name},
+               {"total_memory_bytes", d.total_memory},
+               {"free_memory_bytes", d.free_memory},
+               {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
+               {"multiprocessors", d.multiprocessors}});
         if (list.devices.empty()) j["why_none"] = list.why_none;
         std::cout << j.dump(2) << "\n";
       } else if (list.devices.empty()) {
         std::cout << list.why_none << "\n";
       } else {
         for (const auto& d : list.devices)
-          std::printf("GPU %d: %s, %.1f GiB (%.1f GiB free), compute capability %d.%d, %d SMs\n", d.index, d.name.c_str(),
-                      d.total_memory / 1073741824.0, d.free_memory / 1073741824.0, d.major, d.minor, d.multiprocessors);
+          std::printf("GPU %d: %s, %.1f GiB (%.1f GiB free), compute capability %d.%d, %d SMs\n",
+                      d.index, d.name.c_str(), d.total_memory / 1073741824.0,
+                      d.free_memory / 1073741824.0, d.major, d.minor, d.multiprocessors);
       }
       return kExitOk;
     }

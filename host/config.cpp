@@ -1,7 +1,7 @@
 #include "gossamer/config.hpp"
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -23,8 +23,10 @@ bool is_section(const std::string& prefix) {
 std::string unknown_key_message(const std::string& source, const std::string& path) {
   std::string msg = source + ": unknown key '" + path + "'";
   const std::string near = closest_key(path);
-  if (!near.empty()) msg += "; did you mean '" + near + "'?";
-  else msg += " (gossamer config-reference lists every key)";
+  if (!near.empty())
+    msg += "; did you mean '" + near + "'?";
+  else
+    msg += " (gossamer config-reference lists every key)";
   return msg;
 }
 
@@ -36,7 +38,8 @@ void validate_object(const json& obj, const std::string& prefix, const std::stri
       check_value(*spec, value, source);
     } else if (is_section(path)) {
       if (!value.is_object())
-        throw config_error(source + ": " + path + ": expected an object (a section of keys), found " + value.dump());
+        throw config_error(source + ": " + path +
+                           ": expected an object (a section of keys), found " + value.dump());
       validate_object(value, path, source);
     } else {
       throw config_error(unknown_key_message(source, path));
@@ -65,7 +68,8 @@ void apply_override(json& user, const std::string& text) {
   const auto ptr = pointer_of(path);
   for (auto parent = ptr.parent_pointer(); !parent.empty(); parent = parent.parent_pointer())
     if (user.contains(parent) && !user.at(parent).is_object())
-      throw config_error("--set " + path + ": " + parent.to_string().substr(1) + " is not an object in the config");
+      throw config_error("--set " + path + ": " + parent.to_string().substr(1) +
+                         " is not an object in the config");
   user[ptr] = value;
 }
 
@@ -78,7 +82,9 @@ T get(const json& resolved, const std::string& path) {
 
 RunConfig load_config(const json& user_in, const std::vector<std::string>& overrides,
                       const std::string& source) {
-  if (!user_in.is_object()) throw config_error(source + ": expected a JSON object at the top level, found " + user_in.type_name());
+  if (!user_in.is_object())
+    throw config_error(source + ": expected a JSON object at the top level, found " +
+                       user_in.type_name());
   json user = user_in;
   for (const auto& o : overrides) apply_override(user, o);
   validate_object(user, "", source);
@@ -105,8 +111,8 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
     resolved[pointer_of("data.path")] = d.path;
   }
   if ((d.dataset == "mnist" || d.dataset == "idx" || d.dataset == "cifar10") && d.path.empty())
-    throw config_error(source + ": data.path: expected the folder of the " + d.dataset + " files for data.dataset \"" +
-                       d.dataset + "\", found nothing");
+    throw config_error(source + ": data.path: expected the folder of the " + d.dataset +
+                       " files for data.dataset \"" + d.dataset + "\", found nothing");
   d.normalize = get<std::string>(resolved, "data.normalize");
   d.train_samples = get<int64_t>(resolved, "data.train_samples");
   d.test_samples = get<int64_t>(resolved, "data.test_samples");
@@ -139,7 +145,8 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   t.matrix = resolved.at(pointer_of("topology.matrix"));
   t.edges = resolved.at(pointer_of("topology.edges"));
   if (t.name == "custom" && t.matrix.is_null() == t.edges.is_null())
-    throw config_error(source + ": topology: custom needs exactly one of topology.matrix or topology.edges");
+    throw config_error(source +
+                       ": topology: custom needs exactly one of topology.matrix or topology.edges");
   if (t.name != "custom" && !(t.matrix.is_null() && t.edges.is_null()))
     throw config_error(source + ": topology.matrix/edges: given, but topology.name is \"" + t.name +
                        "\"; set topology.name to \"custom\" to use them");
@@ -151,7 +158,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.algorithm.adsam_sigma = get<double>(resolved, "algorithm.adsam_sigma");
   c.algorithm.track_adsam = get<bool>(resolved, "algorithm.track_adsam");
   if (c.algorithm.track_adsam && c.algorithm.name != "dsgd")
-    throw config_error(source + ": algorithm.track_adsam: true needs algorithm.name \"dsgd\", found \"" + c.algorithm.name + "\"");
+    throw config_error(source +
+                       ": algorithm.track_adsam: true needs algorithm.name \"dsgd\", found \"" +
+                       c.algorithm.name + "\"");
 
   auto& o = c.optimizer;
   o.lr = get<double>(resolved, "optimizer.lr");
@@ -210,11 +219,13 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   k.sam_steps = get<int>(resolved, "curvature.sam_steps");
   k.workers = get<bool>(resolved, "curvature.workers");
   if (k.method == "lanczos" && k.topk > k.lanczos_steps)
-    throw config_error(source + ": curvature.topk: " + std::to_string(k.topk) + " eigenvalues need curvature.lanczos_steps >= " +
-                       std::to_string(k.topk) + ", found " + std::to_string(k.lanczos_steps));
+    throw config_error(source + ": curvature.topk: " + std::to_string(k.topk) +
+                       " eigenvalues need curvature.lanczos_steps >= " + std::to_string(k.topk) +
+                       ", found " + std::to_string(k.lanczos_steps));
 
   if (c.precision == "float64" && c.backend == "cuda")
-    throw config_error(source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
+    throw config_error(
+        source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
   c.resolved = std::move(resolved);
   return c;
 }

@@ -16,94 +16,402 @@ std::vector<KeySpec> build_schema() {
   using K = KeyType;
   return {
       {"name", K::String, "run", "Name of the run; the default run folder is runs/NAME-TIMESTAMP."},
-      {"seed", K::Int, 1, "Seed of every random draw (data, partition, init, minibatches, topology).", {}, 0, 9007199254740992.0},
+      {"seed",
+       K::Int,
+       1,
+       "Seed of every random draw (data, partition, init, minibatches, topology).",
+       {},
+       0,
+       9007199254740992.0},
       {"workers", K::Int, 16, "Number of simulated workers m.", {}, 1, 1 << 20},
-      {"backend", K::Choice, "auto", "Where to run: auto picks cuda when a GPU is visible and implemented, else cpu.", {"auto", "cpu", "cuda"}},
-      {"precision", K::Choice, "float32", "Scalar type of the CPU backend (float64 for reference runs).", {"float32", "float64"}},
+      {"backend",
+       K::Choice,
+       "auto",
+       "Where to run: auto picks cuda when a GPU is visible and implemented, else cpu.",
+       {"auto", "cpu", "cuda"}},
+      {"precision",
+       K::Choice,
+       "float32",
+       "Scalar type of the CPU backend (float64 for reference runs).",
+       {"float32", "float64"}},
 
-      {"data.dataset", K::Choice, "synthetic", "Data set: synthetic, fashion-mnist (Debian's dataset-fashion-mnist), mnist or idx (IDX files in data.path), cifar10 (binary batches in data.path).", {"synthetic", "fashion-mnist", "mnist", "idx", "cifar10"}},
-      {"data.path", K::String, "", "Folder of the data files; fashion-mnist defaults to /usr/share/datasets/fashion-mnist."},
-      {"data.normalize", K::Choice, "feature", "feature: subtract the per-feature mean and divide by the per-feature std of the training set (std 0 -> 1); none: raw values (bytes scaled to [0,1]).", {"feature", "none"}},
-      {"data.train_samples", K::Int, 0, "Use only the first N training samples (0: all).", {}, 0, kInf},
-      {"data.test_samples", K::Int, 0, "Evaluate on only the first N test samples (0: all).", {}, 0, kInf},
-      {"data.synthetic.kind", K::Choice, "gaussian_mixture", "gaussian_mixture: x = mu_y + N(0, I), mu_c ~ N(0, separation^2/features I); teacher: x ~ N(0, I), y = argmax of a random one-hidden-layer tanh teacher.", {"gaussian_mixture", "teacher"}},
+      {"data.dataset",
+       K::Choice,
+       "synthetic",
+       "Data set: synthetic, fashion-mnist (Debian's dataset-fashion-mnist), mnist or idx (IDX "
+       "files in data.path), cifar10 (binary batches in data.path).",
+       {"synthetic", "fashion-mnist", "mnist", "idx", "cifar10"}},
+      {"data.path", K::String, "",
+       "Folder of the data files; fashion-mnist defaults to /usr/share/datasets/fashion-mnist."},
+      {"data.normalize",
+       K::Choice,
+       "feature",
+       "feature: subtract the per-feature mean and divide by the per-feature std of the training "
+       "set (std 0 -> 1); none: raw values (bytes scaled to [0,1]).",
+       {"feature", "none"}},
+      {"data.train_samples",
+       K::Int,
+       0,
+       "Use only the first N training samples (0: all).",
+       {},
+       0,
+       kInf},
+      {"data.test_samples",
+       K::Int,
+       0,
+       "Evaluate on only the first N test samples (0: all).",
+       {},
+       0,
+       kInf},
+      {"data.synthetic.kind",
+       K::Choice,
+       "gaussian_mixture",
+       "gaussian_mixture: x = mu_y + N(0, I), mu_c ~ N(0, separation^2/features I); teacher: x ~ "
+       "N(0, I), y = argmax of a random one-hidden-layer tanh teacher.",
+       {"gaussian_mixture", "teacher"}},
       {"data.synthetic.train", K::Int, 4096, "Synthetic training samples.", {}, 1, kInf},
       {"data.synthetic.test", K::Int, 1024, "Synthetic test samples.", {}, 1, kInf},
       {"data.synthetic.features", K::Int, 32, "Synthetic input dimension.", {}, 1, 1 << 20},
       {"data.synthetic.classes", K::Int, 4, "Synthetic number of classes.", {}, 2, 1 << 16},
-      {"data.synthetic.separation", K::Number, 3.0, "gaussian_mixture: typical norm of a class mean.", {}, 0, kInf},
-      {"data.synthetic.teacher_hidden", K::Int, 64, "teacher: hidden width of the teacher network.", {}, 1, 1 << 16},
-      {"data.synthetic.label_noise", K::Number, 0.0, "Fraction of labels replaced by a uniformly random class.", {}, 0, 1},
+      {"data.synthetic.separation",
+       K::Number,
+       3.0,
+       "gaussian_mixture: typical norm of a class mean.",
+       {},
+       0,
+       kInf},
+      {"data.synthetic.teacher_hidden",
+       K::Int,
+       64,
+       "teacher: hidden width of the teacher network.",
+       {},
+       1,
+       1 << 16},
+      {"data.synthetic.label_noise",
+       K::Number,
+       0.0,
+       "Fraction of labels replaced by a uniformly random class.",
+       {},
+       0,
+       1},
 
-      {"partition.kind", K::Choice, "iid", "How the training set is split over workers: iid (random equal parts), dirichlet (class proportions ~ Dir(alpha) per class), shards (classes_per_worker label shards each).", {"iid", "dirichlet", "shards"}},
-      {"partition.alpha", K::Number, 0.5, "dirichlet: concentration alpha (small: more heterogeneous).", {}, 0, kInf, true},
-      {"partition.classes_per_worker", K::Int, 2, "shards: label shards per worker.", {}, 1, 1 << 16},
+      {"partition.kind",
+       K::Choice,
+       "iid",
+       "How the training set is split over workers: iid (random equal parts), dirichlet (class "
+       "proportions ~ Dir(alpha) per class), shards (classes_per_worker label shards each).",
+       {"iid", "dirichlet", "shards"}},
+      {"partition.alpha",
+       K::Number,
+       0.5,
+       "dirichlet: concentration alpha (small: more heterogeneous).",
+       {},
+       0,
+       kInf,
+       true},
+      {"partition.classes_per_worker",
+       K::Int,
+       2,
+       "shards: label shards per worker.",
+       {},
+       1,
+       1 << 16},
 
-      {"model.hidden", K::IntList, json::array({128}), "Hidden layer widths of the MLP; [] is softmax regression.", {}, 1, 1 << 20},
+      {"model.hidden",
+       K::IntList,
+       json::array({128}),
+       "Hidden layer widths of the MLP; [] is softmax regression.",
+       {},
+       1,
+       1 << 20},
       {"model.activation", K::Choice, "relu", "Hidden activation.", {"relu", "tanh", "gelu"}},
-      {"model.init", K::Choice, "kaiming", "Weight init: kaiming (normal, std sqrt(2/fan_in)), xavier (normal, std sqrt(2/(fan_in+fan_out))), zeros. Biases start at 0.", {"kaiming", "xavier", "zeros"}},
-      {"model.same_init", K::Bool, true, "true: every worker starts from the same weights; false: independent inits."},
+      {"model.init",
+       K::Choice,
+       "kaiming",
+       "Weight init: kaiming (normal, std sqrt(2/fan_in)), xavier (normal, std "
+       "sqrt(2/(fan_in+fan_out))), zeros. Biases start at 0.",
+       {"kaiming", "xavier", "zeros"}},
+      {"model.same_init", K::Bool, true,
+       "true: every worker starts from the same weights; false: independent inits."},
 
-      {"topology.name", K::Choice, "ring", "Communication graph (DESIGN.md, Definitions).", {"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star", "complete", "erdos_renyi", "custom"}},
-      {"topology.weights", K::Choice, "uniform", "Edge weights of undirected graphs: uniform (1/(max_degree+1) per edge, the diagonal takes the rest; 1/(deg+1) on regular graphs) or metropolis (1/(1+max(deg_i,deg_j))). exponential, one_peer_exponential, complete and a custom matrix have fixed weights and take only uniform.", {"uniform", "metropolis"}},
-      {"topology.shuffle", K::Bool, false, "Relabel the workers by a fresh random permutation each step: P_t = Pi^T P Pi."},
-      {"topology.probability", K::Number, 0.0, "erdos_renyi: edge probability (0: 2 ln(m)/m, at most 1); redrawn until connected.", {}, 0, 1},
-      {"topology.matrix", K::Json, nullptr, "custom: dense m x m mixing matrix (list of rows), nonnegative, rows summing to 1."},
-      {"topology.edges", K::Json, nullptr, "custom: undirected edge list [[i, j], ...]; weights from topology.weights."},
+      {"topology.name",
+       K::Choice,
+       "ring",
+       "Communication graph (DESIGN.md, Definitions).",
+       {"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star",
+        "complete", "erdos_renyi", "custom"}},
+      {"topology.weights",
+       K::Choice,
+       "uniform",
+       "Edge weights of undirected graphs: uniform (1/(max_degree+1) per edge, the diagonal takes "
+       "the rest; 1/(deg+1) on regular graphs) or metropolis (1/(1+max(deg_i,deg_j))). "
+       "exponential, one_peer_exponential, complete and a custom matrix have fixed weights and "
+       "take only uniform.",
+       {"uniform", "metropolis"}},
+      {"topology.shuffle", K::Bool, false,
+       "Relabel the workers by a fresh random permutation each step: P_t = Pi^T P Pi."},
+      {"topology.probability",
+       K::Number,
+       0.0,
+       "erdos_renyi: edge probability (0: 2 ln(m)/m, at most 1); redrawn until connected.",
+       {},
+       0,
+       1},
+      {"topology.matrix", K::Json, nullptr,
+       "custom: dense m x m mixing matrix (list of rows), nonnegative, rows summing to 1."},
+      {"topology.edges", K::Json, nullptr,
+       "custom: undirected edge list [[i, j], ...]; weights from topology.weights."},
 
-      {"algorithm.name", K::Choice, "dsgd", "dsgd (decentralized SGD), csgd (centralized: every worker applies the mean gradient), local_sgd (local steps, then exact averaging), csgd_sam (C-SGD with SAM: the mean gradient at w + rho g/||g||, g the total-batch gradient; two passes a step), csgd_adsam (average-direction SAM: C-SGD on the gradient at w + eps, eps ~ N(0, sigma^2 I) drawn each step).", {"dsgd", "csgd", "local_sgd", "csgd_sam", "csgd_adsam"}},
+      {"algorithm.name",
+       K::Choice,
+       "dsgd",
+       "dsgd (decentralized SGD), csgd (centralized: every worker applies the mean gradient), "
+       "local_sgd (local steps, then exact averaging), csgd_sam (C-SGD with SAM: the mean gradient "
+       "at w + rho g/||g||, g the total-batch gradient; two passes a step), csgd_adsam "
+       "(average-direction SAM: C-SGD on the gradient at w + eps, eps ~ N(0, sigma^2 I) drawn each "
+       "step).",
+       {"dsgd", "csgd", "local_sgd", "csgd_sam", "csgd_adsam"}},
       {"algorithm.sam_rho", K::Number, 0.05, "csgd_sam: radius rho.", {}, 0, kInf},
-      {"algorithm.adsam_sigma", K::Number, 0.01, "csgd_adsam: std sigma of the perturbation.", {}, 0, kInf},
-      {"algorithm.track_adsam", K::Bool, false, "dsgd only: run alongside, on the same minibatches, average-direction SAM with the D-SGD workers' covariance Xi (C-SGD on the gradients at w + eps_k, eps_k = (1/sqrt m) sum_j z_kj delta_j) and plain C-SGD; report ||wbar - w_adsam|| and ||wbar - w_csgd|| at each evaluation (the equivalence experiment). Such a run cannot be resumed."},
-      {"algorithm.form", K::Choice, "default", "dsgd: default W' = P W - lr U; atc (adapt-then-combine) W' = P (W - lr U).", {"default", "atc"}},
-      {"algorithm.local_steps", K::Int, 4, "local_sgd: local steps H between averagings.", {}, 1, kInf},
+      {"algorithm.adsam_sigma",
+       K::Number,
+       0.01,
+       "csgd_adsam: std sigma of the perturbation.",
+       {},
+       0,
+       kInf},
+      {"algorithm.track_adsam", K::Bool, false,
+       "dsgd only: run alongside, on the same minibatches, average-direction SAM with the D-SGD "
+       "workers' covariance Xi (C-SGD on the gradients at w + eps_k, eps_k = (1/sqrt m) sum_j z_kj "
+       "delta_j) and plain C-SGD; report ||wbar - w_adsam|| and ||wbar - w_csgd|| at each "
+       "evaluation (the equivalence experiment). Such a run cannot be resumed."},
+      {"algorithm.form",
+       K::Choice,
+       "default",
+       "dsgd: default W' = P W - lr U; atc (adapt-then-combine) W' = P (W - lr U).",
+       {"default", "atc"}},
+      {"algorithm.local_steps",
+       K::Int,
+       4,
+       "local_sgd: local steps H between averagings.",
+       {},
+       1,
+       kInf},
 
-      {"optimizer.lr", K::Number, 0.1, "Learning rate at optimizer.base_batch total batch (before scaling, warm-up and decay).", {}, 0, kInf},
-      {"optimizer.batch_size", K::Int, 32, "Per-worker minibatch; total batch = workers x batch_size.", {}, 1, 1 << 24},
-      {"optimizer.momentum", K::Number, 0.0, "Heavy-ball momentum mu: buf = mu buf + g + wd w; U = buf.", {}, 0, 1, false, true},
-      {"optimizer.nesterov", K::Bool, false, "Nesterov: U = g + wd w + mu buf (after the buffer update)."},
-      {"optimizer.weight_decay", K::Number, 0.0, "L2 weight decay lambda: adds lambda w to the gradient.", {}, 0, kInf},
-      {"optimizer.schedule", K::Choice, "constant", "Learning-rate decay after warm-up: constant, step (times gamma at each milestone), cosine (to min_lr_factor lr at the end).", {"constant", "step", "cosine"}},
-      {"optimizer.milestones", K::NumberList, json::array({0.5, 0.75}), "step: where to decay, as fractions of the run's steps, each in (0, 1).", {}, 0, 1, true, true},
+      {"optimizer.lr",
+       K::Number,
+       0.1,
+       "Learning rate at optimizer.base_batch total batch (before scaling, warm-up and decay).",
+       {},
+       0,
+       kInf},
+      {"optimizer.batch_size",
+       K::Int,
+       32,
+       "Per-worker minibatch; total batch = workers x batch_size.",
+       {},
+       1,
+       1 << 24},
+      {"optimizer.momentum",
+       K::Number,
+       0.0,
+       "Heavy-ball momentum mu: buf = mu buf + g + wd w; U = buf.",
+       {},
+       0,
+       1,
+       false,
+       true},
+      {"optimizer.nesterov", K::Bool, false,
+       "Nesterov: U = g + wd w + mu buf (after the buffer update)."},
+      {"optimizer.weight_decay",
+       K::Number,
+       0.0,
+       "L2 weight decay lambda: adds lambda w to the gradient.",
+       {},
+       0,
+       kInf},
+      {"optimizer.schedule",
+       K::Choice,
+       "constant",
+       "Learning-rate decay after warm-up: constant, step (times gamma at each milestone), cosine "
+       "(to min_lr_factor lr at the end).",
+       {"constant", "step", "cosine"}},
+      {"optimizer.milestones",
+       K::NumberList,
+       json::array({0.5, 0.75}),
+       "step: where to decay, as fractions of the run's steps, each in (0, 1).",
+       {},
+       0,
+       1,
+       true,
+       true},
       {"optimizer.gamma", K::Number, 0.1, "step: decay factor at each milestone.", {}, 0, 1, true},
-      {"optimizer.min_lr_factor", K::Number, 0.0, "cosine: final learning rate as a fraction of lr.", {}, 0, 1},
-      {"optimizer.warmup_steps", K::Int, 0, "Linear warm-up steps from warmup_start_factor lr to lr.", {}, 0, kInf},
-      {"optimizer.warmup_start_factor", K::Number, 0.1, "Warm-up start as a fraction of lr.", {}, 0, 1},
-      {"optimizer.scaling", K::Choice, "none", "Batch scaling rule: lr x (total/base_batch) for linear, x sqrt(total/base_batch) for sqrt.", {"none", "linear", "sqrt"}},
-      {"optimizer.base_batch", K::Int, 1024, "Total batch at which optimizer.lr is given (for the scaling rule).", {}, 1, kInf},
+      {"optimizer.min_lr_factor",
+       K::Number,
+       0.0,
+       "cosine: final learning rate as a fraction of lr.",
+       {},
+       0,
+       1},
+      {"optimizer.warmup_steps",
+       K::Int,
+       0,
+       "Linear warm-up steps from warmup_start_factor lr to lr.",
+       {},
+       0,
+       kInf},
+      {"optimizer.warmup_start_factor",
+       K::Number,
+       0.1,
+       "Warm-up start as a fraction of lr.",
+       {},
+       0,
+       1},
+      {"optimizer.scaling",
+       K::Choice,
+       "none",
+       "Batch scaling rule: lr x (total/base_batch) for linear, x sqrt(total/base_batch) for sqrt.",
+       {"none", "linear", "sqrt"}},
+      {"optimizer.base_batch",
+       K::Int,
+       1024,
+       "Total batch at which optimizer.lr is given (for the scaling rule).",
+       {},
+       1,
+       kInf},
 
       {"train.steps", K::Int, 1000, "Training steps (ignored when train.epochs > 0).", {}, 1, kInf},
-      {"train.epochs", K::Number, 0.0, "If > 0: train for this many passes over the training set: steps = ceil(epochs n_train / total batch).", {}, 0, kInf},
-      {"train.eval_every", K::Int, 100, "Steps between evaluations (one line of metrics.jsonl each, plus step 0 and the last step).", {}, 1, kInf},
-      {"train.eval_workers", K::Bool, true, "Also evaluate every worker's own model (mean, min, max over workers)."},
-      {"train.check_every", K::Int, 1, "Steps between checks for a non-finite loss (the weights are checked at each evaluation).", {}, 1, kInf},
-      {"train.checkpoint_every", K::Int, 0, "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the end and on Ctrl-C.", {}, 0, kInf},
+      {"train.epochs",
+       K::Number,
+       0.0,
+       "If > 0: train for this many passes over the training set: steps = ceil(epochs n_train / "
+       "total batch).",
+       {},
+       0,
+       kInf},
+      {"train.eval_every",
+       K::Int,
+       100,
+       "Steps between evaluations (one line of metrics.jsonl each, plus step 0 and the last step).",
+       {},
+       1,
+       kInf},
+      {"train.eval_workers", K::Bool, true,
+       "Also evaluate every worker's own model (mean, min, max over workers)."},
+      {"train.check_every",
+       K::Int,
+       1,
+       "Steps between checks for a non-finite loss (the weights are checked at each evaluation).",
+       {},
+       1,
+       kInf},
+      {"train.checkpoint_every",
+       K::Int,
+       0,
+       "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the "
+       "end and on Ctrl-C.",
+       {},
+       0,
+       kInf},
 
-      {"metrics.ensemble", K::Bool, false, "At each evaluation, the workers as an ensemble (mean of their predictive distributions) beside w-bar: test accuracy, NLL and ECE (15 bins) of each (claim 1)."},
-      {"metrics.smoothing", K::Bool, false, "At each evaluation, ||(1/m) sum_k grad L(w_k) - grad L(w-bar)|| and its ratio to ||grad L(w-bar)|| on the curvature subset (claim 2)."},
+      {"metrics.ensemble", K::Bool, false,
+       "At each evaluation, the workers as an ensemble (mean of their predictive distributions) "
+       "beside w-bar: test accuracy, NLL and ECE (15 bins) of each (claim 1)."},
+      {"metrics.smoothing", K::Bool, false,
+       "At each evaluation, ||(1/m) sum_k grad L(w_k) - grad L(w-bar)|| and its ratio to ||grad "
+       "L(w-bar)|| on the curvature subset (claim 2)."},
 
-      {"curvature.every", K::Int, 0, "Steps between curvature measurements of w-bar (0: off); measured at step 0, every N steps and at the end, in that step's metrics line.", {}, 0, kInf},
-      {"curvature.what", K::ChoiceList, json::array({"trace", "topk", "reg"}), "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp (average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness).", {"trace", "topk", "reg", "avgsharp", "samsharp"}},
-      {"curvature.samples", K::Int, 1024, "Training samples of the curvature subset (a seeded random subset, fixed for the run; all if larger than the training set).", {}, 1, kInf},
+      {"curvature.every",
+       K::Int,
+       0,
+       "Steps between curvature measurements of w-bar (0: off); measured at step 0, every N steps "
+       "and at the end, in that step's metrics line.",
+       {},
+       0,
+       kInf},
+      {"curvature.what",
+       K::ChoiceList,
+       json::array({"trace", "topk", "reg"}),
+       "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp "
+       "(average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness).",
+       {"trace", "topk", "reg", "avgsharp", "samsharp"}},
+      {"curvature.samples",
+       K::Int,
+       1024,
+       "Training samples of the curvature subset (a seeded random subset, fixed for the run; all "
+       "if larger than the training set).",
+       {},
+       1,
+       kInf},
       {"curvature.probes", K::Int, 64, "Hutchinson: Rademacher probes.", {}, 1, 1 << 20},
       {"curvature.topk", K::Int, 5, "Top eigenvalues to report.", {}, 1, 1 << 16},
-      {"curvature.method", K::Choice, "lanczos", "topk by lanczos (full reorthogonalization) or power (iteration with deflation, as PyHessian).", {"lanczos", "power"}},
-      {"curvature.lanczos_steps", K::Int, 40, "Lanczos steps (vectors kept), at most d.", {}, 1, 1 << 16},
-      {"curvature.power_iters", K::Int, 100, "Power iteration: most iterations per eigenvalue (PyHessian's default).", {}, 1, kInf},
-      {"curvature.power_tol", K::Number, 1e-3, "Power iteration: relative tolerance (PyHessian's default).", {}, 0, kInf, true},
-      {"curvature.sigma", K::Number, 0.01, "avgsharp: std of the isotropic perturbation.", {}, 0, kInf},
-      {"curvature.mc_samples", K::Int, 32, "avgsharp: antithetic perturbation pairs.", {}, 1, 1 << 20},
-      {"curvature.sam_rho", K::Number, 0.05, "samsharp: radius rho of the perturbation ball.", {}, 0, kInf},
-      {"curvature.sam_steps", K::Int, 5, "samsharp: projected gradient-ascent steps.", {}, 0, 1 << 16},
-      {"curvature.workers", K::Bool, false, "Also the trace and top eigenvalue of every worker's own model."},
+      {"curvature.method",
+       K::Choice,
+       "lanczos",
+       "topk by lanczos (full reorthogonalization) or power (iteration with deflation, as "
+       "PyHessian).",
+       {"lanczos", "power"}},
+      {"curvature.lanczos_steps",
+       K::Int,
+       40,
+       "Lanczos steps (vectors kept), at most d.",
+       {},
+       1,
+       1 << 16},
+      {"curvature.power_iters",
+       K::Int,
+       100,
+       "Power iteration: most iterations per eigenvalue (PyHessian's default).",
+       {},
+       1,
+       kInf},
+      {"curvature.power_tol",
+       K::Number,
+       1e-3,
+       "Power iteration: relative tolerance (PyHessian's default).",
+       {},
+       0,
+       kInf,
+       true},
+      {"curvature.sigma",
+       K::Number,
+       0.01,
+       "avgsharp: std of the isotropic perturbation.",
+       {},
+       0,
+       kInf},
+      {"curvature.mc_samples",
+       K::Int,
+       32,
+       "avgsharp: antithetic perturbation pairs.",
+       {},
+       1,
+       1 << 20},
+      {"curvature.sam_rho",
+       K::Number,
+       0.05,
+       "samsharp: radius rho of the perturbation ball.",
+       {},
+       0,
+       kInf},
+      {"curvature.sam_steps",
+       K::Int,
+       5,
+       "samsharp: projected gradient-ascent steps.",
+       {},
+       0,
+       1 << 16},
+      {"curvature.workers", K::Bool, false,
+       "Also the trace and top eigenvalue of every worker's own model."},
   };
 }
 
 // 1048576, not 1.04858e+06.
 std::string number_text(double v) {
   std::ostringstream o;
-  if (v == std::floor(v) && std::fabs(v) < 1e16) o << static_cast<long long>(v);
-  else o << v;
+  if (v == std::floor(v) && std::fabs(v) < 1e16)
+    o << static_cast<long long>(v);
+  else
+    o << v;
   return o.str();
 }
 
@@ -113,8 +421,8 @@ std::string type_phrase(const KeySpec& s) {
     o << what;
     const bool lo = std::isfinite(s.min), hi = std::isfinite(s.max);
     if (lo && hi)
-      o << " in " << (s.min_exclusive ? "(" : "[") << number_text(s.min) << ", " << number_text(s.max)
-        << (s.max_exclusive ? ")" : "]");
+      o << " in " << (s.min_exclusive ? "(" : "[") << number_text(s.min) << ", "
+        << number_text(s.max) << (s.max_exclusive ? ")" : "]");
     else if (lo)
       o << (s.min_exclusive ? " > " : " >= ") << number_text(s.min);
     else if (hi)
@@ -122,10 +430,14 @@ std::string type_phrase(const KeySpec& s) {
     return o.str();
   };
   switch (s.type) {
-    case KeyType::Int: return range("an integer");
-    case KeyType::Number: return range("a number");
-    case KeyType::Bool: return "true or false";
-    case KeyType::String: return "a string";
+    case KeyType::Int:
+      return range("an integer");
+    case KeyType::Number:
+      return range("a number");
+    case KeyType::Bool:
+      return "true or false";
+    case KeyType::String:
+      return "a string";
     case KeyType::Choice: {
       std::string o = "one of";
       for (size_t i = 0; i < s.choices.size(); ++i) o += (i ? ", \"" : " \"") + s.choices[i] + "\"";
@@ -136,9 +448,12 @@ std::string type_phrase(const KeySpec& s) {
       for (size_t i = 0; i < s.choices.size(); ++i) o += (i ? ", \"" : " \"") + s.choices[i] + "\"";
       return o;
     }
-    case KeyType::IntList: return "a list of integers, each " + range("");
-    case KeyType::NumberList: return "a list of numbers, each " + range("");
-    case KeyType::Json: return "JSON";
+    case KeyType::IntList:
+      return "a list of integers, each " + range("");
+    case KeyType::NumberList:
+      return "a list of numbers, each " + range("");
+    case KeyType::Json:
+      return "JSON";
   }
   return "?";
 }
@@ -200,34 +515,46 @@ void check_value(const KeySpec& s, const json& v, const std::string& source) {
   bool ok = true;
   switch (s.type) {
     case KeyType::Int:
-    case KeyType::Number: ok = scalar_ok(s, s.type, v); break;
-    case KeyType::Bool: ok = v.is_boolean(); break;
-    case KeyType::String: ok = v.is_string(); break;
+    case KeyType::Number:
+      ok = scalar_ok(s, s.type, v);
+      break;
+    case KeyType::Bool:
+      ok = v.is_boolean();
+      break;
+    case KeyType::String:
+      ok = v.is_string();
+      break;
     case KeyType::Choice:
-      ok = v.is_string() && std::find(s.choices.begin(), s.choices.end(), v.get<std::string>()) != s.choices.end();
+      ok = v.is_string() &&
+           std::find(s.choices.begin(), s.choices.end(), v.get<std::string>()) != s.choices.end();
       break;
     case KeyType::ChoiceList:
       ok = v.is_array() && std::all_of(v.begin(), v.end(), [&](const json& e) {
-             return e.is_string() && std::find(s.choices.begin(), s.choices.end(), e.get<std::string>()) != s.choices.end();
+             return e.is_string() && std::find(s.choices.begin(), s.choices.end(),
+                                               e.get<std::string>()) != s.choices.end();
            });
       break;
     case KeyType::IntList:
     case KeyType::NumberList: {
       const KeyType elem = s.type == KeyType::IntList ? KeyType::Int : KeyType::Number;
-      ok = v.is_array() && std::all_of(v.begin(), v.end(), [&](const json& e) { return scalar_ok(s, elem, e); });
+      ok = v.is_array() &&
+           std::all_of(v.begin(), v.end(), [&](const json& e) { return scalar_ok(s, elem, e); });
       break;
     }
-    case KeyType::Json: ok = true; break;
+    case KeyType::Json:
+      ok = true;
+      break;
   }
   if (!ok)
-    throw config_error(source + ": " + s.path + ": expected " + type_phrase(s) + ", found " + v.dump());
+    throw config_error(source + ": " + s.path + ": expected " + type_phrase(s) + ", found " +
+                       v.dump());
 }
 
 std::string closest_key(const std::string& unknown) {
   // Candidates: every key and every section ("optimizer" for "optimiser").
   std::vector<std::string> candidates;
   for (const auto& k : config_schema())
-    for (size_t dot = k.path.find('.'); ; dot = k.path.find('.', dot + 1)) {
+    for (size_t dot = k.path.find('.');; dot = k.path.find('.', dot + 1)) {
       candidates.push_back(k.path.substr(0, dot));
       if (dot == std::string::npos) break;
     }
@@ -254,8 +581,8 @@ std::string config_reference_markdown() {
        "RUN_DIR/config.json.\n\n"
        "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
   for (const auto& k : config_schema())
-    o << "| `" << k.path << "` | " << type_phrase(k) << " | `" << k.default_value.dump() << "` | " << k.doc
-      << " |\n";
+    o << "| `" << k.path << "` | " << type_phrase(k) << " | `" << k.default_value.dump() << "` | "
+      << k.doc << " |\n";
   return o.str();
 }
 

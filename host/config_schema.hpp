@@ -1,10 +1,9 @@
 // The schema of a run config: every key once, with type, default, range and meaning.
 #pragma once
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace gossamer {
 

@@ -18,8 +18,13 @@ template <class T>
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendSetup& s)
-      : m_model(*s.model), m_partition(*s.partition), m_m(s.workers), m_batch(s.batch), m_seed(s.seed),
-        m_opt(s.optimizer), m_ld(row_stride(m_model.dim, sizeof(T))) {
+      : m_model(*s.model),
+        m_partition(*s.partition),
+        m_m(s.workers),
+        m_batch(s.batch),
+        m_seed(s.seed),
+        m_opt(s.optimizer),
+        m_ld(row_stride(m_model.dim, sizeof(T))) {
     m_w = RowMat<T>::Zero(m_m, m_ld);
     m_next = RowMat<T>::Zero(m_m, m_ld);
     m_grad = RowMat<T>::Zero(m_m, m_ld);
@@ -55,8 +60,10 @@ class CpuBackend final : public Backend {
   void load_state(const BackendState& s) override {
     set_weights(s.weights);
     if ((m_opt.momentum > 0) != !s.momentum.empty())
-      throw runtime_error("load_state: the state has " + std::string(s.momentum.empty() ? "no " : "") +
-                          "momentum buffers, the optimizer " + (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
+      throw runtime_error("load_state: the state has " +
+                          std::string(s.momentum.empty() ? "no " : "") +
+                          "momentum buffers, the optimizer " +
+                          (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
     if (m_opt.momentum > 0) set_padded(m_momentum, s.momentum);
     m_loss_sum = s.loss_sum;
     m_loss.steps = s.loss_steps;
@@ -69,7 +76,8 @@ class CpuBackend final : public Backend {
       const int64_t n = m_partition.shard_size(k), base = m_partition.offsets[k];
       for (int j = 0; j < m_batch; ++j)
         m_indices[size_t(k) * m_batch + j] =
-            m_partition.indices[base + int64_t(minibatch_position(m_seed, uint32_t(k), uint64_t(step), uint32_t(m_batch),
+            m_partition.indices[base + int64_t(minibatch_position(m_seed, uint32_t(k),
+                                                                  uint64_t(step), uint32_t(m_batch),
                                                                   uint32_t(j), uint64_t(n)))];
     }
   }
@@ -91,8 +99,9 @@ class CpuBackend final : public Backend {
         bx.row(j) = x.row(i);
         by[j] = y[i];
       }
-      const BatchResult r = mlp_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
-                                          by.data(), m_grad.row(k).data(), m_ws[t]);
+      const BatchResult r =
+          mlp_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
+                        by.data(), m_grad.row(k).data(), m_ws[t]);
       m_losses[k] = r.loss_sum / m_batch;
     }
     if (!record_loss) return;
@@ -104,7 +113,9 @@ class CpuBackend final : public Backend {
     ++m_loss.steps;
   }
 
-  double mean_gradient_norm() override { return std::sqrt(row_mean(m_grad).squaredNorm()); }
+  double mean_gradient_norm() override {
+    return std::sqrt(row_mean(m_grad).squaredNorm());
+  }
 
   void average_gradients() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_grad);
@@ -136,7 +147,8 @@ class CpuBackend final : public Backend {
     for (int k = 0; k < m_m; ++k) {
       auto out = m_next.row(k);
       out.setZero();
-      for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e) out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
+      for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e)
+        out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
       if (form == MixForm::Default) out -= lr * m_grad.row(k);
     }
     m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
@@ -151,14 +163,18 @@ class CpuBackend final : public Backend {
     const int64_t d = m_model.dim;
     const bool per_worker = int64_t(eps.size()) == int64_t(m_m) * d;
     if (!per_worker && int64_t(eps.size()) != d)
-      throw runtime_error("perturb_weights: expected d or m x d values, got " + std::to_string(eps.size()));
+      throw runtime_error("perturb_weights: expected d or m x d values, got " +
+                          std::to_string(eps.size()));
     m_saved = m_w;
     for (int k = 0; k < m_m; ++k)
-      m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(eps.data() + (per_worker ? k * d : 0), d)
+      m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(
+                                eps.data() + (per_worker ? k * d : 0), d)
                                 .template cast<T>();
   }
 
-  void restore_weights() override { m_w.swap(m_saved); }
+  void restore_weights() override {
+    m_w.swap(m_saved);
+  }
 
   void average_weights() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
@@ -173,9 +189,13 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  int64_t first_nonfinite_step() const override { return m_first_nonfinite; }
+  int64_t first_nonfinite_step() const override {
+    return m_first_nonfinite;
+  }
 
-  bool weights_finite() override { return m_w.allFinite(); }
+  bool weights_finite() override {
+    return m_w.allFinite();
+  }
 
   double consensus_distance() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
@@ -191,7 +211,8 @@ class CpuBackend final : public Backend {
     const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
     std::vector<BatchResult> parts(chunks);
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) parts[c] = eval_rows(mean.data(), split, c * kEvalChunk, std::min(n, (c + 1) * kEvalChunk));
+    for (int64_t c = 0; c < chunks; ++c)
+      parts[c] = eval_rows(mean.data(), split, c * kEvalChunk, std::min(n, (c + 1) * kEvalChunk));
     BatchResult total;
     for (const auto& p : parts) total.loss_sum += p.loss_sum, total.correct += p.correct;
     return {total.loss_sum / double(n), double(total.correct) / double(n)};
@@ -243,29 +264,33 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs, std::vector<double>& out) override {
+  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
+                std::vector<double>& out) override {
     const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
     const bool shared = int64_t(points.size()) == d;
     out.resize(dirs.size());
     for_each_pair(pairs, [&](int64_t i, Chunked& c) {
       c.load(points.data() + (shared ? 0 : i * d), dirs.data() + i * d, d);
-      c.sum_over_subset(*this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-        return mlp_hvp(m_model, c.w.data(), c.v.data(), x, y, result, ws.hvp);
-      });
+      c.sum_over_subset(*this,
+                        [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
+                          return mlp_hvp(m_model, c.w.data(), c.v.data(), x, y, result, ws.hvp);
+                        });
       std::copy(c.acc.begin(), c.acc.end(), out.begin() + i * d);
     });
   }
 
-  std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) override {
+  std::vector<double> subset_loss(const std::vector<double>& points,
+                                  std::vector<double>* grads) override {
     const int64_t d = m_model.dim, count = int64_t(points.size()) / d;
     std::vector<double> losses(count);
     if (grads) grads->assign(points.size(), 0.0);
     for_each_pair(count, [&](int64_t i, Chunked& c) {
       c.load(points.data() + i * d, nullptr, d);
-      losses[i] = c.sum_over_subset(*this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-        return grads ? mlp_loss_grad(m_model, c.w.data(), x, y, result, ws.hvp.base)
-                     : mlp_loss(m_model, c.w.data(), x, y, ws.hvp.base);
-      });
+      losses[i] = c.sum_over_subset(
+          *this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
+            return grads ? mlp_loss_grad(m_model, c.w.data(), x, y, result, ws.hvp.base)
+                         : mlp_loss(m_model, c.w.data(), x, y, ws.hvp.base);
+          });
       if (grads) std::copy(c.acc.begin(), c.acc.end(), grads->begin() + i * d);
     });
     return losses;
@@ -278,7 +303,8 @@ class CpuBackend final : public Backend {
     for (int k = 0; k < m_m; ++k) {
       BatchResult total;
       for (int64_t start = 0; start < n; start += kEvalChunk) {
-        const BatchResult r = eval_rows(m_w.row(k).data(), split, start, std::min(n, start + kEvalChunk));
+        const BatchResult r =
+            eval_rows(m_w.row(k).data(), split, start, std::min(n, start + kEvalChunk));
         total.loss_sum += r.loss_sum;
         total.correct += r.correct;
       }
@@ -313,8 +339,9 @@ class CpuBackend final : public Backend {
       double loss = 0;
       for (int64_t start = 0; start < n; start += kEvalChunk) {
         const int64_t rows = std::min(n, start + kEvalChunk) - start;
-        const BatchResult r = f(ConstRowMap<T>(b.m_curv_x.row(start).data(), rows, b.m_curv_x.cols()),
-                                b.m_curv_y.data() + start, ws.part.data(), ws);
+        const BatchResult r =
+            f(ConstRowMap<T>(b.m_curv_x.row(start).data(), rows, b.m_curv_x.cols()),
+              b.m_curv_y.data() + start, ws.part.data(), ws);
         const double share = double(rows) / double(n);
         for (int64_t i = 0; i < d; ++i) acc[i] += share * double(ws.part[i]);
         loss += r.loss_sum;
@@ -327,7 +354,8 @@ class CpuBackend final : public Backend {
   template <class F>
   void for_each_pair(int64_t count, F&& job) {
     // Checked here: an exception must not leave an OpenMP region.
-    if (m_curv_x.rows() == 0) throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+    if (m_curv_x.rows() == 0)
+      throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
     std::vector<Chunked> jobs(omp_get_max_threads());
 #pragma omp parallel for schedule(dynamic)
     for (int64_t i = 0; i < count; ++i) job(i, jobs[omp_get_thread_num()]);
@@ -342,8 +370,8 @@ class CpuBackend final : public Backend {
   }
   void set_padded(RowMat<T>& a, const std::vector<double>& w) const {
     if (int64_t(w.size()) != int64_t(m_m) * m_model.dim)
-      throw runtime_error("expected " + std::to_string(int64_t(m_m) * m_model.dim) + " values (m x d), got " +
-                          std::to_string(w.size()));
+      throw runtime_error("expected " + std::to_string(int64_t(m_m) * m_model.dim) +
+                          " values (m x d), got " + std::to_string(w.size()));
     for (int k = 0; k < m_m; ++k)
       for (int64_t i = 0; i < m_model.dim; ++i) a(k, i) = T(w[size_t(k) * m_model.dim + i]);
   }
@@ -354,9 +382,11 @@ class CpuBackend final : public Backend {
 
   // Mean over workers in double, summed in worker order.
   Eigen::Matrix<double, 1, Eigen::Dynamic> row_mean(const RowMat<T>& a) const {
-    Eigen::Matrix<double, 1, Eigen::Dynamic> mean = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_model.dim);
+    Eigen::Matrix<double, 1, Eigen::Dynamic> mean =
+        Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_model.dim);
     for (int k = 0; k < m_m; ++k) mean += a.row(k).head(m_model.dim).template cast<double>();
-    Eigen::Matrix<double, 1, Eigen::Dynamic> padded = Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_ld);
+    Eigen::Matrix<double, 1, Eigen::Dynamic> padded =
+        Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_ld);
     padded.head(m_model.dim) = mean / double(m_m);
     return padded;
   }

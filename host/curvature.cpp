@@ -51,11 +51,13 @@ void fill_residuals(Backend& backend, const std::vector<double>& w, std::vector<
   }
 }
 
-std::vector<double> to_std(const Vec& v) { return std::vector<double>(v.data(), v.data() + v.size()); }
+std::vector<double> to_std(const Vec& v) {
+  return std::vector<double>(v.data(), v.data() + v.size());
+}
 
 // Antithetic Monte Carlo of E L(center + eps) - L(center) over the given perturbations.
-Estimate antithetic_sharpness(Backend& backend, const std::vector<double>& center, const std::vector<double>& eps,
-                              int samples) {
+Estimate antithetic_sharpness(Backend& backend, const std::vector<double>& center,
+                              const std::vector<double>& eps, int samples) {
   const size_t d = center.size();
   std::vector<double> points;
   points.reserve((2 * size_t(samples) + 1) * d);
@@ -80,7 +82,8 @@ std::vector<double> mean_row(const std::vector<double>& rows, int m) {
   return mean;
 }
 
-Estimate hutchinson_trace(Backend& backend, const std::vector<double>& w, int probes, uint64_t seed) {
+Estimate hutchinson_trace(Backend& backend, const std::vector<double>& w, int probes,
+                          uint64_t seed) {
   const size_t d = w.size();
   std::vector<double> z(size_t(probes) * d);
   for (int p = 0; p < probes; ++p) {
@@ -90,12 +93,13 @@ Estimate hutchinson_trace(Backend& backend, const std::vector<double>& w, int pr
   const std::vector<double> hz = backend.hvp(w, z);
   std::vector<double> quad(probes);
   for (int p = 0; p < probes; ++p)
-    quad[p] = ConstVecMap(z.data() + p * d, int64_t(d)).dot(ConstVecMap(hz.data() + p * d, int64_t(d)));
+    quad[p] =
+        ConstVecMap(z.data() + p * d, int64_t(d)).dot(ConstVecMap(hz.data() + p * d, int64_t(d)));
   return mean_and_error(quad);
 }
 
-std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k, int steps,
-                                               uint64_t seed) {
+std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vector<double>& w,
+                                               int k, int steps, uint64_t seed) {
   const int64_t d = int64_t(w.size());
   steps = int(std::min<int64_t>(steps, d));
   k = std::min(k, steps);
@@ -109,10 +113,12 @@ std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vect
     Vec r = ConstVecMap(hv.data(), d);
     alpha.push_back(V.col(j).dot(r));
     // Full reorthogonalization, twice ("twice is enough", Parlett): r <- r - V (V^T r).
-    for (int pass = 0; pass < 2; ++pass) r -= V.leftCols(j + 1) * (V.leftCols(j + 1).transpose() * r);
+    for (int pass = 0; pass < 2; ++pass)
+      r -= V.leftCols(j + 1) * (V.leftCols(j + 1).transpose() * r);
     n = j + 1;
     const double b = r.norm();
-    if (j + 1 == steps || b <= 1e-12 * std::max(1.0, std::fabs(alpha.back()))) break;  // invariant subspace
+    if (j + 1 == steps || b <= 1e-12 * std::max(1.0, std::fabs(alpha.back())))
+      break;  // invariant subspace
     beta.push_back(b);
     V.col(j + 1) = r / b;
   }
@@ -134,12 +140,13 @@ std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vect
   return out;
 }
 
-std::vector<Eigenpair> power_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k, int max_iters,
-                                             double tol, uint64_t seed) {
+std::vector<Eigenpair> power_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k,
+                                             int max_iters, double tol, uint64_t seed) {
   const int64_t d = int64_t(w.size());
   std::vector<Eigenpair> out;
   auto deflate = [&](Vec& v) {
-    for (const auto& p : out) v -= ConstVecMap(p.vector.data(), d).dot(v) * ConstVecMap(p.vector.data(), d);
+    for (const auto& p : out)
+      v -= ConstVecMap(p.vector.data(), d).dot(v) * ConstVecMap(p.vector.data(), d);
     v /= v.norm();
   };
   for (int e = 0; e < k; ++e) {
@@ -175,12 +182,13 @@ double hessian_xi_regularizer(Backend& backend, const std::vector<double>& worke
   const std::vector<double> hd = backend.hvp(mean, delta);
   double sum = 0;
   for (int k = 0; k < m; ++k)
-    sum += ConstVecMap(delta.data() + k * d, int64_t(d)).dot(ConstVecMap(hd.data() + k * d, int64_t(d)));
+    sum += ConstVecMap(delta.data() + k * d, int64_t(d))
+               .dot(ConstVecMap(hd.data() + k * d, int64_t(d)));
   return sum / (2.0 * m);
 }
 
-Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>& w, double sigma, int samples,
-                                     uint64_t seed) {
+Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>& w, double sigma,
+                                     int samples, uint64_t seed) {
   const size_t d = w.size();
   std::vector<double> eps(size_t(samples) * d);
   for (int s = 0; s < samples; ++s) {
@@ -190,7 +198,8 @@ Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>
   return antithetic_sharpness(backend, w, eps, samples);
 }
 
-std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, int samples, uint64_t seed) {
+std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, int samples,
+                                     uint64_t seed) {
   const std::vector<double> mean = mean_row(workers, m);
   const size_t d = mean.size();
   std::vector<double> eps(size_t(samples) * d, 0.0);
@@ -204,17 +213,21 @@ std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, 
   return eps;
 }
 
-Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& workers, int m, int samples, uint64_t seed) {
-  return antithetic_sharpness(backend, mean_row(workers, m), xi_perturbations(workers, m, samples, seed), samples);
+Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& workers, int m,
+                              int samples, uint64_t seed) {
+  return antithetic_sharpness(backend, mean_row(workers, m),
+                              xi_perturbations(workers, m, samples, seed), samples);
 }
 
-std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers, int m) {
+std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers,
+                                             int m) {
   const std::vector<double> mean = mean_row(workers, m);
   const size_t d = mean.size();
   std::vector<double> points = workers, grads;
   points.insert(points.end(), mean.begin(), mean.end());
   backend.subset_loss(points, &grads);
-  const std::vector<double> mean_grad = mean_row(std::vector<double>(grads.begin(), grads.begin() + m * d), m);
+  const std::vector<double> mean_grad =
+      mean_row(std::vector<double>(grads.begin(), grads.begin() + m * d), m);
   const ConstVecMap at_mean(grads.data() + m * d, int64_t(d));
   return {(ConstVecMap(mean_grad.data(), int64_t(d)) - at_mean).norm(), at_mean.norm()};
 }

@@ -10,24 +10,28 @@ using nlohmann::json;
 
 namespace {
 
-json estimate_json(const Estimate& e) { return {{"value", e.value}, {"std_error", e.std_error}, {"samples", e.samples}}; }
+json estimate_json(const Estimate& e) {
+  return {{"value", e.value}, {"std_error", e.std_error}, {"samples", e.samples}};
+}
 
-std::vector<Eigenpair> top_eigenvalues(Backend& b, const std::vector<double>& w, const CurvatureConfig& c, int k,
-                                       uint64_t seed) {
+std::vector<Eigenpair> top_eigenvalues(Backend& b, const std::vector<double>& w,
+                                       const CurvatureConfig& c, int k, uint64_t seed) {
   return c.method == "power" ? power_top_eigenvalues(b, w, k, int(c.power_iters), c.power_tol, seed)
                              : lanczos_top_eigenvalues(b, w, k, c.lanczos_steps, seed);
 }
 
 }  // namespace
 
-json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_t subset_size, uint64_t seed,
-                       int64_t step) {
+json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_t subset_size,
+                       uint64_t seed, int64_t step) {
   const auto t0 = std::chrono::steady_clock::now();
-  const uint64_t key = seed ^ (0x9E3779B97F4A7C15ull * uint64_t(step + 1));  // fresh probes each measurement
+  const uint64_t key =
+      seed ^ (0x9E3779B97F4A7C15ull * uint64_t(step + 1));  // fresh probes each measurement
   const std::vector<double> all = backend.weights();
   const std::vector<double> wbar = mean_row(all, m);
   json out = {{"subset_samples", subset_size}};
-  if (c.wants("trace")) out["trace"] = estimate_json(hutchinson_trace(backend, wbar, c.probes, key));
+  if (c.wants("trace"))
+    out["trace"] = estimate_json(hutchinson_trace(backend, wbar, c.probes, key));
   if (c.wants("topk")) {
     json values = json::array(), residuals = json::array();
     for (const auto& p : top_eigenvalues(backend, wbar, c, c.topk, key)) {
@@ -38,13 +42,17 @@ json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_
   }
   if (c.wants("reg")) out["half_tr_h_xi"] = hessian_xi_regularizer(backend, all, m);
   if (c.wants("avgsharp")) {
-    json iso = estimate_json(average_sharpness_isotropic(backend, wbar, c.sigma, c.mc_samples, key));
+    json iso =
+        estimate_json(average_sharpness_isotropic(backend, wbar, c.sigma, c.mc_samples, key));
     iso["sigma"] = c.sigma;
     out["avg_sharpness_isotropic"] = iso;
-    out["avg_sharpness_xi"] = estimate_json(average_sharpness_xi(backend, all, m, c.mc_samples, key));
+    out["avg_sharpness_xi"] =
+        estimate_json(average_sharpness_xi(backend, all, m, c.mc_samples, key));
   }
   if (c.wants("samsharp"))
-    out["sam_sharpness"] = {{"rho", c.sam_rho}, {"steps", c.sam_steps}, {"value", sam_sharpness(backend, wbar, c.sam_rho, c.sam_steps)}};
+    out["sam_sharpness"] = {{"rho", c.sam_rho},
+                            {"steps", c.sam_steps},
+                            {"value", sam_sharpness(backend, wbar, c.sam_rho, c.sam_steps)}};
   if (c.workers) {
     const size_t d = wbar.size();
     json traces = json::array(), tops = json::array();
@@ -64,7 +72,8 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   s->config = c;
   s->data = load_data(c.data, c.seed);
   s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed);
-  s->model = ModelSpec::mlp(s->data.train.features, c.model.hidden, s->data.train.classes, c.model.activation);
+  s->model = ModelSpec::mlp(s->data.train.features, c.model.hidden, s->data.train.classes,
+                            c.model.activation);
   s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
   s->mixing = analyze_topology(*s->topology);
   BackendSetup setup;
@@ -80,7 +89,8 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   // The curvature subset: the first N of a seeded permutation of the training set.
   const int64_t n = s->data.train.n, take = std::min(n, c.curvature.samples);
   for (int64_t i = 0; i < take; ++i)
-    s->curvature_subset.push_back(int64_t(philox_permute(uint64_t(i), uint64_t(n), c.seed, 0xFFFFFFFEu, 0)));
+    s->curvature_subset.push_back(
+        int64_t(philox_permute(uint64_t(i), uint64_t(n), c.seed, 0xFFFFFFFEu, 0)));
   s->backend->set_curvature_subset(s->curvature_subset);
   return s;
 }

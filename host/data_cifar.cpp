@@ -13,14 +13,16 @@ Dataset read_cifar10(const std::vector<std::string>& paths) {
   for (const auto& path : paths) {
     const auto bytes = read_file_bytes(path);
     if (bytes.empty() || bytes.size() % kRecord != 0)
-      throw runtime_error(path + ": " + std::to_string(bytes.size()) + " bytes is not a whole number of CIFAR-10 records of " +
-                          std::to_string(kRecord) + " bytes (truncated or not a CIFAR-10 binary batch)");
+      throw runtime_error(path + ": " + std::to_string(bytes.size()) +
+                          " bytes is not a whole number of CIFAR-10 records of " +
+                          std::to_string(kRecord) +
+                          " bytes (truncated or not a CIFAR-10 binary batch)");
     const int64_t records = int64_t(bytes.size() / kRecord);
     for (int64_t r = 0; r < records; ++r) {
       const unsigned char* rec = &bytes[size_t(r) * kRecord];
       if (rec[0] >= kClasses)
-        throw runtime_error(path + ": label " + std::to_string(rec[0]) + " of record " + std::to_string(r) +
-                            " is out of range, expected 0..9");
+        throw runtime_error(path + ": label " + std::to_string(rec[0]) + " of record " +
+                            std::to_string(r) + " is out of range, expected 0..9");
       d.y.push_back(rec[0]);
       for (int p = 0; p < kPixels; ++p) d.x.push_back(rec[1 + p] / 255.0f);
     }

@@ -22,12 +22,15 @@ IdxTensor read_idx_tensor(const std::string& path, int expected_dims) {
   IdxTensor t;
   t.bytes = read_file_bytes(path);
   const auto& b = t.bytes;
-  if (b.size() < 4) throw runtime_error(path + ": truncated IDX file (" + std::to_string(b.size()) + " bytes, no header)");
+  if (b.size() < 4)
+    throw runtime_error(path + ": truncated IDX file (" + std::to_string(b.size()) +
+                        " bytes, no header)");
   if (b[0] != 0 || b[1] != 0 || b[2] != 0x08 || b[3] != expected_dims) {
     char found[16];
     std::snprintf(found, sizeof found, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
     throw runtime_error(path + ": wrong IDX magic number 0x" + found + ", expected 0x000008" +
-                        (expected_dims == 3 ? "03 (unsigned-byte images, 3 dimensions)" : "01 (unsigned-byte labels, 1 dimension)"));
+                        (expected_dims == 3 ? "03 (unsigned-byte images, 3 dimensions)"
+                                            : "01 (unsigned-byte labels, 1 dimension)"));
   }
   t.data_offset = 4 + 4 * size_t(expected_dims);
   if (b.size() < t.data_offset) throw runtime_error(path + ": truncated IDX header");
@@ -40,8 +43,9 @@ IdxTensor read_idx_tensor(const std::string& path, int expected_dims) {
   if (have != count) {
     std::string shape;
     for (auto d : t.dims) shape += (shape.empty() ? "" : "x") + std::to_string(d);
-    throw runtime_error(path + ": header says " + shape + " = " + std::to_string(count) + " bytes of data, file has " +
-                        std::to_string(have) + (have < count ? " (truncated)" : " (trailing bytes)"));
+    throw runtime_error(path + ": header says " + shape + " = " + std::to_string(count) +
+                        " bytes of data, file has " + std::to_string(have) +
+                        (have < count ? " (truncated)" : " (trailing bytes)"));
   }
   return t;
 }
@@ -52,8 +56,8 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   const IdxTensor images = read_idx_tensor(images_path, 3);
   const IdxTensor labels = read_idx_tensor(labels_path, 1);
   if (images.dims[0] != labels.dims[0])
-    throw runtime_error(images_path + " holds " + std::to_string(images.dims[0]) + " images but " + labels_path +
-                        " holds " + std::to_string(labels.dims[0]) + " labels");
+    throw runtime_error(images_path + " holds " + std::to_string(images.dims[0]) + " images but " +
+                        labels_path + " holds " + std::to_string(labels.dims[0]) + " labels");
   Dataset d;
   d.source = images_path;
   d.n = images.dims[0];
@@ -65,8 +69,9 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   for (int64_t i = 0; i < d.n; ++i) {
     const int label = labels.bytes[labels.data_offset + i];
     if (label >= classes)
-      throw runtime_error(labels_path + ": label " + std::to_string(label) + " of sample " + std::to_string(i) +
-                          " is out of range, expected 0.." + std::to_string(classes - 1));
+      throw runtime_error(labels_path + ": label " + std::to_string(label) + " of sample " +
+                          std::to_string(i) + " is out of range, expected 0.." +
+                          std::to_string(classes - 1));
     d.y[i] = label;
   }
   return d;

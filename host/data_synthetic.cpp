@@ -57,7 +57,8 @@ struct Generator {
           if (s > best) best = s, label = cls;
         }
       }
-      if (c.synthetic_label_noise > 0 && rng.uniform() <= c.synthetic_label_noise) label = int(rng() % uint32_t(k));
+      if (c.synthetic_label_noise > 0 && rng.uniform() <= c.synthetic_label_noise)
+        label = int(rng() % uint32_t(k));
       for (int j = 0; j < f; ++j) d.x[size_t(i) * f + j] = float(x[j]);
       d.y[i] = label;
     }
@@ -68,9 +69,11 @@ struct Generator {
 }  // namespace
 
 DataSplit make_synthetic(const DataConfig& c, uint64_t seed) {
-  PhiloxStream model_rng(seed, RngDomain::Data, 0), train_rng(seed, RngDomain::Data, 1), test_rng(seed, RngDomain::Data, 2);
+  PhiloxStream model_rng(seed, RngDomain::Data, 0), train_rng(seed, RngDomain::Data, 1),
+      test_rng(seed, RngDomain::Data, 2);
   const Generator gen(c, model_rng);
-  return {gen.draw(c.synthetic_train, train_rng, "synthetic:train"), gen.draw(c.synthetic_test, test_rng, "synthetic:test")};
+  return {gen.draw(c.synthetic_train, train_rng, "synthetic:train"),
+          gen.draw(c.synthetic_test, test_rng, "synthetic:test")};
 }
 
 }  // namespace gossamer

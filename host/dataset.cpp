@@ -1,9 +1,10 @@
+#include "gossamer/dataset.hpp"
+
 #include <zlib.h>
 
 #include <cmath>
 #include <filesystem>
 
-#include "gossamer/dataset.hpp"
 #include "gossamer/error.hpp"
 
 namespace gossamer {
@@ -33,7 +34,9 @@ std::vector<unsigned char> read_file_bytes(const std::string& path) {
   }
   // gzread stops quietly at a cut-off gzip stream; gzclose_r reports it.
   const int rc = gzclose_r(f);
-  if (rc != Z_OK) throw runtime_error(path + ": corrupt or truncated gzip data (zlib code " + std::to_string(rc) + ")");
+  if (rc != Z_OK)
+    throw runtime_error(path + ": corrupt or truncated gzip data (zlib code " + std::to_string(rc) +
+                        ")");
   return bytes;
 }
 
@@ -84,7 +87,8 @@ DataSplit load_data(const DataConfig& c, uint64_t seed) {
     data = make_synthetic(c, seed);
   } else if (c.dataset == "cifar10") {
     std::vector<std::string> train;
-    for (int b = 1; b <= 5; ++b) train.push_back(find_data_file(c.path, "data_batch_" + std::to_string(b) + ".bin"));
+    for (int b = 1; b <= 5; ++b)
+      train.push_back(find_data_file(c.path, "data_batch_" + std::to_string(b) + ".bin"));
     data.train = read_cifar10(train);
     data.test = read_cifar10({find_data_file(c.path, "test_batch.bin")});
   } else {  // fashion-mnist, mnist, idx: the MNIST file names
@@ -98,8 +102,8 @@ DataSplit load_data(const DataConfig& c, uint64_t seed) {
   }
   if (data.train.features != data.test.features)
     throw runtime_error(data.test.source + ": " + std::to_string(data.test.features) +
-                        " features per sample, but the training set " + data.train.source + " has " +
-                        std::to_string(data.train.features));
+                        " features per sample, but the training set " + data.train.source +
+                        " has " + std::to_string(data.train.features));
   trim(data.train, c.train_samples);
   trim(data.test, c.test_samples);
   if (c.normalize == "feature") normalize_features(data);

@@ -36,7 +36,8 @@ void EquivalenceTracker::step(Backend& dsgd, int64_t t, double lr) {
   const RunConfig& c = m_csgd->config;
   train_step(*m_csgd->backend, c, *m_csgd->topology, t, lr);
   // eps_k of step t: the Xi-perturbations of the D-SGD workers now, one per worker.
-  const std::vector<double> eps = xi_perturbations(dsgd.weights(), c.workers, c.workers, c.seed ^ (0x5A3Dull << 40) ^ uint64_t(t));
+  const std::vector<double> eps = xi_perturbations(dsgd.weights(), c.workers, c.workers,
+                                                   c.seed ^ (0x5A3Dull << 40) ^ uint64_t(t));
   Backend& a = *m_adsam->backend;
   a.sample(t);
   a.perturb_weights(eps);
@@ -49,7 +50,8 @@ void EquivalenceTracker::step(Backend& dsgd, int64_t t, double lr) {
 nlohmann::json EquivalenceTracker::report(Backend& dsgd) {
   const int m = m_csgd->config.workers;
   const std::vector<double> wbar = mean_row(dsgd.weights(), m);
-  const std::vector<double> wa = mean_row(m_adsam->backend->weights(), m), wc = mean_row(m_csgd->backend->weights(), m);
+  const std::vector<double> wa = mean_row(m_adsam->backend->weights(), m),
+                            wc = mean_row(m_csgd->backend->weights(), m);
   return {{"dist_wbar_adsam", distance(wbar, wa)},
           {"dist_wbar_csgd", distance(wbar, wc)},
           {"adsam_test_acc", m_adsam->backend->evaluate_mean(Split::Test).accuracy},

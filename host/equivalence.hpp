@@ -5,7 +5,6 @@
 // and (C) plain C-SGD. If D-SGD ~ ADSAM, ||wbar - w_A|| stays below ||wbar - w_C||.
 #pragma once
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "gossamer/simulation.hpp"

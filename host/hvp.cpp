@@ -9,8 +9,8 @@ using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 }  // namespace
 
 template <class T>
-BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x, const int32_t* y, T* hv,
-                    HvpWorkspace<T>& ws) {
+BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x,
+                    const int32_t* y, T* hv, HvpWorkspace<T>& ws) {
   const int layers = int(model.layers.size());
   const Activation act = model.activation;
   const auto d1 = [act](T z) { return activate_derivative(act, z); };
@@ -18,7 +18,9 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
   auto weight = [&](const T* p, int l) {
     return ConstRowMap<T>(p + model.layers[l].w_offset, model.layers[l].out, model.layers[l].in);
   };
-  auto bias = [&](const T* p, int l) { return Eigen::Map<const Vec<T>>(p + model.layers[l].b_offset, model.layers[l].out); };
+  auto bias = [&](const T* p, int l) {
+    return Eigen::Map<const Vec<T>>(p + model.layers[l].b_offset, model.layers[l].out);
+  };
 
   // Forward and R-forward.
   auto& z = ws.base.z;
@@ -73,7 +75,8 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
       ws.rda.noalias() += dz * weight(v, l);
       const RowMat<T> d1z = z[l - 1].unaryExpr(d1);
       ws.dz_prev = ws.da.cwiseProduct(d1z);
-      ws.rdz_prev = ws.rda.cwiseProduct(d1z) + ws.da.cwiseProduct(z[l - 1].unaryExpr(d2)).cwiseProduct(ws.rz[l - 1]);
+      ws.rdz_prev = ws.rda.cwiseProduct(d1z) +
+                    ws.da.cwiseProduct(z[l - 1].unaryExpr(d2)).cwiseProduct(ws.rz[l - 1]);
       dz.swap(ws.dz_prev);
       ws.rdz.swap(ws.rdz_prev);
     }
@@ -81,9 +84,11 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
   return r;
 }
 
-template BatchResult mlp_hvp<float>(const ModelSpec&, const float*, const float*, const ConstRowMap<float>&,
-                                    const int32_t*, float*, HvpWorkspace<float>&);
-template BatchResult mlp_hvp<double>(const ModelSpec&, const double*, const double*, const ConstRowMap<double>&,
-                                     const int32_t*, double*, HvpWorkspace<double>&);
+template BatchResult mlp_hvp<float>(const ModelSpec&, const float*, const float*,
+                                    const ConstRowMap<float>&, const int32_t*, float*,
+                                    HvpWorkspace<float>&);
+template BatchResult mlp_hvp<double>(const ModelSpec&, const double*, const double*,
+                                     const ConstRowMap<double>&, const int32_t*, double*,
+                                     HvpWorkspace<double>&);
 
 }  // namespace gossamer

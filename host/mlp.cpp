@@ -36,7 +36,8 @@ BatchResult softmax_xent(RowMat<T>& logits, const int32_t* y, T scale) {
   BatchResult r;
   for (Eigen::Index i = 0; i < logits.rows(); ++i) {
     bool correct = false;
-    r.loss_sum += double(softmax_xent_row(logits.row(i).data(), int(logits.cols()), y[i], scale, &correct));
+    r.loss_sum +=
+        double(softmax_xent_row(logits.row(i).data(), int(logits.cols()), y[i], scale, &correct));
     r.correct += correct;
   }
   return r;
@@ -45,7 +46,8 @@ BatchResult softmax_xent(RowMat<T>& logits, const int32_t* y, T scale) {
 }  // namespace
 
 template <class T>
-const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, MlpWorkspace<T>& ws) {
+const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                            MlpWorkspace<T>& ws) {
   forward(model, w, x, ws);
   return ws.z.back();
 }
@@ -58,8 +60,8 @@ BatchResult mlp_loss(const ModelSpec& model, const T* w, const ConstRowMap<T>& x
 }
 
 template <class T>
-BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, const int32_t* y, T* g,
-                          MlpWorkspace<T>& ws) {
+BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                          const int32_t* y, T* g, MlpWorkspace<T>& ws) {
   forward(model, w, x, ws);
   const int layers = int(model.layers.size());
   const BatchResult r = softmax_xent(ws.z.back(), y, T(1) / T(x.rows()));
@@ -75,23 +77,26 @@ BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<
     Eigen::Map<Vec<T>>(g + s.b_offset, s.out) = ws.dz.colwise().sum().transpose();
     if (l > 0) {
       ws.da.noalias() = ws.dz * layer_weight(model, w, l);
-      ws.dz = ws.da.cwiseProduct(ws.z[l - 1].unaryExpr([act](T v) { return activate_derivative(act, v); }));
+      ws.dz = ws.da.cwiseProduct(
+          ws.z[l - 1].unaryExpr([act](T v) { return activate_derivative(act, v); }));
     }
   }
   return r;
 }
 
-template const RowMat<float>& mlp_logits<float>(const ModelSpec&, const float*, const ConstRowMap<float>&,
-                                                MlpWorkspace<float>&);
-template const RowMat<double>& mlp_logits<double>(const ModelSpec&, const double*, const ConstRowMap<double>&,
+template const RowMat<float>& mlp_logits<float>(const ModelSpec&, const float*,
+                                                const ConstRowMap<float>&, MlpWorkspace<float>&);
+template const RowMat<double>& mlp_logits<double>(const ModelSpec&, const double*,
+                                                  const ConstRowMap<double>&,
                                                   MlpWorkspace<double>&);
-template BatchResult mlp_loss<float>(const ModelSpec&, const float*, const ConstRowMap<float>&, const int32_t*,
-                                     MlpWorkspace<float>&);
-template BatchResult mlp_loss<double>(const ModelSpec&, const double*, const ConstRowMap<double>&, const int32_t*,
-                                      MlpWorkspace<double>&);
-template BatchResult mlp_loss_grad<float>(const ModelSpec&, const float*, const ConstRowMap<float>&, const int32_t*,
-                                          float*, MlpWorkspace<float>&);
-template BatchResult mlp_loss_grad<double>(const ModelSpec&, const double*, const ConstRowMap<double>&,
-                                           const int32_t*, double*, MlpWorkspace<double>&);
+template BatchResult mlp_loss<float>(const ModelSpec&, const float*, const ConstRowMap<float>&,
+                                     const int32_t*, MlpWorkspace<float>&);
+template BatchResult mlp_loss<double>(const ModelSpec&, const double*, const ConstRowMap<double>&,
+                                      const int32_t*, MlpWorkspace<double>&);
+template BatchResult mlp_loss_grad<float>(const ModelSpec&, const float*, const ConstRowMap<float>&,
+                                          const int32_t*, float*, MlpWorkspace<float>&);
+template BatchResult mlp_loss_grad<double>(const ModelSpec&, const double*,
+                                           const ConstRowMap<double>&, const int32_t*, double*,
+                                           MlpWorkspace<double>&);
 
 }  // namespace gossamer

@@ -30,7 +30,8 @@ struct BatchResult {
 
 // The logits of the model with parameters w on the rows of x (in ws.z.back()).
 template <class T>
-const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, MlpWorkspace<T>& ws);
+const RowMat<T>& mlp_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                            MlpWorkspace<T>& ws);
 
 // Loss (and accuracy) of the model with parameters w on the rows of x.
 template <class T>
@@ -39,8 +40,8 @@ BatchResult mlp_loss(const ModelSpec& model, const T* w, const ConstRowMap<T>& x
 
 // Same, and the gradient of the mean loss over the batch into g (model.dim entries).
 template <class T>
-BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, const int32_t* y, T* g,
-                          MlpWorkspace<T>& ws);
+BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                          const int32_t* y, T* g, MlpWorkspace<T>& ws);
 
 }  // namespace gossamer
 
@@ -52,7 +53,8 @@ namespace gossamer {
 //   softmax-CE: R{dZ_L} = (P .* (R{Z_L} - rowsum(P .* R{Z_L}))) / B
 //   backward:   R{dW_l} = R{dZ_l}^T A_{l-1} + dZ_l^T R{A_{l-1}},  R{db_l} = 1^T R{dZ_l}
 //               R{dA_{l-1}} = R{dZ_l} W_l + dZ_l V_l
-//               R{dZ_{l-1}} = R{dA_{l-1}} .* act'(Z_{l-1}) + dA_{l-1} .* act''(Z_{l-1}) .* R{Z_{l-1}}
+//               R{dZ_{l-1}} = R{dA_{l-1}} .* act'(Z_{l-1}) + dA_{l-1} .* act''(Z_{l-1}) .*
+//               R{Z_{l-1}}
 // Returns the loss of the batch as mlp_loss does.
 template <class T>
 struct HvpWorkspace {
@@ -62,7 +64,7 @@ struct HvpWorkspace {
 };
 
 template <class T>
-BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x, const int32_t* y, T* hv,
-                    HvpWorkspace<T>& ws);
+BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x,
+                    const int32_t* y, T* hv, HvpWorkspace<T>& ws);
 
 }  // namespace gossamer

@@ -6,7 +6,8 @@
 
 namespace gossamer {
 
-ModelSpec ModelSpec::mlp(int input, const std::vector<int>& hidden, int classes, Activation activation) {
+ModelSpec ModelSpec::mlp(int input, const std::vector<int>& hidden, int classes,
+                         Activation activation) {
   ModelSpec s;
   s.input = input;
   s.classes = classes;
@@ -32,8 +33,11 @@ std::string ModelSpec::describe() const {
   std::string shape = std::to_string(input);
   for (int h : hidden) shape += "-" + std::to_string(h);
   shape += "-" + std::to_string(classes);
-  const char* act = activation == Activation::Relu ? "relu" : activation == Activation::Tanh ? "tanh" : "gelu";
-  return shape + (hidden.empty() ? " (softmax regression)" : std::string(" ") + act) + ", d = " + std::to_string(dim);
+  const char* act = activation == Activation::Relu   ? "relu"
+                    : activation == Activation::Tanh ? "tanh"
+                                                     : "gelu";
+  return shape + (hidden.empty() ? " (softmax regression)" : std::string(" ") + act) +
+         ", d = " + std::to_string(dim);
 }
 
 int64_t row_stride(int64_t dim, int scalar_bytes) {
@@ -41,15 +45,18 @@ int64_t row_stride(int64_t dim, int scalar_bytes) {
   return (dim + per_line - 1) / per_line * per_line;
 }
 
-std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& config, int workers, uint64_t seed) {
+std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& config, int workers,
+                                 uint64_t seed) {
   std::vector<double> w(size_t(workers) * model.dim, 0.0);
   if (config.init == "zeros") return w;
   for (int k = 0; k < workers; ++k) {
     const uint32_t stream = config.same_init ? 0 : uint32_t(k);
     double* row = w.data() + size_t(k) * model.dim;
     for (const auto& l : model.layers) {
-      // Kaiming (He et al. 2015): std sqrt(2/fan_in); Xavier (Glorot & Bengio 2010): std sqrt(2/(fan_in+fan_out)).
-      const double std_dev = config.init == "kaiming" ? std::sqrt(2.0 / l.in) : std::sqrt(2.0 / (l.in + l.out));
+      // Kaiming (He et al. 2015): std sqrt(2/fan_in); Xavier (Glorot & Bengio 2010): std
+      // sqrt(2/(fan_in+fan_out)).
+      const double std_dev =
+          config.init == "kaiming" ? std::sqrt(2.0 / l.in) : std::sqrt(2.0 / (l.in + l.out));
       for (int64_t i = l.w_offset; i < l.b_offset; ++i) {
         const Philox4 r = philox_draw(seed, RngDomain::Init, stream, uint64_t(i));
         row[i] = std_dev * philox_normal(r.v[0], r.v[1]);

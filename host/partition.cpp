@@ -20,7 +20,8 @@ Partition from_lists(const std::vector<std::vector<int64_t>>& lists) {
   return p;
 }
 
-std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, double alpha, PhiloxStream& rng) {
+std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, double alpha,
+                                                  PhiloxStream& rng) {
   std::vector<std::vector<int64_t>> lists(m), by_class(train.classes);
   for (int64_t i = 0; i < train.n; ++i) by_class[train.y[i]].push_back(i);
   std::gamma_distribution<double> gamma(alpha, 1.0);
@@ -34,7 +35,8 @@ std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, d
     size_t start = 0;
     for (int k = 0; k < m; ++k) {
       cum += p[k];
-      const size_t end = k == m - 1 ? members.size() : size_t(std::llround(cum / total * double(members.size())));
+      const size_t end =
+          k == m - 1 ? members.size() : size_t(std::llround(cum / total * double(members.size())));
       for (size_t i = start; i < std::max(start, end); ++i) lists[k].push_back(members[i]);
       start = std::max(start, end);
     }
@@ -46,7 +48,8 @@ std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, d
 
 Partition make_partition(const PartitionConfig& c, const Dataset& train, int m, uint64_t seed) {
   if (train.n < m)
-    throw config_error("workers: " + std::to_string(m) + " workers but only " + std::to_string(train.n) +
+    throw config_error("workers: " + std::to_string(m) + " workers but only " +
+                       std::to_string(train.n) +
                        " training samples; lower workers or use more data");
   PhiloxStream rng(seed, RngDomain::Partition, 0);
   std::vector<std::vector<int64_t>> lists(m);
@@ -62,24 +65,28 @@ Partition make_partition(const PartitionConfig& c, const Dataset& train, int m, 
       lists = dirichlet_split(train, m, c.alpha, rng);
       if (std::none_of(lists.begin(), lists.end(), [](const auto& l) { return l.empty(); })) break;
       if (attempt == 19)
-        throw config_error("partition.alpha: with alpha " + std::to_string(c.alpha) + ", " + std::to_string(m) +
-                           " workers and " + std::to_string(train.n) +
-                           " samples some worker got no data in 20 draws; raise alpha or lower workers");
+        throw config_error(
+            "partition.alpha: with alpha " + std::to_string(c.alpha) + ", " + std::to_string(m) +
+            " workers and " + std::to_string(train.n) +
+            " samples some worker got no data in 20 draws; raise alpha or lower workers");
     }
   } else {  // shards
     const int64_t shards = int64_t(m) * c.classes_per_worker;
     if (shards > train.n)
-      throw config_error("partition.classes_per_worker: " + std::to_string(shards) + " shards for " +
-                         std::to_string(train.n) + " samples; lower it or workers");
+      throw config_error("partition.classes_per_worker: " + std::to_string(shards) +
+                         " shards for " + std::to_string(train.n) +
+                         " samples; lower it or workers");
     std::vector<int64_t> order(train.n);
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return train.y[a] < train.y[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return train.y[a] < train.y[b]; });
     std::vector<int64_t> shard_ids(shards);
     std::iota(shard_ids.begin(), shard_ids.end(), 0);
     std::shuffle(shard_ids.begin(), shard_ids.end(), rng);
     for (int64_t s = 0; s < shards; ++s) {
       const int64_t id = shard_ids[s], k = s / c.classes_per_worker;
-      lists[k].insert(lists[k].end(), order.begin() + train.n * id / shards, order.begin() + train.n * (id + 1) / shards);
+      lists[k].insert(lists[k].end(), order.begin() + train.n * id / shards,
+                      order.begin() + train.n * (id + 1) / shards);
     }
   }
   return from_lists(lists);

@@ -10,7 +10,8 @@ namespace gossamer {
 class PhiloxStream {
  public:
   using result_type = uint32_t;
-  PhiloxStream(uint64_t seed, RngDomain domain, uint32_t stream) : m_seed(seed), m_domain(domain), m_stream(stream) {}
+  PhiloxStream(uint64_t seed, RngDomain domain, uint32_t stream)
+      : m_seed(seed), m_domain(domain), m_stream(stream) {}
   static constexpr result_type min() { return 0; }
   static constexpr result_type max() { return 0xFFFFFFFFu; }
   result_type operator()() {

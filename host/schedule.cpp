@@ -11,10 +11,12 @@ double scaled_lr(const OptimizerConfig& c, int64_t total_batch) {
   return c.lr;
 }
 
-double learning_rate(const OptimizerConfig& c, int64_t step, int64_t total_steps, int64_t total_batch) {
+double learning_rate(const OptimizerConfig& c, int64_t step, int64_t total_steps,
+                     int64_t total_batch) {
   double lr = scaled_lr(c, total_batch);
   const int64_t warm = c.warmup_steps;
-  if (step < warm) lr *= c.warmup_start_factor + (1.0 - c.warmup_start_factor) * double(step) / double(warm);
+  if (step < warm)
+    lr *= c.warmup_start_factor + (1.0 - c.warmup_start_factor) * double(step) / double(warm);
   if (c.schedule == "step") {
     for (double f : c.milestones)
       if (step >= int64_t(std::floor(f * double(total_steps)))) lr *= c.gamma;

@@ -34,15 +34,19 @@ void MetricsWriter::write(const nlohmann::json& line) {
   if (!m_out.flush()) throw runtime_error(m_path + ": write failed (disk full?)");
 }
 
-Progress::Progress(std::ostream& out, bool terminal, int64_t total) : m_out(out), m_terminal(terminal), m_total(total) {}
+Progress::Progress(std::ostream& out, bool terminal, int64_t total)
+    : m_out(out), m_terminal(terminal), m_total(total) {}
 
 std::string Progress::eta(int64_t done, double seconds) const {
   if (done <= 0) return "?";
   const double left = seconds / double(done) * double(m_total - done);
   char buf[32];
-  if (left >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", int(left / 3600), int(std::fmod(left, 3600) / 60));
-  else if (left >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", int(left / 60), int(std::fmod(left, 60)));
-  else std::snprintf(buf, sizeof buf, "%.0fs", left);
+  if (left >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(left / 3600), int(std::fmod(left, 3600) / 60));
+  else if (left >= 60)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(left / 60), int(std::fmod(left, 60)));
+  else
+    std::snprintf(buf, sizeof buf, "%.0fs", left);
   return buf;
 }
 
@@ -51,8 +55,9 @@ void Progress::step(int64_t done, double seconds) {
   m_last_draw = seconds;
   constexpr int kWidth = 30;
   const int filled = int(kWidth * double(done) / double(std::max<int64_t>(m_total, 1)));
-  m_out << "\r[" << std::string(filled, '=') << std::string(kWidth - filled, ' ') << "] step " << done << "/" << m_total
-        << m_last_metrics << "  ETA " << eta(done, seconds) << "   " << std::flush;
+  m_out << "\r[" << std::string(filled, '=') << std::string(kWidth - filled, ' ') << "] step "
+        << done << "/" << m_total << m_last_metrics << "  ETA " << eta(done, seconds) << "   "
+        << std::flush;
 }
 
 void Progress::eval(const nlohmann::json& m, double seconds) {
@@ -68,10 +73,10 @@ void Progress::eval(const nlohmann::json& m, double seconds) {
     step(done, seconds);
     return;
   }
-  m_out << "step " << done << "/" << m_total << " | train_loss " << num("train_loss", "%.4f") << " | test_loss "
-        << num("test_loss", "%.4f") << " | test_acc " << num("test_acc", "%.4f") << " | consensus "
-        << num("consensus_distance", "%.3e") << " | lr " << num("lr", "%.4g") << " | " << num("wall_time_s", "%.1f")
-        << " s | ETA " << eta(done, seconds) << "\n"
+  m_out << "step " << done << "/" << m_total << " | train_loss " << num("train_loss", "%.4f")
+        << " | test_loss " << num("test_loss", "%.4f") << " | test_acc " << num("test_acc", "%.4f")
+        << " | consensus " << num("consensus_distance", "%.3e") << " | lr " << num("lr", "%.4g")
+        << " | " << num("wall_time_s", "%.1f") << " s | ETA " << eta(done, seconds) << "\n"
         << std::flush;
 }
 

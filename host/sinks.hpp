@@ -3,10 +3,9 @@
 #pragma once
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace gossamer {
 
@@ -28,7 +27,7 @@ class MetricsWriter {
 class Progress {
  public:
   Progress(std::ostream& out, bool terminal, int64_t total_steps);
-  void step(int64_t done, double seconds);                  // bar refresh, at most 10 times a second
+  void step(int64_t done, double seconds);  // bar refresh, at most 10 times a second
   void eval(const nlohmann::json& metrics, double seconds);  // a line per evaluation
   void finish();
 

@@ -7,15 +7,16 @@
 
 namespace gossamer {
 
-void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology, int64_t t, double lr,
-                double* grad_norm) {
+void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology, int64_t t,
+                double lr, double* grad_norm) {
   backend.sample(t);
   if (c.algorithm.name == "csgd_adsam" && c.algorithm.adsam_sigma > 0) {
-    // Average-direction SAM: the gradient at w + eps, eps ~ N(0, sigma^2 I), one eps for the one model.
-    // eps_i of step t: Philox (seed, Curvature domain, stream 0x400000 + t, counter i).
+    // Average-direction SAM: the gradient at w + eps, eps ~ N(0, sigma^2 I), one eps for the one
+    // model. eps_i of step t: Philox (seed, Curvature domain, stream 0x400000 + t, counter i).
     std::vector<double> eps(size_t(backend.dim()));
     for (size_t i = 0; i < eps.size(); ++i) {
-      const Philox4 r = philox_draw(c.seed, RngDomain::Curvature, 0x400000u + uint32_t(t), uint64_t(i));
+      const Philox4 r =
+          philox_draw(c.seed, RngDomain::Curvature, 0x400000u + uint32_t(t), uint64_t(i));
       eps[i] = c.algorithm.adsam_sigma * philox_normal(r.v[0], r.v[1]);
     }
     backend.perturb_weights(eps);
@@ -26,7 +27,8 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
   }
   if (grad_norm) *grad_norm = backend.mean_gradient_norm();
   if (c.algorithm.name == "csgd_sam") {
-    // SAM (Foret et al. 2021) on the total batch: ascend to w + rho g/||g||, take the gradient there.
+    // SAM (Foret et al. 2021) on the total batch: ascend to w + rho g/||g||, take the gradient
+    // there.
     backend.average_gradients();
     std::vector<double> g = backend.mean_gradient();
     double norm = 0;
@@ -37,21 +39,24 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
     backend.local_gradient(false);  // the same minibatches, at the perturbed weights
     backend.restore_weights();
   }
-  if (c.algorithm.name == "csgd" || c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam") {
+  if (c.algorithm.name == "csgd" || c.algorithm.name == "csgd_sam" ||
+      c.algorithm.name == "csgd_adsam") {
     backend.average_gradients();
     backend.mix_update(nullptr, lr, MixForm::Default);
   } else if (c.algorithm.name == "local_sgd") {
     backend.mix_update(nullptr, lr, MixForm::Default);
     if ((t + 1) % c.algorithm.local_steps == 0) backend.average_weights();
   } else {
-    backend.mix_update(&topology.at(t), lr, c.algorithm.form == "atc" ? MixForm::Atc : MixForm::Default);
+    backend.mix_update(&topology.at(t), lr,
+                       c.algorithm.form == "atc" ? MixForm::Atc : MixForm::Default);
   }
 }
 
 int64_t resolve_steps(const RunConfig& c, int64_t train_samples) {
   if (c.train.epochs <= 0) return c.train.steps;
   const double total_batch = double(c.workers) * c.optimizer.batch_size;
-  return std::max<int64_t>(1, int64_t(std::ceil(c.train.epochs * double(train_samples) / total_batch)));
+  return std::max<int64_t>(
+      1, int64_t(std::ceil(c.train.epochs * double(train_samples) / total_batch)));
 }
 
 }  // namespace gossamer

@@ -56,26 +56,32 @@ Sweep load_sweep(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw config_error(path + ": cannot open the sweep file");
   const ordered_json s = ordered_json::parse(in, nullptr, false);
-  if (s.is_discarded() || !s.is_object()) throw config_error(path + ": the sweep file is not a JSON object");
+  if (s.is_discarded() || !s.is_object())
+    throw config_error(path + ": the sweep file is not a JSON object");
   for (const auto& [key, value] : s.items())
     if (key != "name" && key != "base" && key != "set" && key != "grid" && key != "points")
-      throw config_error(path + ": unknown key '" + key + "' (a sweep has name, base, set, grid, points)");
+      throw config_error(path + ": unknown key '" + key +
+                         "' (a sweep has name, base, set, grid, points)");
   Sweep sweep;
   sweep.name = s.value("name", fs::path(path).stem().string());
-  if (!s.contains("base")) throw config_error(path + ": base: expected a config file name or an inline config, found nothing");
+  if (!s.contains("base"))
+    throw config_error(path +
+                       ": base: expected a config file name or an inline config, found nothing");
   if (s["base"].is_string()) {
     const fs::path base = fs::path(path).parent_path() / s["base"].get<std::string>();
     sweep.base = read_json_file(base.string(), "base config");
   } else if (s["base"].is_object()) {
     sweep.base = json::parse(s["base"].dump());
   } else {
-    throw config_error(path + ": base: expected a config file name or an inline config, found " + s["base"].dump());
+    throw config_error(path + ": base: expected a config file name or an inline config, found " +
+                       s["base"].dump());
   }
 
   // Fixed overrides of every point (not axes).
   std::vector<std::string> fixed;
   if (s.contains("set")) {
-    if (!s["set"].is_object()) throw config_error(path + ": set: expected an object of key path -> value");
+    if (!s["set"].is_object())
+      throw config_error(path + ": set: expected an object of key path -> value");
     for (const auto& [k, v] : s["set"].items()) fixed.push_back(k + "=" + v.dump());
   }
 
@@ -86,7 +92,8 @@ Sweep load_sweep(const std::string& path) {
       throw config_error(path + ": grid: expected an object of key path -> list of values");
     for (const auto& [key, values] : s["grid"].items()) {
       if (!values.is_array() || values.empty())
-        throw config_error(path + ": grid." + key + ": expected a non-empty list of values, found " + values.dump());
+        throw config_error(path + ": grid." + key +
+                           ": expected a non-empty list of values, found " + values.dump());
       sweep.axes.push_back(key);
       std::vector<ordered_json> next;
       for (const auto& c : combos)
@@ -104,13 +111,17 @@ Sweep load_sweep(const std::string& path) {
       throw config_error(path + ": points: expected a non-empty list of objects {key path: value}");
     listed.clear();
     for (const auto& p : s["points"]) {
-      if (!p.is_object()) throw config_error(path + ": points: expected objects {key path: value}, found " + p.dump());
+      if (!p.is_object())
+        throw config_error(path + ": points: expected objects {key path: value}, found " +
+                           p.dump());
       for (const auto& [key, v] : p.items())
-        if (std::find(sweep.axes.begin(), sweep.axes.end(), key) == sweep.axes.end()) sweep.axes.push_back(key);
+        if (std::find(sweep.axes.begin(), sweep.axes.end(), key) == sweep.axes.end())
+          sweep.axes.push_back(key);
       listed.push_back(p);
     }
   }
-  if (!s.contains("grid") && !s.contains("points")) throw config_error(path + ": expected grid or points (or both)");
+  if (!s.contains("grid") && !s.contains("points"))
+    throw config_error(path + ": expected grid or points (or both)");
 
   sweep.fixed = fixed;
   for (const auto& p : listed)
@@ -132,23 +143,29 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
   std::ostringstream o;
   o << "point";
   for (const auto& a : sweep.axes) o << "," << a;
-  o << ",status,steps,total_batch,test_acc,test_loss,train_loss,train_loss_wbar,generalization_gap,consensus_distance,"
+  o << ",status,steps,total_batch,test_acc,test_loss,train_loss,train_loss_wbar,generalization_gap,"
+       "consensus_distance,"
        "half_tr_h_xi,hessian_trace,top_eigenvalue,wall_time_s,folder\n";
   for (const auto& p : sweep.points) {
     json summary;
     const fs::path file = fs::path(out_dir) / p.folder / "summary.json";
     if (fs::exists(file)) summary = read_json_file(file.string(), "summary");
     // Only a completed point has final figures; a diverged or interrupted one leaves them empty.
-    const json final_line = at(summary, {"status"}) == "completed" ? at(summary, {"final"}) : json(nullptr);
+    const json final_line =
+        at(summary, {"status"}) == "completed" ? at(summary, {"final"}) : json(nullptr);
     o << p.folder;
-    for (const auto& a : sweep.axes) o << "," << (p.values.contains(a) ? csv_field(json::parse(p.values[a].dump())) : "");
+    for (const auto& a : sweep.axes)
+      o << "," << (p.values.contains(a) ? csv_field(json::parse(p.values[a].dump())) : "");
     json top = at(final_line, {"curvature", "top_eigenvalues", "values"});
     o << "," << csv_field(summary.is_null() ? json("pending") : at(summary, {"status"})) << ","
-      << csv_field(at(summary, {"steps_done"})) << "," << csv_field(at(summary, {"total_batch"})) << ","
-      << csv_field(at(final_line, {"test_acc"})) << "," << csv_field(at(final_line, {"test_loss"})) << ","
-      << csv_field(at(final_line, {"train_loss"})) << "," << csv_field(at(final_line, {"train_loss_wbar"})) << ","
-      << csv_field(at(final_line, {"generalization_gap"})) << "," << csv_field(at(final_line, {"consensus_distance"}))
-      << "," << csv_field(at(final_line, {"curvature", "half_tr_h_xi"})) << ","
+      << csv_field(at(summary, {"steps_done"})) << "," << csv_field(at(summary, {"total_batch"}))
+      << "," << csv_field(at(final_line, {"test_acc"})) << ","
+      << csv_field(at(final_line, {"test_loss"})) << ","
+      << csv_field(at(final_line, {"train_loss"})) << ","
+      << csv_field(at(final_line, {"train_loss_wbar"})) << ","
+      << csv_field(at(final_line, {"generalization_gap"})) << ","
+      << csv_field(at(final_line, {"consensus_distance"})) << ","
+      << csv_field(at(final_line, {"curvature", "half_tr_h_xi"})) << ","
       << csv_field(at(final_line, {"curvature", "trace", "value"})) << ","
       << csv_field(top.is_array() && !top.empty() ? top[0] : json(nullptr)) << ","
       << csv_field(at(summary, {"wall_time_s"})) << "," << p.folder << "\n";
@@ -159,24 +176,31 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
 int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log) {
   fs::create_directories(out_dir);
   // The sweep's own record; a rerun into the same folder must be the same sweep.
-  const json record = {{"name", sweep.name}, {"base", sweep.base}, {"axes", sweep.axes}, {"set", sweep.fixed},
+  const json record = {{"name", sweep.name},
+                       {"base", sweep.base},
+                       {"axes", sweep.axes},
+                       {"set", sweep.fixed},
                        {"points", [&] {
                           json pts = json::array();
-                          for (const auto& p : sweep.points) pts.push_back(json::parse(p.values.dump()));
+                          for (const auto& p : sweep.points)
+                            pts.push_back(json::parse(p.values.dump()));
                           return pts;
                         }()}};
   const fs::path record_path = fs::path(out_dir) / "sweep.json";
   if (fs::exists(record_path) && read_json_file(record_path.string(), "sweep record") != record)
-    throw config_error(out_dir + ": holds another sweep (sweep.json differs); choose another --out");
+    throw config_error(out_dir +
+                       ": holds another sweep (sweep.json differs); choose another --out");
   write_json_atomic(record_path.string(), record);
 
   int code = kExitOk;
   for (size_t i = 0; i < sweep.points.size(); ++i) {
     const SweepPoint& p = sweep.points[i];
     const fs::path dir = fs::path(out_dir) / p.folder;
-    log << "sweep " << sweep.name << ": point " << i + 1 << "/" << sweep.points.size() << " " << p.values.dump() << "\n";
+    log << "sweep " << sweep.name << ": point " << i + 1 << "/" << sweep.points.size() << " "
+        << p.values.dump() << "\n";
     std::string status;
-    if (fs::exists(dir / "summary.json")) status = read_json_file((dir / "summary.json").string(), "summary").value("status", "");
+    if (fs::exists(dir / "summary.json"))
+      status = read_json_file((dir / "summary.json").string(), "summary").value("status", "");
     if (status == "completed" || status == "diverged") {
       log << "  " << status << " before; skipped\n";
       continue;
@@ -191,7 +215,8 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
       fs::remove_all(dir);  // a start that left no checkpoint: nothing to keep
     }
     const RunResult r = run_training(config, dir.string(), log, options);
-    write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));  // kept current
+    write_file_atomic((fs::path(out_dir) / "sweep.csv").string(),
+                      sweep_csv(sweep, out_dir));  // kept current
     if (r.exit_code == kExitInterrupted) {
       code = kExitInterrupted;
       log << "sweep " << sweep.name << ": interrupted; run it again to continue\n";
@@ -199,7 +224,8 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
     }
   }
   write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));
-  log << "sweep " << sweep.name << ": table in " << (fs::path(out_dir) / "sweep.csv").string() << "\n";
+  log << "sweep " << sweep.name << ": table in " << (fs::path(out_dir) / "sweep.csv").string()
+      << "\n";
   return code;
 }
 

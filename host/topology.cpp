@@ -93,13 +93,15 @@ Edges undirected_edges(const TopologyConfig& c, int m, uint64_t seed) {
       }
   } else if (c.name == "hypercube") {
     if (m & (m - 1))
-      throw config_error("topology.name: \"hypercube\" needs workers to be a power of 2, found " + std::to_string(m));
+      throw config_error("topology.name: \"hypercube\" needs workers to be a power of 2, found " +
+                         std::to_string(m));
     for (int k = 0; k < m; ++k)
       for (int bit = 1; bit < m; bit <<= 1) add_edge(e, k, k ^ bit);
   } else if (c.name == "star") {
     for (int k = 1; k < m; ++k) add_edge(e, 0, k);
   } else if (c.name == "erdos_renyi") {
-    const double p = c.probability > 0 ? c.probability : std::min(1.0, m > 1 ? 2.0 * std::log(double(m)) / m : 1.0);
+    const double p = c.probability > 0 ? c.probability
+                                       : std::min(1.0, m > 1 ? 2.0 * std::log(double(m)) / m : 1.0);
     for (uint32_t attempt = 0; attempt < 100; ++attempt) {
       PhiloxStream rng(seed, RngDomain::Topology, attempt);
       e.clear();
@@ -109,15 +111,21 @@ Edges undirected_edges(const TopologyConfig& c, int m, uint64_t seed) {
       if (connected(m, e)) return e;
     }
     throw config_error("topology.probability: erdos_renyi with p = " + std::to_string(p) + " and " +
-                       std::to_string(m) + " workers gave no connected graph in 100 draws; raise it");
+                       std::to_string(m) +
+                       " workers gave no connected graph in 100 draws; raise it");
   } else if (c.name == "custom") {
-    if (!c.edges.is_array()) throw config_error("topology.edges: expected a list of [i, j] pairs, found " + c.edges.dump());
+    if (!c.edges.is_array())
+      throw config_error("topology.edges: expected a list of [i, j] pairs, found " +
+                         c.edges.dump());
     for (const auto& pair : c.edges) {
-      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() || !pair[1].is_number_integer())
-        throw config_error("topology.edges: expected [i, j] pairs of worker indices, found " + pair.dump());
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer() ||
+          !pair[1].is_number_integer())
+        throw config_error("topology.edges: expected [i, j] pairs of worker indices, found " +
+                           pair.dump());
       const int a = pair[0], b = pair[1];
       if (a < 0 || b < 0 || a >= m || b >= m)
-        throw config_error("topology.edges: edge " + pair.dump() + " names a worker outside 0.." + std::to_string(m - 1));
+        throw config_error("topology.edges: edge " + pair.dump() + " names a worker outside 0.." +
+                           std::to_string(m - 1));
       add_edge(e, a, b);
     }
   }
@@ -132,7 +140,8 @@ Csr weigh(int m, const Edges& edges, const std::string& rule) {
   std::vector<std::vector<std::pair<int, double>>> rows(m);
   for (auto [a, b] : edges) {
     // uniform: 1/(max_deg+1), which is 1/(deg+1) on a regular graph; metropolis (Xiao & Boyd 2004).
-    const double w = rule == "metropolis" ? 1.0 / (1 + std::max(deg[a], deg[b])) : 1.0 / (1 + max_deg);
+    const double w =
+        rule == "metropolis" ? 1.0 / (1 + std::max(deg[a], deg[b])) : 1.0 / (1 + max_deg);
     rows[a].push_back({b, w});
     rows[b].push_back({a, w});
   }
@@ -147,15 +156,19 @@ Csr weigh(int m, const Edges& edges, const std::string& rule) {
 }
 
 Csr custom_matrix(const nlohmann::json& matrix, int m) {
-  const auto where = [](int r, int j) { return "topology.matrix[" + std::to_string(r) + "][" + std::to_string(j) + "]"; };
+  const auto where = [](int r, int j) {
+    return "topology.matrix[" + std::to_string(r) + "][" + std::to_string(j) + "]";
+  };
   if (!matrix.is_array() || int(matrix.size()) != m)
-    throw config_error("topology.matrix: expected " + std::to_string(m) + " rows (one per worker), found " +
-                       (matrix.is_array() ? std::to_string(matrix.size()) + " rows" : matrix.dump()));
+    throw config_error(
+        "topology.matrix: expected " + std::to_string(m) + " rows (one per worker), found " +
+        (matrix.is_array() ? std::to_string(matrix.size()) + " rows" : matrix.dump()));
   std::vector<double> p(size_t(m) * m);
   for (int r = 0; r < m; ++r) {
     const auto& row = matrix[r];
     if (!row.is_array() || int(row.size()) != m)
-      throw config_error("topology.matrix[" + std::to_string(r) + "]: expected a row of " + std::to_string(m) + " numbers, found " + row.dump());
+      throw config_error("topology.matrix[" + std::to_string(r) + "]: expected a row of " +
+                         std::to_string(m) + " numbers, found " + row.dump());
     double sum = 0;
     for (int j = 0; j < m; ++j) {
       if (!row[j].is_number() || row[j].get<double>() < 0)
@@ -163,7 +176,9 @@ Csr custom_matrix(const nlohmann::json& matrix, int m) {
       sum += p[size_t(r) * m + j] = row[j].get<double>();
     }
     if (std::fabs(sum - 1.0) > 1e-9)
-      throw config_error("topology.matrix[" + std::to_string(r) + "]: expected a row summing to 1 (row-stochastic), found sum " + std::to_string(sum));
+      throw config_error("topology.matrix[" + std::to_string(r) +
+                         "]: expected a row summing to 1 (row-stochastic), found sum " +
+                         std::to_string(sum));
   }
   return Csr::from_dense(p, m);
 }
@@ -172,14 +187,15 @@ Csr custom_matrix(const nlohmann::json& matrix, int m) {
 
 TopologySchedule::TopologySchedule(const TopologyConfig& c, int m, uint64_t seed)
     : m_name(c.name), m_shuffle(c.shuffle), m_seed(seed) {
-  const bool fixed_weights = c.name == "exponential" || c.name == "one_peer_exponential" || c.name == "complete" ||
-                             (c.name == "custom" && !c.matrix.is_null());
+  const bool fixed_weights = c.name == "exponential" || c.name == "one_peer_exponential" ||
+                             c.name == "complete" || (c.name == "custom" && !c.matrix.is_null());
   if (fixed_weights && c.weights != "uniform")
     throw config_error("topology.weights: \"" + c.weights + "\" does not apply to " + c.name +
                        ", whose weights are fixed; remove it or use an undirected topology");
   const int tau = ceil_log2(m);
   if (c.name == "exponential") {
-    // Static, directed: k averages itself and k + 2^i mod m, i < ceil(log2 m), weights 1/(1+ceil(log2 m)).
+    // Static, directed: k averages itself and k + 2^i mod m, i < ceil(log2 m), weights
+    // 1/(1+ceil(log2 m)).
     Csr p;
     for (int k = 0; k < m; ++k) {
       std::vector<std::pair<int, double>> row{{k, 1.0 / (1 + tau)}};
@@ -192,8 +208,9 @@ TopologySchedule::TopologySchedule(const TopologyConfig& c, int m, uint64_t seed
     for (int i = 0; i < std::max(tau, 1); ++i) {
       Csr p;
       for (int k = 0; k < m; ++k)
-        p.add_row(m == 1 ? std::vector<std::pair<int, double>>{{0, 1.0}}
-                         : std::vector<std::pair<int, double>>{{k, 0.5}, {(k + (1 << i)) % m, 0.5}});
+        p.add_row(m == 1
+                      ? std::vector<std::pair<int, double>>{{0, 1.0}}
+                      : std::vector<std::pair<int, double>>{{k, 0.5}, {(k + (1 << i)) % m, 0.5}});
       m_phases.push_back(p);
     }
   } else if (c.name == "complete") {
@@ -236,7 +253,8 @@ const Csr& TopologySchedule::at(int64_t step) {
   m_shuffled = Csr{};
   for (int i = 0; i < m; ++i) {
     std::vector<std::pair<int, double>> row;
-    for (int e = base.row_ptr[pi[i]]; e < base.row_ptr[pi[i] + 1]; ++e) row.push_back({inv[base.col[e]], base.val[e]});
+    for (int e = base.row_ptr[pi[i]]; e < base.row_ptr[pi[i] + 1]; ++e)
+      row.push_back({inv[base.col[e]], base.val[e]});
     m_shuffled.add_row(row);
   }
   return m_shuffled;

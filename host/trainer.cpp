@@ -12,13 +12,13 @@
 #include <fstream>
 #include <iostream>
 
+#include "equivalence.hpp"
 #include "gossamer/backend.hpp"
 #include "gossamer/checkpoint.hpp"
 #include "gossamer/curvature.hpp"
-#include "gossamer/simulation.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/schedule.hpp"
-#include "equivalence.hpp"
+#include "gossamer/simulation.hpp"
 #include "sinks.hpp"
 
 namespace gossamer {
@@ -29,7 +29,9 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+extern "C" void on_sigint(int) {
+  g_interrupted = true;
+}
 
 // Installs the SIGINT handler for the length of a run: Ctrl-C ends the run cleanly
 // (summary.json written, metrics kept) instead of killing it mid-write.
@@ -54,15 +56,17 @@ std::string default_out_dir(const std::string& name) {
 
 void prepare_out_dir(const std::string& dir) {
   if (fs::exists(dir / fs::path("metrics.jsonl")) || fs::exists(dir / fs::path("summary.json")))
-    throw config_error("--out " + dir + ": already holds a run (metrics.jsonl or summary.json); choose another folder or remove it");
+    throw config_error("--out " + dir +
+                       ": already holds a run (metrics.jsonl or summary.json); choose another "
+                       "folder or remove it");
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw runtime_error(dir + ": cannot create the run folder: " + ec.message());
 }
 
 // One evaluation: a line of metrics.jsonl.
-json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, double lr, double grad_norm,
-              double wall) {
+json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, double lr,
+              double grad_norm, double wall) {
   json m;
   m["step"] = step;
   m["epoch"] = epoch;
@@ -88,8 +92,12 @@ json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, 
   if (c.metrics.ensemble) {
     const auto e = backend.evaluate_ensemble(Split::Test);
     const auto stats = [](const PredictiveStats& p) {
-      return json{{"accuracy", p.accuracy}, {"nll", p.nll}, {"ece", p.ece}, {"bin_accuracy", p.bin_accuracy},
-                  {"bin_confidence", p.bin_confidence}, {"bin_count", p.bin_count}};
+      return json{{"accuracy", p.accuracy},
+                  {"nll", p.nll},
+                  {"ece", p.ece},
+                  {"bin_accuracy", p.bin_accuracy},
+                  {"bin_confidence", p.bin_confidence},
+                  {"bin_count", p.bin_count}};
     };
     m["ensemble"] = {{"workers", stats(e.ensemble)}, {"mean_model", stats(e.mean_model)}};
   }
@@ -104,7 +112,8 @@ json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, 
 // Non-finite JSON numbers are written as null by nlohmann; name them before they vanish.
 std::string nonfinite_quantity(const json& m) {
   for (const char* key : {"train_loss", "test_loss", "consensus_distance", "grad_norm"})
-    if (m.contains(key) && m[key].is_number_float() && !std::isfinite(m[key].get<double>())) return key;
+    if (m.contains(key) && m[key].is_number_float() && !std::isfinite(m[key].get<double>()))
+      return key;
   return "";
 }
 
@@ -123,7 +132,8 @@ void truncate_metrics(const std::string& path, int64_t step) {
   std::string kept, line;
   while (std::getline(in, line)) {
     const json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("step")) throw runtime_error(path + ": not a metrics.jsonl line: " + line);
+    if (j.is_discarded() || !j.contains("step"))
+      throw runtime_error(path + ": not a metrics.jsonl line: " + line);
     if (j["step"].get<int64_t>() <= step) kept += line + "\n";
   }
   write_file_atomic(path, kept);
@@ -131,9 +141,12 @@ void truncate_metrics(const std::string& path, int64_t step) {
 
 }  // namespace
 
-RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log, const RunOptions& opt) {
+RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log,
+                       const RunOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  const auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
 
   RunResult result;
   result.out_dir = out_arg.empty() ? default_out_dir(c.name) : out_arg;
@@ -141,14 +154,19 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   if (opt.resume) {
     resume_from = read_checkpoint(checkpoint_path(result.out_dir));
     if (config_hash(resume_from.config) != config_hash(c.resolved))
-      throw config_error(result.out_dir + "/config.json: does not match the config the checkpoint was written with (hash " +
-                         config_hash(resume_from.config) + " vs " + config_hash(c.resolved) + "); restore it or start a new run");
+      throw config_error(
+          result.out_dir +
+          "/config.json: does not match the config the checkpoint was written with (hash " +
+          config_hash(resume_from.config) + " vs " + config_hash(c.resolved) +
+          "); restore it or start a new run");
   } else {
     prepare_out_dir(result.out_dir);
   }
 
   if (opt.resume && c.algorithm.track_adsam)
-    throw config_error(result.out_dir + ": algorithm.track_adsam runs cannot be resumed (the companion models are not checkpointed)");
+    throw config_error(result.out_dir +
+                       ": algorithm.track_adsam runs cannot be resumed (the companion models are "
+                       "not checkpointed)");
   std::unique_ptr<Simulation> sim = make_simulation(c);
   Backend& backend = *sim->backend;
   std::unique_ptr<EquivalenceTracker> equivalence;
@@ -173,20 +191,27 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   }
   MetricsWriter metrics(result.out_dir + "/metrics.jsonl");
 
-  log << "gossamer: " << c.name << " -> " << result.out_dir << (opt.resume ? " (resumed at step " + std::to_string(done) + ")" : "") << "\n"
-      << "  data     " << sim->data.train.source << ": " << sim->data.train.n << " train / " << sim->data.test.n << " test, "
-      << sim->data.train.features << " features, " << sim->data.train.classes << " classes\n"
+  log << "gossamer: " << c.name << " -> " << result.out_dir
+      << (opt.resume ? " (resumed at step " + std::to_string(done) + ")" : "") << "\n"
+      << "  data     " << sim->data.train.source << ": " << sim->data.train.n << " train / "
+      << sim->data.test.n << " test, " << sim->data.train.features << " features, "
+      << sim->data.train.classes << " classes\n"
       << "  model    " << sim->model.describe() << "\n"
-      << "  workers  " << c.workers << " x batch " << c.optimizer.batch_size << " = total batch " << total_batch << ", "
-      << c.partition.kind << " partition\n"
-      << "  algo     " << c.algorithm.name << (c.algorithm.name == "dsgd" ? " (" + c.algorithm.form + ")" : "") << " on "
-      << c.topology.name << (sim->mixing.spectrum_computed ? ", spectral gap " + std::to_string(sim->mixing.gap.gap_sigma) : "")
+      << "  workers  " << c.workers << " x batch " << c.optimizer.batch_size << " = total batch "
+      << total_batch << ", " << c.partition.kind << " partition\n"
+      << "  algo     " << c.algorithm.name
+      << (c.algorithm.name == "dsgd" ? " (" + c.algorithm.form + ")" : "") << " on "
+      << c.topology.name
+      << (sim->mixing.spectrum_computed
+              ? ", spectral gap " + std::to_string(sim->mixing.gap.gap_sigma)
+              : "")
       << "\n"
       << "  backend  " << sim->backend_note << "\n"
-      << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr " << scaled_lr(c.optimizer, total_batch)
-      << "\n";
+      << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr "
+      << scaled_lr(c.optimizer, total_batch) << "\n";
   if (c.curvature.every > 0)
-    log << "  curvature every " << c.curvature.every << " steps on " << sim->curvature_subset.size() << " training samples\n";
+    log << "  curvature every " << c.curvature.every << " steps on " << sim->curvature_subset.size()
+        << " training samples\n";
 
   Progress progress(log, &log == &std::cout && isatty(STDOUT_FILENO), steps);
   SigintScope sigint;
@@ -198,8 +223,10 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   };
   auto record = [&](int64_t step, double lr, double grad_norm) {
     const double e0 = seconds();
-    last = evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
-    if (step == steps) {  // the last line: w-bar on the whole training set too, for the generalization gap
+    last =
+        evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
+    if (step ==
+        steps) {  // the last line: w-bar on the whole training set too, for the generalization gap
       const EvalStats train = backend.evaluate_mean(Split::Train);
       last["train_loss_wbar"] = train.loss;
       last["train_acc_wbar"] = train.accuracy;
@@ -207,7 +234,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     }
     if (equivalence) last["equivalence"] = equivalence->report(backend);
     if (curvature_due(step))
-      last["curvature"] = measure_curvature(backend, c.curvature, c.workers, int64_t(sim->curvature_subset.size()), c.seed, step);
+      last["curvature"] = measure_curvature(backend, c.curvature, c.workers,
+                                            int64_t(sim->curvature_subset.size()), c.seed, step);
     eval_seconds += seconds() - e0;
     session_eval_seconds += seconds() - e0;
     best_acc = std::max(best_acc, last["test_acc"].get<double>());
@@ -220,7 +248,9 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     Checkpoint ck;
     ck.step = done;
     ck.config = c.resolved;
-    ck.trainer = {{"last", last}, {"best_test_acc", best_acc}, {"eval_time_s", eval_seconds},
+    ck.trainer = {{"last", last},
+                  {"best_test_acc", best_acc},
+                  {"eval_time_s", eval_seconds},
                   {"wall_time_s", prior_wall + seconds()}};
     ck.state = backend.save_state();
     write_checkpoint(result.out_dir + "/checkpoint.bin", ck);
@@ -230,7 +260,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   if (!opt.resume) record(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
   for (int64_t t = done; t < steps; ++t) {
     const double lr = learning_rate(c.optimizer, t, steps, total_batch);
-    const bool eval_now = (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
+    const bool eval_now =
+        (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
     double grad_norm = NAN;
     if (equivalence) equivalence->step(backend, t, lr);
     train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
@@ -251,7 +282,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         break;
       }
     }
-    if (c.train.checkpoint_every > 0 && done % c.train.checkpoint_every == 0 && done < steps) save_checkpoint();
+    if (c.train.checkpoint_every > 0 && done % c.train.checkpoint_every == 0 && done < steps)
+      save_checkpoint();
     progress.step(done, loop_seconds());
     if (g_interrupted || done == opt.stop_after) {
       status = "interrupted";
@@ -272,7 +304,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   s["best_test_acc"] = best_acc;
   s["wall_time_s"] = prior_wall + wall;
   s["eval_time_s"] = eval_seconds;
-  s["setup_time_s"] = loop_start;  // data loading, partition, topology analysis, backend set-up (this session)
+  s["setup_time_s"] =
+      loop_start;  // data loading, partition, topology analysis, backend set-up (this session)
   // Training steps of this session only (evaluation and curvature excluded).
   s["steps_per_second"] = double(done - (opt.resume ? resume_from.step : 0)) /
                           std::max(wall - loop_start - session_eval_seconds, 1e-9);
@@ -283,20 +316,26 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   s["peak_lr"] = scaled_lr(c.optimizer, total_batch);
   s["topology"] = {{"name", c.topology.name}, {"time_varying", sim->topology->time_varying()}};
   if (sim->mixing.spectrum_computed)
-    s["topology"].update({{"spectral_gap_sigma", sim->mixing.gap.gap_sigma}, {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
+    s["topology"].update({{"spectral_gap_sigma", sim->mixing.gap.gap_sigma},
+                          {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
                           {"period_gap_sigma", sim->mixing.period_gap_sigma}});
   if (!divergence.empty()) s["divergence"] = divergence;
   write_json_atomic(result.out_dir + "/summary.json", s);
 
-  if (status == "diverged") log << "gossamer: diverged: " << divergence << "; summary in " << result.out_dir << "\n";
+  if (status == "diverged")
+    log << "gossamer: diverged: " << divergence << "; summary in " << result.out_dir << "\n";
   else if (status == "interrupted")
-    log << "gossamer: interrupted at step " << done << "; checkpoint, metrics and summary kept in " << result.out_dir
-        << " (continue with: gossamer run --resume " << result.out_dir << ")\n";
+    log << "gossamer: interrupted at step " << done << "; checkpoint, metrics and summary kept in "
+        << result.out_dir << " (continue with: gossamer run --resume " << result.out_dir << ")\n";
   else
-    log << "gossamer: done: " << done << " steps in " << prior_wall + wall << " s (" << s["steps_per_second"].get<double>()
-        << " steps/s excluding evaluation), test accuracy of w-bar " << last["test_acc"].get<double>() << "\n";
+    log << "gossamer: done: " << done << " steps in " << prior_wall + wall << " s ("
+        << s["steps_per_second"].get<double>()
+        << " steps/s excluding evaluation), test accuracy of w-bar "
+        << last["test_acc"].get<double>() << "\n";
   result.status = status;
-  result.exit_code = status == "diverged" ? kExitDiverged : status == "interrupted" ? kExitInterrupted : kExitOk;
+  result.exit_code = status == "diverged"      ? kExitDiverged
+                     : status == "interrupted" ? kExitInterrupted
+                                               : kExitOk;
   result.summary = s;
   return result;
 }

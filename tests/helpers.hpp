@@ -17,8 +17,9 @@ namespace gossamer::test_util {
 inline nlohmann::json tiny_config(const nlohmann::json& patch = nlohmann::json::object()) {
   nlohmann::json c = {
       {"workers", 4},
-      {"data", {{"dataset", "synthetic"},
-                {"synthetic", {{"features", 8}, {"classes", 3}, {"train", 256}, {"test", 128}}}}},
+      {"data",
+       {{"dataset", "synthetic"},
+        {"synthetic", {{"features", 8}, {"classes", 3}, {"train", 256}, {"test", 128}}}}},
       {"model", {{"hidden", {6}}, {"activation", "tanh"}}},
       {"optimizer", {{"lr", 0.1}, {"batch_size", 5}}},
       {"train", {{"steps", 20}, {"eval_every", 10}}},

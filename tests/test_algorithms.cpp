@@ -24,7 +24,8 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
 void run_steps(Sim& s, int steps) {
   TopologySchedule topo(s->config.topology, s->config.workers, s->config.seed);
   for (int t = 0; t < steps; ++t)
-    train_step(*s->backend, s->config, topo, t, learning_rate(s->config.optimizer, t, steps, 20), nullptr);
+    train_step(*s->backend, s->config, topo, t, learning_rate(s->config.optimizer, t, steps, 20),
+               nullptr);
 }
 
 // An empty path for a run folder (run_training creates it).
@@ -42,7 +43,10 @@ class AtcCompleteTest : public ::testing::TestWithParam<json> {};
 
 TEST_P(AtcCompleteTest, EqualsCsgdOver20StepsFloat64) {
   const json opt = GetParam();
-  Sim dsgd = make_sim({{"algorithm", {{"name", "dsgd"}, {"form", "atc"}}}, {"topology", {{"name", "complete"}}}, {"optimizer", opt}}, true);
+  Sim dsgd = make_sim({{"algorithm", {{"name", "dsgd"}, {"form", "atc"}}},
+                       {"topology", {{"name", "complete"}}},
+                       {"optimizer", opt}},
+                      true);
   Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", opt}}, true);
   run_steps(dsgd, 20);
   run_steps(csgd, 20);
@@ -53,10 +57,12 @@ TEST_P(AtcCompleteTest, EqualsCsgdOver20StepsFloat64) {
   EXPECT_LT(csgd->backend->consensus_distance(), 1e-20);
 }
 
-INSTANTIATE_TEST_SUITE_P(Optimizers, AtcCompleteTest,
-                         ::testing::Values(json{{"lr", 0.2}}, json{{"lr", 0.1}, {"momentum", 0.9}, {"weight_decay", 1e-3}},
-                                           json{{"lr", 0.1}, {"momentum", 0.8}, {"nesterov", true}}),
-                         [](const auto& info) { return std::to_string(info.index); });
+INSTANTIATE_TEST_SUITE_P(
+    Optimizers, AtcCompleteTest,
+    ::testing::Values(json{{"lr", 0.2}},
+                      json{{"lr", 0.1}, {"momentum", 0.9}, {"weight_decay", 1e-3}},
+                      json{{"lr", 0.1}, {"momentum", 0.8}, {"nesterov", true}}),
+    [](const auto& info) { return std::to_string(info.index); });
 
 TEST(AlgorithmTest, LocalSgdWithOneLocalStepEqualsCsgd) {
   Sim local = make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 1}}}}, true);
@@ -67,7 +73,8 @@ TEST(AlgorithmTest, LocalSgdWithOneLocalStepEqualsCsgd) {
 }
 
 TEST(AlgorithmTest, LocalSgdDriftsBetweenAveragings) {
-  Sim s = make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 3}}}, {"workers", 4}}, true);
+  Sim s =
+      make_sim({{"algorithm", {{"name", "local_sgd"}, {"local_steps", 3}}}, {"workers", 4}}, true);
   TopologySchedule topo(s->config.topology, 4, 1);
   train_step(*s->backend, s->config, topo, 0, 0.1);
   EXPECT_GT(s->backend->consensus_distance(), 0.0);
@@ -83,7 +90,9 @@ class ContractionTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ContractionTest, ConsensusDistanceShrinksAtLeastByTheGap) {
   const std::string name = GetParam();
-  Sim s = make_sim({{"workers", 8}, {"topology", {{"name", name}}}, {"optimizer", {{"lr", 0.0}}},
+  Sim s = make_sim({{"workers", 8},
+                    {"topology", {{"name", name}}},
+                    {"optimizer", {{"lr", 0.0}}},
                     {"model", {{"same_init", false}}}},
                    true);
   TopologySchedule topo(s->config.topology, 8, s->config.seed);
@@ -93,13 +102,14 @@ TEST_P(ContractionTest, ConsensusDistanceShrinksAtLeastByTheGap) {
   for (int t = 1; t <= 12; ++t) {
     train_step(*s->backend, s->config, topo, t - 1, 0.0);
     const double bound = std::pow(1.0 - gap, 2.0 * t) * cd0;
-    EXPECT_LE(s->backend->consensus_distance(), bound * (1 + 1e-9) + 1e-28) << name << " step " << t;
+    EXPECT_LE(s->backend->consensus_distance(), bound * (1 + 1e-9) + 1e-28)
+        << name << " step " << t;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(StaticTopologies, ContractionTest,
-                         ::testing::Values("ring", "grid", "torus", "exponential", "hypercube", "star", "complete",
-                                           "erdos_renyi"));
+                         ::testing::Values("ring", "grid", "torus", "exponential", "hypercube",
+                                           "star", "complete", "erdos_renyi"));
 
 TEST(AlgorithmTest, MinibatchesComeFromTheWorkersOwnShardAndRepeatBySeed) {
   Sim a = make_sim({{"partition", {{"kind", "shards"}, {"classes_per_worker", 1}}}}, false);
@@ -127,8 +137,10 @@ TEST(AlgorithmTest, Float32MatchesFloat64Reference) {
 }
 
 TEST(TrainerTest, SameSeedGivesBitIdenticalMetrics) {
-  const json cfg = tiny_config({{"workers", 6}, {"train", {{"steps", 60}, {"eval_every", 15}}},
-                                {"optimizer", {{"momentum", 0.9}}}, {"topology", {{"name", "one_peer_exponential"}}}});
+  const json cfg = tiny_config({{"workers", 6},
+                                {"train", {{"steps", 60}, {"eval_every", 15}}},
+                                {"optimizer", {{"momentum", 0.9}}},
+                                {"topology", {{"name", "one_peer_exponential"}}}});
   std::vector<std::string> lines[2];
   for (int run = 0; run < 2; ++run) {
     const std::string dir = temp_dir("determinism" + std::to_string(run));
@@ -150,7 +162,8 @@ TEST(TrainerTest, SameSeedGivesBitIdenticalMetrics) {
 TEST(TrainerTest, DivergenceStopsWithExitCode3AndNamesTheStep) {
   const std::string dir = temp_dir("diverge");
   std::ostringstream log;
-  const RunResult r = run_training(load_config(tiny_config({{"optimizer", {{"lr", 1e300}}}}), {}, "test"), dir, log);
+  const RunResult r = run_training(
+      load_config(tiny_config({{"optimizer", {{"lr", 1e300}}}}), {}, "test"), dir, log);
   EXPECT_EQ(r.exit_code, kExitDiverged);
   EXPECT_EQ(r.status, "diverged");
   EXPECT_NE(r.summary["divergence"].get<std::string>().find("at step"), std::string::npos);
@@ -162,7 +175,8 @@ TEST(TrainerTest, DivergenceStopsWithExitCode3AndNamesTheStep) {
 TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
   const std::string dir = temp_dir("outputs");
   std::ostringstream log;
-  const RunResult r = run_training(load_config(tiny_config({{"train", {{"steps", 30}}}}), {}, "test"), dir, log);
+  const RunResult r =
+      run_training(load_config(tiny_config({{"train", {{"steps", 30}}}}), {}, "test"), dir, log);
   ASSERT_EQ(r.exit_code, kExitOk);
   std::ifstream cfg(dir + "/config.json");
   const json resolved = json::parse(cfg);
@@ -172,8 +186,10 @@ TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
   EXPECT_EQ(summary["status"], "completed");
   EXPECT_EQ(summary["steps_done"], 30);
   EXPECT_EQ(summary["config_hash"], config_hash(resolved));
-  EXPECT_GT(summary["final"]["test_acc"].get<double>(), 0.6);  // well above chance (1/3) on the mixture
-  for (const char* key : {"train_loss", "test_loss", "test_acc", "consensus_distance", "grad_norm", "lr", "epoch"})
+  EXPECT_GT(summary["final"]["test_acc"].get<double>(),
+            0.6);  // well above chance (1/3) on the mixture
+  for (const char* key :
+       {"train_loss", "test_loss", "test_acc", "consensus_distance", "grad_norm", "lr", "epoch"})
     EXPECT_TRUE(summary["final"].contains(key)) << key;
   // A second run into the same folder is refused; what is there stays.
   EXPECT_THROW(run_training(load_config(tiny_config(), {}, "test"), dir, log), Error);
@@ -184,15 +200,21 @@ TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
 
 // The SAM baselines reduce to C-SGD exactly when their perturbation is zero.
 TEST(AlgorithmTest, SamWithRhoZeroAndAdsamWithSigmaZeroEqualCsgdExactly) {
-  Sim csgd = make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
-  Sim sam = make_sim({{"algorithm", {{"name", "csgd_sam"}, {"sam_rho", 0.0}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
-  Sim adsam = make_sim({{"algorithm", {{"name", "csgd_adsam"}, {"adsam_sigma", 0.0}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
+  Sim csgd =
+      make_sim({{"algorithm", {{"name", "csgd"}}}, {"optimizer", {{"momentum", 0.9}}}}, false);
+  Sim sam = make_sim(
+      {{"algorithm", {{"name", "csgd_sam"}, {"sam_rho", 0.0}}}, {"optimizer", {{"momentum", 0.9}}}},
+      false);
+  Sim adsam = make_sim({{"algorithm", {{"name", "csgd_adsam"}, {"adsam_sigma", 0.0}}},
+                        {"optimizer", {{"momentum", 0.9}}}},
+                       false);
   run_steps(csgd, 15);
   run_steps(sam, 15);
   run_steps(adsam, 15);
   EXPECT_EQ(sam->backend->weights(), csgd->backend->weights());
   EXPECT_EQ(adsam->backend->weights(), csgd->backend->weights());
-  EXPECT_EQ(sam->backend->take_train_loss().mean, csgd->backend->take_train_loss().mean);  // one pass counted
+  EXPECT_EQ(sam->backend->take_train_loss().mean,
+            csgd->backend->take_train_loss().mean);  // one pass counted
 }
 
 TEST(AlgorithmTest, SamAndAdsamWithPerturbationsMoveOtherwiseAndKeepOneModel) {
@@ -237,7 +259,8 @@ TEST(TrainerTest, EquivalenceCompanionsFollowTheSameDataStream) {
   const auto run = [](const json& patch) {
     const std::string dir = temp_dir("equivalence");
     std::ostringstream log;
-    const json cfg = tiny_config({{"precision", "float64"}, {"algorithm", {{"name", "dsgd"}, {"track_adsam", true}}},
+    const json cfg = tiny_config({{"precision", "float64"},
+                                  {"algorithm", {{"name", "dsgd"}, {"track_adsam", true}}},
                                   {"train", {{"steps", 20}, {"eval_every", 10}}}});
     json merged = cfg;
     merged.merge_patch(patch);

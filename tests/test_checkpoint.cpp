@@ -17,11 +17,13 @@ namespace {
 
 // Momentum, a time-varying topology and curvature in the metrics: all must survive a resume.
 json resumable_config() {
-  return tiny_config({{"workers", 5},
-                      {"optimizer", {{"momentum", 0.9}, {"schedule", "cosine"}, {"warmup_steps", 5}}},
-                      {"topology", {{"name", "one_peer_exponential"}}},
-                      {"train", {{"steps", 60}, {"eval_every", 10}}},
-                      {"curvature", {{"every", 20}, {"probes", 4}, {"topk", 2}, {"lanczos_steps", 6}, {"samples", 64}}}});
+  return tiny_config(
+      {{"workers", 5},
+       {"optimizer", {{"momentum", 0.9}, {"schedule", "cosine"}, {"warmup_steps", 5}}},
+       {"topology", {{"name", "one_peer_exponential"}}},
+       {"train", {{"steps", 60}, {"eval_every", 10}}},
+       {"curvature",
+        {{"every", 20}, {"probes", 4}, {"topk", 2}, {"lanczos_steps", 6}, {"samples", 64}}}});
 }
 
 std::vector<std::string> metrics_without_times(const fs::path& dir) {
@@ -41,7 +43,9 @@ std::string read_bytes(const fs::path& p) {
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
-void write_bytes(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary) << bytes;
+}
 
 class CheckpointTest : public TempDirTest {
  protected:
@@ -123,7 +127,9 @@ TEST_F(CheckpointTest, ResumeRefusesAChangedConfig) {
     train(dir, resume);
     FAIL() << "resumed with another config";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("does not match the config the checkpoint was written with"), std::string::npos);
+    EXPECT_NE(
+        std::string(e.what()).find("does not match the config the checkpoint was written with"),
+        std::string::npos);
   }
 }
 
@@ -138,7 +144,8 @@ TEST_F(CheckpointTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
   resume.resume = true;
   const RunResult second = train(m_dir / "parts", resume);
   ASSERT_EQ(second.exit_code, kExitOk);
-  const auto whole = metrics_without_times(m_dir / "whole"), parts = metrics_without_times(m_dir / "parts");
+  const auto whole = metrics_without_times(m_dir / "whole"),
+             parts = metrics_without_times(m_dir / "parts");
   ASSERT_EQ(whole.size(), 7u);  // steps 0, 10, ..., 60
   EXPECT_EQ(parts, whole);
   EXPECT_NE(whole[2].find("curvature"), std::string::npos);

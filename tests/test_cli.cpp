@@ -4,10 +4,10 @@
 
 #include <array>
 #include <cmath>
-#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "gossamer/error.hpp"
 #include "helpers.hpp"
@@ -39,7 +39,8 @@ class CliTest : public gossamer::test_util::TempDirTest {
     return path;
   }
   std::string tiny() {
-    return config(R"({"workers": 3, "data": {"synthetic": {"train": 120, "test": 60, "features": 4, "classes": 2}},
+    return config(
+        R"({"workers": 3, "data": {"synthetic": {"train": 120, "test": 60, "features": 4, "classes": 2}},
                       "model": {"hidden": [5]}, "optimizer": {"batch_size": 4}, "train": {"steps": 10, "eval_every": 5}})");
   }
 };
@@ -49,14 +50,19 @@ class CliTest : public gossamer::test_util::TempDirTest {
 TEST_F(CliTest, RunSucceedsAndWritesTheRunFolder) {
   const Result r = run_cli("run " + tiny() + " --backend cpu --out " + (m_dir / "run").string());
   EXPECT_EQ(r.code, gossamer::kExitOk) << r.output;
-  for (const char* f : {"config.json", "metrics.jsonl", "summary.json"}) EXPECT_TRUE(fs::exists(m_dir / "run" / f)) << f;
-  EXPECT_NE(r.output.find("step 10/10"), std::string::npos) << "a plain line per eval in a pipe: " << r.output;
+  for (const char* f : {"config.json", "metrics.jsonl", "summary.json"})
+    EXPECT_TRUE(fs::exists(m_dir / "run" / f)) << f;
+  EXPECT_NE(r.output.find("step 10/10"), std::string::npos)
+      << "a plain line per eval in a pipe: " << r.output;
 }
 
 TEST_F(CliTest, ConfigErrorsExitWith2) {
-  Result r = run_cli("run " + config(R"({"optimizer": {"lrr": 0.1}})") + " --out " + (m_dir / "a").string());
+  Result r = run_cli("run " + config(R"({"optimizer": {"lrr": 0.1}})") + " --out " +
+                     (m_dir / "a").string());
   EXPECT_EQ(r.code, gossamer::kExitUsage);
-  EXPECT_NE(r.output.find("cfg.json: unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cfg.json: unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+            std::string::npos)
+      << r.output;
   r = run_cli("run " + config(R"({"workers": "many"})"));
   EXPECT_EQ(r.code, gossamer::kExitUsage);
   EXPECT_NE(r.output.find("workers: expected an integer"), std::string::npos) << r.output;
@@ -76,22 +82,26 @@ TEST_F(CliTest, ConfigErrorsExitWith2) {
 }
 
 TEST_F(CliTest, MissingDataExitsWith1NamingTheFile) {
-  const Result r = run_cli("run " + config(R"({"data": {"dataset": "idx", "path": "/nonexistent"}})") + " --out " +
-                           (m_dir / "r").string());
+  const Result r =
+      run_cli("run " + config(R"({"data": {"dataset": "idx", "path": "/nonexistent"}})") +
+              " --out " + (m_dir / "r").string());
   EXPECT_EQ(r.code, gossamer::kExitRuntime);
   EXPECT_NE(r.output.find("/nonexistent/train-images-idx3-ubyte"), std::string::npos) << r.output;
 }
 
 TEST_F(CliTest, DivergedRunExitsWith3) {
-  const Result r = run_cli("run " + tiny() + " --set optimizer.lr=1e300 --out " + (m_dir / "d").string());
+  const Result r =
+      run_cli("run " + tiny() + " --set optimizer.lr=1e300 --out " + (m_dir / "d").string());
   EXPECT_EQ(r.code, gossamer::kExitDiverged) << r.output;
   EXPECT_NE(r.output.find("diverged"), std::string::npos);
 }
 
 TEST_F(CliTest, CtrlCWritesTheSummaryAndKeepsTheMetrics) {
   const auto dir = m_dir / "int";
-  const Result r = run_cli("run " + tiny() + " --set train.steps=100000000 --set train.eval_every=500 --out " + dir.string(),
-                           "timeout --preserve-status -s INT 2 ");
+  const Result r =
+      run_cli("run " + tiny() + " --set train.steps=100000000 --set train.eval_every=500 --out " +
+                  dir.string(),
+              "timeout --preserve-status -s INT 2 ");
   EXPECT_EQ(r.code, gossamer::kExitInterrupted) << r.output;
   std::ifstream summary(dir / "summary.json");
   const auto s = nlohmann::json::parse(summary);
@@ -103,17 +113,20 @@ TEST_F(CliTest, CtrlCWritesTheSummaryAndKeepsTheMetrics) {
   EXPECT_EQ(nlohmann::json::parse(first)["step"], 0);
   EXPECT_TRUE(fs::exists(dir / "checkpoint.bin"));
   // ... and the run continues from it, stopped again after a moment.
-  const Result again = run_cli("run --resume " + dir.string(), "timeout --preserve-status -s INT 2 ");
+  const Result again =
+      run_cli("run --resume " + dir.string(), "timeout --preserve-status -s INT 2 ");
   EXPECT_EQ(again.code, gossamer::kExitInterrupted) << again.output;
   EXPECT_NE(again.output.find("resumed at step"), std::string::npos) << again.output;
   std::ifstream summary2(dir / "summary.json");
-  EXPECT_GT(nlohmann::json::parse(summary2)["steps_done"].get<int64_t>(), s["steps_done"].get<int64_t>());
+  EXPECT_GT(nlohmann::json::parse(summary2)["steps_done"].get<int64_t>(),
+            s["steps_done"].get<int64_t>());
 }
 
 TEST_F(CliTest, CurvatureOfASavedRun) {
   const auto dir = m_dir / "c";
   ASSERT_EQ(run_cli("run " + tiny() + " --out " + dir.string()).code, 0);
-  Result r = run_cli("curvature " + dir.string() + " --what trace,reg --set curvature.probes=8 --json");
+  Result r =
+      run_cli("curvature " + dir.string() + " --what trace,reg --set curvature.probes=8 --json");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["step"], 10);
@@ -131,7 +144,8 @@ TEST_F(CliTest, TopologyPrintsItsProperties) {
   Result r = run_cli("topology --name ring --workers 8 --json");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
-  EXPECT_NEAR(j["spectral_gap_sigma"].get<double>(), 1 - (1.0 / 3 + 2.0 / 3 * std::cos(2 * M_PI / 8)), 1e-12);
+  EXPECT_NEAR(j["spectral_gap_sigma"].get<double>(),
+              1 - (1.0 / 3 + 2.0 / 3 * std::cos(2 * M_PI / 8)), 1e-12);
   EXPECT_EQ(j["matrix"].size(), 8u);
   EXPECT_TRUE(j["doubly_stochastic"].get<bool>());
   r = run_cli("topology --name exponential --workers 8");
@@ -145,7 +159,8 @@ TEST_F(CliTest, TopologyPrintsItsProperties) {
 TEST_F(CliTest, DevicesAnswersEitherWay) {
   const Result r = run_cli("devices");
   EXPECT_EQ(r.code, 0);
-  EXPECT_TRUE(r.output.find("GPU 0:") != std::string::npos || r.output.find("no GPU visible") != std::string::npos ||
+  EXPECT_TRUE(r.output.find("GPU 0:") != std::string::npos ||
+              r.output.find("no GPU visible") != std::string::npos ||
               r.output.find("without CUDA") != std::string::npos)
       << r.output;
 }

@@ -4,9 +4,9 @@
 #include <cmath>
 
 #include "gossamer/cuda.hpp"
+#include "gossamer/devices.hpp"
 #include "gossamer/philox.hpp"
 #include "gossamer/topology.hpp"
-#include "gossamer/devices.hpp"
 #include "helpers.hpp"
 
 using namespace gossamer;
@@ -21,18 +21,22 @@ class CudaTest : public ::testing::Test {
 };
 
 TEST_F(CudaTest, SamplingDrawsTheCpuBackendsMinibatchIndices) {
-  test_util::Sim s = test_util::make_sim({{"workers", 5}, {"optimizer", {{"batch_size", 7}}}}, false);
+  test_util::Sim s =
+      test_util::make_sim({{"workers", 5}, {"optimizer", {{"batch_size", 7}}}}, false);
   for (int64_t step : {0, 1, 36, 1000003}) {
     s->backend->sample(step);
-    EXPECT_EQ(cuda_sample_minibatches(s->partition, s->config.seed, step, 7), s->backend->minibatch_indices()) << "step " << step;
+    EXPECT_EQ(cuda_sample_minibatches(s->partition, s->config.seed, step, 7),
+              s->backend->minibatch_indices())
+        << "step " << step;
   }
 }
 
 // The fused kernel against a float64 evaluation of the same formula, on random inputs,
 // every topology shape that matters (static ring, directed exponential, complete), both
 // forms, with and without (Nesterov) momentum, and m = 1, 3.
-class CudaGossipTest : public CudaTest,
-                       public ::testing::WithParamInterface<std::tuple<std::string, int, bool, double, bool>> {};
+class CudaGossipTest
+    : public CudaTest,
+      public ::testing::WithParamInterface<std::tuple<std::string, int, bool, double, bool>> {};
 
 TEST_P(CudaGossipTest, MatchesFloat64Reference) {
   const auto [name, m, atc, mu, nesterov] = GetParam();
@@ -84,8 +88,9 @@ TEST_P(CudaGossipTest, MatchesFloat64Reference) {
   if (mu > 0) EXPECT_LT(std::sqrt(bnum / bden), 1e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CudaGossipTest,
-    ::testing::Values(std::make_tuple("ring", 8, false, 0.0, false), std::make_tuple("ring", 8, true, 0.9, false),
-                      std::make_tuple("exponential", 12, false, 0.9, true), std::make_tuple("complete", 3, true, 0.5, true),
-                      std::make_tuple("ring", 1, false, 0.9, false)));
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGossipTest,
+                         ::testing::Values(std::make_tuple("ring", 8, false, 0.0, false),
+                                           std::make_tuple("ring", 8, true, 0.9, false),
+                                           std::make_tuple("exponential", 12, false, 0.9, true),
+                                           std::make_tuple("complete", 3, true, 0.5, true),
+                                           std::make_tuple("ring", 1, false, 0.9, false)));

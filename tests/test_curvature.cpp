@@ -25,9 +25,10 @@ struct Tiny {
   Eigen::MatrixXd H;  // explicit Hessian at wbar, column by column from HVPs
 
   explicit Tiny(const std::string& activation = "tanh")
-      : sim(make_sim({{"model", {{"hidden", {12}}, {"activation", activation}, {"same_init", false}}},
-                      {"optimizer", {{"lr", 0.05}}}},
-                     true)) {
+      : sim(make_sim(
+            {{"model", {{"hidden", {12}}, {"activation", activation}, {"same_init", false}}},
+             {"optimizer", {{"lr", 0.05}}}},
+            true)) {
     TopologySchedule topo(sim->config.topology, sim->config.workers, sim->config.seed);
     for (int t = 0; t < 5; ++t) train_step(*sim->backend, sim->config, topo, t, 0.05);
     std::vector<int64_t> all(sim->data.train.n);
@@ -43,7 +44,9 @@ struct Tiny {
   }
 };
 
-double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-300); }
+double rel(double a, double b) {
+  return std::fabs(a - b) / std::max(std::fabs(b), 1e-300);
+}
 
 }  // namespace
 
@@ -61,7 +64,8 @@ TEST_P(HvpTest, MatchesFiniteDifferencesOfTheGradientFloat64) {
   // (g(w + h v) - g(w - h v)) / 2h: O(h^2) truncation.
   const double h = 1e-5;
   std::vector<double> points(2 * t.d);
-  for (int64_t i = 0; i < t.d; ++i) points[i] = t.wbar[i] + h * v[i], points[t.d + i] = t.wbar[i] - h * v[i];
+  for (int64_t i = 0; i < t.d; ++i)
+    points[i] = t.wbar[i] + h * v[i], points[t.d + i] = t.wbar[i] - h * v[i];
   std::vector<double> grads;
   s->backend->subset_loss(points, &grads);
   double err = 0, norm = 0;
@@ -78,7 +82,8 @@ INSTANTIATE_TEST_SUITE_P(Activations, HvpTest, ::testing::Values("tanh", "gelu",
 
 TEST(CurvatureTest, ExplicitHessianIsSymmetric) {
   Tiny t;
-  EXPECT_LT((t.H - t.H.transpose()).cwiseAbs().maxCoeff(), 1e-10 * std::max(1.0, t.H.cwiseAbs().maxCoeff()));
+  EXPECT_LT((t.H - t.H.transpose()).cwiseAbs().maxCoeff(),
+            1e-10 * std::max(1.0, t.H.cwiseAbs().maxCoeff()));
   EXPECT_GT(t.H.cwiseAbs().maxCoeff(), 1e-3);
 }
 
@@ -96,7 +101,8 @@ TEST(CurvatureTest, LanczosTopFiveMatchesDenseEigenSolver) {
   ASSERT_EQ(top.size(), 5u);
   for (int i = 0; i < 5; ++i) {
     const double exact = es.eigenvalues()(t.d - 1 - i);
-    EXPECT_LT(rel(top[i].value, exact), 1e-8) << "eigenvalue " << i << ": " << top[i].value << " vs " << exact;
+    EXPECT_LT(rel(top[i].value, exact), 1e-8)
+        << "eigenvalue " << i << ": " << top[i].value << " vs " << exact;
     EXPECT_LT(top[i].residual, 1e-6 * std::fabs(exact) + 1e-10);
   }
 }
@@ -104,7 +110,8 @@ TEST(CurvatureTest, LanczosTopFiveMatchesDenseEigenSolver) {
 TEST(CurvatureTest, PowerIterationFindsTheLargestModulusEigenvalue) {
   Tiny t;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
-  const double lmax = std::max(std::fabs(es.eigenvalues()(t.d - 1)), std::fabs(es.eigenvalues()(0)));
+  const double lmax =
+      std::max(std::fabs(es.eigenvalues()(t.d - 1)), std::fabs(es.eigenvalues()(0)));
   const auto top = power_top_eigenvalues(*t.sim->backend, t.wbar, 1, 1000, 1e-9, 4);
   EXPECT_LT(rel(std::fabs(top[0].value), lmax), 1e-4);
 }
@@ -160,7 +167,8 @@ TEST(CurvatureTest, SamSharpnessBracketsItsSecondOrderModel) {
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
   const double rho = 1e-3, lmax = es.eigenvalues()(t.d - 1), lmin = es.eigenvalues()(0);
   const double s = sam_sharpness(*t.sim->backend, t.wbar, rho, 5);
-  // max over the ball of g.e + e^T H e / 2 lies in [rho |g| + rho^2 lmin / 2, rho |g| + rho^2 lmax / 2].
+  // max over the ball of g.e + e^T H e / 2 lies in [rho |g| + rho^2 lmin / 2, rho |g| + rho^2 lmax
+  // / 2].
   EXPECT_GE(s, rho * gnorm + 0.5 * rho * rho * std::min(lmin, 0.0) - 1e-9);
   EXPECT_LE(s, rho * gnorm + 0.5 * rho * rho * std::max(lmax, 0.0) + 1e-9);
 }
@@ -172,7 +180,8 @@ TEST(ClaimMetricsTest, GradientSmoothingIsSecondOrderInTheSpread) {
   auto smoothing_at = [&](double scale) {
     std::vector<double> rows(t.workers.size());
     for (int k = 0; k < m; ++k)
-      for (int64_t i = 0; i < t.d; ++i) rows[k * t.d + i] = t.wbar[i] + scale * (t.workers[k * t.d + i] - t.wbar[i]);
+      for (int64_t i = 0; i < t.d; ++i)
+        rows[k * t.d + i] = t.wbar[i] + scale * (t.workers[k * t.d + i] - t.wbar[i]);
     return gradient_smoothing(*t.sim->backend, rows, m).first;
   };
   const double small = smoothing_at(0.01), twice = smoothing_at(0.02);
@@ -213,7 +222,10 @@ TEST(ClaimMetricsTest, ExpectedCalibrationErrorClosedForm) {
   const PredictiveStats p = bins.stats();
   EXPECT_NEAR(p.ece, 0.5 * 0.15, 1e-15);
   EXPECT_NEAR(p.accuracy, 13.0 / 20, 1e-15);
-  EXPECT_NEAR(p.nll, -(8 * std::log(0.95) + 2 * std::log(0.01) + 5 * std::log(0.5) + 5 * std::log(0.2)) / 20, 1e-14);
+  EXPECT_NEAR(
+      p.nll,
+      -(8 * std::log(0.95) + 2 * std::log(0.01) + 5 * std::log(0.5) + 5 * std::log(0.2)) / 20,
+      1e-14);
   EXPECT_EQ(p.bin_count[14], 10);
   EXPECT_EQ(p.bin_count[7], 10);
 }

@@ -7,8 +7,8 @@
 
 #include "gossamer/dataset.hpp"
 #include "gossamer/error.hpp"
-#include "helpers.hpp"
 #include "gossamer/partition.hpp"
+#include "helpers.hpp"
 
 using namespace gossamer;
 namespace fs = std::filesystem;
@@ -44,7 +44,8 @@ class DataFiles : public gossamer::test_util::TempDirTest {
       gzwrite(f, b.data(), unsigned(b.size()));
       gzclose(f);
     } else {
-      std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+      std::ofstream(path, std::ios::binary)
+          .write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
     }
     return path;
   }
@@ -65,7 +66,8 @@ class DataFiles : public gossamer::test_util::TempDirTest {
 
 TEST_F(DataFiles, ReadsIdxPlainAndGzipIdentically) {
   const auto img = write("img", idx_images(12, 4, 3)), lab = write("lab", idx_labels(12, 10));
-  const auto img_gz = write("img.gz", idx_images(12, 4, 3), true), lab_gz = write("lab.gz", idx_labels(12, 10), true);
+  const auto img_gz = write("img.gz", idx_images(12, 4, 3), true),
+             lab_gz = write("lab.gz", idx_labels(12, 10), true);
   const Dataset a = read_idx(img, lab, 10), b = read_idx(img_gz, lab_gz, 10);
   EXPECT_EQ(a.n, 12);
   EXPECT_EQ(a.features, 12);
@@ -79,7 +81,8 @@ TEST_F(DataFiles, CorruptIdxFilesAreClearErrors) {
   const auto labels = write("lab", idx_labels(12, 10));
   Bytes magic = idx_images(12, 4, 3);
   magic[3] = 2;
-  EXPECT_NE(failure([&] { read_idx(write("magic", magic), labels, 10); }).find("wrong IDX magic"), std::string::npos);
+  EXPECT_NE(failure([&] { read_idx(write("magic", magic), labels, 10); }).find("wrong IDX magic"),
+            std::string::npos);
   Bytes cut = idx_images(12, 4, 3);
   cut.resize(cut.size() - 5);
   const std::string truncated = failure([&] { read_idx(write("cut", cut), labels, 10); });
@@ -87,15 +90,21 @@ TEST_F(DataFiles, CorruptIdxFilesAreClearErrors) {
   EXPECT_NE(truncated.find("cut"), std::string::npos) << "names the file: " << truncated;
   Bytes extra = idx_images(12, 4, 3);
   extra.push_back(0);
-  EXPECT_NE(failure([&] { read_idx(write("extra", extra), labels, 10); }).find("trailing"), std::string::npos);
-  const std::string count = failure([&] { read_idx(write("img", idx_images(11, 4, 3)), labels, 10); });
+  EXPECT_NE(failure([&] { read_idx(write("extra", extra), labels, 10); }).find("trailing"),
+            std::string::npos);
+  const std::string count =
+      failure([&] { read_idx(write("img", idx_images(11, 4, 3)), labels, 10); });
   EXPECT_NE(count.find("11 images but"), std::string::npos) << count;
   Bytes bad_label = idx_labels(12, 10);
   bad_label.back() = 10;
-  const std::string range = failure([&] { read_idx(write("img2", idx_images(12, 4, 3)), write("badlab", bad_label), 10); });
+  const std::string range = failure(
+      [&] { read_idx(write("img2", idx_images(12, 4, 3)), write("badlab", bad_label), 10); });
   EXPECT_NE(range.find("label 10 of sample 11 is out of range"), std::string::npos) << range;
-  EXPECT_NE(failure([&] { read_idx((m_dir / "missing").string(), labels, 10); }).find("no such file"), std::string::npos);
-  EXPECT_NE(failure([&] { read_idx(write("empty", {}), labels, 10); }).find("truncated"), std::string::npos);
+  EXPECT_NE(
+      failure([&] { read_idx((m_dir / "missing").string(), labels, 10); }).find("no such file"),
+      std::string::npos);
+  EXPECT_NE(failure([&] { read_idx(write("empty", {}), labels, 10); }).find("truncated"),
+            std::string::npos);
   // A gzip stream cut in the middle.
   write("whole.gz", idx_images(50, 28, 28), true);
   std::ifstream in(m_dir / "whole.gz", std::ios::binary);
@@ -118,10 +127,12 @@ TEST_F(DataFiles, ReadsCifarBatchesAndRefusesBadOnes) {
   EXPECT_FLOAT_EQ(d.x[3072 + 1], 2 / 255.0f);
   Bytes cut = rec;
   cut.pop_back();
-  EXPECT_NE(failure([&] { read_cifar10({write("cut.bin", cut)}); }).find("not a whole number"), std::string::npos);
+  EXPECT_NE(failure([&] { read_cifar10({write("cut.bin", cut)}); }).find("not a whole number"),
+            std::string::npos);
   Bytes label = rec;
   label[0] = 12;
-  EXPECT_NE(failure([&] { read_cifar10({write("lab.bin", label)}); }).find("label 12 of record 0"), std::string::npos);
+  EXPECT_NE(failure([&] { read_cifar10({write("lab.bin", label)}); }).find("label 12 of record 0"),
+            std::string::npos);
 }
 
 TEST_F(DataFiles, NormalizationUsesTrainingStatistics) {
@@ -141,9 +152,13 @@ TEST_F(DataFiles, NormalizationUsesTrainingStatistics) {
 
 TEST(RealDataTest, FashionMnistHasItsKnownShape) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
-  if (!fs::exists(dir)) GTEST_SKIP() << dir << " not found: install Debian's dataset-fashion-mnist (README's commands do)";
-  const Dataset train = read_idx(find_data_file(dir, "train-images-idx3-ubyte"), find_data_file(dir, "train-labels-idx1-ubyte"), 10);
-  const Dataset test = read_idx(find_data_file(dir, "t10k-images-idx3-ubyte"), find_data_file(dir, "t10k-labels-idx1-ubyte"), 10);
+  if (!fs::exists(dir))
+    GTEST_SKIP() << dir
+                 << " not found: install Debian's dataset-fashion-mnist (README's commands do)";
+  const Dataset train = read_idx(find_data_file(dir, "train-images-idx3-ubyte"),
+                                 find_data_file(dir, "train-labels-idx1-ubyte"), 10);
+  const Dataset test = read_idx(find_data_file(dir, "t10k-images-idx3-ubyte"),
+                                find_data_file(dir, "t10k-labels-idx1-ubyte"), 10);
   EXPECT_EQ(train.n, 60000);
   EXPECT_EQ(test.n, 10000);
   EXPECT_EQ(train.features, 28 * 28);

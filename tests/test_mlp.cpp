@@ -43,7 +43,8 @@ double loss_at(const Problem& p, const std::vector<double>& w) {
 }  // namespace
 
 // Central differences of the float64 loss: O(h^2) truncation, so h = 1e-5 leaves ~1e-10.
-class MlpGradientTest : public ::testing::TestWithParam<std::tuple<Activation, std::vector<int>>> {};
+class MlpGradientTest : public ::testing::TestWithParam<std::tuple<Activation, std::vector<int>>> {
+};
 
 TEST_P(MlpGradientTest, MatchesCentralFiniteDifferencesFloat64) {
   const auto [act, hidden] = GetParam();
@@ -73,7 +74,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_tuple(Activation::Tanh, std::vector<int>{6, 5}),
                       std::make_tuple(Activation::Gelu, std::vector<int>{6, 5}),
                       std::make_tuple(Activation::Gelu, std::vector<int>{3}),
-                      std::make_tuple(Activation::Relu, std::vector<int>{})));  // softmax regression
+                      std::make_tuple(Activation::Relu,
+                                      std::vector<int>{})));  // softmax regression
 
 TEST(MlpTest, LayoutOffsetsAreContiguous) {
   const ModelSpec m = ModelSpec::mlp(784, {128}, 10, Activation::Relu);

@@ -18,8 +18,9 @@ namespace {
 class SweepTest : public TempDirTest {
  protected:
   std::string sweep_file(const json& grid, const json& points = nullptr) {
-    json s = {{"name", "t"},
-              {"base", tiny_config({{"workers", 3}, {"train", {{"steps", 12}, {"eval_every", 6}}}})}};
+    json s = {
+        {"name", "t"},
+        {"base", tiny_config({{"workers", 3}, {"train", {{"steps", 12}, {"eval_every", 6}}}})}};
     if (!grid.is_null()) s["grid"] = grid;
     if (!points.is_null()) s["points"] = points;
     const std::string path = (m_dir / "sweep.json").string();
@@ -53,7 +54,8 @@ class SweepTest : public TempDirTest {
 }  // namespace
 
 TEST_F(SweepTest, GridExpandsFirstAxisSlowest) {
-  const Sweep s = load_sweep(sweep_file({{"optimizer.batch_size", {4, 8}}, {"topology.name", {"ring", "complete", "star"}}}));
+  const Sweep s = load_sweep(sweep_file(
+      {{"optimizer.batch_size", {4, 8}}, {"topology.name", {"ring", "complete", "star"}}}));
   ASSERT_EQ(s.points.size(), 6u);
   EXPECT_EQ(s.axes, (std::vector<std::string>{"optimizer.batch_size", "topology.name"}));
   EXPECT_EQ(s.points[0].values["optimizer.batch_size"], 4);
@@ -63,7 +65,9 @@ TEST_F(SweepTest, GridExpandsFirstAxisSlowest) {
 }
 
 TEST_F(SweepTest, ListAndGridCross) {
-  const Sweep s = load_sweep(sweep_file({{"seed", {1, 2}}}, json::array({{{"algorithm.name", "csgd"}}, {{"algorithm.name", "dsgd"}, {"topology.name", "ring"}}})));
+  const Sweep s = load_sweep(sweep_file(
+      {{"seed", {1, 2}}}, json::array({{{"algorithm.name", "csgd"}},
+                                       {{"algorithm.name", "dsgd"}, {"topology.name", "ring"}}})));
   ASSERT_EQ(s.points.size(), 4u);
   EXPECT_EQ(s.points[1].values["seed"], 2);
   EXPECT_EQ(s.points[2].values["algorithm.name"], "dsgd");
@@ -84,10 +88,14 @@ TEST_F(SweepTest, SetAppliesToEveryPointWithoutBeingAnAxis) {
 }
 
 TEST_F(SweepTest, InvalidAxesAreClearErrors) {
-  EXPECT_NE(failure(sweep_file({{"optimizer.lrr", {0.1}}})).find("unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+  EXPECT_NE(failure(sweep_file({{"optimizer.lrr", {0.1}}}))
+                .find("unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
             std::string::npos);
-  EXPECT_NE(failure(sweep_file({{"workers", {2, "x"}}})).find("workers: expected an integer"), std::string::npos);
-  EXPECT_NE(failure(sweep_file({{"seed", json::array()}})).find("grid.seed: expected a non-empty list"), std::string::npos);
+  EXPECT_NE(failure(sweep_file({{"workers", {2, "x"}}})).find("workers: expected an integer"),
+            std::string::npos);
+  EXPECT_NE(
+      failure(sweep_file({{"seed", json::array()}})).find("grid.seed: expected a non-empty list"),
+      std::string::npos);
   EXPECT_NE(failure(sweep_file(nullptr)).find("expected grid or points"), std::string::npos);
 }
 
@@ -107,7 +115,8 @@ TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
     ASSERT_EQ(table[r].size(), header.size()) << "row " << r;
     EXPECT_EQ(table[r][3], "completed");
     for (size_t col = 4; col < header.size() - 1; ++col) {
-      if (header[col] == "half_tr_h_xi" || header[col] == "hessian_trace" || header[col] == "top_eigenvalue") {
+      if (header[col] == "half_tr_h_xi" || header[col] == "hessian_trace" ||
+          header[col] == "top_eigenvalue") {
         EXPECT_EQ(table[r][col], "") << "no curvature was measured";
         continue;
       }
@@ -123,7 +132,8 @@ TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
   ASSERT_EQ(run_sweep(s, out, again), kExitOk);
   EXPECT_EQ(fs::last_write_time(fs::path(out) / "point-002" / "summary.json"), before);
   size_t skipped = 0;
-  for (size_t pos = 0; (pos = again.str().find("skipped", pos)) != std::string::npos; ++pos) ++skipped;
+  for (size_t pos = 0; (pos = again.str().find("skipped", pos)) != std::string::npos; ++pos)
+    ++skipped;
   EXPECT_EQ(skipped, 4u);
 
   // A point whose summary is gone but whose checkpoint is there resumes from it.

@@ -17,7 +17,8 @@ TopologyConfig topo(const std::string& name, const std::string& weights = "unifo
 }  // namespace
 
 TEST(TopologyTest, RingUniformGapMatchesClosedForm) {
-  // P = circulant(1/3, 1/3, 1/3): eigenvalues 1/3 + 2/3 cos(2 pi j / m); gap 1 - (1/3 + 2/3 cos(2 pi / m)).
+  // P = circulant(1/3, 1/3, 1/3): eigenvalues 1/3 + 2/3 cos(2 pi j / m); gap 1 - (1/3 + 2/3 cos(2
+  // pi / m)).
   for (int m : {3, 4, 5, 8, 16, 33, 64}) {
     TopologySchedule s(topo("ring"), m, 1);
     const SpectralGap g = spectral_gap(s.phase(0));
@@ -64,13 +65,17 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"ring", "uniform", 10, true}, Case{"ring", "metropolis", 7, true},
                       Case{"grid", "uniform", 12, true}, Case{"grid", "metropolis", 16, true},
                       Case{"torus", "uniform", 16, true}, Case{"torus", "metropolis", 15, true},
-                      Case{"exponential", "uniform", 12, false}, Case{"exponential", "uniform", 16, false},
+                      Case{"exponential", "uniform", 12, false},
+                      Case{"exponential", "uniform", 16, false},
                       Case{"one_peer_exponential", "uniform", 16, false},
-                      Case{"one_peer_exponential", "uniform", 10, false}, Case{"hypercube", "uniform", 16, true},
-                      Case{"star", "uniform", 9, true}, Case{"star", "metropolis", 9, true},
-                      Case{"complete", "uniform", 6, true}, Case{"erdos_renyi", "uniform", 20, true},
+                      Case{"one_peer_exponential", "uniform", 10, false},
+                      Case{"hypercube", "uniform", 16, true}, Case{"star", "uniform", 9, true},
+                      Case{"star", "metropolis", 9, true}, Case{"complete", "uniform", 6, true},
+                      Case{"erdos_renyi", "uniform", 20, true},
                       Case{"erdos_renyi", "metropolis", 20, true}),
-    [](const auto& info) { return info.param.name + "_" + info.param.weights + "_" + std::to_string(info.param.m); });
+    [](const auto& info) {
+      return info.param.name + "_" + info.param.weights + "_" + std::to_string(info.param.m);
+    });
 
 TEST(TopologyTest, ExponentialHasTheSeedPapersWeights) {
   TopologySchedule s(topo("exponential"), 12, 1);  // ceil(log2 12) = 4: self, +1, +2, +4, +8
@@ -96,7 +101,8 @@ TEST(TopologyTest, OnePeerExponentialAveragesExactlyOverAPeriodForPowersOfTwo) {
 }
 
 TEST(TopologyTest, MetropolisWeightsOnAStar) {
-  TopologySchedule s(topo("star", "metropolis"), 5, 1);  // centre degree 4, leaves 1: edge weight 1/5
+  TopologySchedule s(topo("star", "metropolis"), 5,
+                     1);  // centre degree 4, leaves 1: edge weight 1/5
   const auto d = s.phase(0).dense();
   EXPECT_DOUBLE_EQ(d[0 * 5 + 3], 0.2);
   EXPECT_DOUBLE_EQ(d[3 * 5 + 3], 0.8);

@@ -22,9 +22,12 @@ enum class Activation { Relu, Tanh, Gelu };
 template <class T>
 GOSSAMER_HD T activate(Activation a, T x) {
   switch (a) {
-    case Activation::Relu: return x > T(0) ? x : T(0);
-    case Activation::Tanh: return tanh(x);
-    case Activation::Gelu: return T(0.5) * x * (T(1) + erf(x * T(0.70710678118654752440)));
+    case Activation::Relu:
+      return x > T(0) ? x : T(0);
+    case Activation::Tanh:
+      return tanh(x);
+    case Activation::Gelu:
+      return T(0.5) * x * (T(1) + erf(x * T(0.70710678118654752440)));
   }
   return x;
 }
@@ -33,7 +36,8 @@ GOSSAMER_HD T activate(Activation a, T x) {
 template <class T>
 GOSSAMER_HD T activate_derivative(Activation a, T z) {
   switch (a) {
-    case Activation::Relu: return z > T(0) ? T(1) : T(0);
+    case Activation::Relu:
+      return z > T(0) ? T(1) : T(0);
     case Activation::Tanh: {
       const T t = tanh(z);
       return T(1) - t * t;
@@ -52,12 +56,14 @@ GOSSAMER_HD T activate_derivative(Activation a, T z) {
 template <class T>
 GOSSAMER_HD T activate_second_derivative(Activation a, T z) {
   switch (a) {
-    case Activation::Relu: return T(0);
+    case Activation::Relu:
+      return T(0);
     case Activation::Tanh: {
       const T t = tanh(z);
       return T(-2) * t * (T(1) - t * t);
     }
-    case Activation::Gelu: return T(0.39894228040143267794) * exp(T(-0.5) * z * z) * (T(2) - z * z);
+    case Activation::Gelu:
+      return T(0.39894228040143267794) * exp(T(-0.5) * z * z) * (T(2) - z * z);
   }
   return T(0);
 }

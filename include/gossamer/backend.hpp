@@ -23,7 +23,8 @@ enum class MixForm {
 enum class Split { Train, Test };
 
 // The local optimizer's update U from the gradient g at w:
-//   v = g + wd w;  buf = mu buf + v;  U = buf (heavy ball) or v + mu buf (Nesterov); U = v when mu = 0.
+//   v = g + wd w;  buf = mu buf + v;  U = buf (heavy ball) or v + mu buf (Nesterov); U = v when mu
+//   = 0.
 struct OptimizerParams {
   double momentum = 0;
   double weight_decay = 0;
@@ -117,14 +118,16 @@ class Backend {
   virtual void set_curvature_subset(const std::vector<int64_t>& train_indices) = 0;
   // out row i = H(point i) dir i on the subset; `points` holds 1 row (shared) or as many as
   // `dirs`. `out` is resized as needed and reused: repeated calls allocate nothing.
-  virtual void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs, std::vector<double>& out) = 0;
+  virtual void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
+                        std::vector<double>& out) = 0;
   std::vector<double> hvp(const std::vector<double>& points, const std::vector<double>& dirs) {
     std::vector<double> out;
     hvp_into(points, dirs, out);
     return out;
   }
   // Mean loss on the subset at each row of `points`; with grads, also each gradient (same shape).
-  virtual std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads) = 0;
+  virtual std::vector<double> subset_loss(const std::vector<double>& points,
+                                          std::vector<double>* grads) = 0;
 };
 
 // The CPU reference backend, in float or double.

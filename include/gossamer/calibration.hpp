@@ -28,7 +28,8 @@ class CalibrationBins {
     ++m_n;
   }
   void merge(const CalibrationBins& o) {
-    for (int b = 0; b < kBins; ++b) m_count[b] += o.m_count[b], m_conf[b] += o.m_conf[b], m_correct[b] += o.m_correct[b];
+    for (int b = 0; b < kBins; ++b)
+      m_count[b] += o.m_count[b], m_conf[b] += o.m_conf[b], m_correct[b] += o.m_correct[b];
     m_nll += o.m_nll;
     m_n += o.m_n;
   }
@@ -41,7 +42,8 @@ class CalibrationBins {
       if (m_count[b] == 0) continue;
       s.bin_accuracy[b] = m_correct[b] / double(m_count[b]);
       s.bin_confidence[b] = m_conf[b] / double(m_count[b]);
-      s.ece += double(m_count[b]) / double(m_n) * std::fabs(s.bin_accuracy[b] - s.bin_confidence[b]);
+      s.ece +=
+          double(m_count[b]) / double(m_n) * std::fabs(s.bin_accuracy[b] - s.bin_confidence[b]);
     }
     s.accuracy = correct / double(m_n);
     s.nll = m_nll / double(m_n);

@@ -10,9 +10,8 @@
 // training-loss window, and the trainer's own state.
 #pragma once
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "gossamer/backend.hpp"
 

@@ -3,10 +3,9 @@
 // validation, defaults, unknown-key suggestions and docs/CONFIG.md all come from it.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "gossamer/activations.hpp"
 
@@ -15,7 +14,7 @@ namespace gossamer {
 struct DataConfig {
   std::string dataset;  // synthetic | fashion-mnist | mnist | idx | cifar10
   std::string path;
-  std::string normalize;  // feature | none
+  std::string normalize;      // feature | none
   int64_t train_samples = 0;  // 0: all
   int64_t test_samples = 0;
   // synthetic
@@ -63,7 +62,7 @@ struct OptimizerConfig {
   double momentum = 0;
   bool nesterov = false;
   double weight_decay = 0;
-  std::string schedule;  // constant | step | cosine
+  std::string schedule;            // constant | step | cosine
   std::vector<double> milestones;  // fractions of the run
   double gamma = 0;
   double min_lr_factor = 0;
@@ -112,8 +111,8 @@ struct RunConfig {
   TrainConfig train;
   MetricsConfig metrics;
   CurvatureConfig curvature;
-  std::string backend;    // auto | cpu | cuda
-  std::string precision;  // float32 | float64
+  std::string backend;      // auto | cpu | cuda
+  std::string precision;    // float32 | float64
   nlohmann::json resolved;  // the whole config, defaults filled in
 };
 

@@ -20,8 +20,12 @@ class Error : public std::runtime_error {
   ErrorKind m_kind;
 };
 
-inline Error config_error(const std::string& message) { return Error(ErrorKind::Config, message); }
-inline Error runtime_error(const std::string& message) { return Error(ErrorKind::Runtime, message); }
+inline Error config_error(const std::string& message) {
+  return Error(ErrorKind::Config, message);
+}
+inline Error runtime_error(const std::string& message) {
+  return Error(ErrorKind::Runtime, message);
+}
 
 // Exit codes of the CLI.
 inline constexpr int kExitOk = 0;

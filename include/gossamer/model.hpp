@@ -22,7 +22,8 @@ struct ModelSpec {
   std::vector<LayerSpec> layers;
   int64_t dim = 0;  // d, parameters per worker
 
-  static ModelSpec mlp(int input, const std::vector<int>& hidden, int classes, Activation activation);
+  static ModelSpec mlp(int input, const std::vector<int>& hidden, int classes,
+                       Activation activation);
   std::string describe() const;  // "784-128-10 relu, d = 101770"
 };
 
@@ -32,6 +33,7 @@ int64_t row_stride(int64_t dim, int scalar_bytes);
 
 // Initial weights of all workers, m x d row-major (no padding). Worker k draws from the
 // Philox stream (seed, Init, k) or, with same_init, every worker from stream 0.
-std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& config, int workers, uint64_t seed);
+std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& config, int workers,
+                                 uint64_t seed);
 
 }  // namespace gossamer

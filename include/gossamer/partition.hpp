@@ -22,6 +22,7 @@ struct Partition {
 // shards: samples sorted by label, cut into m * k shards, k random shards per worker
 //   (McMahan et al. 2017), so each worker sees at most k classes.
 // Every worker gets at least one sample, or the call fails saying why.
-Partition make_partition(const PartitionConfig& config, const Dataset& train, int workers, uint64_t seed);
+Partition make_partition(const PartitionConfig& config, const Dataset& train, int workers,
+                         uint64_t seed);
 
 }  // namespace gossamer

@@ -50,7 +50,9 @@ GOSSAMER_HD Philox4 philox_draw(uint64_t seed, RngDomain domain, uint32_t a, uin
 }
 
 // Uniform in (0, 1], from 32 bits.
-GOSSAMER_HD double philox_uniform(uint32_t bits) { return (bits + 1.0) * (1.0 / 4294967296.0); }
+GOSSAMER_HD double philox_uniform(uint32_t bits) {
+  return (bits + 1.0) * (1.0 / 4294967296.0);
+}
 
 // Standard normal by Box-Muller from two 32-bit words.
 GOSSAMER_HD double philox_normal(uint32_t u0, uint32_t u1) {
@@ -72,10 +74,11 @@ GOSSAMER_HD uint64_t philox_permute(uint64_t i, uint64_t n, uint64_t seed, uint3
   do {
     uint64_t left = x >> half, right = x & mask;
     for (uint32_t round = 0; round < 4; ++round) {
-      const Philox4 r = philox4x32(
-          Philox4{{static_cast<uint32_t>(RngDomain::Sample) | (round << 8), worker,
-                   static_cast<uint32_t>(epoch), static_cast<uint32_t>(right)}},
-          static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32) ^ static_cast<uint32_t>(epoch >> 32));
+      const Philox4 r =
+          philox4x32(Philox4{{static_cast<uint32_t>(RngDomain::Sample) | (round << 8), worker,
+                              static_cast<uint32_t>(epoch), static_cast<uint32_t>(right)}},
+                     static_cast<uint32_t>(seed),
+                     static_cast<uint32_t>(seed >> 32) ^ static_cast<uint32_t>(epoch >> 32));
       const uint64_t next = left ^ (r.v[0] & mask);
       left = right;
       right = next;

@@ -3,9 +3,8 @@
 // `curvature` command and the tests all start here.
 #pragma once
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
@@ -29,7 +28,7 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
 
 // One curvature measurement of w-bar (and, if configured, of each worker) as a JSON
 // object for metrics.jsonl. Probes are drawn from (seed, step), so it repeats exactly.
-nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, int workers, int64_t subset_size,
-                                 uint64_t seed, int64_t step);
+nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, int workers,
+                                 int64_t subset_size, uint64_t seed, int64_t step);
 
 }  // namespace gossamer

@@ -10,25 +10,24 @@
 // explicit list), or both (every point crossed with the grid). Every point's config is
 // validated before the first run starts.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace gossamer {
 
 struct SweepPoint {
-  nlohmann::ordered_json values;        // key path -> value, the point's coordinates
-  std::vector<std::string> overrides;   // the same as --set strings
-  std::string folder;                   // point-000, point-001, ...
+  nlohmann::ordered_json values;       // key path -> value, the point's coordinates
+  std::vector<std::string> overrides;  // the same as --set strings
+  std::string folder;                  // point-000, point-001, ...
 };
 
 struct Sweep {
   std::string name;
-  nlohmann::json base;                  // the base config (user form)
-  std::vector<std::string> axes;        // key paths, in order
-  std::vector<std::string> fixed;       // the "set" overrides, as --set strings
+  nlohmann::json base;             // the base config (user form)
+  std::vector<std::string> axes;   // key paths, in order
+  std::vector<std::string> fixed;  // the "set" overrides, as --set strings
   std::vector<SweepPoint> points;
 };
 

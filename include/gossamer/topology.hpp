@@ -16,8 +16,9 @@ struct Csr {
   std::vector<int> col;
   std::vector<double> val;
 
-  void add_row(const std::vector<std::pair<int, double>>& entries);  // sorted by column on the way in
-  std::vector<double> dense() const;                                 // n x n row-major
+  void add_row(
+      const std::vector<std::pair<int, double>>& entries);  // sorted by column on the way in
+  std::vector<double> dense() const;                        // n x n row-major
   static Csr from_dense(const std::vector<double>& p, int n);
   int64_t nnz() const { return int64_t(col.size()); }
 };
@@ -51,9 +52,9 @@ struct SpectralGap {
 struct MixingProperties {
   int min_degree = 0, max_degree = 0;  // in-neighbours other than itself
   bool nonnegative = false, row_stochastic = false, column_stochastic = false, symmetric = false;
-  bool connected = false;  // over one period for a time-varying schedule
-  SpectralGap gap;         // of phase 0
-  double period_gap_sigma = 0;  // 1 - sigma2 of the product over one period
+  bool connected = false;          // over one period for a time-varying schedule
+  SpectralGap gap;                 // of phase 0
+  double period_gap_sigma = 0;     // 1 - sigma2 of the product over one period
   bool spectrum_computed = false;  // false above kMaxSpectralWorkers
 };
 

@@ -1,9 +1,8 @@
 // One run: config -> data -> partition -> model -> topology -> backend -> training loop -> sinks.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
@@ -12,8 +11,8 @@
 namespace gossamer {
 
 struct RunResult {
-  int exit_code = 0;     // kExitOk, kExitDiverged, kExitInterrupted
-  std::string status;    // completed | diverged | interrupted
+  int exit_code = 0;   // kExitOk, kExitDiverged, kExitInterrupted
+  std::string status;  // completed | diverged | interrupted
   std::string out_dir;
   nlohmann::json summary;
 };
@@ -39,8 +38,8 @@ std::string checkpoint_path(const std::string& run_dir_or_file);
 //   csgd:      sample, local gradients, mean gradient, W' = W - lr U
 //   local_sgd: sample, local gradients, W' = W - lr U; exact averaging after every H-th step
 // grad_norm, if given, receives ||mean_k G[k]|| of this step.
-void train_step(Backend& backend, const RunConfig& config, TopologySchedule& topology, int64_t step, double lr,
-                double* grad_norm = nullptr);
+void train_step(Backend& backend, const RunConfig& config, TopologySchedule& topology, int64_t step,
+                double lr, double* grad_norm = nullptr);
 
 // Steps of the run: train.steps, or ceil(epochs n_train / total batch) when train.epochs > 0.
 int64_t resolve_steps(const RunConfig& config, int64_t train_samples);
