@@ -178,6 +178,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   o.min_lr_factor = get<double>(resolved, "optimizer.min_lr_factor");
   o.warmup_steps = get<int64_t>(resolved, "optimizer.warmup_steps");
   o.warmup_start_factor = get<double>(resolved, "optimizer.warmup_start_factor");
+  o.warmup_fraction = get<double>(resolved, "optimizer.warmup_fraction");
+  if (o.warmup_fraction > 0 && o.warmup_steps > 0)
+    throw config_error(source + ": optimizer.warmup_fraction and optimizer.warmup_steps: give one of them, not both");
   o.scaling = get<std::string>(resolved, "optimizer.scaling");
   o.base_batch = get<int64_t>(resolved, "optimizer.base_batch");
   if (o.nesterov && o.momentum == 0)

@@ -14,7 +14,8 @@ double scaled_lr(const OptimizerConfig& c, int64_t total_batch) {
 double learning_rate(const OptimizerConfig& c, int64_t step, int64_t total_steps,
                      int64_t total_batch) {
   double lr = scaled_lr(c, total_batch);
-  const int64_t warm = c.warmup_steps;
+  const int64_t warm =
+      c.warmup_fraction > 0 ? int64_t(std::llround(c.warmup_fraction * double(total_steps))) : c.warmup_steps;
   if (step < warm)
     lr *= c.warmup_start_factor + (1.0 - c.warmup_start_factor) * double(step) / double(warm);
   if (c.schedule == "step") {

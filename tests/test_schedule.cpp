@@ -41,6 +41,15 @@ TEST(ScheduleTest, WarmupThenStepDecay) {
   EXPECT_NEAR(learning_rate(c, 80, 100, 1024), 0.001, 1e-17);
 }
 
+TEST(ScheduleTest, WarmupAsAFractionOfTheRun) {
+  OptimizerConfig c = base();
+  c.warmup_fraction = 0.01;
+  EXPECT_DOUBLE_EQ(learning_rate(c, 0, 2000, 1024), 0.01);          // W = 20
+  EXPECT_DOUBLE_EQ(learning_rate(c, 10, 2000, 1024), 0.1 * 0.55);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 20, 2000, 1024), 0.1);
+  EXPECT_DOUBLE_EQ(learning_rate(c, 10, 1000, 1024), 0.1);           // W = 10 for a shorter run
+}
+
 TEST(ScheduleTest, CosineFromPeakToFloor) {
   OptimizerConfig c = base();
   c.schedule = "cosine";

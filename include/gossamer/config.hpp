@@ -67,6 +67,7 @@ struct OptimizerConfig {
   double gamma = 0;
   double min_lr_factor = 0;
   int64_t warmup_steps = 0;
+  double warmup_fraction = 0;
   double warmup_start_factor = 0;
   std::string scaling;  // none | linear | sqrt
   int64_t base_batch = 0;
