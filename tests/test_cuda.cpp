@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "gossamer/activations.hpp"
 #include "gossamer/cuda.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/philox.hpp"
@@ -94,3 +95,32 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGossipTest,
                                            std::make_tuple("exponential", 12, false, 0.9, true),
                                            std::make_tuple("complete", 3, true, 0.5, true),
                                            std::make_tuple("ring", 1, false, 0.9, false)));
+
+// The kernel against the same per-row function on the CPU in float64, with logits of every
+// scale (large ones test the max-subtraction), odd row counts and a single row.
+TEST_F(CudaTest, SoftmaxCrossEntropyMatchesTheCpuRowFunction) {
+  for (int64_t rows : {1, 7, 1000}) {
+    const int classes = 10;
+    std::vector<float> logits(size_t(rows) * classes);
+    std::vector<int32_t> labels(rows);
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const Philox4 r = philox_draw(11, RngDomain::Data, 3, i);
+      logits[i] = float(philox_normal(r.v[0], r.v[1]) * (i % 3 == 0 ? 30.0 : 1.0));
+    }
+    for (int64_t i = 0; i < rows; ++i) labels[i] = int32_t(i % classes);
+    std::vector<float> gpu = logits, loss;
+    std::vector<unsigned char> correct;
+    cuda_softmax_xent(gpu, labels, classes, 1.0f / float(rows), loss, correct);
+    for (int64_t i = 0; i < rows; ++i) {
+      std::vector<double> row(logits.begin() + i * classes, logits.begin() + (i + 1) * classes);
+      bool right = false;
+      const double ref =
+          softmax_xent_row(row.data(), classes, labels[i], 1.0 / double(rows), &right);
+      ASSERT_TRUE(std::isfinite(loss[i])) << "row " << i;
+      EXPECT_NEAR(loss[i], ref, 1e-5 * (1 + std::fabs(ref))) << "row " << i;
+      EXPECT_EQ(bool(correct[i]), right) << "row " << i;
+      for (int c = 0; c < classes; ++c)
+        EXPECT_NEAR(gpu[i * classes + c], row[c], 1e-6) << "row " << i << " class " << c;
+    }
+  }
+}

@@ -21,4 +21,9 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
                         const std::vector<float>& G, std::vector<float>& buf, double lr,
                         double momentum, double weight_decay, bool nesterov, bool atc);
 
+// Softmax cross-entropy of rows x classes logits on the GPU, in place: loss per row, whether
+// the top class is right, and the logits replaced by (softmax - onehot) * scale.
+void cuda_softmax_xent(std::vector<float>& logits, const std::vector<int32_t>& labels, int classes,
+                       float scale, std::vector<float>& loss, std::vector<unsigned char>& correct);
+
 }  // namespace gossamer
