@@ -4,7 +4,7 @@
 // One pass over W, G and buf; W' and buf' are separate buffers (ping-pong): with atc a
 // thread reads its neighbours' old momentum while their threads write the new one. float4 loads and
 // stores: rows are padded to 256 bytes (row_stride).
-#include "cuda_check.cuh"
+#include "device_array.cuh"
 #include "gossamer/cuda.hpp"
 
 namespace gossamer {
@@ -54,24 +54,6 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
   W_out[own] = acc;
 }
 
-namespace {
-template <class T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  explicit DeviceArray(const std::vector<T>& host) {
-    CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(host.size(), 1) * sizeof(T)));
-    if (!host.empty())
-      CUDA_CHECK(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~DeviceArray() { cudaFree(ptr); }
-  std::vector<T> fetch(size_t n) const {
-    std::vector<T> out(n);
-    CUDA_CHECK(cudaMemcpy(out.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return out;
-  }
-};
-}  // namespace
-
 void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
                         const std::vector<float>& G, std::vector<float>& buf, double lr,
                         double momentum, double weight_decay, bool nesterov, bool atc) {
@@ -87,22 +69,22 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
   DeviceArray<float> d_val(val), d_w(W), d_g(G), d_buf(momentum > 0 ? buf : no_buf),
       d_buf_out(momentum > 0 ? buf : no_buf), d_out(W);
   // Poison the outputs: an unwritten element reads NaN.
-  CUDA_CHECK(cudaMemset(d_out.ptr, 0xFF, n * sizeof(float)));
-  if (momentum > 0) CUDA_CHECK(cudaMemset(d_buf_out.ptr, 0xFF, n * sizeof(float)));
+  d_out.poison();
+  if (momentum > 0) d_buf_out.poison();
   const GossipParams p{float(lr), float(momentum), float(weight_decay), nesterov, atc};
   const int64_t groups = ld / 4;
   constexpr int kBlock = 256;
   const dim3 grid(unsigned(CEIL_DIV(groups, kBlock)), unsigned(m));
   if (m > 0 && groups > 0) {
     gossip_update_f32<<<grid, kBlock>>>(
-        row_ptr.ptr, col.ptr, d_val.ptr, reinterpret_cast<const float4*>(d_w.ptr),
-        reinterpret_cast<const float4*>(d_g.ptr), reinterpret_cast<const float4*>(d_buf.ptr),
-        momentum > 0 ? reinterpret_cast<float4*>(d_buf_out.ptr) : nullptr,
-        reinterpret_cast<float4*>(d_out.ptr), groups, p);
+        row_ptr.get(), col.get(), d_val.get(), reinterpret_cast<const float4*>(d_w.get()),
+        reinterpret_cast<const float4*>(d_g.get()), reinterpret_cast<const float4*>(d_buf.get()),
+        momentum > 0 ? reinterpret_cast<float4*>(d_buf_out.get()) : nullptr,
+        reinterpret_cast<float4*>(d_out.get()), groups, p);
     CUDA_CHECK_LAUNCH();
   }
-  W = d_out.fetch(n);
-  if (momentum > 0) buf = d_buf_out.fetch(n);
+  W = d_out.fetch();
+  if (momentum > 0) buf = d_buf_out.fetch();
 }
 
 }  // namespace gossamer
