@@ -225,8 +225,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     const double e0 = seconds();
     last =
         evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
-    if (step ==
-        steps) {  // the last line: w-bar on the whole training set too, for the generalization gap
+    // The last line: w-bar on the whole training set too, for the generalization gap.
+    if (step == steps) {
       const EvalStats train = backend.evaluate_mean(Split::Train);
       last["train_loss_wbar"] = train.loss;
       last["train_acc_wbar"] = train.accuracy;
