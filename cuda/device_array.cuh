@@ -1,6 +1,7 @@
 // A device allocation that frees itself on every path, with copies to and from the host.
 #pragma once
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "cuda_check.cuh"
@@ -10,6 +11,7 @@ namespace gossamer {
 template <class T>
 class DeviceArray {
  public:
+  DeviceArray() = default;
   explicit DeviceArray(size_t n) : m_n(n) {
     CUDA_CHECK(cudaMalloc(&m_ptr, std::max<size_t>(n, 1) * sizeof(T)));
   }
@@ -17,13 +19,25 @@ class DeviceArray {
     if (!host.empty())
       CUDA_CHECK(cudaMemcpy(m_ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   }
-  ~DeviceArray() { cudaFree(m_ptr); }
+  ~DeviceArray() { cudaFree(m_ptr); }  // destructors only release; a failure here has no reader
   DeviceArray(const DeviceArray&) = delete;
   DeviceArray& operator=(const DeviceArray&) = delete;
+  DeviceArray(DeviceArray&& o) noexcept { swap(o); }
+  DeviceArray& operator=(DeviceArray&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  void swap(DeviceArray& o) noexcept {
+    std::swap(m_ptr, o.m_ptr);
+    std::swap(m_n, o.m_n);
+  }
 
   T* get() const { return m_ptr; }
+  size_t size() const { return m_n; }
+  bool empty() const { return m_n == 0; }
   // Every byte 0xFF: an unwritten float reads NaN, an unwritten index -1.
   void poison() { CUDA_CHECK(cudaMemset(m_ptr, 0xFF, m_n * sizeof(T))); }
+  void zero(cudaStream_t s = nullptr) { CUDA_CHECK(cudaMemsetAsync(m_ptr, 0, m_n * sizeof(T), s)); }
   std::vector<T> fetch() const {
     std::vector<T> out(m_n);
     if (m_n) CUDA_CHECK(cudaMemcpy(out.data(), m_ptr, m_n * sizeof(T), cudaMemcpyDeviceToHost));

@@ -4,15 +4,12 @@
 // One pass over W, G and buf; W' and buf' are separate buffers (ping-pong): with atc a
 // thread reads its neighbours' old momentum while their threads write the new one. float4 loads and
 // stores: rows are padded to 256 bytes (row_stride).
+// row_ptr == nullptr is P = I (C-SGD and local SGD's local steps: the update alone).
 #include "device_array.cuh"
 #include "gossamer/cuda.hpp"
+#include "kernels.cuh"
 
 namespace gossamer {
-
-struct GossipParams {
-  float lr, mu, wd;
-  bool nesterov, atc;
-};
 
 static __device__ __forceinline__ float4 axpy4(float a, float4 x, float4 y) {
   return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
@@ -38,7 +35,9 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
   if (c >= groups_per_row) return;
   const int64_t own = int64_t(k) * groups_per_row + c;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (p.atc) {
+  if (!row_ptr) {
+    acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p), W[own]);
+  } else if (p.atc) {
     // W' = P (W - lr U): every neighbour's update is needed; only the own buffer is written.
     for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
       const int64_t idx = int64_t(col[e]) * groups_per_row + c;
@@ -52,6 +51,20 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
     acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p), acc);
   }
   W_out[own] = acc;
+}
+
+void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
+                          const float* w, const float* g, const float* buf, float* buf_out,
+                          float* w_out, const GossipParams& p, cudaStream_t s) {
+  if (ld % 4 != 0) throw runtime_error("gossip_update: rows must be padded to whole float4 groups");
+  const int64_t groups = ld / 4;
+  if (m == 0 || groups == 0) return;
+  const dim3 grid(unsigned(CEIL_DIV(groups, int64_t(kLinearBlock))), unsigned(m));
+  gossip_update_f32<<<grid, kLinearBlock, 0, s>>>(
+      row_ptr, col, val, reinterpret_cast<const float4*>(w), reinterpret_cast<const float4*>(g),
+      reinterpret_cast<const float4*>(buf), reinterpret_cast<float4*>(buf_out),
+      reinterpret_cast<float4*>(w_out), groups, p);
+  CUDA_CHECK_LAUNCH();
 }
 
 void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
@@ -72,17 +85,9 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
   d_out.poison();
   if (momentum > 0) d_buf_out.poison();
   const GossipParams p{float(lr), float(momentum), float(weight_decay), nesterov, atc};
-  const int64_t groups = ld / 4;
-  constexpr int kBlock = 256;
-  const dim3 grid(unsigned(CEIL_DIV(groups, kBlock)), unsigned(m));
-  if (m > 0 && groups > 0) {
-    gossip_update_f32<<<grid, kBlock>>>(
-        row_ptr.get(), col.get(), d_val.get(), reinterpret_cast<const float4*>(d_w.get()),
-        reinterpret_cast<const float4*>(d_g.get()), reinterpret_cast<const float4*>(d_buf.get()),
-        momentum > 0 ? reinterpret_cast<float4*>(d_buf_out.get()) : nullptr,
-        reinterpret_cast<float4*>(d_out.get()), groups, p);
-    CUDA_CHECK_LAUNCH();
-  }
+  launch_gossip_update(row_ptr.get(), col.get(), d_val.get(), m, ld, d_w.get(), d_g.get(),
+                       d_buf.get(), momentum > 0 ? d_buf_out.get() : nullptr, d_out.get(), p,
+                       nullptr);
   W = d_out.fetch();
   if (momentum > 0) buf = d_buf_out.fetch();
 }

@@ -1,15 +1,18 @@
 // Minibatch sampling on the device: thread (k, j) draws worker k's j-th index of the step
-// from the shared Philox stream, so the GPU sees exactly the CPU backend's minibatches.
+// from the shared Philox stream, so the GPU sees exactly the CPU backend's minibatches;
+// then the drawn rows are gathered into one [m][batch][features] block for the GEMMs.
 #include "device_array.cuh"
 #include "gossamer/cuda.hpp"
 #include "gossamer/philox.hpp"
+#include "kernels.cuh"
 
 namespace gossamer {
 
 static __global__ void sample_minibatches_i64(const int64_t* offsets, const int64_t* shard_indices,
                                               uint64_t seed, uint64_t step, int workers, int batch,
-                                              int64_t* out) {
+                                              int64_t* out, DeviceLossState* state) {
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t == 0 && state) state->step = (long long)step;
   if (t >= int64_t(workers) * batch) return;
   const int k = int(t / batch), j = int(t % batch);
   const int64_t base = offsets[k], size = offsets[k + 1] - base;
@@ -17,20 +20,45 @@ static __global__ void sample_minibatches_i64(const int64_t* offsets, const int6
                                                            uint32_t(j), uint64_t(size)))];
 }
 
+static __global__ void gather_rows_f32(const float* x, const int32_t* y, int features,
+                                       const int64_t* idx, int64_t rows, float* x_out,
+                                       int32_t* y_out) {
+  GRID_STRIDE(t, rows * features) {
+    const int64_t r = t / features, f = t % features;
+    const int64_t src = idx[r];
+    x_out[t] = x[src * features + f];
+    if (f == 0) y_out[r] = y[src];
+  }
+}
+
+void launch_sample(const int64_t* offsets, const int64_t* shard_indices, uint64_t seed,
+                   int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
+                   cudaStream_t s) {
+  const int64_t n = int64_t(workers) * batch;
+  constexpr int kBlock = 256;
+  // At least one thread, so that the step is written even for an empty batch.
+  sample_minibatches_i64<<<unsigned(std::max<int64_t>(1, CEIL_DIV(n, kBlock))), kBlock, 0, s>>>(
+      offsets, shard_indices, seed, uint64_t(step), workers, batch, idx, state);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_gather_rows(const float* x, const int32_t* y, int features, const int64_t* idx,
+                        int64_t rows, float* x_out, int32_t* y_out, cudaStream_t s) {
+  if (rows == 0 || features == 0) return;
+  gather_rows_f32<<<linear_blocks(rows * features), kLinearBlock, 0, s>>>(x, y, features, idx, rows,
+                                                                          x_out, y_out);
+  CUDA_CHECK_LAUNCH();
+}
+
 std::vector<int64_t> cuda_sample_minibatches(const Partition& p, uint64_t seed, int64_t step,
                                              int batch) {
   const int m = p.workers();
   const size_t n = size_t(m) * batch;
-  std::vector<int64_t> out(n);
-  if (n == 0) return out;
+  if (n == 0) return {};
   DeviceArray<int64_t> offsets(p.offsets), indices(p.indices), result(n);
   result.poison();  // an unwritten index reads -1
-  constexpr int kBlock = 256;
-  sample_minibatches_i64<<<CEIL_DIV(n, kBlock), kBlock>>>(offsets.get(), indices.get(), seed,
-                                                          uint64_t(step), m, batch, result.get());
-  CUDA_CHECK_LAUNCH();
-  out = result.fetch();
-  return out;
+  launch_sample(offsets.get(), indices.get(), seed, step, m, batch, result.get(), nullptr, nullptr);
+  return result.fetch();
 }
 
 }  // namespace gossamer

@@ -2,8 +2,19 @@
 
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
+#ifdef GOSSAMER_HAVE_CUDA
+#include "gossamer/cuda.hpp"
+#endif
 
 namespace gossamer {
+namespace {
+
+// DESIGN decision: `auto` picks the CUDA backend only once its agreement suites have passed
+// on a real GPU (issue 7). Until then a visible GPU does not silently route a researcher's
+// run through code that no GPU has executed; `--backend cuda` runs it on request.
+constexpr bool kCudaBackendVerified = false;
+
+}  // namespace
 
 std::unique_ptr<Backend> make_backend(const std::string& which, const std::string& precision,
                                       const BackendSetup& setup, std::string* chosen) {
@@ -15,13 +26,27 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const std::strin
   const DeviceList gpus = list_devices();
   if (which == "cuda") {
     if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
-    throw runtime_error(
-        "--backend cuda: a GPU is visible (" + gpus.devices[0].name +
-        ") but the CUDA training backend is not built yet (issue 4); use --backend cpu");
+#ifdef GOSSAMER_HAVE_CUDA
+    auto backend = make_cuda_backend(setup, CudaOptions{});
+    *chosen = backend->name() + " (asked for)";
+    return backend;
+#endif
   }
-  // auto: the CUDA backend once it exists; until then the CPU, saying why.
-  *chosen = gpus.devices.empty() ? "cpu (auto: " + gpus.why_none + ")"
-                                 : "cpu (auto: the CUDA training backend is not built yet)";
+  if (gpus.devices.empty()) {
+    *chosen = "cpu (auto: " + gpus.why_none + ")";
+  } else if (float64) {
+    *chosen = "cpu (auto: precision float64 is a CPU reference mode)";
+  } else if (kCudaBackendVerified) {
+#ifdef GOSSAMER_HAVE_CUDA
+    auto backend = make_cuda_backend(setup, CudaOptions{});
+    *chosen = backend->name() + " (auto: a GPU is visible)";
+    return backend;
+#endif
+  } else {
+    *chosen =
+        "cpu (auto: a GPU is visible, but the CUDA backend has not yet been verified on a "
+        "GPU; --backend cuda runs it)";
+  }
   return make_cpu_backend(setup, float64);
 }
 

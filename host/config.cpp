@@ -102,6 +102,7 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.workers = get<int>(resolved, "workers");
   c.backend = get<std::string>(resolved, "backend");
   c.precision = get<std::string>(resolved, "precision");
+  c.math = get<std::string>(resolved, "math");
 
   auto& d = c.data;
   d.dataset = get<std::string>(resolved, "data.dataset");
@@ -180,7 +181,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   o.warmup_start_factor = get<double>(resolved, "optimizer.warmup_start_factor");
   o.warmup_fraction = get<double>(resolved, "optimizer.warmup_fraction");
   if (o.warmup_fraction > 0 && o.warmup_steps > 0)
-    throw config_error(source + ": optimizer.warmup_fraction and optimizer.warmup_steps: give one of them, not both");
+    throw config_error(
+        source +
+        ": optimizer.warmup_fraction and optimizer.warmup_steps: give one of them, not both");
   o.scaling = get<std::string>(resolved, "optimizer.scaling");
   o.base_batch = get<int64_t>(resolved, "optimizer.base_batch");
   if (o.nesterov && o.momentum == 0)
@@ -229,6 +232,11 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   if (c.precision == "float64" && c.backend == "cuda")
     throw config_error(
         source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
+  if (c.math == "tf32" && c.backend == "cpu")
+    throw config_error(
+        source +
+        ": math: \"tf32\" is a mode of the cuda backend's GEMMs; backend "
+        "\"cpu\" computes exactly in its precision (use backend \"cuda\" or \"auto\")");
   c.resolved = std::move(resolved);
   return c;
 }

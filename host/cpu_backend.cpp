@@ -113,6 +113,8 @@ class CpuBackend final : public Backend {
     ++m_loss.steps;
   }
 
+  std::vector<double> gradients() const override { return unpadded(m_grad); }
+
   double mean_gradient_norm() override {
     return std::sqrt(row_mean(m_grad).squaredNorm());
   }

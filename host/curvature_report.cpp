@@ -84,6 +84,8 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   setup.batch = c.optimizer.batch_size;
   setup.seed = c.seed;
   setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
+  setup.tf32 = c.math == "tf32";
+  setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
   s->backend = make_backend(c.backend, c.precision, setup, &s->backend_note);
   s->backend->set_weights(init_weights(s->model, c.model, c.workers, c.seed));
   // The curvature subset: the first N of a seeded permutation of the training set.

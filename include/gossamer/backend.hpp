@@ -39,6 +39,8 @@ struct BackendSetup {
   int batch = 0;  // per worker
   uint64_t seed = 0;
   OptimizerParams optimizer;
+  bool tf32 = false;      // CUDA backend: TF32 tensor-core GEMMs instead of exact FP32
+  bool perturbs = false;  // the algorithm calls perturb_weights (SAM, average-direction SAM)
 };
 
 struct EvalStats {
@@ -81,6 +83,8 @@ class Backend {
   // G[k] = gradient of worker k's minibatch loss at W[k], for all k; with record_loss,
   // the loss joins the training-loss window (a SAM step's second pass does not).
   virtual void local_gradient(bool record_loss) = 0;
+  // G, m x d doubles (for checks; not on the hot path).
+  virtual std::vector<double> gradients() const = 0;
   // || (1/m) sum_k G[k] ||: call after local_gradient, before the update.
   virtual double mean_gradient_norm() = 0;
   // C-SGD: G[k] = (1/m) sum_j G[j] for all k.

@@ -114,6 +114,7 @@ struct RunConfig {
   CurvatureConfig curvature;
   std::string backend;      // auto | cpu | cuda
   std::string precision;    // float32 | float64
+  std::string math;         // fp32 | tf32 (cuda backend GEMMs)
   nlohmann::json resolved;  // the whole config, defaults filled in
 };
 

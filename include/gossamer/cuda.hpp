@@ -1,13 +1,27 @@
 // Entry points of the CUDA part that the host code and the tests call (built only where
-// nvcc is found: GOSSAMER_HAVE_CUDA). The CUDA training backend (issue 4) grows here.
+// nvcc is found: GOSSAMER_HAVE_CUDA).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "gossamer/backend.hpp"
 #include "gossamer/partition.hpp"
 #include "gossamer/topology.hpp"
 
 namespace gossamer {
+
+struct CudaOptions {
+  // Replay the training step's gradient part from a CUDA Graph (captured on first use).
+  bool graphs = true;
+  // Fill every output buffer with NaN before the kernels that write it, so that an element a
+  // kernel forgets to write shows up (agreement tests; slower).
+  bool poison = false;
+};
+
+// The CUDA backend on device 0 (cuda/cuda_backend.cu). Checks the memory plan against free
+// device memory before allocating; throws a clear error when no GPU is visible.
+std::unique_ptr<Backend> make_cuda_backend(const BackendSetup& setup, const CudaOptions& options);
 
 // Every worker's minibatch indices at `step`, drawn on the GPU with the same Philox
 // stream as the CPU backend (philox.hpp): m x batch training-set indices.
@@ -16,7 +30,7 @@ std::vector<int64_t> cuda_sample_minibatches(const Partition& partition, uint64_
 
 // One fused gossip + update step on the GPU over host arrays (m x ld floats, ld a multiple
 // of 64): W <- P W - lr U (or P (W - lr U) with atc), buf <- mu buf + g + wd w. For the
-// agreement tests; the CUDA backend will keep the arrays on the device.
+// kernel's own agreement test; the backend keeps the arrays on the device.
 void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
                         const std::vector<float>& G, std::vector<float>& buf, double lr,
                         double momentum, double weight_decay, bool nesterov, bool atc);

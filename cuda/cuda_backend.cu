@@ -1,0 +1,647 @@
+// The CUDA backend (DESIGN.md, "The one idea"): W[m][d] and every per-worker buffer are one
+// device allocation each, rows padded to 256 bytes; the data sets live on the device; a step
+// is the sampler, one CUDA Graph (gather, the batched MLP's GEMMs and fused kernels, the loss
+// window) and one fused gossip + update kernel, with no host synchronization inside it.
+// Reductions are deterministic (fixed order, no atomics), so a resumed run repeats bit for bit
+// on the same device. Only scalars come back to the host, except where the contract returns
+// rows (weights, checkpoints, curvature results).
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+#include "device_array.cuh"
+#include "gemm.cuh"
+#include "gossamer/cuda.hpp"
+#include "gossamer/cuda_plan.hpp"
+#include "gossamer/devices.hpp"
+#include "kernels.cuh"
+#include "mlp.cuh"
+
+namespace gossamer {
+namespace {
+
+class Stream {
+ public:
+  Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&m_stream, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(m_stream); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return m_stream; }
+  void sync() const { CUDA_CHECK(cudaStreamSynchronize(m_stream)); }
+
+ private:
+  cudaStream_t m_stream = nullptr;
+};
+
+// A mixing matrix on the device, with the host copy it was made from (the cache key's
+// collision check, and the source of the asynchronous upload, which must outlive it).
+struct DeviceCsr {
+  Csr host;
+  std::vector<float> val32;
+  DeviceArray<int> row_ptr, col;
+  DeviceArray<float> val;
+};
+
+uint64_t csr_hash(const Csr& c) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&h](const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  mix(&c.n, sizeof c.n);
+  mix(c.row_ptr.data(), c.row_ptr.size() * sizeof(int));
+  mix(c.col.data(), c.col.size() * sizeof(int));
+  mix(c.val.data(), c.val.size() * sizeof(double));
+  return h;
+}
+
+// Time-varying topologies cycle through a few matrices; a shuffled one is new every step.
+constexpr size_t kCsrCacheEntries = 64;
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const BackendSetup& s, const CudaOptions& options)
+      : m_model(*s.model),
+        m_m(s.workers),
+        m_batch(s.batch),
+        m_seed(s.seed),
+        m_opt(s.optimizer),
+        m_options(options),
+        m_plan(make_plan(s)),
+        m_ld(m_plan.row_stride),
+        m_gemm(m_stream.get(), s.tf32 ? MathMode::Tf32 : MathMode::Fp32) {
+    const size_t matrix = size_t(m_m) * m_ld;
+    m_w = DeviceArray<float>(matrix);
+    m_w_next = DeviceArray<float>(matrix);
+    m_grad = DeviceArray<float>(matrix);
+    for (auto* a : {&m_w, &m_w_next, &m_grad}) a->zero(m_stream.get());  // padding stays 0
+    if (m_opt.momentum > 0) {
+      m_momentum = DeviceArray<float>(matrix);
+      m_momentum_next = DeviceArray<float>(matrix);
+      m_momentum.zero(m_stream.get());
+      m_momentum_next.zero(m_stream.get());
+    }
+    for (int split = 0; split < 2; ++split) {
+      const Dataset& d = split == 0 ? s.data->train : s.data->test;
+      m_x[split] = DeviceArray<float>(d.x);
+      m_y[split] = DeviceArray<int32_t>(d.y);
+      m_rows[split] = d.n;
+    }
+    m_offsets = DeviceArray<int64_t>(s.partition->offsets);
+    m_shard_indices = DeviceArray<int64_t>(s.partition->indices);
+    const size_t batch_rows = size_t(m_m) * m_batch;
+    m_indices = DeviceArray<int64_t>(batch_rows);
+    m_batch_x = DeviceArray<float>(batch_rows * m_model.input);
+    m_batch_y = DeviceArray<int32_t>(batch_rows);
+    m_train = std::make_unique<BatchedMlp>(m_model, int64_t(batch_rows), false);
+    m_eval = std::make_unique<BatchedMlp>(m_model, m_plan.eval_capacity, true);
+    m_state = DeviceArray<DeviceLossState>(1);
+    put_state(DeviceLossState{0, 0, -1, 0});
+    m_partials = DeviceArray<double>(kReduceBlocks);
+    m_result = DeviceArray<double>(1);
+    m_flag = DeviceArray<int>(1);
+    m_mean64 = DeviceArray<double>(size_t(m_ld));
+    m_mean32 = DeviceArray<float>(size_t(m_ld));
+    m_model_loss = DeviceArray<double>(size_t(std::max(m_m, m_plan.curvature_pairs)));
+    m_model_correct = DeviceArray<double>(m_model_loss.size());
+    // The uploads above went through the legacy stream (cudaMemcpy), which our non-blocking
+    // stream does not wait for: wait for everything once here.
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  ~CudaBackend() override {
+    for (auto& [key, exec] : m_graphs) cudaGraphExecDestroy(exec);
+  }
+
+  std::string name() const override {
+    return "cuda (" + m_device + ", " +
+           (m_gemm.mode() == MathMode::Tf32 ? "TF32 GEMMs" : "FP32 GEMMs") + ")";
+  }
+  int64_t dim() const override { return m_model.dim; }
+
+  void set_weights(const std::vector<double>& w) override { upload_rows(m_w, w, m_m); }
+  std::vector<double> weights() const override { return download_rows(m_w, m_m); }
+
+  BackendState save_state() const override {
+    BackendState s;
+    s.weights = weights();
+    if (m_opt.momentum > 0) s.momentum = download_rows(m_momentum, m_m);
+    const DeviceLossState st = get_state();
+    s.loss_sum = st.sum;
+    s.loss_steps = st.steps;
+    s.first_nonfinite = st.first_nonfinite;
+    return s;
+  }
+
+  void load_state(const BackendState& s) override {
+    if ((m_opt.momentum > 0) != !s.momentum.empty())
+      throw runtime_error("load_state: the state has " +
+                          std::string(s.momentum.empty() ? "no " : "") +
+                          "momentum buffers, the optimizer " +
+                          (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
+    set_weights(s.weights);
+    if (m_opt.momentum > 0) upload_rows(m_momentum, s.momentum, m_m);
+    DeviceLossState st = get_state();
+    st.sum = s.loss_sum;
+    st.steps = s.loss_steps;
+    st.first_nonfinite = s.first_nonfinite;
+    put_state(st);
+  }
+
+  void sample(int64_t step) override {
+    launch_sample(m_offsets.get(), m_shard_indices.get(), m_seed, step, m_m, m_batch,
+                  m_indices.get(), m_state.get(), m_stream.get());
+  }
+
+  std::vector<int64_t> minibatch_indices() const override {
+    m_stream.sync();
+    return m_indices.fetch();
+  }
+
+  // Gather, forward, loss, backward (and the loss window) as one graph per (record_loss, W
+  // buffer): W ping-pongs between two buffers, so two captures cover every step.
+  void local_gradient(bool record_loss) override {
+    if (m_options.poison) poison_rows(m_grad);
+    if (!m_options.graphs) return gradient_pass(record_loss);
+    const auto key = std::make_pair(record_loss, m_w.get());
+    auto it = m_graphs.find(key);
+    if (it == m_graphs.end()) it = m_graphs.emplace(key, capture_gradient(record_loss)).first;
+    CUDA_CHECK(cudaGraphLaunch(it->second, m_stream.get()));
+  }
+
+  std::vector<double> gradients() const override { return download_rows(m_grad, m_m); }
+
+  double mean_gradient_norm() override {
+    launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, nullptr, m_mean32.get(), m_stream.get());
+    return std::sqrt(sum_squares(m_mean32.get(), nullptr, 1));
+  }
+
+  void average_gradients() override {
+    launch_average_rows(m_grad.get(), m_m, m_ld, m_model.dim, m_stream.get());
+  }
+
+  void mix_update(const Csr* mixing, double lr, MixForm form) override {
+    const DeviceCsr* p = mixing ? &device_csr(*mixing) : nullptr;
+    const bool momentum = m_opt.momentum > 0;
+    if (m_options.poison) {
+      poison_rows(m_w_next);
+      if (momentum) poison_rows(m_momentum_next);
+    }
+    const GossipParams params{float(lr), float(m_opt.momentum), float(m_opt.weight_decay),
+                              m_opt.nesterov, p && form == MixForm::Atc};
+    launch_gossip_update(
+        p ? p->row_ptr.get() : nullptr, p ? p->col.get() : nullptr, p ? p->val.get() : nullptr, m_m,
+        m_ld, m_w.get(), m_grad.get(), momentum ? m_momentum.get() : nullptr,
+        momentum ? m_momentum_next.get() : nullptr, m_w_next.get(), params, m_stream.get());
+    m_w.swap(m_w_next);  // ping-pong: the kernel never writes what it reads
+    if (momentum) m_momentum.swap(m_momentum_next);
+  }
+
+  void average_weights() override {
+    launch_average_rows(m_w.get(), m_m, m_ld, m_model.dim, m_stream.get());
+  }
+
+  std::vector<double> mean_gradient() override {
+    launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, m_mean64.get(), nullptr, m_stream.get());
+    std::vector<double> out(size_t(m_model.dim));
+    copy_to_host(out.data(), m_mean64.get(), out.size());
+    return out;
+  }
+
+  // W is saved by a copy (not a swap, as on the CPU) so that its address, which the
+  // captured graphs hold, does not change.
+  void perturb_weights(const std::vector<double>& eps) override {
+    const int64_t d = m_model.dim;
+    const bool per_worker = int64_t(eps.size()) == int64_t(m_m) * d;
+    if (!per_worker && int64_t(eps.size()) != d)
+      throw runtime_error("perturb_weights: expected d or m x d values, got " +
+                          std::to_string(eps.size()));
+    if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
+    const int rows = per_worker ? m_m : 1;
+    if (m_eps.size() < size_t(rows) * m_ld) m_eps = DeviceArray<float>(size_t(rows) * m_ld);
+    CUDA_CHECK(cudaMemcpyAsync(m_saved.get(), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
+                               cudaMemcpyDeviceToDevice, m_stream.get()));
+    upload_rows(m_eps, eps, rows);
+    launch_add_rows(m_w.get(), m_eps.get(), per_worker, m_m, m_ld, m_stream.get());
+  }
+
+  void restore_weights() override {
+    if (m_saved.empty()) throw runtime_error("restore_weights: perturb_weights was never called");
+    CUDA_CHECK(cudaMemcpyAsync(m_w.get(), m_saved.get(), size_t(m_m) * m_ld * sizeof(float),
+                               cudaMemcpyDeviceToDevice, m_stream.get()));
+  }
+
+  TrainLoss take_train_loss() override {
+    DeviceLossState st = get_state();
+    TrainLoss out;
+    out.steps = st.steps;
+    out.mean = st.steps ? st.sum / double(st.steps) : std::nan("");
+    st.sum = 0;
+    st.steps = 0;
+    put_state(st);
+    return out;
+  }
+
+  int64_t first_nonfinite_step() const override { return get_state().first_nonfinite; }
+
+  bool weights_finite() override {
+    launch_any_nonfinite(m_w.get(), int64_t(m_m) * m_ld, m_flag.get(), m_stream.get());
+    int flag = 0;
+    copy_to_host(&flag, m_flag.get(), 1);
+    return flag == 0;
+  }
+
+  double consensus_distance() override {
+    launch_row_mean(m_w.get(), m_m, m_ld, m_model.dim, m_mean64.get(), nullptr, m_stream.get());
+    return sum_squares(m_w.get(), m_mean64.get(), m_m) / m_m;
+  }
+
+  EvalStats evaluate_mean(Split split) override {
+    mean_row();
+    const int64_t n = m_rows[int(split)];
+    const ModelBatch mean{m_mean32.get(), 0, nullptr, 0, 1};
+    zero_model_sums(1);
+    for_each_pass(1, n, [&](int, int models, int64_t r0, int rows) {
+      eval_pass(mean, models, split, r0, rows);
+      launch_model_sums(m_eval->row_loss(), m_eval->row_correct(), rows, models, m_model_loss.get(),
+                        m_model_correct.get(), m_stream.get());
+    });
+    double loss = 0, correct = 0;
+    copy_to_host(&loss, m_model_loss.get(), 1);
+    copy_to_host(&correct, m_model_correct.get(), 1);
+    return {loss / double(n), correct / double(n)};
+  }
+
+  std::vector<EvalStats> evaluate_workers(Split split) override {
+    const int64_t n = m_rows[int(split)];
+    zero_model_sums(m_m);
+    for_each_pass(m_m, n, [&](int k0, int models, int64_t r0, int rows) {
+      eval_pass(workers_from(k0, models), models, split, r0, rows);
+      launch_model_sums(m_eval->row_loss(), m_eval->row_correct(), rows, models,
+                        m_model_loss.get() + k0, m_model_correct.get() + k0, m_stream.get());
+    });
+    std::vector<double> loss(m_m), correct(m_m);
+    copy_to_host(loss.data(), m_model_loss.get(), size_t(m_m));
+    copy_to_host(correct.data(), m_model_correct.get(), size_t(m_m));
+    std::vector<EvalStats> out(m_m);
+    for (int k = 0; k < m_m; ++k) out[k] = {loss[k] / double(n), correct[k] / double(n)};
+    return out;
+  }
+
+  // Rows in chunks; per chunk, the workers' softmax summed over passes of model groups, and
+  // w-bar's alone; the (confidence, correct, p_true) triples are binned on the host.
+  EnsembleStats evaluate_ensemble(Split split) override {
+    mean_row();
+    const int64_t n = m_rows[int(split)];
+    const int classes = m_model.classes;
+    const PassShape shape = pass_shape(m_m, n, m_plan.eval_capacity);
+    ensure(m_probs, size_t(shape.rows) * classes);
+    ensure(m_triples, size_t(shape.rows) * 3);
+    CalibrationBins ens, single;
+    std::vector<double> triples;
+    const auto bin = [&](CalibrationBins& bins, int rows) {
+      triples.resize(size_t(rows) * 3);
+      copy_to_host(triples.data(), m_triples.get(), triples.size());
+      for (int r = 0; r < rows; ++r)
+        bins.add(triples[3 * r], triples[3 * r + 1] > 0.5, triples[3 * r + 2]);
+    };
+    const int32_t* y = m_y[int(split)].get();
+    for (int64_t r0 = 0; r0 < n; r0 += shape.rows) {
+      const int rows = int(std::min<int64_t>(shape.rows, n - r0));
+      for (int k0 = 0; k0 < m_m; k0 += shape.models) {
+        const int models = std::min(shape.models, m_m - k0);
+        eval_pass(workers_from(k0, models), models, split, r0, rows, /*loss=*/false);
+        launch_ensemble_rows(m_eval->logits(), y + r0, rows, models, classes, m_m, k0 == 0,
+                             k0 + models == m_m, m_probs.get(), m_triples.get(), m_stream.get());
+      }
+      bin(ens, rows);
+      eval_pass(ModelBatch{m_mean32.get(), 0, nullptr, 0, 1}, 1, split, r0, rows, false);
+      launch_ensemble_rows(m_eval->logits(), y + r0, rows, 1, classes, 1, true, true, m_probs.get(),
+                           m_triples.get(), m_stream.get());
+      bin(single, rows);
+    }
+    return {ens.stats(), single.stats()};
+  }
+
+  void set_curvature_subset(const std::vector<int64_t>& indices) override {
+    m_curv_rows = int64_t(indices.size());
+    if (indices.empty()) return;
+    DeviceArray<int64_t> idx(indices.size());
+    CUDA_CHECK(cudaMemcpyAsync(idx.get(), indices.data(), indices.size() * sizeof(int64_t),
+                               cudaMemcpyHostToDevice, m_stream.get()));
+    m_curv_x = DeviceArray<float>(indices.size() * m_model.input);
+    m_curv_y = DeviceArray<int32_t>(indices.size());
+    launch_gather_rows(m_x[0].get(), m_y[0].get(), m_model.input, idx.get(), m_curv_rows,
+                       m_curv_x.get(), m_curv_y.get(), m_stream.get());
+    m_stream.sync();  // idx and the host indices must outlive the copy and the gather
+  }
+
+  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
+                std::vector<double>& out) override {
+    const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
+    const bool shared = int64_t(points.size()) == d;
+    if (int64_t(dirs.size()) != pairs * d || (!shared && int64_t(points.size()) != pairs * d))
+      throw runtime_error("hvp: points must be d or as many rows as dirs, dirs a multiple of d");
+    out.resize(dirs.size());
+    over_pairs(pairs, [&](int64_t i0, int count) {
+      upload_rows(m_pair_w, slice(points, shared ? 0 : i0, shared ? 1 : count), shared ? 1 : count);
+      upload_rows(m_pair_v, slice(dirs, i0, count), count);
+      over_subset(count, shared, true, m_pair_out.get());
+      download_rows_into(m_pair_out, count, out.data() + i0 * d);
+    });
+  }
+
+  std::vector<double> subset_loss(const std::vector<double>& points,
+                                  std::vector<double>* grads) override {
+    const int64_t d = m_model.dim, count_all = int64_t(points.size()) / d;
+    if (count_all * d != int64_t(points.size()))
+      throw runtime_error("subset_loss: points must be whole rows of d values");
+    std::vector<double> losses(count_all);
+    if (grads) grads->assign(points.size(), 0.0);
+    over_pairs(count_all, [&](int64_t i0, int count) {
+      upload_rows(m_pair_w, slice(points, i0, count), count);
+      zero_model_sums(count);
+      over_subset(count, false, false, grads ? m_pair_out.get() : nullptr);
+      std::vector<double> sums(count);
+      copy_to_host(sums.data(), m_model_loss.get(), size_t(count));
+      for (int i = 0; i < count; ++i) losses[i0 + i] = sums[i] / double(m_curv_rows);
+      if (grads) download_rows_into(m_pair_out, count, grads->data() + i0 * d);
+    });
+    return losses;
+  }
+
+ private:
+  CudaPlan make_plan(const BackendSetup& s) {
+    const DeviceList gpus = list_devices();
+    if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
+    const DeviceInfo& dev = gpus.devices[0];
+    CUDA_CHECK(cudaSetDevice(dev.index));
+    m_device = dev.name;
+    CudaPlanInput in;
+    in.model = s.model;
+    in.workers = s.workers;
+    in.batch = s.batch;
+    in.train_rows = s.data->train.n;
+    in.test_rows = s.data->test.n;
+    in.momentum = s.optimizer.momentum > 0;
+    in.perturb = s.perturbs;
+    CudaPlan plan = plan_cuda_memory(in);
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    check_plan_fits(plan, int64_t(free_b), dev.name);
+    return plan;
+  }
+
+  // --- the training step's gradient part ---
+  void gradient_pass(bool record_loss) {
+    cudaStream_t s = m_stream.get();
+    const int64_t rows = int64_t(m_m) * m_batch;
+    launch_gather_rows(m_x[0].get(), m_y[0].get(), m_model.input, m_indices.get(), rows,
+                       m_batch_x.get(), m_batch_y.get(), s);
+    if (m_options.poison) m_train->poison(s);
+    const ModelBatch workers{m_w.get(), m_ld, nullptr, 0, m_m};
+    const RowBatch batch{m_batch_x.get(), int64_t(m_batch) * m_model.input, m_batch_y.get(),
+                         m_batch, m_batch};
+    m_train->forward(workers, batch, m_gemm, s);
+    m_train->loss(workers, batch, 1.f / float(m_batch), s);
+    m_train->backward(workers, batch, m_grad.get(), m_ld, 0.f, m_gemm, s);
+    if (record_loss) launch_record_loss(m_train->row_loss(), rows, m_state.get(), s);
+  }
+
+  cudaGraphExec_t capture_gradient(bool record_loss) {
+    cudaStream_t s = m_stream.get();
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      gradient_pass(record_loss);
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);  // leave the stream usable
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t rc = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(rc);
+    return exec;
+  }
+
+  // --- evaluation and curvature passes on the R-capable workspace ---
+  ModelBatch workers_from(int k0, int count) const {
+    return ModelBatch{m_w.get() + int64_t(k0) * m_ld, m_ld, nullptr, 0, count};
+  }
+
+  // Forward (and loss, scale 1) of `models` on rows [r0, r0 + rows) of a split.
+  void eval_pass(const ModelBatch& models, int count, Split split, int64_t r0, int rows,
+                 bool with_loss = true) {
+    const int features = m_model.input;
+    ModelBatch mb = models;
+    mb.count = count;
+    const RowBatch rb{m_x[int(split)].get() + r0 * features, 0, m_y[int(split)].get() + r0, 0,
+                      rows};
+    if (m_options.poison) m_eval->poison(m_stream.get());
+    m_eval->forward(mb, rb, m_gemm, m_stream.get());
+    if (with_loss) m_eval->loss(mb, rb, 1.f, m_stream.get());
+  }
+
+  // f(k0, models, r0, rows) over the passes that cover models x rows.
+  template <class F>
+  void for_each_pass(int models, int64_t rows, F&& f) {
+    const PassShape shape = pass_shape(models, rows, m_plan.eval_capacity);
+    for (int k0 = 0; k0 < models; k0 += shape.models)
+      for (int64_t r0 = 0; r0 < rows; r0 += shape.rows)
+        f(k0, std::min(shape.models, models - k0), r0,
+          int(std::min<int64_t>(shape.rows, rows - r0)));
+  }
+
+  // Pairs in groups that fit the pair buffers: job(first pair, count).
+  template <class F>
+  void over_pairs(int64_t pairs, F&& job) {
+    if (m_curv_rows == 0)
+      throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+    const int group = m_plan.curvature_pairs;
+    for (auto* a : {&m_pair_w, &m_pair_v, &m_pair_out}) ensure(*a, size_t(group) * m_ld);
+    for (int64_t i0 = 0; i0 < pairs; i0 += group)
+      job(i0, int(std::min<int64_t>(group, pairs - i0)));
+  }
+
+  // Over the curvature subset for `count` pairs held in m_pair_w (1 row when shared) and, with
+  // r_pass, m_pair_v: the subset-mean gradient (r_pass false; out may be null for the loss
+  // alone) or H v (r_pass) summed into out; row losses summed into m_model_loss.
+  void over_subset(int count, bool shared, bool r_pass, float* out) {
+    cudaStream_t s = m_stream.get();
+    if (out && m_options.poison) poison_rows(m_pair_out);
+    const float scale = 1.f / float(m_curv_rows);
+    for_each_pass(count, m_curv_rows, [&](int k0, int models, int64_t r0, int rows) {
+      const ModelBatch mb{m_pair_w.get() + (shared ? 0 : int64_t(k0) * m_ld), shared ? 0 : m_ld,
+                          r_pass ? m_pair_v.get() + int64_t(k0) * m_ld : nullptr, m_ld, models};
+      const RowBatch rb{m_curv_x.get() + r0 * m_model.input, 0, m_curv_y.get() + r0, 0, rows};
+      if (m_options.poison) m_eval->poison(s);
+      m_eval->forward(mb, rb, m_gemm, s);
+      m_eval->loss(mb, rb, scale, s);
+      if (!r_pass)
+        launch_model_sums(m_eval->row_loss(), m_eval->row_correct(), rows, models,
+                          m_model_loss.get() + k0, m_model_correct.get() + k0, s);
+      if (out)
+        m_eval->backward(mb, rb, out + int64_t(k0) * m_ld, m_ld, r0 == 0 ? 0.f : 1.f, m_gemm, s);
+    });
+  }
+
+  // --- small helpers ---
+  void mean_row() {
+    launch_row_mean(m_w.get(), m_m, m_ld, m_model.dim, nullptr, m_mean32.get(), m_stream.get());
+  }
+
+  double sum_squares(const float* a, const double* mean, int rows) {
+    launch_sum_squares(a, mean, rows, m_ld, m_model.dim, m_partials.get(), m_result.get(),
+                       m_stream.get());
+    double out = 0;
+    copy_to_host(&out, m_result.get(), 1);
+    return out;
+  }
+
+  void zero_model_sums(int count) {
+    CUDA_CHECK(
+        cudaMemsetAsync(m_model_loss.get(), 0, size_t(count) * sizeof(double), m_stream.get()));
+    CUDA_CHECK(
+        cudaMemsetAsync(m_model_correct.get(), 0, size_t(count) * sizeof(double), m_stream.get()));
+  }
+
+  // NaN over the d data columns of every row (the padding stays zero: gossip reads it).
+  void poison_rows(DeviceArray<float>& a) {
+    const size_t rows = a.size() / size_t(m_ld);
+    CUDA_CHECK(cudaMemset2DAsync(a.get(), size_t(m_ld) * sizeof(float), 0xFF,
+                                 size_t(m_model.dim) * sizeof(float), rows, m_stream.get()));
+  }
+
+  template <class T>
+  void ensure(DeviceArray<T>& a, size_t n) {
+    if (a.size() < n) {
+      m_stream.sync();  // the old buffer may still be in use by queued work
+      a = DeviceArray<T>(n);
+    }
+  }
+
+  template <class T>
+  void copy_to_host(T* dst, const T* src, size_t n) const {
+    if (n == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToHost, m_stream.get()));
+    m_stream.sync();
+  }
+
+  // Rows [row, row + rows) of a rows-of-d vector.
+  std::vector<double> slice(const std::vector<double>& v, int64_t row, int64_t rows) const {
+    const int64_t d = m_model.dim;
+    return std::vector<double>(v.begin() + row * d, v.begin() + (row + rows) * d);
+  }
+
+  // rows x d doubles (no padding) <-> rows x ld floats on the device (padding zero).
+  void upload_rows(DeviceArray<float>& dst, const std::vector<double>& src, int rows) {
+    const int64_t d = m_model.dim;
+    if (int64_t(src.size()) != int64_t(rows) * d)
+      throw runtime_error("expected " + std::to_string(int64_t(rows) * d) + " values (" +
+                          std::to_string(rows) + " x d), got " + std::to_string(src.size()));
+    m_staging.assign(size_t(rows) * m_ld, 0.f);
+    for (int k = 0; k < rows; ++k)
+      for (int64_t i = 0; i < d; ++i)
+        m_staging[size_t(k) * m_ld + i] = float(src[size_t(k) * d + i]);
+    CUDA_CHECK(cudaMemcpyAsync(dst.get(), m_staging.data(), m_staging.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, m_stream.get()));
+    m_stream.sync();  // m_staging is reused by the next upload
+  }
+
+  void download_rows_into(const DeviceArray<float>& src, int rows, double* out) const {
+    std::vector<float> host(size_t(rows) * m_ld);
+    copy_to_host(host.data(), src.get(), host.size());
+    const int64_t d = m_model.dim;
+    for (int k = 0; k < rows; ++k)
+      for (int64_t i = 0; i < d; ++i) out[size_t(k) * d + i] = double(host[size_t(k) * m_ld + i]);
+  }
+
+  std::vector<double> download_rows(const DeviceArray<float>& src, int rows) const {
+    std::vector<double> out(size_t(rows) * m_model.dim);
+    download_rows_into(src, rows, out.data());
+    return out;
+  }
+
+  DeviceLossState get_state() const {
+    DeviceLossState st{};
+    copy_to_host(&st, m_state.get(), 1);
+    return st;
+  }
+  void put_state(const DeviceLossState& st) {
+    m_staged_state = st;
+    CUDA_CHECK(cudaMemcpyAsync(m_state.get(), &m_staged_state, sizeof st, cudaMemcpyHostToDevice,
+                               m_stream.get()));
+    m_stream.sync();
+  }
+
+  const DeviceCsr& device_csr(const Csr& c) {
+    const uint64_t key = csr_hash(c);
+    auto it = m_csr.find(key);
+    if (it != m_csr.end() && it->second.host.row_ptr == c.row_ptr && it->second.host.col == c.col &&
+        it->second.host.val == c.val)
+      return it->second;
+    if (m_csr.size() >= kCsrCacheEntries || it != m_csr.end()) {
+      m_stream.sync();  // queued steps may still read the matrices about to be freed
+      m_csr.clear();
+    }
+    DeviceCsr& e = m_csr[key];
+    e.host = c;
+    e.val32.assign(c.val.begin(), c.val.end());
+    e.row_ptr = DeviceArray<int>(c.row_ptr.size());
+    e.col = DeviceArray<int>(std::max<size_t>(c.col.size(), 1));
+    e.val = DeviceArray<float>(std::max<size_t>(c.val.size(), 1));
+    cudaStream_t s = m_stream.get();
+    CUDA_CHECK(cudaMemcpyAsync(e.row_ptr.get(), e.host.row_ptr.data(),
+                               c.row_ptr.size() * sizeof(int), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(e.col.get(), e.host.col.data(), c.col.size() * sizeof(int),
+                               cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(e.val.get(), e.val32.data(), c.val.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, s));
+    return e;
+  }
+
+  const ModelSpec m_model;
+  const int m_m, m_batch;
+  const uint64_t m_seed;
+  const OptimizerParams m_opt;
+  const CudaOptions m_options;
+  std::string m_device;
+  const CudaPlan m_plan;
+  const int64_t m_ld;
+  Stream m_stream;
+  Gemm m_gemm;  // after the stream: destroyed before it
+
+  DeviceArray<float> m_w, m_w_next, m_grad, m_momentum, m_momentum_next, m_saved, m_eps;
+  DeviceArray<float> m_x[2];
+  DeviceArray<int32_t> m_y[2];
+  int64_t m_rows[2] = {0, 0};
+  DeviceArray<int64_t> m_offsets, m_shard_indices, m_indices;
+  DeviceArray<float> m_batch_x;
+  DeviceArray<int32_t> m_batch_y;
+  std::unique_ptr<BatchedMlp> m_train, m_eval;
+  DeviceArray<DeviceLossState> m_state;
+  DeviceLossState m_staged_state{};
+  DeviceArray<double> m_partials, m_result, m_mean64, m_model_loss, m_model_correct;
+  DeviceArray<int> m_flag;
+  DeviceArray<float> m_mean32;
+  DeviceArray<double> m_probs, m_triples;
+  DeviceArray<float> m_curv_x;
+  DeviceArray<int32_t> m_curv_y;
+  int64_t m_curv_rows = 0;
+  DeviceArray<float> m_pair_w, m_pair_v, m_pair_out;
+  std::vector<float> m_staging;
+  std::unordered_map<uint64_t, DeviceCsr> m_csr;
+  std::map<std::pair<bool, const float*>, cudaGraphExec_t> m_graphs;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendSetup& setup, const CudaOptions& options) {
+  return std::make_unique<CudaBackend>(setup, options);
+}
+
+}  // namespace gossamer

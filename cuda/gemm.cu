@@ -1,0 +1,40 @@
+#include "gemm.cuh"
+
+namespace gossamer {
+
+// 32 MiB: NVIDIA's recommendation for Hopper in the cuBLAS docs (cublasSetWorkspace).
+constexpr size_t kCublasWorkspace = size_t(32) << 20;
+
+Gemm::Gemm(cudaStream_t stream, MathMode mode) : m_mode(mode) {
+  CUBLAS_CHECK(cublasCreate(&m_handle));
+  try {
+    CUBLAS_CHECK(cublasSetStream(m_handle, stream));
+    CUDA_CHECK(cudaMalloc(&m_workspace, kCublasWorkspace));
+    CUBLAS_CHECK(cublasSetWorkspace(m_handle, m_workspace, kCublasWorkspace));
+    CUBLAS_CHECK(cublasSetPointerMode(m_handle, CUBLAS_POINTER_MODE_HOST));
+  } catch (...) {
+    cudaFree(m_workspace);
+    cublasDestroy(m_handle);
+    throw;
+  }
+}
+
+Gemm::~Gemm() {
+  cublasDestroy(m_handle);
+  cudaFree(m_workspace);
+}
+
+void Gemm::run(int M, int N, int K, MatrixArg A, MatrixArg B, float beta, float* C, int ldc,
+               long long stride_c, int batch) const {
+  if (M == 0 || N == 0 || batch == 0) return;
+  const float one = 1.f;
+  const cublasComputeType_t compute =
+      m_mode == MathMode::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  // Row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T: B goes first.
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      m_handle, B.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, A.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+      N, M, K, &one, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta, C,
+      CUDA_R_32F, ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace gossamer

@@ -1,0 +1,91 @@
+// The launchers of gossamer's kernels (STYLE.md: kernel, launcher, public entry). Each
+// takes device pointers and a stream, returns at once, and checks its launch. One file
+// per operation holds the kernel and its launcher.
+#pragma once
+#include <cstdint>
+
+#include "cuda_check.cuh"
+#include "gossamer/activations.hpp"
+
+namespace gossamer {
+
+// The training-loss window on the device (the CPU backend keeps the same on the host): the
+// mean minibatch loss of each recorded step joins it; the first step whose mean is not finite
+// is kept.
+struct DeviceLossState {
+  double sum;
+  long long steps;
+  long long first_nonfinite;
+  long long step;  // the current step, written by the sampler
+};
+
+// sample.cu: idx[k*batch + j] = worker k's j-th training index at `step` (Philox, as the CPU);
+// state->step = step when state is given.
+void launch_sample(const int64_t* offsets, const int64_t* shard_indices, uint64_t seed,
+                   int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
+                   cudaStream_t s);
+// sample.cu: x_out[r] = x[idx[r]] (features floats), y_out[r] = y[idx[r]], r < rows.
+void launch_gather_rows(const float* x, const int32_t* y, int features, const int64_t* idx,
+                        int64_t rows, float* x_out, int32_t* y_out, cudaStream_t s);
+
+// gossip.cu: the fused gossip + update (see there). row_ptr == nullptr: P = I.
+struct GossipParams {
+  float lr, mu, wd;
+  bool nesterov, atc;
+};
+void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
+                          const float* w, const float* g, const float* buf, float* buf_out,
+                          float* w_out, const GossipParams& p, cudaStream_t s);
+
+// softmax_xent.cu: rows = models * rows_per_model logit rows of `classes`; the label of row r
+// of model k is y[k * y_stride + r]. Loss and correctness per row; logits replaced by
+// (softmax - onehot) * scale. With rlogits (the R-forward of the logits): rlogits replaced by
+// R{dL/dz} = p .* (rz - <p, rz>) * scale.
+void launch_softmax_xent(float* logits, float* rlogits, const int32_t* y, int64_t y_stride,
+                         int rows_per_model, int models, int classes, float scale, float* loss,
+                         unsigned char* correct, cudaStream_t s);
+
+// mlp.cu, element-wise parts of a layer over models x rows x out values:
+//   z += b (the bias of model k at w + k*w_stride + b_offset); a = act(z) when a != nullptr;
+//   R pass (rz != nullptr): rz += bv; ra = act'(z) rz when ra != nullptr.
+void launch_bias_act(float* z, float* a, float* rz, float* ra, const float* w, int64_t w_stride,
+                     const float* v, int64_t v_stride, int64_t b_offset, int rows, int out,
+                     int models, Activation act, cudaStream_t s);
+//   dz = da .* act'(z); R pass: rdz = rda .* act'(z) + da .* act''(z) .* rz.
+void launch_act_backward(const float* da, const float* rda, const float* z, const float* rz,
+                         float* dz, float* rdz, int64_t n, Activation act, cudaStream_t s);
+//   out[k*out_stride + o] = beta out + sum_r dz[k][r][o]  (the bias gradient).
+void launch_column_sums(const float* dz, int rows, int out, int models, float* dst,
+                        int64_t dst_stride, float beta, cudaStream_t s);
+
+// reduce.cu: reductions over the m rows of an m x ld matrix (first d columns), in double, in
+// a fixed order (same bits every run).
+//   mean64[i] = (1/m) sum_k a[k][i], and mean32 the same in float (either may be null).
+void launch_row_mean(const float* a, int m, int64_t ld, int64_t d, double* mean64, float* mean32,
+                     cudaStream_t s);
+//   a[k][i] = (1/m) sum_j a[j][i] for every k (C-SGD's gradient, local SGD's averaging).
+void launch_average_rows(float* a, int m, int64_t ld, int64_t d, cudaStream_t s);
+// Sum of squares, deterministic: *result = sum_k sum_i (a[k][i] - mean[i])^2 over an m x ld
+// matrix with mean (mean == nullptr: no centring); partials has kReduceBlocks doubles.
+constexpr int kReduceBlocks = 256;
+void launch_sum_squares(const float* a, const double* mean, int m, int64_t ld, int64_t d,
+                        double* partials, double* result, cudaStream_t s);
+//   *flag = 1 if any of a[0..n) is NaN or Inf (flag zeroed by the launcher first).
+void launch_any_nonfinite(const float* a, int64_t n, int* flag, cudaStream_t s);
+// Per model k: loss_sum[k] += sum_r loss[k][r], correct_sum[k] += sum_r correct[k][r].
+void launch_model_sums(const float* loss, const unsigned char* correct, int rows, int models,
+                       double* loss_sum, double* correct_sum, cudaStream_t s);
+// The mean of n row losses joins the window of `state`.
+void launch_record_loss(const float* loss, int64_t n, DeviceLossState* state, cudaStream_t s);
+//   a[k][i] += eps[(per_worker ? k : 0) * ld + i] over m x ld.
+void launch_add_rows(float* a, const float* eps, bool per_worker, int m, int64_t ld,
+                     cudaStream_t s);
+// The ensemble of claim 1 for rows of logits [models][rows][classes]: per row, the sum of the
+// models' softmax joins probs (rows x classes doubles; zeroed on the first pass); the last
+// pass writes out[3r..3r+2] = (top probability, top == label, probability of the label) of
+// the mean over total_models.
+void launch_ensemble_rows(const float* logits, const int32_t* y, int rows, int models, int classes,
+                          int total_models, bool first, bool last, double* probs, double* out,
+                          cudaStream_t s);
+
+}  // namespace gossamer

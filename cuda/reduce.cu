@@ -1,0 +1,192 @@
+// Reductions over workers and over rows, in double and in a fixed order: the same inputs give
+// the same bits on every run (no atomics), as the CPU backend's serial worker-order sums.
+#include "kernels.cuh"
+
+namespace gossamer {
+
+constexpr int kReduceThreads = 256;
+
+// Sum of one double per thread of the block, by a fixed tree; the total is valid in thread 0.
+static __device__ double block_sum(double v) {
+  __shared__ double partial[kReduceThreads];
+  partial[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  const double total = partial[0];
+  __syncthreads();  // the buffer may be reused by the next call
+  return total;
+}
+
+// One thread a column; the m rows summed in worker order.
+static __global__ void row_mean_f32(const float* a, int m, int64_t ld, int64_t d, double* mean64,
+                                    float* mean32) {
+  GRID_STRIDE(i, ld) {
+    double sum = 0;
+    if (i < d)
+      for (int k = 0; k < m; ++k) sum += double(a[int64_t(k) * ld + i]);
+    const double mean = i < d ? sum / m : 0.0;
+    if (mean64 && i < d) mean64[i] = mean;
+    if (mean32) mean32[i] = float(mean);
+  }
+}
+
+static __global__ void average_rows_f32(float* a, int m, int64_t ld, int64_t d) {
+  GRID_STRIDE(i, d) {
+    double sum = 0;
+    for (int k = 0; k < m; ++k) sum += double(a[int64_t(k) * ld + i]);
+    const float mean = float(sum / m);
+    for (int k = 0; k < m; ++k) a[int64_t(k) * ld + i] = mean;
+  }
+}
+
+// Grid of exactly kReduceBlocks blocks: each thread owns a fixed set of columns.
+static __global__ void sum_squares_partial_f32(const float* a, const double* mean, int m,
+                                               int64_t ld, int64_t d, double* partials) {
+  double sum = 0;
+  GRID_STRIDE(i, d) {
+    const double c = mean ? mean[i] : 0.0;
+    for (int k = 0; k < m; ++k) {
+      const double e = double(a[int64_t(k) * ld + i]) - c;
+      sum += e * e;
+    }
+  }
+  const double total = block_sum(sum);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+static __global__ void sum_partials(const double* partials, int n, double* result) {
+  double sum = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) sum += partials[i];
+  const double total = block_sum(sum);
+  if (threadIdx.x == 0) *result = total;
+}
+
+static __global__ void any_nonfinite_f32(const float* a, int64_t n, int* flag) {
+  GRID_STRIDE(i, n) {
+    if (!isfinite(a[i])) *flag = 1;  // every writer writes the same value: no race in effect
+  }
+}
+
+// One block a model.
+static __global__ void model_sums_f32(const float* loss, const unsigned char* correct, int rows,
+                                      double* loss_sum, double* correct_sum) {
+  const int64_t k = blockIdx.x;
+  double l = 0, c = 0;
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    l += double(loss[k * rows + r]);
+    c += double(correct[k * rows + r]);
+  }
+  l = block_sum(l);
+  c = block_sum(c);
+  if (threadIdx.x == 0) {
+    loss_sum[k] += l;
+    correct_sum[k] += c;
+  }
+}
+
+static __global__ void record_loss_f32(const float* loss, int64_t n, DeviceLossState* state) {
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += double(loss[i]);
+  sum = block_sum(sum);
+  if (threadIdx.x != 0) return;
+  const double mean = sum / double(n);
+  if (!isfinite(mean) && state->first_nonfinite < 0) state->first_nonfinite = state->step;
+  state->sum += mean;
+  state->steps += 1;
+}
+
+static __global__ void add_rows_f32(float* a, const float* eps, bool per_worker, int m,
+                                    int64_t ld) {
+  GRID_STRIDE(i, int64_t(m) * ld) {
+    a[i] += eps[per_worker ? i : i % ld];
+  }
+}
+
+// One thread a row: the mean of the models' softmax in double (as the CPU backend), summed
+// over passes of model groups in `probs`; the last pass scores it.
+static __global__ void ensemble_rows_f32(const float* logits, const int32_t* y, int rows,
+                                         int models, int classes, int total_models, bool first,
+                                         bool last, double* probs, double* out) {
+  GRID_STRIDE(r, rows) {
+    double* p = probs + r * classes;
+    if (first)
+      for (int c = 0; c < classes; ++c) p[c] = 0;
+    for (int k = 0; k < models; ++k) {
+      const float* z = logits + (int64_t(k) * rows + r) * classes;
+      double zmax = z[0];
+      for (int c = 1; c < classes; ++c) zmax = fmax(zmax, double(z[c]));
+      double sum = 0;
+      for (int c = 0; c < classes; ++c) sum += exp(double(z[c]) - zmax);
+      for (int c = 0; c < classes; ++c) p[c] += exp(double(z[c]) - zmax) / sum;
+    }
+    if (!last) continue;
+    int top = 0;
+    for (int c = 1; c < classes; ++c)
+      if (p[c] > p[top]) top = c;
+    out[3 * r] = p[top] / total_models;
+    out[3 * r + 1] = top == y[r] ? 1.0 : 0.0;
+    out[3 * r + 2] = p[y[r]] / total_models;
+  }
+}
+
+void launch_row_mean(const float* a, int m, int64_t ld, int64_t d, double* mean64, float* mean32,
+                     cudaStream_t s) {
+  if (ld == 0) return;
+  row_mean_f32<<<linear_blocks(ld), kLinearBlock, 0, s>>>(a, m, ld, d, mean64, mean32);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_average_rows(float* a, int m, int64_t ld, int64_t d, cudaStream_t s) {
+  if (d == 0 || m == 0) return;
+  average_rows_f32<<<linear_blocks(d), kLinearBlock, 0, s>>>(a, m, ld, d);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_sum_squares(const float* a, const double* mean, int m, int64_t ld, int64_t d,
+                        double* partials, double* result, cudaStream_t s) {
+  sum_squares_partial_f32<<<kReduceBlocks, kReduceThreads, 0, s>>>(a, mean, m, ld, d, partials);
+  CUDA_CHECK_LAUNCH();
+  sum_partials<<<1, kReduceThreads, 0, s>>>(partials, kReduceBlocks, result);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_any_nonfinite(const float* a, int64_t n, int* flag, cudaStream_t s) {
+  CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), s));
+  if (n == 0) return;
+  any_nonfinite_f32<<<linear_blocks(n), kLinearBlock, 0, s>>>(a, n, flag);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_model_sums(const float* loss, const unsigned char* correct, int rows, int models,
+                       double* loss_sum, double* correct_sum, cudaStream_t s) {
+  if (models == 0) return;
+  model_sums_f32<<<unsigned(models), kReduceThreads, 0, s>>>(loss, correct, rows, loss_sum,
+                                                             correct_sum);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_record_loss(const float* loss, int64_t n, DeviceLossState* state, cudaStream_t s) {
+  record_loss_f32<<<1, kReduceThreads, 0, s>>>(loss, n, state);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_add_rows(float* a, const float* eps, bool per_worker, int m, int64_t ld,
+                     cudaStream_t s) {
+  if (m == 0 || ld == 0) return;
+  add_rows_f32<<<linear_blocks(int64_t(m) * ld), kLinearBlock, 0, s>>>(a, eps, per_worker, m, ld);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_ensemble_rows(const float* logits, const int32_t* y, int rows, int models, int classes,
+                          int total_models, bool first, bool last, double* probs, double* out,
+                          cudaStream_t s) {
+  if (rows == 0) return;
+  ensemble_rows_f32<<<linear_blocks(rows), kLinearBlock, 0, s>>>(
+      logits, y, rows, models, classes, total_models, first, last, probs, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gossamer

@@ -1,0 +1,107 @@
+#include "gossamer/cuda_plan.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "gossamer/error.hpp"
+
+namespace gossamer {
+namespace {
+
+constexpr int64_t kFloat = 4;
+// The (model, row) pairs of one evaluation or curvature pass: at least the training step's
+// own, so evaluating costs no more memory than training.
+constexpr int64_t kMinEvalCapacity = 16384;
+// Curvature pair buffers (points, directions, results: 3 x pairs x ld floats) stay under this.
+constexpr int64_t kCurvatureBytes = int64_t(512) << 20;
+
+std::string gib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", double(bytes) / double(int64_t(1) << 30));
+  return buf;
+}
+
+}  // namespace
+
+int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
+  const int layers = int(model.layers.size());
+  int64_t floats = 0, widest_hidden = 0;
+  for (int l = 0; l < layers; ++l)
+    floats += (l + 1 < layers ? 2 : 1) * int64_t(model.layers[l].out);
+  for (int h : model.hidden) widest_hidden = std::max<int64_t>(widest_hidden, h);
+  floats += 2 * widest_hidden;
+  if (with_r) floats *= 2;
+  return capacity * (floats * kFloat + kFloat + 1);
+}
+
+PassShape pass_shape(int64_t models, int64_t rows, int64_t capacity) {
+  if (models <= 0 || rows <= 0 || capacity <= 0) return {0, 0};
+  PassShape s;
+  s.rows = int(std::min(rows, std::max<int64_t>(1, capacity / models)));
+  s.models = int(std::min(models, std::max<int64_t>(1, capacity / s.rows)));
+  return s;
+}
+
+CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
+  const ModelSpec& model = *in.model;
+  CudaPlan p;
+  p.row_stride = row_stride(model.dim, int(kFloat));
+  const int64_t m = in.workers, rows = int64_t(in.workers) * in.batch, ld = p.row_stride;
+  const int64_t matrix = m * ld * kFloat;
+  p.parts.push_back({"W, its ping-pong twin and the gradients (3 x m x ld floats)", 3 * matrix,
+                     "workers or the model width"});
+  if (in.momentum)
+    p.parts.push_back({"momentum and its ping-pong twin (2 x m x ld floats)", 2 * matrix,
+                       "workers or the model width"});
+  if (in.perturb)
+    p.parts.push_back({"saved copy of W for perturbed passes (m x ld floats)", matrix,
+                       "workers or the model width"});
+  p.parts.push_back({"training and test sets on the device",
+                     (in.train_rows + in.test_rows) * (int64_t(model.input) * kFloat + 4) +
+                         in.train_rows * 8 + (m + 1) * 8,
+                     "data.train_samples / data.test_samples"});
+  p.parts.push_back({"minibatches (indices, rows, labels)",
+                     rows * (8 + int64_t(model.input) * kFloat + 4), "the per-worker batch"});
+  p.parts.push_back({"training activations (m x batch rows)",
+                     mlp_workspace_bytes(model, rows, false), "the per-worker batch or workers"});
+  p.eval_capacity = std::max(rows, kMinEvalCapacity);
+  p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
+                     mlp_workspace_bytes(model, p.eval_capacity, true),
+                     "the per-worker batch or workers"});
+  p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (3 * ld * kFloat), 1, 1024));
+  p.parts.push_back({"curvature points, directions and results",
+                     3 * int64_t(p.curvature_pairs) * ld * kFloat, "the model width"});
+  p.parts.push_back({"reductions (means in float and double)", ld * (kFloat + 8) * 2 + (1 << 16),
+                     "the model width"});
+  return p;
+}
+
+int64_t CudaPlan::total() const {
+  int64_t sum = 0;
+  for (const auto& part : parts) sum += part.bytes;
+  return sum;
+}
+
+std::string CudaPlan::table() const {
+  std::vector<MemoryPart> sorted = parts;
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const MemoryPart& a, const MemoryPart& b) { return a.bytes > b.bytes; });
+  std::string out;
+  for (const auto& part : sorted) out += "  " + gib(part.bytes) + "  " + part.name + "\n";
+  return out;
+}
+
+void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device) {
+  const int64_t need = plan.total() + kCudaHeadroom;
+  if (need <= free_bytes) return;
+  const MemoryPart* largest = &plan.parts.front();
+  for (const auto& part : plan.parts)
+    if (part.bytes > largest->bytes) largest = &part;
+  throw runtime_error("the CUDA backend needs " + gib(need) + " of device memory (" +
+                      gib(plan.total()) + " of buffers + " + gib(kCudaHeadroom) +
+                      " headroom) but " + device + " has " + gib(free_bytes) +
+                      " free; the largest part is " + largest->name + ": lower " + largest->knob +
+                      ". The plan:\n" + plan.table());
+}
+
+}  // namespace gossamer

@@ -1,0 +1,59 @@
+// The CUDA backend's memory plan and launch shapes: plain arithmetic, so it compiles and is
+// tested without a GPU. The backend computes the plan before it allocates anything and stops
+// at once, naming the knob to lower, when the plan does not fit in free device memory.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gossamer/model.hpp"
+
+namespace gossamer {
+
+struct CudaPlanInput {
+  const ModelSpec* model = nullptr;
+  int workers = 0;
+  int batch = 0;  // per worker
+  int64_t train_rows = 0, test_rows = 0;
+  bool momentum = false;
+  bool perturb = false;  // SAM / average-direction SAM / the equivalence tracker: a saved copy of W
+};
+
+struct MemoryPart {
+  std::string name;
+  int64_t bytes = 0;
+  std::string knob;  // what a user lowers to shrink it
+};
+
+struct CudaPlan {
+  std::vector<MemoryPart> parts;
+  int64_t row_stride = 0;     // ld: floats per padded row of W
+  int64_t eval_capacity = 0;  // (model, row) pairs of one evaluation / curvature pass
+  int curvature_pairs = 0;    // (point, direction) pairs held on the device at once
+  int64_t total() const;
+  std::string table() const;  // one line a part, largest first
+};
+
+// Kept free beyond the plan: the CUDA context's and cuBLAS's own allocations.
+inline constexpr int64_t kCudaHeadroom = int64_t(512) << 20;
+
+CudaPlan plan_cuda_memory(const CudaPlanInput& in);
+// Throws a gossamer::Error saying the need, the free memory and the knob, when the plan
+// plus the headroom exceeds `free_bytes`.
+void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device);
+
+// Buffers of the batched MLP for `capacity` (model, row) pairs: per pair each layer's
+// pre-activation (and activation for hidden layers), dL/dz and dL/da of the widest hidden
+// layer, the row's loss (float) and correctness (byte); with_r doubles the float buffers
+// (the R-operator twins).
+int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
+
+// How a job of `models` x `rows` (model, row) pairs is cut into passes of at most
+// `capacity`: all rows of as many models as fit, else as many rows as fit for all models.
+struct PassShape {
+  int models = 0;
+  int rows = 0;
+};
+PassShape pass_shape(int64_t models, int64_t rows, int64_t capacity);
+
+}  // namespace gossamer

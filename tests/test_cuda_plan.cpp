@@ -1,0 +1,149 @@
+// The CUDA backend's memory plan and pass shapes: arithmetic checked by hand, no GPU needed.
+#include <gtest/gtest.h>
+
+#include "gossamer/backend.hpp"
+#include "gossamer/cuda_plan.hpp"
+#include "gossamer/devices.hpp"
+#include "gossamer/error.hpp"
+#include "helpers.hpp"
+
+using namespace gossamer;
+
+namespace {
+
+const MemoryPart& part_named(const CudaPlan& p, const std::string& prefix) {
+  for (const auto& part : p.parts)
+    if (part.name.rfind(prefix, 0) == 0) return part;
+  throw std::runtime_error("no part " + prefix);
+}
+
+CudaPlanInput input(const ModelSpec& model, int workers, int batch) {
+  CudaPlanInput in;
+  in.model = &model;
+  in.workers = workers;
+  in.batch = batch;
+  in.train_rows = 60000;
+  in.test_rows = 10000;
+  return in;
+}
+
+}  // namespace
+
+TEST(CudaPlanTest, MlpWorkspaceIsCountedByHand) {
+  // 784-128-10: per (model, row) z,a of the hidden layer (2 x 128), z of the output (10),
+  // dz and da of the widest hidden layer (2 x 128): 522 floats + the row's loss and flag.
+  const ModelSpec model = ModelSpec::mlp(784, {128}, 10, Activation::Relu);
+  EXPECT_EQ(mlp_workspace_bytes(model, 1, false), 522 * 4 + 4 + 1);
+  EXPECT_EQ(mlp_workspace_bytes(model, 1000, true), 1000 * (2 * 522 * 4 + 4 + 1));
+  // Softmax regression has no hidden layer: only the logits.
+  EXPECT_EQ(mlp_workspace_bytes(ModelSpec::mlp(7, {}, 3, Activation::Relu), 2, false),
+            2 * (3 * 4 + 5));
+}
+
+TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {
+  const ModelSpec model = ModelSpec::mlp(784, {128}, 10, Activation::Relu);  // d = 101770
+  CudaPlanInput in = input(model, 1024, 32);
+  const CudaPlan plain = plan_cuda_memory(in);
+  EXPECT_EQ(plain.row_stride, 101824);  // d rounded up to 64 floats (256 bytes)
+  EXPECT_EQ(part_named(plain, "W,").bytes, 3LL * 1024 * 101824 * 4);
+  EXPECT_THROW(part_named(plain, "momentum"), std::runtime_error);
+  in.momentum = true;
+  in.perturb = true;
+  const CudaPlan full = plan_cuda_memory(in);
+  EXPECT_EQ(part_named(full, "momentum").bytes, 2LL * 1024 * 101824 * 4);
+  EXPECT_EQ(part_named(full, "saved").bytes, 1LL * 1024 * 101824 * 4);
+  EXPECT_EQ(full.total() - plain.total(), 3LL * 1024 * 101824 * 4);
+  EXPECT_EQ(part_named(full, "training activations").bytes,
+            mlp_workspace_bytes(model, 1024 * 32, false));
+  EXPECT_EQ(full.eval_capacity, 1024 * 32);  // at least the training step's own pairs
+  // Curvature pair buffers stay within 512 MiB.
+  EXPECT_LE(3LL * full.curvature_pairs * full.row_stride * 4, 512LL << 20);
+  EXPECT_GE(full.curvature_pairs, 1);
+}
+
+TEST(CudaPlanTest, TooBigAPlanNamesTheNeedTheFreeMemoryAndTheKnob) {
+  const ModelSpec model = ModelSpec::mlp(784, {128}, 10, Activation::Relu);
+  const CudaPlan plan = plan_cuda_memory(input(model, 4096, 32));
+  EXPECT_NO_THROW(check_plan_fits(plan, plan.total() + kCudaHeadroom, "GPU"));
+  try {
+    check_plan_fits(plan, plan.total(), "NVIDIA H100 80GB HBM3");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("NVIDIA H100"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lower workers"), std::string::npos) << msg;  // W dominates here
+  }
+  // A huge batch on a small model: the activations dominate, and the batch is the knob.
+  const ModelSpec wide = ModelSpec::mlp(784, {4096}, 10, Activation::Relu);
+  const CudaPlan act = plan_cuda_memory(input(wide, 2, 100000));
+  try {
+    check_plan_fits(act, 0, "GPU");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("per-worker batch"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaPlanTest, PassesCoverEveryPairOnceWithinCapacity) {
+  struct Case {
+    int64_t models, rows, capacity;
+  };
+  for (const Case& c : {Case{16, 10000, 16384}, Case{1, 10000, 16384}, Case{4096, 10000, 131072},
+                        Case{20000, 7, 16384}, Case{3, 5, 1}, Case{7, 1, 100}}) {
+    const PassShape s = pass_shape(c.models, c.rows, c.capacity);
+    ASSERT_GE(s.models, 1);
+    ASSERT_GE(s.rows, 1);
+    EXPECT_LE(int64_t(s.models) * s.rows, std::max<int64_t>(c.capacity, 1))
+        << c.models << " x " << c.rows;
+    EXPECT_LE(s.models, c.models);
+    EXPECT_LE(s.rows, c.rows);
+    // Covering loops as the backend runs them visit each (model, row) once.
+    int64_t covered = 0;
+    for (int64_t k0 = 0; k0 < c.models; k0 += s.models)
+      for (int64_t r0 = 0; r0 < c.rows; r0 += s.rows)
+        covered +=
+            std::min<int64_t>(s.models, c.models - k0) * std::min<int64_t>(s.rows, c.rows - r0);
+    EXPECT_EQ(covered, c.models * c.rows);
+  }
+  // All models at once when they fit: the ensemble needs every worker's logits per row.
+  EXPECT_EQ(pass_shape(16, 10000, 16384).models, 16);
+  EXPECT_EQ(pass_shape(16, 10000, 16384).rows, 1024);
+}
+
+TEST(CudaPlanTest, TensorFloatMathIsRefusedOnTheCpuBackend) {
+  nlohmann::json c = test_util::tiny_config();
+  c["backend"] = "cpu";
+  c["math"] = "tf32";
+  try {
+    load_config(c, {}, "run.json");
+    FAIL() << "expected a config error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("run.json: math"), std::string::npos) << e.what();
+  }
+  c["backend"] = "auto";
+  EXPECT_EQ(load_config(c, {}, "run.json").math, "tf32");
+}
+
+TEST(CudaPlanTest, AutoStaysOnTheCpuAndSaysWhy) {
+  test_util::Sim s = test_util::make_sim({}, false);
+  BackendSetup setup;
+  setup.model = &s->model;
+  setup.data = &s->data;
+  setup.partition = &s->partition;
+  setup.workers = s->config.workers;
+  setup.batch = s->config.optimizer.batch_size;
+  std::string chosen;
+  const auto b = make_backend("auto", "float32", setup, &chosen);
+  EXPECT_EQ(b->name(), "cpu (float32)");
+  EXPECT_NE(chosen.find("auto"), std::string::npos) << chosen;
+  if (list_devices().devices.empty()) {
+    try {
+      make_backend("cuda", "float32", setup, &chosen);
+      FAIL() << "expected an error without a GPU";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--backend cuda"), std::string::npos) << e.what();
+    }
+  }
+}
