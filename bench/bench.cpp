@@ -1,12 +1,17 @@
-// gossamer-bench: times the parts of a training step and the curvature kernels on a
-// backend, beside the machine's measured ceilings, and writes one JSON result.
+// gossamer-bench: times the parts of a training step and the curvature estimators on a
+// backend (cpu or cuda), beside the machine's ceilings measured in the same run, and writes
+// one JSON result: bench/results/DATE-DEVICE.json.
 //
 // Formulas (per step, m workers, per-worker batch B, layer sizes in_l x out_l, d params):
-//   local gradient  FLOPs = m B (6 sum_l in_l out_l - 2 in_0 out_0)   (forward, dW, dA; no dA for
-//   layer 0) gossip+update   bytes >= 4 m d (read W, G, buf; write W', buf: 5 for momentum, 3
-//   without) x sizeof(scalar) HVP over K points: about twice the gradient's FLOPs; reported as the
-//   time ratio HVP / gradient ceilings: a large copy (bytes read + written) and a large GEMM with
-//   Eigen, on the same cores.
+//   local gradient  FLOPs = m B (6 sum_l in_l out_l - 2 in_0 out_0)  (forward, dW, dA; no dA
+//                   for layer 0)
+//   gossip+update   bytes >= (5 with momentum, else 3) m d sizeof(float): read W, G (, buf),
+//                   write W' (, buf'); neighbours' rows are re-read from cache, not counted
+//   HVP over K points: about twice the gradient's FLOPs; reported as the time ratio HVP / gradient
+// Ceilings: CPU: a 256 MiB copy and a 1024^3 Eigen SGEMM. CUDA: a 1 GiB device-to-device copy
+// (bytes read + written) and 8192^3 cuBLAS SGEMMs in FP32 and TF32 (cuda/ceilings.cu).
+// Timing: each part is called `calls` times back to back and timed by the backend (CUDA events
+// on its stream for cuda, the host clock for cpu); the median over `repeats` such batches.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -20,8 +25,13 @@
 #include <functional>
 #include <iostream>
 
+#include "gossamer/curvature.hpp"
+#include "gossamer/devices.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
+#ifdef GOSSAMER_HAVE_CUDA
+#include "gossamer/cuda.hpp"
+#endif
 
 using namespace gossamer;
 using nlohmann::json;
@@ -59,15 +69,17 @@ Ceilings measure_ceilings(int repeats) {
   return c;
 }
 
-json workload(const std::string& name) {
-  // (a) and (b) of the CUDA backend issue; synthetic data of the MNIST shape (only shapes matter).
+// (a) and (b) of the CUDA backend issue, the quickstart's shape, and one point of the scaling
+// series (c): "m<N>" is N workers of 784-128-10, per-worker batch 32, ring. Synthetic data of
+// the MNIST shape (only shapes matter for timing).
+json workload(const std::string& name, const std::string& backend) {
   json c = {
-      {"backend", "cpu"},
+      {"backend", backend},
       {"data",
        {{"dataset", "synthetic"},
         {"synthetic", {{"features", 784}, {"classes", 10}, {"train", 16384}, {"test", 1024}}}}},
       {"train", {{"steps", 10}}},
-      {"curvature", {{"samples", 64}}}};
+      {"curvature", {{"samples", 1024}}}};
   if (name == "a") {
     c.merge_patch({{"workers", 64},
                    {"model", {{"hidden", {256, 256}}}},
@@ -83,8 +95,17 @@ json workload(const std::string& name) {
                    {"model", {{"hidden", {128}}}},
                    {"optimizer", {{"batch_size", 32}}},
                    {"topology", {{"name", "ring"}}}});
+  } else if (name.size() > 1 && name[0] == 'm' &&
+             name.find_first_not_of("0123456789", 1) == std::string::npos) {
+    const int m = std::stoi(name.substr(1));
+    c.merge_patch({{"workers", m},
+                   {"model", {{"hidden", {128}}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "ring"}}},
+                   // every worker needs a shard of at least one batch
+                   {"data", {{"synthetic", {{"train", std::max(16384, 32 * m)}}}}}});
   } else {
-    throw std::runtime_error("unknown workload " + name + " (a, b, quickstart)");
+    throw std::runtime_error("unknown workload " + name + " (a, b, quickstart, m<N>)");
   }
   return c;
 }
@@ -108,33 +129,80 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
+std::string slug(std::string s) {
+  for (char& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '-';
+  return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gossamer-bench: step parts and curvature kernels against the machine's ceilings"};
+  CLI::App app{"gossamer-bench: step parts and curvature estimators against the ceilings"};
   std::vector<std::string> names{"quickstart", "a"};
-  int repeats = 10;
-  std::string out_dir = "bench/results";
-  app.add_option("--workload", names, "Workloads: quickstart, a, b")->delimiter(',');
-  app.add_option("--repeats", repeats, "Timed repeats per part (median reported)")
+  std::string backend = "cpu", math = "fp32", out_dir = "bench/results";
+  int repeats = 10, calls = 5;
+  bool curvature = true;
+  app.add_option("--backend", backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--math", math, "GEMM math of the cuda backend")
+      ->check(CLI::IsMember({"fp32", "tf32"}));
+  app.add_option("--workload", names,
+                 "Workloads: quickstart, a, b, and m<N> (the scaling series: N workers of "
+                 "784-128-10, batch 32, ring)")
+      ->delimiter(',');
+  app.add_option("--repeats", repeats, "Timed batches per part (median reported)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--calls", calls, "Calls per timed batch")->check(CLI::PositiveNumber);
+  app.add_flag("!--no-curvature", curvature, "Skip the curvature estimators");
   app.add_option("--out", out_dir, "Folder of the JSON result");
   CLI11_PARSE(app, argc, argv);
 
-  const Ceilings ceil = measure_ceilings(5);
-  const int threads = Eigen::nbThreads();
-  std::printf(
-      "machine: %s, %ld cores; copy %.1f GB/s, SGEMM 1024^3 %.1f GFLOP/s (Eigen, %d threads)\n",
-      cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN), ceil.copy_gbs, ceil.gemm_gflops, threads);
-  json result = {
-      {"machine", {{"cpu", cpu_model()}, {"cores", sysconf(_SC_NPROCESSORS_ONLN)}}},
-      {"backend", "cpu (float32)"},
-      {"git_revision", git_revision()},
-      {"ceilings", {{"copy_gb_per_s", ceil.copy_gbs}, {"sgemm_gflop_per_s", ceil.gemm_gflops}}},
-      {"workloads", json::object()}};
+  json result = {{"git_revision", git_revision()},
+                 {"timing", "median over repeats of (calls back to back) / calls"},
+                 {"repeats", repeats},
+                 {"calls", calls},
+                 {"workloads", json::object()}};
+  std::string device;
+  double gemm_gflops = 0, copy_gbs = 0;
+  if (backend == "cpu") {
+    const Ceilings ceil = measure_ceilings(5);
+    device = cpu_model();
+    gemm_gflops = ceil.gemm_gflops;
+    copy_gbs = ceil.copy_gbs;
+    result["machine"] = {{"cpu", device}, {"cores", sysconf(_SC_NPROCESSORS_ONLN)}};
+    result["ceilings"] = {
+        {"copy_gb_per_s", copy_gbs}, {"sgemm_gflop_per_s", gemm_gflops}, {"sgemm", "Eigen 1024^3"}};
+  } else {
+#ifdef GOSSAMER_HAVE_CUDA
+    const DeviceList gpus = list_devices();
+    if (gpus.devices.empty()) {
+      std::fprintf(stderr, "gossamer-bench: --backend cuda: %s\n", gpus.why_none.c_str());
+      return 1;
+    }
+    device = gpus.devices[0].name;
+    const CudaCeilings ceil = measure_cuda_ceilings(10);
+    copy_gbs = ceil.copy_gb_per_s;
+    gemm_gflops = 1e3 * (math == "tf32" ? ceil.sgemm_tf32_tflops : ceil.sgemm_fp32_tflops);
+    result["machine"] = {{"gpu", device},
+                         {"memory_bytes", gpus.devices[0].total_memory},
+                         {"multiprocessors", gpus.devices[0].multiprocessors},
+                         {"cpu", cpu_model()}};
+    result["ceilings"] = {{"copy_gb_per_s", copy_gbs},
+                          {"sgemm_fp32_tflop_per_s", ceil.sgemm_fp32_tflops},
+                          {"sgemm_tf32_tflop_per_s", ceil.sgemm_tf32_tflops},
+                          {"sgemm", "cuBLAS 8192^3"}};
+#else
+    std::fprintf(stderr, "gossamer-bench: built without CUDA\n");
+    return 1;
+#endif
+  }
+  std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", device.c_str(), copy_gbs,
+              gemm_gflops, math.c_str());
 
   for (const auto& name : names) {
-    const RunConfig cfg = load_config(workload(name), {}, "workload " + name);
+    json wc = workload(name, backend);
+    wc["math"] = math;
+    const RunConfig cfg = load_config(wc, {}, "workload " + name);
     auto sim = make_simulation(cfg);
     Backend& b = *sim->backend;
     const ModelSpec& model = sim->model;
@@ -147,70 +215,109 @@ int main(int argc, char** argv) {
         (cfg.optimizer.momentum > 0 ? 5.0 : 3.0) * m * double(model.dim) * sizeof(float);
     int64_t step = 0;
     const Csr& mixing = sim->topology->at(0);
-
-    const double t_sample = median_seconds([&] { b.sample(step++); }, repeats);
-    const double t_grad = median_seconds([&] { b.local_gradient(true); }, repeats);
-    const double t_update =
-        median_seconds([&] { b.mix_update(&mixing, 1e-6, MixForm::Default); }, repeats);
-    const double t_consensus = median_seconds([&] { b.consensus_distance(); }, repeats);
-    const double t_step =
-        median_seconds([&] { train_step(b, cfg, *sim->topology, step++, 1e-6); }, repeats);
-    // Curvature: one batched HVP over K = min(m, 64) (point, direction) pairs vs one batched
-    // gradient over the same K points, on the same 64-sample subset.
-    const int k = std::min(m, 64);
-    const std::vector<double> all = b.weights();
-    const std::vector<double> points(all.begin(), all.begin() + int64_t(k) * model.dim);
-    std::vector<double> grads, hv;  // reused by both: no allocation inside the timed region
-    const double t_subset_grad =
-        median_seconds([&] { b.subset_loss(points, &grads); }, std::max(3, repeats / 3), 1);
-    const double t_hvp =
-        median_seconds([&] { b.hvp_into(points, points, hv); }, std::max(3, repeats / 3), 1);
-
+    const auto median = [&](const std::function<void()>& f) {
+      std::vector<double> t;
+      b.seconds_per_call(f, calls);  // warm-up (graph capture, caches)
+      for (int r = 0; r < repeats; ++r) t.push_back(b.seconds_per_call(f, calls));
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
+    const double t_sample = median([&] { b.sample(step++); });
+    const double t_grad = median([&] { b.local_gradient(true); });
+    const double t_update = median([&] { b.mix_update(&mixing, 1e-6, MixForm::Default); });
+    const double t_consensus = median([&] { b.consensus_distance(); });
+    const double t_eval = median([&] { b.evaluate_mean(Split::Test); });
+    const double t_step = median([&] { train_step(b, cfg, *sim->topology, step++, 1e-6); });
     auto gflops = [](double flops, double s) { return flops / s / 1e9; };
     json w = {{"config", cfg.resolved},
+              {"backend", b.name()},
               {"model", model.describe()},
               {"parts_seconds",
                {{"sample", t_sample},
                 {"local_gradient", t_grad},
                 {"gossip_update", t_update},
                 {"consensus_distance", t_consensus},
+                {"evaluate_mean_test", t_eval},
                 {"step", t_step}}},
               {"local_gradient",
                {{"flops", grad_flops},
                 {"gflop_per_s", gflops(grad_flops, t_grad)},
-                {"fraction_of_sgemm", gflops(grad_flops, t_grad) / ceil.gemm_gflops}}},
+                {"fraction_of_sgemm", gflops(grad_flops, t_grad) / gemm_gflops}}},
               {"gossip_update",
                {{"min_bytes", update_bytes},
                 {"gb_per_s", update_bytes / t_update / 1e9},
-                {"fraction_of_copy", update_bytes / t_update / 1e9 / ceil.copy_gbs}}},
-              {"steps_per_second", 1.0 / t_step},
-              {"hvp_vs_gradient",
-               {{"pairs", k},
-                {"subset_samples", 64},
-                {"hvp_s", t_hvp},
-                {"gradient_s", t_subset_grad},
-                {"ratio", t_hvp / t_subset_grad}}}};
-    result["workloads"][name] = w;
-    std::printf("\nworkload %s: m = %d, %s, batch %d, %s\n", name.c_str(), m,
-                model.describe().c_str(), batch, cfg.topology.name.c_str());
-    std::printf("  %-20s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
-    std::printf("  %-20s %8.3f ms\n", "sample", t_sample * 1e3);
-    std::printf("  %-20s %8.3f ms  %.1f GFLOP/s (%.0f%% of SGEMM)\n", "local gradient",
+                {"fraction_of_copy", update_bytes / t_update / 1e9 / copy_gbs}}},
+              {"steps_per_second", 1.0 / t_step}};
+    std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), m,
+                model.describe().c_str(), batch, cfg.topology.name.c_str(), b.name().c_str());
+    std::printf("  %-22s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
+    std::printf("  %-22s %8.3f ms\n", "sample", t_sample * 1e3);
+    std::printf("  %-22s %8.3f ms  %.1f GFLOP/s (%.0f%% of SGEMM)\n", "forward + backward",
                 t_grad * 1e3, gflops(grad_flops, t_grad),
-                100 * gflops(grad_flops, t_grad) / ceil.gemm_gflops);
-    std::printf("  %-20s %8.3f ms  %.1f GB/s (%.0f%% of copy)\n", "gossip + update", t_update * 1e3,
-                update_bytes / t_update / 1e9, 100 * update_bytes / t_update / 1e9 / ceil.copy_gbs);
-    std::printf("  %-20s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
-    std::printf("  %-20s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
-    std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
-                t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
+                100 * gflops(grad_flops, t_grad) / gemm_gflops);
+    std::printf("  %-22s %8.3f ms  %.1f GB/s (%.0f%% of copy)\n", "gossip + update", t_update * 1e3,
+                update_bytes / t_update / 1e9, 100 * update_bytes / t_update / 1e9 / copy_gbs);
+    std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
+    std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
+    std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
+
+    if (curvature && name[0] != 'm') {
+      // One batched HVP over K = min(m, 64) (point, direction) pairs vs one batched gradient
+      // over the same K points, on the curvature subset; then the estimators of the PyHessian
+      // comparison at w-bar: Hutchinson with 64 probes, power iteration with deflation for the
+      // top 10 (at most 100 iterations, tolerance 1e-3: PyHessian's defaults), Lanczos top 10.
+      const int k = std::min(m, 64);
+      const std::vector<double> all = b.weights();
+      const std::vector<double> points(all.begin(), all.begin() + int64_t(k) * model.dim);
+      const std::vector<double> wbar = mean_row(all, m);
+      std::vector<double> grads, hv;
+      const auto once = [&](const std::function<void()>& f) {
+        f();  // warm-up
+        std::vector<double> t;
+        for (int r = 0; r < 3; ++r) t.push_back(b.seconds_per_call(f, 1));
+        std::sort(t.begin(), t.end());
+        return t[1];
+      };
+      const double t_subset_grad = once([&] { b.subset_loss(points, &grads); });
+      const double t_hvp = once([&] { b.hvp_into(points, points, hv); });
+      Estimate trace;
+      std::vector<Eigenpair> power, lanczos;
+      const double t_hutch = once([&] { trace = hutchinson_trace(b, wbar, 64, 7); });
+      const double t_power =
+          once([&] { power = power_top_eigenvalues(b, wbar, 10, 100, 1e-3, 7); });
+      const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, wbar, 10, 40, 7); });
+      json eig_power = json::array(), eig_lanczos = json::array();
+      for (const auto& e : power) eig_power.push_back(e.value);
+      for (const auto& e : lanczos) eig_lanczos.push_back(e.value);
+      w["curvature"] = {
+          {"subset_samples", cfg.curvature.samples},
+          {"hvp_vs_gradient",
+           {{"pairs", k},
+            {"hvp_s", t_hvp},
+            {"gradient_s", t_subset_grad},
+            {"ratio", t_hvp / t_subset_grad}}},
+          {"hutchinson_64",
+           {{"seconds", t_hutch}, {"trace", trace.value}, {"std_error", trace.std_error}}},
+          {"power_top10", {{"seconds", t_power}, {"eigenvalues", eig_power}}},
+          {"lanczos_top10_40_steps", {{"seconds", t_lanczos}, {"eigenvalues", eig_lanczos}}}};
+      std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
+                  t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
+      std::printf("  Hutchinson 64 probes: %.3f s (tr H = %.4g +- %.2g)\n", t_hutch, trace.value,
+                  trace.std_error);
+      std::printf(
+          "  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
+          t_power, power.empty() ? 0.0 : power[0].value, t_lanczos,
+          lanczos.empty() ? 0.0 : lanczos[0].value);
+    }
+    result["workloads"][name] = w;
   }
 
   char date[16];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
   std::filesystem::create_directories(out_dir);
-  const std::string path = out_dir + "/" + date + "-cpu.json";
+  const std::string path =
+      out_dir + "/" + date + "-" + (backend == "cpu" ? std::string("cpu") : slug(device)) + ".json";
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\nwrote %s\n", path.c_str());
   return 0;

@@ -371,6 +371,28 @@ class CudaBackend final : public Backend {
     return losses;
   }
 
+  double seconds_per_call(const std::function<void()>& body, int calls) override {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    float ms = 0;
+    try {
+      m_stream.sync();
+      CUDA_CHECK(cudaEventRecord(start, m_stream.get()));
+      for (int i = 0; i < calls; ++i) body();
+      CUDA_CHECK(cudaEventRecord(stop, m_stream.get()));
+      CUDA_CHECK(cudaEventSynchronize(stop));
+      CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    } catch (...) {
+      cudaEventDestroy(start);
+      cudaEventDestroy(stop);
+      throw;
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return double(ms) / 1e3 / calls;
+  }
+
  private:
   CudaPlan make_plan(const BackendSetup& s) {
     const DeviceList gpus = list_devices();

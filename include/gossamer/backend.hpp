@@ -2,7 +2,9 @@
 // workers' parameters W[m][d] at once. The trainer drives a step through these calls
 // only, so the CPU reference and the CUDA backend are interchangeable under it.
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -132,6 +134,15 @@ class Backend {
   // Mean loss on the subset at each row of `points`; with grads, also each gradient (same shape).
   virtual std::vector<double> subset_loss(const std::vector<double>& points,
                                           std::vector<double>* grads) = 0;
+
+  // For benchmarks: seconds per call of `body` (calls on this backend), over `calls` calls
+  // back to back. The CPU backend times with the host clock; the CUDA backend with events on
+  // its stream, after the queued work has finished.
+  virtual double seconds_per_call(const std::function<void()>& body, int calls) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < calls; ++i) body();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls;
+  }
 };
 
 // The CPU reference backend, in float or double.

@@ -23,6 +23,13 @@ struct CudaOptions {
 // device memory before allocating; throws a clear error when no GPU is visible.
 std::unique_ptr<Backend> make_cuda_backend(const BackendSetup& setup, const CudaOptions& options);
 
+// The card's ceilings for the benchmark: device-to-device copy (bytes read + written, GB/s)
+// and 8192^3 SGEMM through cuBLAS in FP32 and TF32 (TFLOP/s), medians of `repeats` runs.
+struct CudaCeilings {
+  double copy_gb_per_s = 0, sgemm_fp32_tflops = 0, sgemm_tf32_tflops = 0;
+};
+CudaCeilings measure_cuda_ceilings(int repeats);
+
 // Every worker's minibatch indices at `step`, drawn on the GPU with the same Philox
 // stream as the CPU backend (philox.hpp): m x batch training-set indices.
 std::vector<int64_t> cuda_sample_minibatches(const Partition& partition, uint64_t seed,
