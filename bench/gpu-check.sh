@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
-# One device visit (../shared/GPU.md): run on the GPU machine from the repository root,
-# with build-gpu/ carried (built here with the commands below). Copies logs into $OUT.
+# One device visit (../shared/GPU.md), run on the GPU machine from the repository root with
+# build-gpu/ carried. Build it here first (no -march=native: the binary travels):
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF
 #   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer-bench
-# NOT YET RUN ON A GPU: written for the first session that is lent one.
+#   strip build-gpu/gossamer build-gpu/gossamer-bench build-gpu/tests/gossamer_cuda_tests
+# then: run(command="bash bench/gpu-check.sh", carry=["build-gpu"], timeout_s=540).
+# Order: agreement tests first (the verdict), then the benchmark and its peers, then the
+# sanitizers and ncu on a short filter. Results land in $OUT and bench/results/.
+# NOT YET RUN ON A GPU (written in sessions without one).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
-mkdir -p "$OUT"
+mkdir -p "$OUT" bench/results
+B=build-gpu
 nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
-# The CUDA runtime is static; cuBLAS/NCCL (not used yet) come from the image's Python packages.
+# The CUDA runtime is static; cuBLAS comes from the image's Python packages (GPU.md).
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }
-export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libnccl.so.2):${LD_LIBRARY_PATH:-}"
-ldd build-gpu/tests/gossamer_cuda_tests | grep "not found" && echo "missing libraries" | tee -a "$OUT/summary.txt"
-./build-gpu/gossamer devices | tee "$OUT/devices.txt"
-./build-gpu/tests/gossamer_cuda_tests 2>&1 | tee "$OUT/cuda-tests.txt" | tail -30
+export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libcublas.so.13):${LD_LIBRARY_PATH:-}"
+ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$OUT/missing-libs.txt"
+$B/gossamer devices | tee "$OUT/devices.txt"
+
+echo "=== agreement tests"
+timeout 180 $B/tests/gossamer_cuda_tests --gtest_output=json:"$OUT/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+echo "exit $?" >> "$OUT/cuda-tests.txt"
+grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$OUT/cuda-tests.txt" | head -40
+
+echo "=== benchmark"
+timeout 150 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 \
+  --out bench/results > "$OUT/bench.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench.txt"
+RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
+cp bench/results/*.json "$OUT/" 2>/dev/null
+
+echo "=== PyTorch peers"
+timeout 150 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --out bench/results \
+  > "$OUT/peers.txt" 2>&1; echo "peers exit $?" >> "$OUT/peers.txt"
+cp bench/results/*peers*.json "$OUT/" 2>/dev/null
+
+echo "=== sanitizers (short filter)"
+F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*'
 if command -v compute-sanitizer > /dev/null; then
-  compute-sanitizer --tool memcheck ./build-gpu/tests/gossamer_cuda_tests 2>&1 | tail -5 | tee "$OUT/memcheck.txt"
-  compute-sanitizer --tool racecheck ./build-gpu/tests/gossamer_cuda_tests 2>&1 | tail -5 | tee "$OUT/racecheck.txt"
+  timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/memcheck.txt"
+  timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/racecheck.txt"
 fi
-echo "--- summary"; grep -E "PASSED|FAILED|SKIPPED" "$OUT/cuda-tests.txt" | tail -5
+if command -v ncu > /dev/null; then
+  timeout 60 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
+    --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gossip.txt" 2>&1
+fi
+
+echo "=== summary"
+tail -3 "$OUT/cuda-tests.txt"
+grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power" "$OUT/bench.txt" | head -40
+tail -15 "$OUT/peers.txt"
+cat "$OUT/memcheck.txt" "$OUT/racecheck.txt" 2>/dev/null
