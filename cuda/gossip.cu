@@ -7,6 +7,7 @@
 // row_ptr == nullptr is P = I (C-SGD and local SGD's local steps: the update alone).
 #include "device_array.cuh"
 #include "gossamer/cuda.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "kernels.cuh"
 
 namespace gossamer {
@@ -29,9 +30,12 @@ static __device__ __forceinline__ float4 update_of(const float4* W, const float4
 static __global__ void gossip_update_f32(const int* row_ptr, const int* col, const float* val,
                                          const float4* W, const float4* G, const float4* buf,
                                          float4* buf_out, float4* W_out, int64_t groups_per_row,
-                                         int k0, GossipParams p) {
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int k = k0 + int(blockIdx.y);  // grid.y is at most 65535: the launcher offsets by k0
+                                         GossipParams p) {
+  // Rows on grid.x (the fastest-varying block index): the blocks in flight at once work on
+  // one column tile of many consecutive rows, so a neighbour row's tile, read by up to
+  // deg + 1 rows, is still in L2 when the next reader comes (exponential graphs reach k + m/2).
+  const int k = int(blockIdx.x);
+  const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (c >= groups_per_row) return;
   const int64_t own = int64_t(k) * groups_per_row + c;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -56,19 +60,14 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
 void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
                           const float* w, const float* g, const float* buf, float* buf_out,
                           float* w_out, const GossipParams& p, cudaStream_t s) {
-  if (ld % 4 != 0) throw runtime_error("gossip_update: rows must be padded to whole float4 groups");
-  const int64_t groups = ld / 4;
-  if (m == 0 || groups == 0) return;
-  constexpr int kMaxGridY = 65535;
-  for (int k0 = 0; k0 < m; k0 += kMaxGridY) {
-    const dim3 grid(unsigned(CEIL_DIV(groups, int64_t(kLinearBlock))),
-                    unsigned(std::min(kMaxGridY, m - k0)));
-    gossip_update_f32<<<grid, kLinearBlock, 0, s>>>(
-        row_ptr, col, val, reinterpret_cast<const float4*>(w), reinterpret_cast<const float4*>(g),
-        reinterpret_cast<const float4*>(buf), reinterpret_cast<float4*>(buf_out),
-        reinterpret_cast<float4*>(w_out), groups, k0, p);
-    CUDA_CHECK_LAUNCH();
-  }
+  const GossipGrid shape = gossip_grid(m, ld, kLinearBlock);
+  if (shape.rows == 0 || shape.groups_per_row == 0) return;
+  const dim3 grid(unsigned(shape.rows), unsigned(shape.tiles));
+  gossip_update_f32<<<grid, kLinearBlock, 0, s>>>(
+      row_ptr, col, val, reinterpret_cast<const float4*>(w), reinterpret_cast<const float4*>(g),
+      reinterpret_cast<const float4*>(buf), reinterpret_cast<float4*>(buf_out),
+      reinterpret_cast<float4*>(w_out), shape.groups_per_row, p);
+  CUDA_CHECK_LAUNCH();
 }
 
 void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,

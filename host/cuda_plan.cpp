@@ -42,6 +42,20 @@ PassShape pass_shape(int64_t models, int64_t rows, int64_t capacity) {
   return s;
 }
 
+GossipGrid gossip_grid(int64_t m, int64_t ld, int block) {
+  if (ld % 4 != 0)
+    throw runtime_error("gossip_update: rows of " + std::to_string(ld) +
+                        " floats are not whole float4 groups (pad to row_stride)");
+  GossipGrid g;
+  g.rows = m;
+  g.groups_per_row = ld / 4;
+  g.tiles = (g.groups_per_row + block - 1) / block;
+  if (g.tiles > 65535)
+    throw runtime_error("gossip_update: rows of " + std::to_string(ld) +
+                        " floats exceed 65535 tiles of " + std::to_string(4 * block) + " floats");
+  return g;
+}
+
 CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   const ModelSpec& model = *in.model;
   CudaPlan p;

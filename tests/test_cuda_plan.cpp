@@ -147,3 +147,18 @@ TEST(CudaPlanTest, AutoStaysOnTheCpuAndSaysWhy) {
     }
   }
 }
+
+TEST(CudaPlanTest, GossipGridCoversEveryRowAndFloat4Group) {
+  // Workload (a): 64 workers, d = 269322 -> ld = 269376 floats = 67344 float4 groups.
+  const ModelSpec a = ModelSpec::mlp(784, {256, 256}, 10, Activation::Relu);
+  const int64_t ld = row_stride(a.dim, 4);
+  const GossipGrid g = gossip_grid(64, ld, 256);
+  EXPECT_EQ(g.rows, 64);
+  EXPECT_EQ(g.groups_per_row, ld / 4);
+  EXPECT_GE(g.tiles * 256, g.groups_per_row);        // every group has a thread
+  EXPECT_LT((g.tiles - 1) * 256, g.groups_per_row);  // and no tile is wholly idle
+  EXPECT_EQ(gossip_grid(1, 64, 256).tiles, 1);
+  EXPECT_THROW(gossip_grid(4, 66, 256), Error);                   // not whole float4 groups
+  EXPECT_THROW(gossip_grid(4, 4LL * 256 * 65536, 256), Error);    // too many tiles
+  EXPECT_NO_THROW(gossip_grid(1 << 20, 4LL * 256 * 65535, 256));  // many rows are fine on x
+}

@@ -56,4 +56,13 @@ struct PassShape {
 };
 PassShape pass_shape(int64_t models, int64_t rows, int64_t capacity);
 
+// The fused gossip + update kernel's grid (cuda/gossip.cu): one block of `block` threads per
+// (row, tile of block float4 groups); rows on x, the fastest-varying block index, so the blocks
+// in flight share a column tile and neighbour rows hit L2. Throws when rows are not whole
+// float4 groups or a row has more than 65535 tiles.
+struct GossipGrid {
+  int64_t rows = 0, tiles = 0, groups_per_row = 0;
+};
+GossipGrid gossip_grid(int64_t m, int64_t ld, int block);
+
 }  // namespace gossamer
