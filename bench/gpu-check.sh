@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# One device visit (../shared/GPU.md), run on the GPU machine from the repository root with
-# build-gpu/ carried. Build it here first (no -march=native: the binary travels):
+# One device visit (../shared/GPU.md), run on the GPU machine from the repository root.
+# Prepare here (no -march=native: the binaries travel), carrying only what runs (64 MiB cap):
 #   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF
 #   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer-bench
-#   strip build-gpu/gossamer build-gpu/gossamer-bench build-gpu/tests/gossamer_cuda_tests
-# then: run(command="bash bench/gpu-check.sh", carry=["build-gpu"], timeout_s=540).
+#   mkdir -p gpu-bin/tests && cp build-gpu/gossamer build-gpu/gossamer-bench gpu-bin/ &&
+#     cp build-gpu/tests/gossamer_cuda_tests gpu-bin/tests/ && strip gpu-bin/gossamer* gpu-bin/tests/* &&
+#     cp -r /usr/share/datasets/fashion-mnist gpu-bin/   # the quickstart agreement test's data (30 MB)
+# then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=540).
 # Order: agreement tests first (the verdict), then the benchmark and its peers, then the
 # sanitizers and ncu on a short filter. Results land in $OUT and bench/results/.
 # NOT YET RUN ON A GPU (written in sessions without one).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT" bench/results
-B=build-gpu
+B=${B:-gpu-bin}
+export GOSSAMER_SOURCE_DIR=$PWD
+[ -d /usr/share/datasets/fashion-mnist ] || export GOSSAMER_FASHION_MNIST=$PWD/$B/fashion-mnist
 nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
 # The CUDA runtime is static; cuBLAS comes from the image's Python packages (GPU.md).
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }

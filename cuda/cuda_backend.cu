@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 #include "device_array.cuh"
@@ -166,7 +167,12 @@ class CudaBackend final : public Backend {
     if (!m_options.graphs) return gradient_pass(record_loss);
     const auto key = std::make_pair(record_loss, m_w.get());
     auto it = m_graphs.find(key);
-    if (it == m_graphs.end()) it = m_graphs.emplace(key, capture_gradient(record_loss)).first;
+    if (it == m_graphs.end()) {
+      // The first pass of each kind runs eagerly: cuBLAS picks its kernels and the CUDA
+      // runtime loads modules lazily on first use, neither of which may happen inside a capture.
+      if (m_eager_done.insert(key).second) return gradient_pass(record_loss);
+      it = m_graphs.emplace(key, capture_gradient(record_loss)).first;
+    }
     CUDA_CHECK(cudaGraphLaunch(it->second, m_stream.get()));
   }
 
@@ -658,6 +664,7 @@ class CudaBackend final : public Backend {
   std::vector<float> m_staging;
   std::unordered_map<uint64_t, DeviceCsr> m_csr;
   std::map<std::pair<bool, const float*>, cudaGraphExec_t> m_graphs;
+  std::set<std::pair<bool, const float*>> m_eager_done;
 };
 
 }  // namespace

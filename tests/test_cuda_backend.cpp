@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -283,12 +284,19 @@ TEST_F(CudaBackendTest, SavedStateResumesBitForBit) {
 // The end-to-end check: 100 steps of the quickstart (Fashion-MNIST, 16 workers, ring)
 // through the trainer on each backend agree to 1e-3 in loss and consensus distance.
 TEST_F(CudaBackendTest, QuickstartHundredStepsAgreeWithTheCpu) {
-  const std::string config = std::string(GOSSAMER_SOURCE_DIR) + "/configs/quickstart.json";
+  // On the GPU machine the tree and the data sit elsewhere than where this was built
+  // (bench/gpu-check.sh sets both).
+  const char* source = std::getenv("GOSSAMER_SOURCE_DIR");
+  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
+  const std::string config =
+      std::string(source ? source : GOSSAMER_SOURCE_DIR) + "/configs/quickstart.json";
   json finals[2];
   int i = 0;
   for (const char* backend : {"cpu", "cuda"}) {
-    const RunConfig c = load_config_file(
-        config, {std::string("backend=") + backend, "train.steps=100", "train.eval_every=100"});
+    std::vector<std::string> overrides = {std::string("backend=") + backend, "train.steps=100",
+                                          "train.eval_every=100"};
+    if (fmnist) overrides.push_back(std::string("data.path=") + fmnist);
+    const RunConfig c = load_config_file(config, overrides);
     const auto dir = test_util::fresh_temp_dir(backend);
     std::ostringstream log;
     const RunResult r = run_training(c, dir.string(), log);
