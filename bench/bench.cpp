@@ -155,6 +155,10 @@ int main(int argc, char** argv) {
   app.add_option("--calls", calls, "Calls per timed batch")->check(CLI::PositiveNumber);
   app.add_flag("!--no-curvature", curvature, "Skip the curvature estimators");
   app.add_option("--out", out_dir, "Folder of the JSON result");
+  std::string export_dir;
+  app.add_option("--export-curvature", export_dir,
+                 "Write each workload's w-bar, curvature subset and layer sizes here, for the "
+                 "PyHessian-style peer to measure the same model on the same data");
   CLI11_PARSE(app, argc, argv);
 
   json result = {{"git_revision", git_revision()},
@@ -286,6 +290,33 @@ int main(int argc, char** argv) {
       const double t_power =
           once([&] { power = power_top_eigenvalues(b, wbar, 10, 100, 1e-3, 7); });
       const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, wbar, 10, 40, 7); });
+      if (!export_dir.empty()) {
+        std::filesystem::create_directories(export_dir);
+        const auto write = [&](const std::string& file, const void* p, size_t bytes) {
+          std::ofstream(export_dir + "/" + name + "-" + file, std::ios::binary)
+              .write(static_cast<const char*>(p), std::streamsize(bytes));
+        };
+        const std::vector<float> w32(wbar.begin(), wbar.end());
+        std::vector<float> xs;
+        std::vector<int32_t> ys;
+        for (int64_t i : sim->curvature_subset) {
+          const float* row = sim->data.train.row(i);
+          xs.insert(xs.end(), row, row + model.input);
+          ys.push_back(sim->data.train.y[i]);
+        }
+        write("wbar.f32", w32.data(), w32.size() * 4);
+        write("x.f32", xs.data(), xs.size() * 4);
+        write("y.i32", ys.data(), ys.size() * 4);
+        json sizes = json::array({model.input});
+        for (int h : model.hidden) sizes.push_back(h);
+        sizes.push_back(model.classes);
+        std::ofstream(export_dir + "/" + name + "-meta.json") << json{
+            {"sizes", sizes},
+            {"activation", cfg.resolved["model"]["activation"]},
+            {"samples", ys.size()},
+            {"layout",
+             "per layer: weight out x in row-major, then bias"}}.dump(2);
+      }
       json eig_power = json::array(), eig_lanczos = json::array();
       for (const auto& e : power) eig_power.push_back(e.value);
       for (const auto& e : lanczos) eig_lanczos.push_back(e.value);

@@ -29,13 +29,13 @@ echo "exit $?" >> "$OUT/cuda-tests.txt"
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$OUT/cuda-tests.txt" | head -40
 
 echo "=== benchmark"
-timeout 150 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 \
+timeout 150 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 --export-curvature /tmp/gx \
   --out bench/results > "$OUT/bench.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench.txt"
 RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
 cp bench/results/*.json "$OUT/" 2>/dev/null
 
 echo "=== PyTorch peers"
-timeout 150 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --out bench/results \
+timeout 150 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
   > "$OUT/peers.txt" 2>&1; echo "peers exit $?" >> "$OUT/peers.txt"
 cp bench/results/*peers*.json "$OUT/" 2>/dev/null
 

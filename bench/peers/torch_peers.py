@@ -157,13 +157,43 @@ def vmap_peer(w, P, draw, lr, device, compiled):
     return step
 
 
-def pyhessian_style(w, x, y, device, probes=64, topk=10, max_iter=100, tol=1e-3, samples=1024):
+def load_export(folder, name, device):
+    """gossamer-bench --export-curvature: w-bar (flat, per layer weight out x in then bias),
+    the curvature subset and the layer sizes; the model built from them."""
+    with open(os.path.join(folder, f"{name}-meta.json")) as f:
+        meta = json.load(f)
+    sizes = meta["sizes"]
+    flat = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-wbar.f32"), dtype="float32"))
+    xs = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-x.f32"), dtype="float32"))
+    ys = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-y.i32"), dtype="int32"))
+    if meta["activation"] != "relu":
+        raise ValueError("the peer builds ReLU MLPs only")
+    model = make_mlp(sizes[1:-1])
+    offset = 0
+    with torch.no_grad():
+        for layer in [l for l in model if isinstance(l, nn.Linear)]:
+            n = layer.weight.numel()
+            layer.weight.copy_(flat[offset:offset + n].view_as(layer.weight))
+            offset += n
+            layer.bias.copy_(flat[offset:offset + layer.bias.numel()])
+            offset += layer.bias.numel()
+    assert offset == flat.numel(), "layout mismatch"
+    return model.to(device), xs.view(-1, sizes[0]).to(device), ys.long().to(device)
+
+
+def pyhessian_style(w, x, y, device, probes=64, topk=10, max_iter=100, tol=1e-3, samples=1024,
+                    exported=None):
     """Hutchinson (one HVP per probe) and power iteration with deflation, by double backward,
-    on one model at one batch of `samples` rows, as PyHessian does."""
+    on one model at one batch of `samples` rows, as PyHessian does. With `exported` (model,
+    rows, labels from gossamer-bench), on exactly gossamer's w-bar and subset, so the values
+    can be compared."""
     torch.manual_seed(7)
-    model = make_mlp(w["hidden"]).to(device)
+    if exported:
+        model, xs, ys = exported
+    else:
+        model = make_mlp(w["hidden"]).to(device)
+        xs, ys = x[:samples], y[:samples]
     params = [p for p in model.parameters()]
-    xs, ys = x[:samples], y[:samples]
     loss = nn.functional.cross_entropy(model(xs), ys)
     grads = torch.autograd.grad(loss, params, create_graph=True)
 
@@ -222,6 +252,7 @@ def main():
     ap.add_argument("--peers", default="loop,vmap,compile")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--export", help="folder of gossamer-bench --export-curvature (same model and data)")
     args = ap.parse_args()
 
     device = "cuda"
@@ -254,7 +285,11 @@ def main():
                 res["step_ms"][peer] = None
                 res.setdefault("errors", {})[peer] = repr(e)[:500]
         if wname == "a":
-            res["curvature"] = pyhessian_style(w, x, y, device)
+            exported = None
+            if args.export and os.path.exists(os.path.join(args.export, "a-meta.json")):
+                exported = load_export(args.export, "a", device)
+            res["curvature"] = pyhessian_style(w, x, y, device, exported=exported)
+            res["curvature"]["same_model_as_gossamer"] = exported is not None
         g = ours.get(wname, {})
         g_ms = 1e3 * g["parts_seconds"]["step"] if g else None
         res["gossamer_step_ms"] = g_ms
@@ -267,6 +302,12 @@ def main():
                 peer_s = res["curvature"][key]["seconds"]
                 our_s = g["curvature"][key]["seconds"]
                 rows.append((wname, "pyhessian " + key, 1e3 * peer_s, 1e3 * our_s, peer_s / our_s))
+            c = g["curvature"]
+            print(f"values, workload a: trace gossamer {c['hutchinson_64']['trace']:.5g} +- "
+                  f"{c['hutchinson_64']['std_error']:.2g}, peer {res['curvature']['hutchinson_64']['value']:.5g}; "
+                  f"top eigenvalues gossamer {c['power_top10']['eigenvalues'][:3]}, "
+                  f"peer {res['curvature']['power_top10']['value'][:3]} "
+                  f"(same model: {res['curvature']['same_model_as_gossamer']})")
 
     date = datetime.date.today().isoformat()
     slug = "".join(c if c.isalnum() else "-" for c in name)
