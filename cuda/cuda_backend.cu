@@ -136,11 +136,7 @@ class CudaBackend final : public Backend {
   }
 
   void load_state(const BackendState& s) override {
-    if ((m_opt.momentum > 0) != !s.momentum.empty())
-      throw runtime_error("load_state: the state has " +
-                          std::string(s.momentum.empty() ? "no " : "") +
-                          "momentum buffers, the optimizer " +
-                          (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
+    check_state_momentum(s, m_opt.momentum > 0);
     set_weights(s.weights);
     if (m_opt.momentum > 0) upload_rows(m_momentum, s.momentum, m_m);
     DeviceLossState st = get_state();
@@ -219,10 +215,7 @@ class CudaBackend final : public Backend {
   // captured graphs hold, does not change.
   void perturb_weights(const std::vector<double>& eps) override {
     const int64_t d = m_model.dim;
-    const bool per_worker = int64_t(eps.size()) == int64_t(m_m) * d;
-    if (!per_worker && int64_t(eps.size()) != d)
-      throw runtime_error("perturb_weights: expected d or m x d values, got " +
-                          std::to_string(eps.size()));
+    const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
     if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
     const int rows = per_worker ? m_m : 1;
     if (m_eps.size() < size_t(rows) * m_ld) m_eps = DeviceArray<float>(size_t(rows) * m_ld);

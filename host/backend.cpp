@@ -16,6 +16,21 @@ constexpr bool kCudaBackendVerified = false;
 
 }  // namespace
 
+bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim) {
+  if (int64_t(eps_values) == int64_t(workers) * dim) return true;
+  if (int64_t(eps_values) == dim) return false;
+  throw runtime_error("perturb_weights: expected d = " + std::to_string(dim) +
+                      " or m x d = " + std::to_string(int64_t(workers) * dim) + " values, got " +
+                      std::to_string(eps_values));
+}
+
+void check_state_momentum(const BackendState& s, bool uses_momentum) {
+  if (uses_momentum != !s.momentum.empty())
+    throw runtime_error(
+        "load_state: the state has " + std::string(s.momentum.empty() ? "no " : "") +
+        "momentum buffers, the optimizer " + (uses_momentum ? "uses" : "does not use") + " them");
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& which, const std::string& precision,
                                       const BackendSetup& setup, std::string* chosen) {
   const bool float64 = precision == "float64";

@@ -59,11 +59,7 @@ class CpuBackend final : public Backend {
 
   void load_state(const BackendState& s) override {
     set_weights(s.weights);
-    if ((m_opt.momentum > 0) != !s.momentum.empty())
-      throw runtime_error("load_state: the state has " +
-                          std::string(s.momentum.empty() ? "no " : "") +
-                          "momentum buffers, the optimizer " +
-                          (m_opt.momentum > 0 ? "uses" : "does not use") + " them");
+    check_state_momentum(s, m_opt.momentum > 0);
     if (m_opt.momentum > 0) set_padded(m_momentum, s.momentum);
     m_loss_sum = s.loss_sum;
     m_loss.steps = s.loss_steps;
@@ -113,7 +109,9 @@ class CpuBackend final : public Backend {
     ++m_loss.steps;
   }
 
-  std::vector<double> gradients() const override { return unpadded(m_grad); }
+  std::vector<double> gradients() const override {
+    return unpadded(m_grad);
+  }
 
   double mean_gradient_norm() override {
     return std::sqrt(row_mean(m_grad).squaredNorm());
@@ -163,10 +161,7 @@ class CpuBackend final : public Backend {
 
   void perturb_weights(const std::vector<double>& eps) override {
     const int64_t d = m_model.dim;
-    const bool per_worker = int64_t(eps.size()) == int64_t(m_m) * d;
-    if (!per_worker && int64_t(eps.size()) != d)
-      throw runtime_error("perturb_weights: expected d or m x d values, got " +
-                          std::to_string(eps.size()));
+    const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
     m_saved = m_w;
     for (int k = 0; k < m_m; ++k)
       m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(

@@ -277,3 +277,22 @@ TEST(TrainerTest, EquivalenceCompanionsFollowTheSameDataStream) {
   EXPECT_GT(ring["dist_wbar_adsam"].get<double>(), 1e-6);
   EXPECT_GT(ring["adsam_test_acc"].get<double>(), 0.5);
 }
+
+// The backend contract's size and state checks (shared by the CPU and CUDA backends).
+TEST(BackendContractTest, WrongPerturbationSizeAndMomentumMismatchAreRefused) {
+  test_util::Sim s = test_util::make_sim({{"workers", 3}}, false);
+  Backend& b = *s->backend;
+  const int64_t d = b.dim();
+  EXPECT_FALSE(perturbation_is_per_worker(size_t(d), 3, d));
+  EXPECT_TRUE(perturbation_is_per_worker(size_t(3 * d), 3, d));
+  try {
+    b.perturb_weights(std::vector<double>(size_t(d + 1), 0.0));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("got " + std::to_string(d + 1)), std::string::npos)
+        << e.what();
+  }
+  BackendState state = b.save_state();
+  state.momentum.assign(state.weights.size(), 0.0);  // this optimizer has no momentum
+  EXPECT_THROW(b.load_state(state), Error);
+}

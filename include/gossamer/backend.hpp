@@ -145,6 +145,12 @@ class Backend {
   }
 };
 
+// Contract checks shared by the backends. perturb_weights' eps: d values (true: one for all
+// workers) or m x d (per worker), else an error naming the sizes.
+bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim);
+// load_state: a state with momentum buffers only for an optimizer that uses them.
+void check_state_momentum(const BackendState& state, bool uses_momentum);
+
 // The CPU reference backend, in float or double.
 std::unique_ptr<Backend> make_cpu_backend(const BackendSetup& setup, bool float64);
 
