@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
@@ -35,6 +38,19 @@ inline Sim make_sim(const nlohmann::json& patch, bool float64) {
   c["precision"] = float64 ? "float64" : "float32";
   c["backend"] = "cpu";
   return make_simulation(load_config(c, {}, "test"));
+}
+
+// The lines of a run's metrics.jsonl without the wall-clock fields, for equality checks.
+inline std::vector<std::string> metrics_without_times(const std::filesystem::path& dir) {
+  std::vector<std::string> lines;
+  std::ifstream in(dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    j.erase("wall_time_s");
+    if (j.contains("curvature")) j["curvature"].erase("time_s");
+    lines.push_back(j.dump());
+  }
+  return lines;
 }
 
 // A fresh folder per test, named after it, removed afterwards.

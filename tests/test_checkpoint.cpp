@@ -26,18 +26,6 @@ json resumable_config() {
         {{"every", 20}, {"probes", 4}, {"topk", 2}, {"lanczos_steps", 6}, {"samples", 64}}}});
 }
 
-std::vector<std::string> metrics_without_times(const fs::path& dir) {
-  std::vector<std::string> lines;
-  std::ifstream in(dir / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    json j = json::parse(line);
-    j.erase("wall_time_s");
-    if (j.contains("curvature")) j["curvature"].erase("time_s");
-    lines.push_back(j.dump());
-  }
-  return lines;
-}
-
 std::string read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), {});

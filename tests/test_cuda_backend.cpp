@@ -12,6 +12,7 @@
 
 #include "gossamer/cuda.hpp"
 #include "gossamer/devices.hpp"
+#include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "gossamer/trainer.hpp"
 #include "helpers.hpp"
@@ -307,6 +308,85 @@ TEST_F(CudaBackendTest, QuickstartHundredStepsAgreeWithTheCpu) {
   for (const char* key : {"train_loss", "consensus_distance", "test_loss"}) {
     ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
     EXPECT_LT(rel(finals[1][key].get<double>(), finals[0][key].get<double>()), 1e-3) << key;
+  }
+}
+
+// A run through the trainer on the CUDA backend (momentum, a time-varying topology,
+// curvature every 20 steps), stopped mid-window and resumed, repeats the uninterrupted run's
+// metrics bit for bit.
+TEST_F(CudaBackendTest, ResumedTrainerRunIsBitIdentical) {
+  const json c = test_util::tiny_config(
+      {{"backend", "cuda"},
+       {"workers", 5},
+       {"optimizer", {{"momentum", 0.9}}},
+       {"topology", {{"name", "one_peer_exponential"}}},
+       {"train", {{"steps", 60}, {"eval_every", 10}}},
+       {"curvature",
+        {{"every", 20}, {"probes", 4}, {"topk", 2}, {"lanczos_steps", 6}, {"samples", 64}}}});
+  const auto dir = test_util::fresh_temp_dir("cuda-resume");
+  std::ostringstream log;
+  ASSERT_EQ(run_training(load_config(c, {}, "t"), (dir / "whole").string(), log).status,
+            "completed")
+      << log.str();
+  RunOptions stop;
+  stop.stop_after = 25;
+  run_training(load_config(c, {}, "t"), (dir / "parts").string(), log, stop);
+  RunOptions resume;
+  resume.resume = true;
+  const RunResult r = run_training(load_config_file((dir / "parts" / "config.json").string(), {}),
+                                   (dir / "parts").string(), log, resume);
+  ASSERT_EQ(r.status, "completed") << log.str();
+  const auto whole = test_util::metrics_without_times(dir / "whole");
+  EXPECT_EQ(whole.size(), 7u);
+  EXPECT_EQ(test_util::metrics_without_times(dir / "parts"), whole);
+  std::filesystem::remove_all(dir);
+}
+
+// TF32 (10-bit mantissa inputs) lands near 1e-3 of the FP32 CPU gradients, not at 1e-5: the
+// mode is really switched, and still right.
+TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
+  test_util::Sim sim = test_util::make_sim({{"workers", 4}, {"model", {{"hidden", {64}}}}}, false);
+  const RunConfig& c = sim->config;
+  BackendSetup setup;
+  setup.model = &sim->model;
+  setup.data = &sim->data;
+  setup.partition = &sim->partition;
+  setup.workers = c.workers;
+  setup.batch = c.optimizer.batch_size;
+  setup.seed = c.seed;
+  setup.tf32 = true;
+  const auto gpu = make_cuda_backend(setup, {});
+  EXPECT_NE(gpu->name().find("TF32"), std::string::npos);
+  gpu->set_weights(sim->backend->weights());
+  for (Backend* b : {sim->backend.get(), gpu.get()}) {
+    b->sample(0);
+    b->local_gradient(false);
+  }
+  const double err = rel_err(gpu->gradients(), sim->backend->gradients());
+  EXPECT_LT(err, 1e-2);
+  EXPECT_GT(err, 1e-6);  // FP32 would land near 1e-7
+}
+
+// The memory plan is checked before anything is allocated: a run far beyond the card stops
+// with the need, the free memory and the knob.
+TEST_F(CudaBackendTest, ARunThatDoesNotFitIsRefusedUpFront) {
+  test_util::Sim sim = test_util::make_sim({{"workers", 4}}, false);
+  const ModelSpec huge = ModelSpec::mlp(sim->model.input, {65536, 65536}, sim->model.classes,
+                                        Activation::Relu);  // d ~ 4.3e9: 17 GB a worker
+  BackendSetup setup;
+  setup.model = &huge;
+  setup.data = &sim->data;
+  setup.partition = &sim->partition;
+  setup.workers = 4;
+  setup.batch = 5;
+  try {
+    make_cuda_backend(setup, {});
+    FAIL() << "expected the plan to be refused";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("needs"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("free"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("lower"), std::string::npos) << msg;
   }
 }
 
