@@ -6,7 +6,8 @@
 #   mkdir -p gpu-bin/tests && cp build-gpu/gossamer build-gpu/gossamer-bench gpu-bin/ &&
 #     cp build-gpu/tests/gossamer_cuda_tests gpu-bin/tests/ && strip gpu-bin/gossamer* gpu-bin/tests/* &&
 #     cp -r /usr/share/datasets/fashion-mnist gpu-bin/   # the quickstart agreement test's data (30 MB)
-# then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=540).
+# then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=580): the steps
+# below are capped at 120 + 120 + 180 + 45 + 45 + 40 = 550 s.
 # Order: agreement tests first (the verdict), then the benchmark and its peers, then the
 # sanitizers and ncu on a short filter. Results land in $OUT and bench/results/.
 # NOT YET RUN ON A GPU (written in sessions without one).
@@ -24,29 +25,29 @@ ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$OUT/missing-libs.txt
 $B/gossamer devices | tee "$OUT/devices.txt"
 
 echo "=== agreement tests"
-timeout 180 $B/tests/gossamer_cuda_tests --gtest_output=json:"$OUT/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+timeout 120 $B/tests/gossamer_cuda_tests --gtest_output=json:"$OUT/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
 echo "exit $?" >> "$OUT/cuda-tests.txt"
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$OUT/cuda-tests.txt" | head -40
 
 echo "=== benchmark"
-timeout 150 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 --export-curvature /tmp/gx \
+timeout 120 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 --export-curvature /tmp/gx \
   --out bench/results > "$OUT/bench.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench.txt"
 RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
 cp bench/results/*.json "$OUT/" 2>/dev/null
 
 echo "=== PyTorch peers"
-timeout 150 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+timeout 180 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
   > "$OUT/peers.txt" 2>&1; echo "peers exit $?" >> "$OUT/peers.txt"
 cp bench/results/*peers*.json "$OUT/" 2>/dev/null
 
 echo "=== sanitizers (short filter)"
 F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*'
 if command -v compute-sanitizer > /dev/null; then
-  timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/memcheck.txt"
-  timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/racecheck.txt"
+  timeout 45 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/memcheck.txt"
+  timeout 45 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/racecheck.txt"
 fi
 if command -v ncu > /dev/null; then
-  timeout 60 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
+  timeout 40 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
     --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gossip.txt" 2>&1
 fi
 

@@ -121,7 +121,7 @@ def vmap_step_fn(w, P, lr, base):
     def loss_of(params, buffers, x, y):
         return nn.functional.cross_entropy(functional_call(base, (params, buffers), (x,)), y)
 
-    grads_of = vmap(grad(loss_of), in_dims=(0, 0, 0, 0))
+    grads_of = vmap(grad(loss_of), in_dims=(0, None, 0, 0))  # buffers (none in an MLP) shared
     mu = w["momentum"]
 
     def step(params, buffers, bufs, xb, yb):
