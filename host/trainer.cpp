@@ -54,11 +54,16 @@ std::string default_out_dir(const std::string& name) {
   return "runs/" + name + "-" + stamp;
 }
 
-void prepare_out_dir(const std::string& dir) {
+void refuse_existing_run(const std::string& dir) {
   if (fs::exists(dir / fs::path("metrics.jsonl")) || fs::exists(dir / fs::path("summary.json")))
     throw config_error("--out " + dir +
                        ": already holds a run (metrics.jsonl or summary.json); choose another "
                        "folder or remove it");
+}
+
+// Created only once the simulation is built, so that a run refused at setup (no GPU, a plan
+// that does not fit, bad data) leaves no empty run folder behind.
+void create_out_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw runtime_error(dir + ": cannot create the run folder: " + ec.message());
@@ -160,7 +165,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
           config_hash(resume_from.config) + " vs " + config_hash(c.resolved) +
           "); restore it or start a new run");
   } else {
-    prepare_out_dir(result.out_dir);
+    refuse_existing_run(result.out_dir);
   }
 
   if (opt.resume && c.algorithm.track_adsam)
@@ -168,6 +173,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
                        ": algorithm.track_adsam runs cannot be resumed (the companion models are "
                        "not checkpointed)");
   std::unique_ptr<Simulation> sim = make_simulation(c);
+  if (!opt.resume) create_out_dir(result.out_dir);
   Backend& backend = *sim->backend;
   std::unique_ptr<EquivalenceTracker> equivalence;
   if (c.algorithm.track_adsam) equivalence = std::make_unique<EquivalenceTracker>(c);

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "helpers.hpp"
 
@@ -87,6 +88,15 @@ TEST_F(CliTest, MissingDataExitsWith1NamingTheFile) {
               " --out " + (m_dir / "r").string());
   EXPECT_EQ(r.code, gossamer::kExitRuntime);
   EXPECT_NE(r.output.find("/nonexistent/train-images-idx3-ubyte"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(m_dir / "r")) << "a refused run left its folder behind";
+}
+
+TEST_F(CliTest, CudaWithoutAGpuExitsWith1SayingWhy) {
+  if (!gossamer::list_devices().devices.empty()) GTEST_SKIP() << "a GPU is visible here";
+  const Result r = run_cli("run " + tiny() + " --backend cuda --out " + (m_dir / "r").string());
+  EXPECT_EQ(r.code, gossamer::kExitRuntime);
+  EXPECT_NE(r.output.find("--backend cuda: "), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(m_dir / "r"));
 }
 
 TEST_F(CliTest, DivergedRunExitsWith3) {
