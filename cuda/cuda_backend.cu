@@ -216,13 +216,16 @@ class CudaBackend final : public Backend {
   void perturb_weights(const std::vector<double>& eps) override {
     const int64_t d = m_model.dim;
     const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
-    if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
     const int rows = per_worker ? m_m : 1;
     if (m_eps.size() < size_t(rows) * m_ld) m_eps = DeviceArray<float>(size_t(rows) * m_ld);
-    CUDA_CHECK(cudaMemcpyAsync(m_saved.get(), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
-                               cudaMemcpyDeviceToDevice, m_stream.get()));
+    save_weights();
     upload_rows(m_eps, eps, rows);
     launch_add_rows(m_w.get(), m_eps.get(), per_worker, m_m, m_ld, m_stream.get());
+  }
+
+  void perturb_gaussian(double sigma, uint64_t seed, uint32_t stream) override {
+    save_weights();
+    launch_add_gaussian(m_w.get(), m_m, m_ld, m_model.dim, sigma, seed, stream, m_stream.get());
   }
 
   void restore_weights() override {
@@ -511,6 +514,12 @@ class CudaBackend final : public Backend {
   }
 
   // --- small helpers ---
+  void save_weights() {
+    if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
+    CUDA_CHECK(cudaMemcpyAsync(m_saved.get(), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
+                               cudaMemcpyDeviceToDevice, m_stream.get()));
+  }
+
   void mean_row() {
     launch_row_mean(m_w.get(), m_m, m_ld, m_model.dim, nullptr, m_mean32.get(), m_stream.get());
   }

@@ -80,6 +80,10 @@ void launch_record_loss(const float* loss, int64_t n, DeviceLossState* state, cu
 //   a[k][i] += eps[(per_worker ? k : 0) * ld + i] over m x ld.
 void launch_add_rows(float* a, const float* eps, bool per_worker, int m, int64_t ld,
                      cudaStream_t s);
+//   a[k][i] += float(sigma N(0,1)_i) for every k, i < d: Philox (seed, Curvature, stream, i),
+//   as Backend::perturb_gaussian draws on the host.
+void launch_add_gaussian(float* a, int m, int64_t ld, int64_t d, double sigma, uint64_t seed,
+                         uint32_t stream, cudaStream_t s);
 // The ensemble of claim 1 for rows of logits [models][rows][classes]: per row, the sum of the
 // models' softmax joins probs (rows x classes doubles; zeroed on the first pass); the last
 // pass writes out[3r..3r+2] = (top probability, top == label, probability of the label) of

@@ -1,5 +1,6 @@
 // Reductions over workers and over rows, in double and in a fixed order: the same inputs give
 // the same bits on every run (no atomics), as the CPU backend's serial worker-order sums.
+#include "gossamer/philox.hpp"
 #include "kernels.cuh"
 
 namespace gossamer {
@@ -105,6 +106,16 @@ static __global__ void add_rows_f32(float* a, const float* eps, bool per_worker,
   }
 }
 
+// One thread a column: one draw, added to every row (the same eps for every worker).
+static __global__ void add_gaussian_f32(float* a, int m, int64_t ld, int64_t d, double sigma,
+                                        uint64_t seed, uint32_t stream) {
+  GRID_STRIDE(i, d) {
+    const Philox4 r = philox_draw(seed, RngDomain::Curvature, stream, uint64_t(i));
+    const float eps = float(sigma * philox_normal(r.v[0], r.v[1]));
+    for (int k = 0; k < m; ++k) a[int64_t(k) * ld + i] += eps;
+  }
+}
+
 // One thread a row: the mean of the models' softmax in double (as the CPU backend), summed
 // over passes of model groups in `probs`; the last pass scores it.
 static __global__ void ensemble_rows_f32(const float* logits, const int32_t* y, int rows,
@@ -177,6 +188,13 @@ void launch_add_rows(float* a, const float* eps, bool per_worker, int m, int64_t
                      cudaStream_t s) {
   if (m == 0 || ld == 0) return;
   add_rows_f32<<<linear_blocks(int64_t(m) * ld), kLinearBlock, 0, s>>>(a, eps, per_worker, m, ld);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_add_gaussian(float* a, int m, int64_t ld, int64_t d, double sigma, uint64_t seed,
+                         uint32_t stream, cudaStream_t s) {
+  if (d == 0 || m == 0) return;
+  add_gaussian_f32<<<linear_blocks(d), kLinearBlock, 0, s>>>(a, m, ld, d, sigma, seed, stream);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -2,6 +2,7 @@
 
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
+#include "gossamer/philox.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
 #endif
@@ -15,6 +16,15 @@ namespace {
 constexpr bool kCudaBackendVerified = false;
 
 }  // namespace
+
+void Backend::perturb_gaussian(double sigma, uint64_t seed, uint32_t stream) {
+  std::vector<double> eps(static_cast<size_t>(dim()));
+  for (size_t i = 0; i < eps.size(); ++i) {
+    const Philox4 r = philox_draw(seed, RngDomain::Curvature, stream, uint64_t(i));
+    eps[i] = sigma * philox_normal(r.v[0], r.v[1]);
+  }
+  perturb_weights(eps);
+}
 
 bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim) {
   if (int64_t(eps_values) == int64_t(workers) * dim) return true;

@@ -2,7 +2,6 @@
 // contract only: D-SGD (default and atc), C-SGD, local SGD, and the SAM baselines.
 #include <cmath>
 
-#include "gossamer/philox.hpp"
 #include "gossamer/trainer.hpp"
 
 namespace gossamer {
@@ -13,13 +12,7 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
   if (c.algorithm.name == "csgd_adsam" && c.algorithm.adsam_sigma > 0) {
     // Average-direction SAM: the gradient at w + eps, eps ~ N(0, sigma^2 I), one eps for the one
     // model. eps_i of step t: Philox (seed, Curvature domain, stream 0x400000 + t, counter i).
-    std::vector<double> eps(size_t(backend.dim()));
-    for (size_t i = 0; i < eps.size(); ++i) {
-      const Philox4 r =
-          philox_draw(c.seed, RngDomain::Curvature, 0x400000u + uint32_t(t), uint64_t(i));
-      eps[i] = c.algorithm.adsam_sigma * philox_normal(r.v[0], r.v[1]);
-    }
-    backend.perturb_weights(eps);
+    backend.perturb_gaussian(c.algorithm.adsam_sigma, c.seed, 0x400000u + uint32_t(t));
     backend.local_gradient(true);
     backend.restore_weights();
   } else {

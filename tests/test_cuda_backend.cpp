@@ -236,6 +236,13 @@ TEST_F(CudaBackendTest, PerturbedPassesAndRestoreMatchTheCpu) {
     t.cpu().restore_weights();
     EXPECT_EQ(t.gpu->weights(), w0);  // bit for bit
   }
+  // Average-direction SAM's Gaussian perturbation, drawn on the device from the same Philox
+  // stream as the host (device and host libm may differ in the last bit of a normal).
+  for (Backend* b : {&t.cpu(), t.gpu.get()}) b->perturb_gaussian(0.05, 11, 0x400007u);
+  EXPECT_LT(rel_err(t.gpu->weights(), t.cpu().weights()), 1e-6);
+  EXPECT_NE(t.gpu->weights(), w0);
+  t.gpu->restore_weights();
+  EXPECT_EQ(t.gpu->weights(), w0);
 }
 
 // Batched exact HVPs (shared point and one point per direction, more pairs than one pass

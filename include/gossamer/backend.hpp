@@ -102,6 +102,10 @@ class Backend {
   // restore_weights() brings the saved W back exactly.
   virtual void perturb_weights(const std::vector<double>& eps) = 0;
   virtual void restore_weights() = 0;
+  // perturb_weights with eps_i = sigma N(0, 1), the same for every worker, drawn from Philox
+  // (seed, Curvature domain, stream, counter i), i < d (average-direction SAM's step). The
+  // default draws on the host; the CUDA backend draws on the device, the same numbers.
+  virtual void perturb_gaussian(double sigma, uint64_t seed, uint32_t stream);
 
   virtual TrainLoss take_train_loss() = 0;
   // The first step whose mean minibatch loss was NaN or Inf, -1 if none yet.
