@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One device visit (../shared/GPU.md), run on the GPU machine from the repository root.
 # Prepare here (no -march=native: the binaries travel), carrying only what runs (64 MiB cap):
-#   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF
+#   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON
 #   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer-bench
 #   mkdir -p gpu-bin/tests && cp build-gpu/gossamer build-gpu/gossamer-bench gpu-bin/ &&
 #     cp build-gpu/tests/gossamer_cuda_tests gpu-bin/tests/ && strip gpu-bin/gossamer* gpu-bin/tests/* &&
 #     cp -r /usr/share/datasets/fashion-mnist gpu-bin/   # the quickstart agreement test's data (30 MB)
+# The portable binaries need only glibc >= 2.36 (static libstdc++'s arc4random) and the image's
+# cuBLAS; if they do not start there, build on the device (GPU.md, Plan B).
 # then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=580): the steps
 # below are capped at 120 + 120 + 180 + 45 + 45 + 40 = 550 s.
 # Order: agreement tests first (the verdict), then the benchmark and its peers, then the
