@@ -68,8 +68,9 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
     p.parts.push_back({"momentum and its ping-pong twin (2 x m x ld floats)", 2 * matrix,
                        "workers or the model width"});
   if (in.perturb)
-    p.parts.push_back({"saved copy of W for perturbed passes (m x ld floats)", matrix,
-                       "workers or the model width"});
+    p.parts.push_back(
+        {"saved copy of W and the perturbation for perturbed passes (2 x m x ld floats)",
+         2 * matrix, "workers or the model width"});
   p.parts.push_back({"training and test sets on the device",
                      (in.train_rows + in.test_rows) * (int64_t(model.input) * kFloat + 4) +
                          in.train_rows * 8 + (m + 1) * 8,
