@@ -249,7 +249,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gossamer", help="gossamer-bench result JSON of the same GPU (for the ratio table)")
     ap.add_argument("--workloads", default="a,b")
-    ap.add_argument("--peers", default="loop,vmap,compile")
+    ap.add_argument("--peers", default="loop,vmap,compile")  # compile last: the slowest to warm up
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--export", help="folder of gossamer-bench --export-curvature (same model and data)")
@@ -266,6 +266,14 @@ def main():
             ours = json.load(f).get("workloads", {})
     result = {"device": name, "torch": torch.__version__, "math": "fp32", "workloads": {}}
     rows = []
+    date = datetime.date.today().isoformat()
+    slug = "".join(c if c.isalnum() else "-" for c in name)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{date}-{slug}-peers.json")
+
+    def save():  # after every measurement: a timeout later keeps what was measured
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
     for wname in args.workloads.split(","):
         w = WORKLOADS[wname]
         P = mixing_matrix(w["topology"], w["m"], device)
@@ -281,9 +289,13 @@ def main():
                     step = vmap_peer(w, P, draw, 1e-6, device, peer == "compile")
                     ms = cuda_median_ms(step, 5 if peer == "compile" else 2, args.repeats)
                 res["step_ms"][peer] = ms
+                print(f"{wname} {peer}: {ms:.3f} ms a step", flush=True)
             except Exception as e:  # a peer that fails is reported, not fatal
                 res["step_ms"][peer] = None
                 res.setdefault("errors", {})[peer] = repr(e)[:500]
+                print(f"{wname} {peer}: failed: {e!r}"[:300], flush=True)
+            result["workloads"][wname] = res
+            save()
         if wname == "a":
             exported = None
             if args.export and os.path.exists(os.path.join(args.export, "a-meta.json")):
@@ -309,13 +321,8 @@ def main():
                   f"peer {res['curvature']['power_top10']['value'][:3]} "
                   f"(same model: {res['curvature']['same_model_as_gossamer']})")
 
-    date = datetime.date.today().isoformat()
-    slug = "".join(c if c.isalnum() else "-" for c in name)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"{date}-{slug}-peers.json")
     result["ratios"] = [dict(workload=r[0], peer=r[1], peer_ms=r[2], gossamer_ms=r[3], ratio=r[4]) for r in rows]
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    save()
     print(f"\n{name}, torch {torch.__version__}, FP32; ratio = peer time / gossamer time")
     print(f"{'workload':8} {'peer':28} {'peer ms':>10} {'gossamer ms':>12} {'ratio':>8}")
     for wl, peer, ms, g_ms, ratio in rows:
