@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device visit (../shared/GPU.md), run on the GPU machine from the repository root.
 # Prepare here (no -march=native: the binaries travel), carrying only what runs (64 MiB cap):
-#   cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON
+#   rm -rf build-gpu && cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON
 #   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer-bench
 #   mkdir -p gpu-bin/tests && cp build-gpu/gossamer build-gpu/gossamer-bench gpu-bin/ &&
 #     cp build-gpu/tests/gossamer_cuda_tests gpu-bin/tests/ && strip gpu-bin/gossamer* gpu-bin/tests/* &&
