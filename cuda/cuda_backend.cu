@@ -228,6 +228,18 @@ class CudaBackend final : public Backend {
     launch_add_gaussian(m_w.get(), m_m, m_ld, m_model.dim, sigma, seed, stream, m_stream.get());
   }
 
+  // g in double (the direction) and in float (its norm, as mean_gradient_norm), all on the
+  // device: no host round trip in a SAM step.
+  void perturb_along_mean_gradient(double rho) override {
+    cudaStream_t s = m_stream.get();
+    launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, m_mean64.get(), m_mean32.get(), s);
+    launch_sum_squares(m_mean32.get(), nullptr, 1, m_ld, m_model.dim, m_partials.get(),
+                       m_result.get(), s);
+    save_weights();
+    launch_add_scaled_row(m_w.get(), m_m, m_ld, m_model.dim, m_mean64.get(), m_result.get(), rho,
+                          s);
+  }
+
   void restore_weights() override {
     if (m_saved.empty()) throw runtime_error("restore_weights: perturb_weights was never called");
     CUDA_CHECK(cudaMemcpyAsync(m_w.get(), m_saved.get(), size_t(m_m) * m_ld * sizeof(float),

@@ -84,6 +84,10 @@ void launch_add_rows(float* a, const float* eps, bool per_worker, int m, int64_t
 //   as Backend::perturb_gaussian draws on the host.
 void launch_add_gaussian(float* a, int m, int64_t ld, int64_t d, double sigma, uint64_t seed,
                          uint32_t stream, cudaStream_t s);
+//   a[k][i] += float(rho mean[i] / sqrt(*norm2)) for every k (0 when *norm2 == 0): SAM's step,
+//   with the squared norm read on the device.
+void launch_add_scaled_row(float* a, int m, int64_t ld, int64_t d, const double* mean,
+                           const double* norm2, double rho, cudaStream_t s);
 // The ensemble of claim 1 for rows of logits [models][rows][classes]: per row, the sum of the
 // models' softmax joins probs (rows x classes doubles; zeroed on the first pass); the last
 // pass writes out[3r..3r+2] = (top probability, top == label, probability of the label) of

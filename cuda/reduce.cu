@@ -116,6 +116,15 @@ static __global__ void add_gaussian_f32(float* a, int m, int64_t ld, int64_t d, 
   }
 }
 
+static __global__ void add_scaled_row_f32(float* a, int m, int64_t ld, int64_t d,
+                                          const double* mean, const double* norm2, double rho) {
+  const double n2 = *norm2;
+  GRID_STRIDE(i, d) {
+    const float eps = n2 > 0 ? float(rho * mean[i] / sqrt(n2)) : 0.f;
+    for (int k = 0; k < m; ++k) a[int64_t(k) * ld + i] += eps;
+  }
+}
+
 // One thread a row: the mean of the models' softmax in double (as the CPU backend), summed
 // over passes of model groups in `probs`; the last pass scores it.
 static __global__ void ensemble_rows_f32(const float* logits, const int32_t* y, int rows,
@@ -195,6 +204,13 @@ void launch_add_gaussian(float* a, int m, int64_t ld, int64_t d, double sigma, u
                          uint32_t stream, cudaStream_t s) {
   if (d == 0 || m == 0) return;
   add_gaussian_f32<<<linear_blocks(d), kLinearBlock, 0, s>>>(a, m, ld, d, sigma, seed, stream);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_add_scaled_row(float* a, int m, int64_t ld, int64_t d, const double* mean,
+                           const double* norm2, double rho, cudaStream_t s) {
+  if (d == 0 || m == 0) return;
+  add_scaled_row_f32<<<linear_blocks(d), kLinearBlock, 0, s>>>(a, m, ld, d, mean, norm2, rho);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,7 @@
 #include "gossamer/backend.hpp"
 
+#include <cmath>
+
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
@@ -24,6 +26,15 @@ void Backend::perturb_gaussian(double sigma, uint64_t seed, uint32_t stream) {
     eps[i] = sigma * philox_normal(r.v[0], r.v[1]);
   }
   perturb_weights(eps);
+}
+
+void Backend::perturb_along_mean_gradient(double rho) {
+  std::vector<double> g = mean_gradient();
+  double norm = 0;
+  for (double v : g) norm += v * v;
+  norm = std::sqrt(norm);
+  for (auto& v : g) v = norm > 0 ? rho * v / norm : 0.0;
+  perturb_weights(g);
 }
 
 bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim) {

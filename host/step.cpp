@@ -23,12 +23,7 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
     // SAM (Foret et al. 2021) on the total batch: ascend to w + rho g/||g||, take the gradient
     // there.
     backend.average_gradients();
-    std::vector<double> g = backend.mean_gradient();
-    double norm = 0;
-    for (double v : g) norm += v * v;
-    norm = std::sqrt(norm);
-    for (auto& v : g) v = norm > 0 ? c.algorithm.sam_rho * v / norm : 0.0;
-    backend.perturb_weights(g);
+    backend.perturb_along_mean_gradient(c.algorithm.sam_rho);
     backend.local_gradient(false);  // the same minibatches, at the perturbed weights
     backend.restore_weights();
   }

@@ -242,6 +242,16 @@ TEST_F(CudaBackendTest, PerturbedPassesAndRestoreMatchTheCpu) {
   EXPECT_LT(rel_err(t.gpu->weights(), t.cpu().weights()), 1e-6);
   EXPECT_NE(t.gpu->weights(), w0);
   t.gpu->restore_weights();
+  t.cpu().restore_weights();
+  EXPECT_EQ(t.gpu->weights(), w0);
+  // SAM's ascent step rho g/||g|| from the mean gradient, on the device.
+  for (Backend* b : {&t.cpu(), t.gpu.get()}) {
+    b->sample(2);
+    b->local_gradient(false);
+    b->perturb_along_mean_gradient(0.05);
+  }
+  EXPECT_LT(rel_err(t.gpu->weights(), t.cpu().weights()), 1e-6);
+  t.gpu->restore_weights();
   EXPECT_EQ(t.gpu->weights(), w0);
 }
 

@@ -106,6 +106,10 @@ class Backend {
   // (seed, Curvature domain, stream, counter i), i < d (average-direction SAM's step). The
   // default draws on the host; the CUDA backend draws on the device, the same numbers.
   virtual void perturb_gaussian(double sigma, uint64_t seed, uint32_t stream);
+  // perturb_weights with eps = rho g/||g|| for every worker, g = (1/m) sum_k G[k] (SAM's
+  // ascent step; eps = 0 when g = 0). The default goes through the host; the CUDA backend
+  // stays on the device.
+  virtual void perturb_along_mean_gradient(double rho);
 
   virtual TrainLoss take_train_loss() = 0;
   // The first step whose mean minibatch loss was NaN or Inf, -1 if none yet.
