@@ -67,6 +67,21 @@ json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_
   return out;
 }
 
+BackendSetup backend_setup(const Simulation& s) {
+  const RunConfig& c = s.config;
+  BackendSetup setup;
+  setup.model = &s.model;
+  setup.data = &s.data;
+  setup.partition = &s.partition;
+  setup.workers = c.workers;
+  setup.batch = c.optimizer.batch_size;
+  setup.seed = c.seed;
+  setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
+  setup.tf32 = c.math == "tf32";
+  setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
+  return setup;
+}
+
 std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   auto s = std::make_unique<Simulation>();
   s->config = c;
@@ -76,17 +91,7 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
                             c.model.activation);
   s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
   s->mixing = analyze_topology(*s->topology);
-  BackendSetup setup;
-  setup.model = &s->model;
-  setup.data = &s->data;
-  setup.partition = &s->partition;
-  setup.workers = c.workers;
-  setup.batch = c.optimizer.batch_size;
-  setup.seed = c.seed;
-  setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
-  setup.tf32 = c.math == "tf32";
-  setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
-  s->backend = make_backend(c.backend, c.precision, setup, &s->backend_note);
+  s->backend = make_backend(c.backend, c.precision, backend_setup(*s), &s->backend_note);
   s->backend->set_weights(init_weights(s->model, c.model, c.workers, c.seed));
   // The curvature subset: the first N of a seeded permutation of the training set.
   const int64_t n = s->data.train.n, take = std::min(n, c.curvature.samples);

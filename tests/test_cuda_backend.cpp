@@ -62,15 +62,7 @@ struct Twin {
 Twin make_twin(const json& patch, CudaOptions options = {true, true}) {
   Twin t;
   t.sim = test_util::make_sim(patch, false);
-  const RunConfig& c = t.sim->config;
-  BackendSetup setup;
-  setup.model = &t.sim->model;
-  setup.data = &t.sim->data;
-  setup.partition = &t.sim->partition;
-  setup.workers = c.workers;
-  setup.batch = c.optimizer.batch_size;
-  setup.seed = c.seed;
-  setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
+  BackendSetup setup = backend_setup(*t.sim);
   setup.perturbs = true;
   t.gpu = make_cuda_backend(setup, options);
   const std::vector<double> w = random_rows(size_t(t.m()) * t.d(), 1, 0.3);
@@ -363,14 +355,7 @@ TEST_F(CudaBackendTest, ResumedTrainerRunIsBitIdentical) {
 // mode is really switched, and still right.
 TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
   test_util::Sim sim = test_util::make_sim({{"workers", 4}, {"model", {{"hidden", {64}}}}}, false);
-  const RunConfig& c = sim->config;
-  BackendSetup setup;
-  setup.model = &sim->model;
-  setup.data = &sim->data;
-  setup.partition = &sim->partition;
-  setup.workers = c.workers;
-  setup.batch = c.optimizer.batch_size;
-  setup.seed = c.seed;
+  BackendSetup setup = backend_setup(*sim);
   setup.tf32 = true;
   const auto gpu = make_cuda_backend(setup, {});
   EXPECT_NE(gpu->name().find("TF32"), std::string::npos);
@@ -390,12 +375,8 @@ TEST_F(CudaBackendTest, ARunThatDoesNotFitIsRefusedUpFront) {
   test_util::Sim sim = test_util::make_sim({{"workers", 4}}, false);
   const ModelSpec huge = ModelSpec::mlp(sim->model.input, {65536, 65536}, sim->model.classes,
                                         Activation::Relu);  // d ~ 4.3e9: 17 GB a worker
-  BackendSetup setup;
+  BackendSetup setup = backend_setup(*sim);
   setup.model = &huge;
-  setup.data = &sim->data;
-  setup.partition = &sim->partition;
-  setup.workers = 4;
-  setup.batch = 5;
   try {
     make_cuda_backend(setup, {});
     FAIL() << "expected the plan to be refused";

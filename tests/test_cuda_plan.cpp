@@ -128,12 +128,7 @@ TEST(CudaPlanTest, TensorFloatMathIsRefusedOnTheCpuBackend) {
 
 TEST(CudaPlanTest, AutoStaysOnTheCpuAndSaysWhy) {
   test_util::Sim s = test_util::make_sim({}, false);
-  BackendSetup setup;
-  setup.model = &s->model;
-  setup.data = &s->data;
-  setup.partition = &s->partition;
-  setup.workers = s->config.workers;
-  setup.batch = s->config.optimizer.batch_size;
+  const BackendSetup setup = backend_setup(*s);
   std::string chosen;
   const auto b = make_backend("auto", "float32", setup, &chosen);
   EXPECT_EQ(b->name(), "cpu (float32)");

@@ -26,6 +26,10 @@ struct Simulation {
 
 std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
 
+// The backend setup of a simulation's config, data, partition and model (what
+// make_simulation hands to make_backend; tests build a second backend from it).
+BackendSetup backend_setup(const Simulation& s);
+
 // One curvature measurement of w-bar (and, if configured, of each worker) as a JSON
 // object for metrics.jsonl. Probes are drawn from (seed, step), so it repeats exactly.
 nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, int workers,
