@@ -9,8 +9,8 @@
 #include <cstring>
 #include <map>
 #include <set>
-#include <unordered_map>
 
+#include "csr_cache.cuh"
 #include "device_array.cuh"
 #include "gemm.cuh"
 #include "gossamer/cuda.hpp"
@@ -34,31 +34,6 @@ class Stream {
  private:
   cudaStream_t m_stream = nullptr;
 };
-
-// A mixing matrix on the device, with the host copy it was made from (the cache key's
-// collision check, and the source of the asynchronous upload, which must outlive it).
-struct DeviceCsr {
-  Csr host;
-  std::vector<float> val32;
-  DeviceArray<int> row_ptr, col;
-  DeviceArray<float> val;
-};
-
-uint64_t csr_hash(const Csr& c) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  auto mix = [&h](const void* p, size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  };
-  mix(&c.n, sizeof c.n);
-  mix(c.row_ptr.data(), c.row_ptr.size() * sizeof(int));
-  mix(c.col.data(), c.col.size() * sizeof(int));
-  mix(c.val.data(), c.val.size() * sizeof(double));
-  return h;
-}
-
-// Time-varying topologies cycle through a few matrices; a shuffled one is new every step.
-constexpr size_t kCsrCacheEntries = 64;
 
 class CudaBackend final : public Backend {
  public:
@@ -184,7 +159,7 @@ class CudaBackend final : public Backend {
   }
 
   void mix_update(const Csr* mixing, double lr, MixForm form) override {
-    const DeviceCsr* p = mixing ? &device_csr(*mixing) : nullptr;
+    const DeviceCsr* p = mixing ? &m_csr.get(*mixing, m_stream.get()) : nullptr;
     const bool momentum = m_opt.momentum > 0;
     if (m_options.poison) {
       poison_rows(m_w_next);
@@ -620,32 +595,6 @@ class CudaBackend final : public Backend {
     m_stream.sync();
   }
 
-  const DeviceCsr& device_csr(const Csr& c) {
-    const uint64_t key = csr_hash(c);
-    auto it = m_csr.find(key);
-    if (it != m_csr.end() && it->second.host.row_ptr == c.row_ptr && it->second.host.col == c.col &&
-        it->second.host.val == c.val)
-      return it->second;
-    if (m_csr.size() >= kCsrCacheEntries || it != m_csr.end()) {
-      m_stream.sync();  // queued steps may still read the matrices about to be freed
-      m_csr.clear();
-    }
-    DeviceCsr& e = m_csr[key];
-    e.host = c;
-    e.val32.assign(c.val.begin(), c.val.end());
-    e.row_ptr = DeviceArray<int>(c.row_ptr.size());
-    e.col = DeviceArray<int>(std::max<size_t>(c.col.size(), 1));
-    e.val = DeviceArray<float>(std::max<size_t>(c.val.size(), 1));
-    cudaStream_t s = m_stream.get();
-    CUDA_CHECK(cudaMemcpyAsync(e.row_ptr.get(), e.host.row_ptr.data(),
-                               c.row_ptr.size() * sizeof(int), cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaMemcpyAsync(e.col.get(), e.host.col.data(), c.col.size() * sizeof(int),
-                               cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaMemcpyAsync(e.val.get(), e.val32.data(), c.val.size() * sizeof(float),
-                               cudaMemcpyHostToDevice, s));
-    return e;
-  }
-
   const ModelSpec m_model;
   const int m_m, m_batch;
   const uint64_t m_seed;
@@ -676,7 +625,7 @@ class CudaBackend final : public Backend {
   int64_t m_curv_rows = 0;
   DeviceArray<float> m_pair_w, m_pair_v, m_pair_out;
   std::vector<float> m_staging;
-  std::unordered_map<uint64_t, DeviceCsr> m_csr;
+  DeviceCsrCache m_csr;
   std::map<std::pair<bool, const float*>, cudaGraphExec_t> m_graphs;
   std::set<std::pair<bool, const float*>> m_eager_done;
 };
