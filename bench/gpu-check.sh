@@ -9,7 +9,7 @@
 # The portable binaries need only glibc >= 2.36 (static libstdc++'s arc4random) and the image's
 # cuBLAS; if they do not start there, build on the device (GPU.md, Plan B).
 # then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=580): the steps
-# below are capped at 120 + 120 + 180 + 45 + 45 + 40 = 550 s.
+# below are capped at 120 + 120 + 160 + 45 + 45 + 35 + 35 = 560 s.
 # Order: agreement tests first (the verdict), then the benchmark and its peers, then the
 # sanitizers and ncu on a short filter. Results land in $OUT and bench/results/.
 # NOT YET RUN ON A GPU (written in sessions without one).
@@ -38,7 +38,7 @@ RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
 cp bench/results/*.json "$OUT/" 2>/dev/null
 
 echo "=== PyTorch peers"
-timeout 180 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+timeout 160 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
   > "$OUT/peers.txt" 2>&1; echo "peers exit $?" >> "$OUT/peers.txt"
 cp bench/results/*peers*.json "$OUT/" 2>/dev/null
 
@@ -49,8 +49,11 @@ if command -v compute-sanitizer > /dev/null; then
   timeout 45 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/racecheck.txt"
 fi
 if command -v ncu > /dev/null; then
-  timeout 40 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
+  timeout 35 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
     --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gossip.txt" 2>&1
+  # The largest GEMM of a step: workload (b)'s first-layer gradient (784 x 128 x 32, 1024 batched).
+  timeout 35 ncu --clock-control none -k regex:gemm -c 2 $B/gossamer-bench --backend cuda \
+    --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gemm.txt" 2>&1
 fi
 
 echo "=== summary"
