@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "gossamer/checkpoint.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
@@ -148,6 +149,37 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
 
 }  // namespace
 
+namespace {
+// `gossamer plan`: the memory plan of the CUDA backend for a config, from its shapes.
+int plan_command(const RunConfig& c) {
+  const DataSplit data = load_data(c.data, c.seed);
+  const ModelSpec model =
+      ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
+  CudaPlanInput in;
+  in.model = &model;
+  in.workers = c.workers;
+  in.batch = c.optimizer.batch_size;
+  in.train_rows = data.train.n;
+  in.test_rows = data.test.n;
+  in.momentum = c.optimizer.momentum > 0;
+  in.perturb = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
+  const CudaPlan plan = plan_cuda_memory(in);
+  std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d\n%s", c.workers,
+              model.describe().c_str(), c.optimizer.batch_size, plan.table().c_str());
+  std::printf("  %.2f GiB in all, plus %.2f GiB headroom for the CUDA context and cuBLAS\n",
+              double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0);
+  const DeviceList gpus = list_devices();
+  if (gpus.devices.empty()) {
+    std::printf("(%s)\n", gpus.why_none.c_str());
+    return kExitOk;
+  }
+  const DeviceInfo& d = gpus.devices[0];
+  check_plan_fits(plan, int64_t(d.free_memory), d.name);  // throws, naming the knob, if not
+  std::printf("fits on %s (%.1f GiB free)\n", d.name.c_str(), double(d.free_memory) / 1073741824.0);
+  return kExitOk;
+}
+}  // namespace
+
 int cli_main(int argc, char** argv) {
   CLI::App app{
       "gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
@@ -222,6 +254,15 @@ int cli_main(int argc, char** argv) {
       "--out", sweep_out,
       "Sweep folder (default runs/NAME); run again with the same folder to resume");
 
+  std::string plan_path;
+  std::vector<std::string> plan_overrides;
+  auto* plan_cmd = app.add_subcommand(
+      "plan",
+      "Print the CUDA backend's device-memory plan for CONFIG.json (no GPU needed); with a "
+      "GPU visible, say whether it fits");
+  plan_cmd->add_option("config", plan_path, "The run config")->required();
+  plan_cmd->add_option("--set", plan_overrides, "Override a key: --set workers=1024 (repeatable)");
+
   auto* ref =
       app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
 
@@ -294,6 +335,7 @@ int cli_main(int argc, char** argv) {
       std::cout << config_reference_markdown();
       return kExitOk;
     }
+    if (*plan_cmd) return plan_command(load_config_file(plan_path, plan_overrides));
   } catch (const Error& e) {
     std::cerr << "gossamer: error: " << e.what() << "\n";
     return e.kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;

@@ -91,6 +91,15 @@ TEST_F(CliTest, MissingDataExitsWith1NamingTheFile) {
   EXPECT_FALSE(std::filesystem::exists(m_dir / "r")) << "a refused run left its folder behind";
 }
 
+TEST_F(CliTest, PlanPrintsTheCudaMemoryPlanWithoutAGpu) {
+  const Result r = run_cli("plan " + tiny() + " --set workers=64 --set optimizer.momentum=0.9");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("64 workers"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("momentum and its ping-pong twin"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("GiB in all"), std::string::npos) << r.output;
+  EXPECT_EQ(run_cli("plan " + tiny() + " --set workers=zero").code, gossamer::kExitUsage);
+}
+
 TEST_F(CliTest, CudaWithoutAGpuExitsWith1SayingWhy) {
   if (!gossamer::list_devices().devices.empty()) GTEST_SKIP() << "a GPU is visible here";
   const Result r = run_cli("run " + tiny() + " --backend cuda --out " + (m_dir / "r").string());
