@@ -144,6 +144,17 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
                 result["sam_sharpness"]["value"].get<double>(),
                 result["sam_sharpness"]["rho"].get<double>(),
                 result["sam_sharpness"]["steps"].get<int>());
+  if (result.contains("workers"))
+    for (const auto& [key, values] : result["workers"].items()) {
+      if (key == "trace_std_error" || values.empty()) continue;
+      double lo = INFINITY, hi = -INFINITY, sum = 0;
+      for (const auto& v : values) {
+        lo = std::min(lo, v.get<double>()), hi = std::max(hi, v.get<double>());
+        sum += v.get<double>();
+      }
+      std::printf("  workers' %-22s min %.6g, mean %.6g, max %.6g (%zu workers)\n", key.c_str(), lo,
+                  sum / double(values.size()), hi, values.size());
+    }
   return kExitOk;
 }
 

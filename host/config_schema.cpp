@@ -98,7 +98,7 @@ std::vector<KeySpec> build_schema() {
       {"curvature.mc_samples", K::Int, 32, "avgsharp: antithetic perturbation pairs.", {}, 1, 1 << 20},
       {"curvature.sam_rho", K::Number, 0.05, "samsharp: radius rho of the perturbation ball.", {}, 0, kInf},
       {"curvature.sam_steps", K::Int, 5, "samsharp: projected gradient-ascent steps.", {}, 0, 1 << 16},
-      {"curvature.workers", K::Bool, false, "Also the trace and top eigenvalue of every worker's own model."},
+      {"curvature.workers", K::Bool, false, "Also measure every worker's own model, with the estimators of curvature.what that apply to one model: trace (with its standard error), the top eigenvalue, isotropic average-direction sharpness, SAM sharpness (m times the cost of w-bar's)."},
   };
 }
 // clang-format on

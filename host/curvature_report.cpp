@@ -54,14 +54,28 @@ json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_
                             {"steps", c.sam_steps},
                             {"value", sam_sharpness(backend, wbar, c.sam_rho, c.sam_steps)}};
   if (c.workers) {
+    // Every worker's own model, for the estimators of `what` that apply to one model (the
+    // same probes and perturbations as w-bar's, so identical workers give w-bar's figures).
     const size_t d = wbar.size();
-    json traces = json::array(), tops = json::array();
+    json traces = json::array(), trace_errors = json::array(), tops = json::array(),
+         avg = json::array(), sam = json::array();
     for (int k = 0; k < m; ++k) {
       const std::vector<double> wk(all.begin() + k * d, all.begin() + (k + 1) * d);
-      traces.push_back(hutchinson_trace(backend, wk, c.probes, key).value);
-      tops.push_back(top_eigenvalues(backend, wk, c, 1, key)[0].value);
+      if (c.wants("trace")) {
+        const Estimate e = hutchinson_trace(backend, wk, c.probes, key);
+        traces.push_back(e.value);
+        trace_errors.push_back(e.std_error);
+      }
+      if (c.wants("topk")) tops.push_back(top_eigenvalues(backend, wk, c, 1, key)[0].value);
+      if (c.wants("avgsharp"))
+        avg.push_back(average_sharpness_isotropic(backend, wk, c.sigma, c.mc_samples, key).value);
+      if (c.wants("samsharp")) sam.push_back(sam_sharpness(backend, wk, c.sam_rho, c.sam_steps));
     }
-    out["workers"] = {{"trace", traces}, {"top_eigenvalue", tops}};
+    json& w = out["workers"] = json::object();
+    if (c.wants("trace")) w["trace"] = traces, w["trace_std_error"] = trace_errors;
+    if (c.wants("topk")) w["top_eigenvalue"] = tops;
+    if (c.wants("avgsharp")) w["avg_sharpness_isotropic"] = avg;
+    if (c.wants("samsharp")) w["sam_sharpness"] = sam;
   }
   out["time_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

@@ -152,6 +152,12 @@ TEST_F(CliTest, CurvatureOfASavedRun) {
   EXPECT_TRUE(j["curvature"].contains("trace"));
   EXPECT_TRUE(j["curvature"].contains("half_tr_h_xi"));
   EXPECT_FALSE(j["curvature"].contains("top_eigenvalues"));
+  // Text output, with every worker's figures summarized.
+  r = run_cli("curvature " + dir.string() +
+              " --what trace --set curvature.probes=4 --set curvature.workers=true");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("Hessian trace"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("workers' trace"), std::string::npos) << r.output;
   r = run_cli("curvature " + dir.string() + " --set optimizer.lr=1");
   EXPECT_EQ(r.code, gossamer::kExitUsage);
   r = run_cli("curvature " + (m_dir / "nothing").string());

@@ -229,3 +229,48 @@ TEST(ClaimMetricsTest, ExpectedCalibrationErrorClosedForm) {
   EXPECT_EQ(p.bin_count[14], 10);
   EXPECT_EQ(p.bin_count[7], 10);
 }
+
+// curvature.workers: every worker's model measured with w-bar's probes and perturbations, so
+// workers that are all equal to w-bar (same init, no training) reproduce w-bar's figures (to
+// rounding: w-bar = (w + w + w)/3 may differ from w in the last bit), and workers that differ
+// do not.
+TEST(CurvatureReportTest, IdenticalWorkersReproduceTheMeanModelsFigures) {
+  const json patch = {{"workers", 3},
+                      {"curvature",
+                       {{"workers", true},
+                        {"what", {"trace", "topk", "avgsharp", "samsharp"}},
+                        {"probes", 8},
+                        {"topk", 1},
+                        {"lanczos_steps", 8},
+                        {"mc_samples", 4},
+                        {"sam_steps", 2},
+                        {"samples", 64}}}};
+  Sim same = make_sim(patch, true);
+  const CurvatureConfig& c = same->config.curvature;
+  const json r = measure_curvature(*same->backend, c, 3, 64, 1, 0);
+  const json& w = r["workers"];
+  ASSERT_EQ(w["trace"].size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    const auto near = [](const json& a, const json& b) {
+      EXPECT_NEAR(a.get<double>(), b.get<double>(), 1e-9 * std::fabs(b.get<double>()));
+    };
+    near(w["trace"][k], r["trace"]["value"]);
+    near(w["trace_std_error"][k], r["trace"]["std_error"]);
+    near(w["top_eigenvalue"][k], r["top_eigenvalues"]["values"][0]);
+    near(w["avg_sharpness_isotropic"][k], r["avg_sharpness_isotropic"]["value"]);
+    near(w["sam_sharpness"][k], r["sam_sharpness"]["value"]);
+  }
+  json spread = patch;
+  spread["model"] = {{"same_init", false}};
+  Sim apart = make_sim(spread, true);
+  const json a = measure_curvature(*apart->backend, apart->config.curvature, 3, 64, 1, 0);
+  EXPECT_NE(a["workers"]["trace"][0].get<double>(), a["workers"]["trace"][1].get<double>());
+  // Only what was asked for.
+  json only_trace = patch;
+  only_trace["curvature"]["what"] = {"trace"};
+  Sim t = make_sim(only_trace, true);
+  const json o = measure_curvature(*t->backend, t->config.curvature, 3, 64, 1, 0);
+  EXPECT_TRUE(o["workers"].contains("trace"));
+  EXPECT_FALSE(o["workers"].contains("sam_sharpness"));
+  EXPECT_FALSE(o["workers"].contains("top_eigenvalue"));
+}
