@@ -199,18 +199,25 @@ TEST_F(CudaBackendTest, MetricsMatchTheCpu) {
 
 TEST_F(CudaBackendTest, NonFiniteLossAndWeightsAreDetected) {
   Twin t = make_twin({});
+  EXPECT_TRUE(t.gpu->weights_finite());
+  for (Backend* b : {&t.cpu(), t.gpu.get()}) {
+    b->sample(6);
+    b->local_gradient(true);  // finite
+  }
+  EXPECT_EQ(t.gpu->first_nonfinite_step(), -1);
   std::vector<double> w = t.cpu().weights();
-  for (double& v : w) v *= 1e30;  // overflowing logits: the loss is Inf or NaN
+  w[0] = NAN;  // a first-layer weight of worker 0: its logits, so the step's mean loss, are NaN
   t.cpu().set_weights(w);
   t.gpu->set_weights(w);
+  EXPECT_FALSE(t.gpu->weights_finite());
   for (Backend* b : {&t.cpu(), t.gpu.get()}) {
     b->sample(7);
     b->local_gradient(true);
+    b->sample(8);
+    b->local_gradient(true);  // the first non-finite step is kept
   }
-  EXPECT_EQ(t.gpu->first_nonfinite_step(), t.cpu().first_nonfinite_step());
-  w[3] = NAN;
-  t.gpu->set_weights(w);
-  EXPECT_FALSE(t.gpu->weights_finite());
+  EXPECT_EQ(t.cpu().first_nonfinite_step(), 7);
+  EXPECT_EQ(t.gpu->first_nonfinite_step(), 7);
 }
 
 TEST_F(CudaBackendTest, PerturbedPassesAndRestoreMatchTheCpu) {
