@@ -163,9 +163,11 @@ def load_export(folder, name, device):
     with open(os.path.join(folder, f"{name}-meta.json")) as f:
         meta = json.load(f)
     sizes = meta["sizes"]
-    flat = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-wbar.f32"), dtype="float32"))
-    xs = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-x.f32"), dtype="float32"))
-    ys = torch.from_numpy(__import__("numpy").fromfile(os.path.join(folder, f"{name}-y.i32"), dtype="int32"))
+    def raw(suffix, dtype):  # little-endian raw arrays, as gossamer-bench writes them
+        with open(os.path.join(folder, f"{name}-{suffix}"), "rb") as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=dtype)
+
+    flat, xs, ys = raw("wbar.f32", torch.float32), raw("x.f32", torch.float32), raw("y.i32", torch.int32)
     if meta["activation"] != "relu":
         raise ValueError("the peer builds ReLU MLPs only")
     model = make_mlp(sizes[1:-1])
