@@ -389,15 +389,7 @@ class CudaBackend final : public Backend {
     const DeviceInfo& dev = gpus.devices[0];
     CUDA_CHECK(cudaSetDevice(dev.index));
     m_device = dev.name;
-    CudaPlanInput in;
-    in.model = s.model;
-    in.workers = s.workers;
-    in.batch = s.batch;
-    in.train_rows = s.data->train.n;
-    in.test_rows = s.data->test.n;
-    in.momentum = s.optimizer.momentum > 0;
-    in.perturb = s.perturbs;
-    CudaPlan plan = plan_cuda_memory(in);
+    CudaPlan plan = plan_cuda_memory(cuda_plan_input(s));
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     check_plan_fits(plan, int64_t(free_b), dev.name);

@@ -166,15 +166,8 @@ int plan_command(const RunConfig& c) {
   const DataSplit data = load_data(c.data, c.seed);
   const ModelSpec model =
       ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
-  CudaPlanInput in;
-  in.model = &model;
-  in.workers = c.workers;
-  in.batch = c.optimizer.batch_size;
-  in.train_rows = data.train.n;
-  in.test_rows = data.test.n;
-  in.momentum = c.optimizer.momentum > 0;
-  in.perturb = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
-  const CudaPlan plan = plan_cuda_memory(in);
+  const CudaPlan plan =
+      plan_cuda_memory(cuda_plan_input(backend_setup(c, model, data, /*partition=*/nullptr)));
   std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d\n%s", c.workers,
               model.describe().c_str(), c.optimizer.batch_size, plan.table().c_str());
   std::printf("  %.2f GiB in all, plus %.2f GiB headroom for the CUDA context and cuBLAS\n",

@@ -56,6 +56,18 @@ GossipGrid gossip_grid(int64_t m, int64_t ld, int block) {
   return g;
 }
 
+CudaPlanInput cuda_plan_input(const BackendSetup& s) {
+  CudaPlanInput in;
+  in.model = s.model;
+  in.workers = s.workers;
+  in.batch = s.batch;
+  in.train_rows = s.data->train.n;
+  in.test_rows = s.data->test.n;
+  in.momentum = s.optimizer.momentum > 0;
+  in.perturb = s.perturbs;
+  return in;
+}
+
 CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   const ModelSpec& model = *in.model;
   CudaPlan p;

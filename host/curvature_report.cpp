@@ -81,12 +81,12 @@ json measure_curvature(Backend& backend, const CurvatureConfig& c, int m, int64_
   return out;
 }
 
-BackendSetup backend_setup(const Simulation& s) {
-  const RunConfig& c = s.config;
+BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const DataSplit& data,
+                           const Partition* partition) {
   BackendSetup setup;
-  setup.model = &s.model;
-  setup.data = &s.data;
-  setup.partition = &s.partition;
+  setup.model = &model;
+  setup.data = &data;
+  setup.partition = partition;
   setup.workers = c.workers;
   setup.batch = c.optimizer.batch_size;
   setup.seed = c.seed;
@@ -94,6 +94,10 @@ BackendSetup backend_setup(const Simulation& s) {
   setup.tf32 = c.math == "tf32";
   setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
   return setup;
+}
+
+BackendSetup backend_setup(const Simulation& s) {
+  return backend_setup(s.config, s.model, s.data, &s.partition);
 }
 
 std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {

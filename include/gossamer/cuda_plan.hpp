@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gossamer/backend.hpp"
 #include "gossamer/model.hpp"
 
 namespace gossamer {
@@ -38,6 +39,8 @@ struct CudaPlan {
 inline constexpr int64_t kCudaHeadroom = int64_t(512) << 20;
 
 CudaPlan plan_cuda_memory(const CudaPlanInput& in);
+// The plan's input for a backend setup (what the CUDA backend and `gossamer plan` both use).
+CudaPlanInput cuda_plan_input(const BackendSetup& setup);
 // Throws a gossamer::Error saying the need, the free memory and the knob, when the plan
 // plus the headroom exceeds `free_bytes`.
 void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device);

@@ -29,6 +29,9 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
 // The backend setup of a simulation's config, data, partition and model (what
 // make_simulation hands to make_backend; tests build a second backend from it).
 BackendSetup backend_setup(const Simulation& s);
+// The same from the pieces (partition may be null where no backend is built: `gossamer plan`).
+BackendSetup backend_setup(const RunConfig& config, const ModelSpec& model, const DataSplit& data,
+                           const Partition* partition);
 
 // One curvature measurement of w-bar (and, if configured, of each worker) as a JSON
 // object for metrics.jsonl. Probes are drawn from (seed, step), so it repeats exactly.
