@@ -581,10 +581,9 @@ class CudaBackend final : public Backend {
     return st;
   }
   void put_state(const DeviceLossState& st) {
-    m_staged_state = st;
-    CUDA_CHECK(cudaMemcpyAsync(m_state.get(), &m_staged_state, sizeof st, cudaMemcpyHostToDevice,
-                               m_stream.get()));
-    m_stream.sync();
+    CUDA_CHECK(
+        cudaMemcpyAsync(m_state.get(), &st, sizeof st, cudaMemcpyHostToDevice, m_stream.get()));
+    m_stream.sync();  // st must outlive the copy
   }
 
   const ModelSpec m_model;
@@ -607,7 +606,6 @@ class CudaBackend final : public Backend {
   DeviceArray<int32_t> m_batch_y;
   std::unique_ptr<BatchedMlp> m_train, m_eval;
   DeviceArray<DeviceLossState> m_state;
-  DeviceLossState m_staged_state{};
   DeviceArray<double> m_partials, m_result, m_mean64, m_model_loss, m_model_correct;
   DeviceArray<int> m_flag;
   DeviceArray<float> m_mean32;

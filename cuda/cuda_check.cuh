@@ -53,10 +53,11 @@ inline std::string cublas_error_text(cublasStatus_t rc) {
 
 namespace gossamer {
 // The one launch-shape rule for element-wise kernels (tiny-cuda-nn's linear_kernel): blocks
-// of 256 threads, at most 65535 * 16 blocks; kernels loop grid-stride over the rest.
+// of 256 threads (or `block`), at least 1 and at most 65535 * 16 blocks; kernels loop
+// grid-stride over the rest.
 constexpr int kLinearBlock = 256;
-inline unsigned linear_blocks(int64_t n) {
-  const int64_t blocks = CEIL_DIV(n, int64_t(kLinearBlock));
+inline unsigned linear_blocks(int64_t n, int block = kLinearBlock) {
+  const int64_t blocks = CEIL_DIV(n, int64_t(block));
   return unsigned(std::max<int64_t>(1, std::min<int64_t>(blocks, 65535 * 16)));
 }
 }  // namespace gossamer

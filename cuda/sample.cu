@@ -11,13 +11,14 @@ namespace gossamer {
 static __global__ void sample_minibatches_i64(const int64_t* offsets, const int64_t* shard_indices,
                                               uint64_t seed, uint64_t step, int workers, int batch,
                                               int64_t* out, DeviceLossState* state) {
-  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t == 0 && state) state->step = (long long)step;
-  if (t >= int64_t(workers) * batch) return;
-  const int k = int(t / batch), j = int(t % batch);
-  const int64_t base = offsets[k], size = offsets[k + 1] - base;
-  out[t] = shard_indices[base + int64_t(minibatch_position(seed, uint32_t(k), step, uint32_t(batch),
-                                                           uint32_t(j), uint64_t(size)))];
+  if (blockIdx.x == 0 && threadIdx.x == 0 && state) state->step = (long long)step;
+  GRID_STRIDE(t, int64_t(workers) * batch) {
+    const int k = int(t / batch), j = int(t % batch);
+    const int64_t base = offsets[k], size = offsets[k + 1] - base;
+    out[t] =
+        shard_indices[base + int64_t(minibatch_position(seed, uint32_t(k), step, uint32_t(batch),
+                                                        uint32_t(j), uint64_t(size)))];
+  }
 }
 
 static __global__ void gather_rows_f32(const float* x, const int32_t* y, int features,
@@ -35,9 +36,8 @@ void launch_sample(const int64_t* offsets, const int64_t* shard_indices, uint64_
                    int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
                    cudaStream_t s) {
   const int64_t n = int64_t(workers) * batch;
-  constexpr int kBlock = 256;
-  // At least one thread, so that the step is written even for an empty batch.
-  sample_minibatches_i64<<<unsigned(std::max<int64_t>(1, CEIL_DIV(n, kBlock))), kBlock, 0, s>>>(
+  // linear_blocks gives at least one block, so the step is written even for an empty batch.
+  sample_minibatches_i64<<<linear_blocks(n), kLinearBlock, 0, s>>>(
       offsets, shard_indices, seed, uint64_t(step), workers, batch, idx, state);
   CUDA_CHECK_LAUNCH();
 }

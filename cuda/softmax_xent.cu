@@ -40,9 +40,8 @@ void launch_softmax_xent(float* logits, float* rlogits, const int32_t* y, int64_
   const int64_t rows = int64_t(rows_per_model) * models;
   if (rows == 0) return;
   constexpr int kBlock = 128;  // one thread a row: a row is classes-long serial work
-  const unsigned blocks = unsigned(std::min<int64_t>(CEIL_DIV(rows, int64_t(kBlock)), 65535 * 16));
-  softmax_xent_f32<<<blocks, kBlock, 0, s>>>(logits, rlogits, y, y_stride, rows_per_model, rows,
-                                             classes, scale, loss, correct);
+  softmax_xent_f32<<<linear_blocks(rows, kBlock), kBlock, 0, s>>>(
+      logits, rlogits, y, y_stride, rows_per_model, rows, classes, scale, loss, correct);
   CUDA_CHECK_LAUNCH();
 }
 
