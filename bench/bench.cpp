@@ -53,6 +53,16 @@ double median_seconds(const std::function<void()>& f, int repeats, int warmup = 
   return t[t.size() / 2];
 }
 
+// Median over `repeats` of the backend's seconds per call (`calls` back to back), after one
+// warm-up batch (graph capture, caches).
+double median_per_call(Backend& b, const std::function<void()>& f, int repeats, int calls) {
+  b.seconds_per_call(f, calls);
+  std::vector<double> t;
+  for (int r = 0; r < repeats; ++r) t.push_back(b.seconds_per_call(f, calls));
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
 struct Ceilings {
   double copy_gbs = 0, gemm_gflops = 0;
 };
@@ -220,11 +230,7 @@ int main(int argc, char** argv) {
     int64_t step = 0;
     const Csr& mixing = sim->topology->at(0);
     const auto median = [&](const std::function<void()>& f) {
-      std::vector<double> t;
-      b.seconds_per_call(f, calls);  // warm-up (graph capture, caches)
-      for (int r = 0; r < repeats; ++r) t.push_back(b.seconds_per_call(f, calls));
-      std::sort(t.begin(), t.end());
-      return t[t.size() / 2];
+      return median_per_call(b, f, repeats, calls);
     };
     const double t_sample = median([&] { b.sample(step++); });
     const double t_grad = median([&] { b.local_gradient(true); });
@@ -275,13 +281,7 @@ int main(int argc, char** argv) {
       const std::vector<double> points(all.begin(), all.begin() + int64_t(k) * model.dim);
       const std::vector<double> wbar = mean_row(all, m);
       std::vector<double> grads, hv;
-      const auto once = [&](const std::function<void()>& f) {
-        f();  // warm-up
-        std::vector<double> t;
-        for (int r = 0; r < 3; ++r) t.push_back(b.seconds_per_call(f, 1));
-        std::sort(t.begin(), t.end());
-        return t[1];
-      };
+      const auto once = [&](const std::function<void()>& f) { return median_per_call(b, f, 3, 1); };
       const double t_subset_grad = once([&] { b.subset_loss(points, &grads); });
       const double t_hvp = once([&] { b.hvp_into(points, points, hv); });
       Estimate trace;
