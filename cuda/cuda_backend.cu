@@ -73,7 +73,7 @@ class CudaBackend final : public Backend {
     m_train = std::make_unique<BatchedMlp>(m_model, int64_t(batch_rows), false);
     m_eval = std::make_unique<BatchedMlp>(m_model, m_plan.eval_capacity, true);
     m_state = DeviceArray<DeviceLossState>(1);
-    put_state(DeviceLossState{0, 0, -1, 0});
+    put_state(kFreshLossState);
     m_partials = DeviceArray<double>(kReduceBlocks);
     m_result = DeviceArray<double>(1);
     m_flag = DeviceArray<int>(1);
@@ -170,7 +170,8 @@ class CudaBackend final : public Backend {
     launch_gossip_update(
         p ? p->row_ptr.get() : nullptr, p ? p->col.get() : nullptr, p ? p->val.get() : nullptr, m_m,
         m_ld, m_w.get(), m_grad.get(), momentum ? m_momentum.get() : nullptr,
-        momentum ? m_momentum_next.get() : nullptr, m_w_next.get(), params, m_stream.get());
+        momentum ? m_momentum_next.get() : nullptr, m_w_next.get(), params, m_state.get(),
+        m_stream.get());
     m_w.swap(m_w_next);  // ping-pong: the kernel never writes what it reads
     if (momentum) m_momentum.swap(m_momentum_next);
   }
@@ -232,7 +233,10 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  int64_t first_nonfinite_step() const override { return get_state().first_nonfinite; }
+  NonFiniteSteps first_nonfinite() const override {
+    const DeviceLossState st = get_state();
+    return {st.first_nonfinite, st.first_nonfinite_weights, st.first_nonfinite_momentum};
+  }
 
   bool weights_finite() override {
     launch_any_nonfinite(m_w.get(), int64_t(m_m) * m_ld, m_flag.get(), m_stream.get());

@@ -5,6 +5,8 @@
 // thread reads its neighbours' old momentum while their threads write the new one. float4 loads and
 // stores: rows are padded to 256 bytes (row_stride).
 // row_ptr == nullptr is P = I (C-SGD and local SGD's local steps: the update alone).
+// Every value written is checked for NaN/Inf on the way out (free in a bandwidth-bound pass):
+// a NaN weight can leave the loss finite (a ReLU maps it to 0), so the loss alone misses it.
 #include "device_array.cuh"
 #include "gossamer/cuda.hpp"
 #include "gossamer/cuda_plan.hpp"
@@ -16,21 +18,34 @@ static __device__ __forceinline__ float4 axpy4(float a, float4 x, float4 y) {
   return make_float4(fmaf(a, x.x, y.x), fmaf(a, x.y, y.y), fmaf(a, x.z, y.z), fmaf(a, x.w, y.w));
 }
 
+static __device__ __forceinline__ bool finite4(float4 x) {
+  return isfinite(x.x) && isfinite(x.y) && isfinite(x.z) && isfinite(x.w);
+}
+
+// The first step that wrote a non-finite value: every writer of a step writes the same value,
+// so the race is benign (the kernels of later steps run after this one on the stream).
+static __device__ __forceinline__ void note_nonfinite(long long* first, const DeviceLossState* s) {
+  if (*first < 0) *first = s->step;
+}
+
 // u of worker j at column group c (4 floats), and its new momentum when write_buf.
 static __device__ __forceinline__ float4 update_of(const float4* W, const float4* G,
                                                    const float4* buf, float4* buf_out, int64_t idx,
-                                                   const GossipParams& p) {
+                                                   const GossipParams& p, DeviceLossState* state) {
   const float4 v = axpy4(p.wd, W[idx], G[idx]);
   if (p.mu == 0.f) return v;
   const float4 b = axpy4(p.mu, buf[idx], v);  // mu buf + v
-  if (buf_out) buf_out[idx] = b;
+  if (buf_out) {
+    buf_out[idx] = b;
+    if (state && !finite4(b)) note_nonfinite(&state->first_nonfinite_momentum, state);
+  }
   return p.nesterov ? axpy4(p.mu, b, v) : b;
 }
 
 static __global__ void gossip_update_f32(const int* row_ptr, const int* col, const float* val,
                                          const float4* W, const float4* G, const float4* buf,
                                          float4* buf_out, float4* W_out, int64_t groups_per_row,
-                                         GossipParams p) {
+                                         GossipParams p, DeviceLossState* state) {
   // Rows on grid.x (the fastest-varying block index): the blocks in flight at once work on
   // one column tile of many consecutive rows, so a neighbour row's tile, read by up to
   // deg + 1 rows, is still in L2 when the next reader comes (exponential graphs reach k + m/2).
@@ -40,33 +55,35 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
   const int64_t own = int64_t(k) * groups_per_row + c;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (!row_ptr) {
-    acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p), W[own]);
+    acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p, state), W[own]);
   } else if (p.atc) {
     // W' = P (W - lr U): every neighbour's update is needed; only the own buffer is written.
     for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
       const int64_t idx = int64_t(col[e]) * groups_per_row + c;
-      const float4 u = update_of(W, G, buf, nullptr, idx, p);
+      const float4 u = update_of(W, G, buf, nullptr, idx, p, state);
       acc = axpy4(val[e], axpy4(-p.lr, u, W[idx]), acc);
     }
-    if (p.mu != 0.f) update_of(W, G, buf, buf_out, own, p);
+    if (p.mu != 0.f) update_of(W, G, buf, buf_out, own, p, state);
   } else {
     for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e)
       acc = axpy4(val[e], W[int64_t(col[e]) * groups_per_row + c], acc);
-    acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p), acc);
+    acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p, state), acc);
   }
   W_out[own] = acc;
+  if (state && !finite4(acc)) note_nonfinite(&state->first_nonfinite_weights, state);
 }
 
 void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
                           const float* w, const float* g, const float* buf, float* buf_out,
-                          float* w_out, const GossipParams& p, cudaStream_t s) {
+                          float* w_out, const GossipParams& p, DeviceLossState* state,
+                          cudaStream_t s) {
   const GossipGrid shape = gossip_grid(m, ld, kLinearBlock);
   if (shape.rows == 0 || shape.groups_per_row == 0) return;
   const dim3 grid(unsigned(shape.rows), unsigned(shape.tiles));
   gossip_update_f32<<<grid, kLinearBlock, 0, s>>>(
       row_ptr, col, val, reinterpret_cast<const float4*>(w), reinterpret_cast<const float4*>(g),
       reinterpret_cast<const float4*>(buf), reinterpret_cast<float4*>(buf_out),
-      reinterpret_cast<float4*>(w_out), shape.groups_per_row, p);
+      reinterpret_cast<float4*>(w_out), shape.groups_per_row, p, state);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -90,7 +107,7 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
   const GossipParams p{float(lr), float(momentum), float(weight_decay), nesterov, atc};
   launch_gossip_update(row_ptr.get(), col.get(), d_val.get(), m, ld, d_w.get(), d_g.get(),
                        d_buf.get(), momentum > 0 ? d_buf_out.get() : nullptr, d_out.get(), p,
-                       nullptr);
+                       nullptr, nullptr);
   W = d_out.fetch();
   if (momentum > 0) buf = d_buf_out.fetch();
 }

@@ -17,7 +17,11 @@ struct DeviceLossState {
   long long steps;
   long long first_nonfinite;
   long long step;  // the current step, written by the sampler
+  // The first step whose update wrote a NaN or Inf into W / into the momentum (gossip.cu).
+  long long first_nonfinite_weights;
+  long long first_nonfinite_momentum;
 };
+constexpr DeviceLossState kFreshLossState{0, 0, -1, 0, -1, -1};
 
 // sample.cu: idx[k*batch + j] = worker k's j-th training index at `step` (Philox, as the CPU);
 // state->step = step when state is given.
@@ -28,14 +32,16 @@ void launch_sample(const int64_t* offsets, const int64_t* shard_indices, uint64_
 void launch_gather_rows(const float* x, const int32_t* y, int features, const int64_t* idx,
                         int64_t rows, float* x_out, int32_t* y_out, cudaStream_t s);
 
-// gossip.cu: the fused gossip + update (see there). row_ptr == nullptr: P = I.
+// gossip.cu: the fused gossip + update (see there). row_ptr == nullptr: P = I. With state, a
+// NaN or Inf written into W' or buf' sets its first_nonfinite_{weights,momentum} to state->step.
 struct GossipParams {
   float lr, mu, wd;
   bool nesterov, atc;
 };
 void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
                           const float* w, const float* g, const float* buf, float* buf_out,
-                          float* w_out, const GossipParams& p, cudaStream_t s);
+                          float* w_out, const GossipParams& p, DeviceLossState* state,
+                          cudaStream_t s);
 
 // softmax_xent.cu: rows = models * rows_per_model logit rows of `classes`; the label of row r
 // of model k is y[k * y_stride + r]. Loss and correctness per row; logits replaced by

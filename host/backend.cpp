@@ -1,6 +1,7 @@
 #include "gossamer/backend.hpp"
 
 #include <cmath>
+#include <utility>
 
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
@@ -35,6 +36,19 @@ void Backend::perturb_along_mean_gradient(double rho) {
   norm = std::sqrt(norm);
   for (auto& v : g) v = norm > 0 ? rho * v / norm : 0.0;
   perturb_weights(g);
+}
+
+std::string NonFiniteSteps::describe() const {
+  const std::pair<int64_t, const char*> events[] = {
+      {loss, "the training loss"}, {weights, "the weights"}, {momentum, "the momentum buffers"}};
+  int64_t first = -1;
+  for (const auto& [step, name] : events)
+    if (step >= 0 && (first < 0 || step < first)) first = step;
+  if (first < 0) return "";
+  std::string what;
+  for (const auto& [step, name] : events)
+    if (step == first) what += (what.empty() ? "" : " and ") + std::string(name);
+  return "NaN or Inf in " + what + " at step " + std::to_string(first);
 }
 
 bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim) {

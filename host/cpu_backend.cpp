@@ -125,33 +125,43 @@ class CpuBackend final : public Backend {
   void mix_update(const Csr* mixing, double lr_d, MixForm form) override {
     const T lr = T(lr_d), mu = T(m_opt.momentum), wd = T(m_opt.weight_decay);
     // U in place of G: v = g + wd w; buf = mu buf + v; U = buf or v + mu buf (Nesterov).
-#pragma omp parallel for schedule(static)
+    // Every row written is checked while it is in cache (first_nonfinite).
+    bool momentum_bad = false, weights_bad = false;
+#pragma omp parallel for schedule(static) reduction(|| : momentum_bad)
     for (int k = 0; k < m_m; ++k) {
       auto u = m_grad.row(k);
       if (wd != T(0)) u += wd * m_w.row(k);
       if (mu != T(0)) {
         auto buf = m_momentum.row(k);
         buf = mu * buf + u;
+        momentum_bad = momentum_bad || !buf.allFinite();
         if (m_opt.nesterov)
           u += mu * buf;
         else
           u = buf;
       }
     }
-    if (!mixing) {
-      m_w -= lr * m_grad;
-      return;
+    if (!mixing || form == MixForm::Atc) {
+#pragma omp parallel for schedule(static) reduction(|| : weights_bad)
+      for (int k = 0; k < m_m; ++k) {
+        m_w.row(k) -= lr * m_grad.row(k);
+        if (!mixing) weights_bad = weights_bad || !m_w.row(k).allFinite();
+      }
     }
-    if (form == MixForm::Atc) m_w -= lr * m_grad;
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < m_m; ++k) {
-      auto out = m_next.row(k);
-      out.setZero();
-      for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e)
-        out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
-      if (form == MixForm::Default) out -= lr * m_grad.row(k);
+    if (mixing) {
+#pragma omp parallel for schedule(static) reduction(|| : weights_bad)
+      for (int k = 0; k < m_m; ++k) {
+        auto out = m_next.row(k);
+        out.setZero();
+        for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e)
+          out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
+        if (form == MixForm::Default) out -= lr * m_grad.row(k);
+        weights_bad = weights_bad || !out.allFinite();
+      }
+      m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
     }
-    m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
+    if (momentum_bad && m_nonfinite.momentum < 0) m_nonfinite.momentum = m_step;
+    if (weights_bad && m_nonfinite.weights < 0) m_nonfinite.weights = m_step;
   }
 
   std::vector<double> mean_gradient() override {
@@ -186,8 +196,10 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  int64_t first_nonfinite_step() const override {
-    return m_first_nonfinite;
+  NonFiniteSteps first_nonfinite() const override {
+    NonFiniteSteps out = m_nonfinite;
+    out.loss = m_first_nonfinite;
+    return out;
   }
 
   bool weights_finite() override {
@@ -411,7 +423,8 @@ class CpuBackend final : public Backend {
   std::vector<MlpWorkspace<T>> m_ws;
   std::vector<double> m_losses;
   int64_t m_step = 0;
-  int64_t m_first_nonfinite = -1;
+  int64_t m_first_nonfinite = -1;  // of the loss (checkpointed)
+  NonFiniteSteps m_nonfinite;       // of W and the momentum (the update's check)
   TrainLoss m_loss;
   double m_loss_sum = 0;
 };

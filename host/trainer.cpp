@@ -184,12 +184,16 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   int64_t done = 0;
   json last;
   double eval_seconds = 0, session_eval_seconds = 0, best_acc = -1, prior_wall = 0;
+  // Checkpoint writes: all sessions (reported), and this session's inside the step loop
+  // (taken out of steps_per_second, as the evaluations are).
+  double checkpoint_seconds = 0, loop_checkpoint_seconds = 0;
   if (opt.resume) {
     backend.load_state(resume_from.state);
     done = resume_from.step;
     last = resume_from.trainer.at("last");
     best_acc = resume_from.trainer.at("best_test_acc");
     eval_seconds = resume_from.trainer.at("eval_time_s");
+    checkpoint_seconds = resume_from.trainer.value("checkpoint_time_s", 0.0);
     prior_wall = resume_from.trainer.at("wall_time_s");
     truncate_metrics(result.out_dir + "/metrics.jsonl", done);
   } else {
@@ -251,15 +255,21 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     return bad;
   };
   auto save_checkpoint = [&] {
+    const double c0 = seconds();
     Checkpoint ck;
     ck.step = done;
     ck.config = c.resolved;
     ck.trainer = {{"last", last},
                   {"best_test_acc", best_acc},
                   {"eval_time_s", eval_seconds},
+                  {"checkpoint_time_s", checkpoint_seconds},
                   {"wall_time_s", prior_wall + seconds()}};
     ck.state = backend.save_state();
     write_checkpoint(result.out_dir + "/checkpoint.bin", ck);
+    if (opt.after_checkpoint) opt.after_checkpoint();
+    const double took = seconds() - c0;
+    checkpoint_seconds += took;
+    return took;
   };
 
   std::string status = "completed", divergence;
@@ -273,10 +283,8 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
     done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {
-      if (const int64_t bad = backend.first_nonfinite_step(); bad >= 0) {
-        divergence = "training loss is NaN or Inf at step " + std::to_string(bad);
-        break;
-      }
+      // The loss of every step, and every value the update wrote into W and the momentum.
+      if (divergence = backend.first_nonfinite().describe(); !divergence.empty()) break;
     }
     if (eval_now) {
       if (!backend.weights_finite()) {
@@ -288,8 +296,9 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         break;
       }
     }
+    if (opt.after_step) opt.after_step(backend, done);
     if (c.train.checkpoint_every > 0 && done % c.train.checkpoint_every == 0 && done < steps)
-      save_checkpoint();
+      loop_checkpoint_seconds += save_checkpoint();
     progress.step(done, loop_seconds());
     if (g_interrupted || done == opt.stop_after) {
       status = "interrupted";
@@ -297,6 +306,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     }
   }
   progress.finish();
+  const double loop_end = seconds();
   if (!divergence.empty()) status = "diverged";
   // A diverged state is not worth continuing from; the last good checkpoint stays.
   if (status != "diverged") save_checkpoint();
@@ -310,11 +320,14 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   s["best_test_acc"] = best_acc;
   s["wall_time_s"] = prior_wall + wall;
   s["eval_time_s"] = eval_seconds;
+  s["checkpoint_time_s"] = checkpoint_seconds;
   s["setup_time_s"] =
       loop_start;  // data loading, partition, topology analysis, backend set-up (this session)
-  // Training steps of this session only (evaluation and curvature excluded).
-  s["steps_per_second"] = double(done - (opt.resume ? resume_from.step : 0)) /
-                          std::max(wall - loop_start - session_eval_seconds, 1e-9);
+  // The step loop of this session only: its evaluations, curvature and checkpoints excluded,
+  // and nothing after the last step (the final checkpoint, the summary).
+  s["steps_per_second"] =
+      double(done - (opt.resume ? resume_from.step : 0)) /
+      std::max(loop_end - loop_start - session_eval_seconds - loop_checkpoint_seconds, 1e-9);
   s["config_hash"] = config_hash(c.resolved);
   s["backend"] = backend.name();
   s["model"] = {{"layers", sim->model.describe()}, {"parameters", sim->model.dim}};

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "gossamer/error.hpp"
 #include "gossamer/schedule.hpp"
@@ -169,6 +170,60 @@ TEST(TrainerTest, DivergenceStopsWithExitCode3AndNamesTheStep) {
   EXPECT_NE(r.summary["divergence"].get<std::string>().find("at step"), std::string::npos);
   std::ifstream in(dir + "/summary.json");
   EXPECT_EQ(json::parse(in)["status"], "diverged");
+  std::filesystem::remove_all(dir);
+}
+
+// A NaN written into one weight or one momentum entry after step 4 stops the run at the next
+// update (step 5), naming the quantity, for every activation: with ReLU the NaN first-layer
+// weight leaves the loss and the gradient finite (ReLU maps the NaN pre-activation to 0), so
+// only the update's check of W sees it.
+TEST(TrainerTest, NanInWeightsOrMomentumStopsTheRunAtTheNextUpdateForEveryActivation) {
+  for (const char* activation : {"relu", "tanh", "gelu"}) {
+    for (const bool in_momentum : {false, true}) {
+      SCOPED_TRACE(std::string(activation) + (in_momentum ? " momentum" : " weights"));
+      const std::string dir = temp_dir("nan-state");
+      RunOptions opt;
+      opt.after_step = [&](Backend& b, int64_t done) {
+        if (done != 5) return;
+        BackendState st = b.save_state();
+        (in_momentum ? st.momentum : st.weights)[0] = NAN;  // worker 0, first-layer weight 0
+        b.load_state(st);
+      };
+      std::ostringstream log;
+      const RunResult r = run_training(
+          load_config(tiny_config({{"model", {{"activation", activation}}},
+                                   {"optimizer", {{"momentum", 0.9}}},
+                                   {"train", {{"steps", 40}, {"eval_every", 40}}}}),
+                      {}, "test"),
+          dir, log, opt);
+      EXPECT_EQ(r.exit_code, kExitDiverged) << log.str();
+      EXPECT_EQ(r.summary["steps_done"], 6) << "stopped at the first check, not at an evaluation";
+      const std::string why = r.summary.value("divergence", "");
+      EXPECT_NE(why.find("at step 5"), std::string::npos) << why;
+      EXPECT_NE(why.find(in_momentum ? "momentum" : "weights"), std::string::npos) << why;
+      std::filesystem::remove_all(dir);
+    }
+  }
+}
+
+// steps_per_second counts the step loop only: checkpoints (made slow here) are reported in
+// checkpoint_time_s and left out, the final one included.
+TEST(TrainerTest, StepsPerSecondLeavesOutCheckpointWrites) {
+  const std::string dir = temp_dir("ckpt-time");
+  RunOptions opt;
+  opt.after_checkpoint = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+  std::ostringstream log;
+  const RunResult r = run_training(
+      load_config(tiny_config({{"train", {{"steps", 20}, {"checkpoint_every", 5}}}}), {}, "test"),
+      dir, log, opt);
+  ASSERT_EQ(r.exit_code, kExitOk) << log.str();
+  const json& s = r.summary;
+  const double ckpt = s["checkpoint_time_s"], wall = s["wall_time_s"], eval = s["eval_time_s"],
+               setup = s["setup_time_s"], sps = s["steps_per_second"];
+  EXPECT_GE(ckpt, 4 * 0.3) << "checkpoints at steps 5, 10, 15 and the final one";
+  const double step_seconds = 20 / sps;
+  EXPECT_GT(step_seconds, 0);
+  EXPECT_LE(step_seconds, wall - setup - eval - ckpt + 0.05) << s.dump();
   std::filesystem::remove_all(dir);
 }
 

@@ -197,27 +197,45 @@ TEST_F(CudaBackendTest, MetricsMatchTheCpu) {
   }
 }
 
+// Both backends record the first step whose loss, weights or momentum went non-finite. A NaN
+// first-layer weight under ReLU leaves the loss finite (the ReLU maps the NaN pre-activation to
+// 0): the update's check of what it writes is what sees it. A NaN output bias makes the loss NaN.
 TEST_F(CudaBackendTest, NonFiniteLossAndWeightsAreDetected) {
-  Twin t = make_twin({});
-  EXPECT_TRUE(t.gpu->weights_finite());
-  for (Backend* b : {&t.cpu(), t.gpu.get()}) {
-    b->sample(6);
-    b->local_gradient(true);  // finite
+  for (const bool output_bias : {false, true}) {
+    SCOPED_TRACE(output_bias ? "NaN output bias" : "NaN first-layer weight under ReLU");
+    Twin t = make_twin({{"model", {{"activation", "relu"}}}, {"optimizer", {{"momentum", 0.9}}}});
+    EXPECT_TRUE(t.gpu->weights_finite());
+    const Csr ring = t.sim->topology->at(0);  // the default topology: a ring
+    for (Backend* b : {&t.cpu(), t.gpu.get()}) {
+      b->sample(6);
+      b->local_gradient(true);  // finite
+      b->mix_update(&ring, 0.1, MixForm::Default);
+    }
+    const NonFiniteSteps none = t.gpu->first_nonfinite();
+    EXPECT_EQ(none.loss, -1);
+    EXPECT_EQ(none.weights, -1);
+    EXPECT_EQ(none.momentum, -1);
+    std::vector<double> w = t.cpu().weights();
+    w[output_bias ? t.d() - 1 : 0] = NAN;  // worker 0
+    t.cpu().set_weights(w);
+    t.gpu->set_weights(w);
+    EXPECT_FALSE(t.gpu->weights_finite());
+    for (Backend* b : {&t.cpu(), t.gpu.get()}) {
+      for (int64_t step : {7, 8}) {  // the first non-finite step is kept
+        b->sample(step);
+        b->local_gradient(true);
+        b->mix_update(&ring, 0.1, MixForm::Default);
+      }
+    }
+    for (Backend* b : {&t.cpu(), t.gpu.get()}) {
+      SCOPED_TRACE(b->name());
+      const NonFiniteSteps bad = b->first_nonfinite();
+      EXPECT_EQ(bad.loss, output_bias ? 7 : -1);
+      EXPECT_EQ(bad.weights, 7);
+      EXPECT_EQ(bad.momentum, output_bias ? 7 : -1);  // a finite loss keeps the gradient finite
+      EXPECT_NE(bad.describe().find("weights"), std::string::npos) << bad.describe();
+    }
   }
-  EXPECT_EQ(t.gpu->first_nonfinite_step(), -1);
-  std::vector<double> w = t.cpu().weights();
-  w[0] = NAN;  // a first-layer weight of worker 0: its logits, so the step's mean loss, are NaN
-  t.cpu().set_weights(w);
-  t.gpu->set_weights(w);
-  EXPECT_FALSE(t.gpu->weights_finite());
-  for (Backend* b : {&t.cpu(), t.gpu.get()}) {
-    b->sample(7);
-    b->local_gradient(true);
-    b->sample(8);
-    b->local_gradient(true);  // the first non-finite step is kept
-  }
-  EXPECT_EQ(t.cpu().first_nonfinite_step(), 7);
-  EXPECT_EQ(t.gpu->first_nonfinite_step(), 7);
 }
 
 TEST_F(CudaBackendTest, PerturbedPassesAndRestoreMatchTheCpu) {

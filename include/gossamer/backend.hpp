@@ -65,6 +65,13 @@ struct BackendState {
   int64_t first_nonfinite = -1;
 };
 
+struct NonFiniteSteps {
+  int64_t loss = -1, weights = -1, momentum = -1;
+  // "NaN or Inf in the weights at step 7": the earliest step and every quantity bad at it;
+  // "" when none.
+  std::string describe() const;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -112,8 +119,13 @@ class Backend {
   virtual void perturb_along_mean_gradient(double rho);
 
   virtual TrainLoss take_train_loss() = 0;
-  // The first step whose mean minibatch loss was NaN or Inf, -1 if none yet.
-  virtual int64_t first_nonfinite_step() const = 0;
+  // The first step (the `step` of sample()) whose mean minibatch loss was NaN or Inf, and the
+  // first whose update (mix_update) wrote a NaN or Inf into W or into the momentum; -1 where
+  // none yet. The update's check is what catches a NaN weight whose loss stays finite (a ReLU
+  // maps a NaN pre-activation to 0, so the loss and the gradient stay finite while the weight
+  // stays NaN).
+  virtual NonFiniteSteps first_nonfinite() const = 0;
+  // A scan of W now (evaluations; set_weights and load_state are not checked by the update).
   virtual bool weights_finite() = 0;
   // (1/m) sum_k ||W[k] - mean_j W[j]||^2
   virtual double consensus_distance() = 0;

@@ -1,5 +1,6 @@
 // One run: config -> data -> partition -> model -> topology -> backend -> training loop -> sinks.
 #pragma once
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
@@ -23,6 +24,10 @@ struct RunOptions {
   // Stop (as Ctrl-C would: checkpoint, summary "interrupted") once this many steps are
   // done; -1: never. For tests of resumption and for time-sliced runs.
   int64_t stop_after = -1;
+  // For tests: called after every step with the number of steps done (to inject faults into
+  // the backend's state), and after every checkpoint write (to make checkpoints slow).
+  std::function<void(Backend&, int64_t done)> after_step;
+  std::function<void()> after_checkpoint;
 };
 
 // Trains as the config says and writes RUN_DIR/{config.json, metrics.jsonl, summary.json,
