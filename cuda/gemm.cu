@@ -1,4 +1,6 @@
+#include "device_array.cuh"
 #include "gemm.cuh"
+#include "gossamer/cuda.hpp"
 
 namespace gossamer {
 
@@ -35,6 +37,21 @@ void Gemm::run(int M, int N, int K, MatrixArg A, MatrixArg B, float beta, float*
       m_handle, B.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, A.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
       N, M, K, &one, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta, C,
       CUDA_R_32F, ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+std::vector<float> cuda_gemm(const std::vector<float>& A, const std::vector<float>& B, int M,
+                             int N, int K, bool tf32) {
+  if (A.size() != size_t(M) * K || B.size() != size_t(K) * N)
+    throw runtime_error("cuda_gemm: A must be M x K and B K x N");
+  DeviceArray<float> a(A), b(B), c(size_t(M) * N);
+  c.poison();
+  {
+    const Gemm gemm(nullptr, tf32 ? MathMode::Tf32 : MathMode::Fp32);
+    gemm.run(M, N, K, MatrixArg{a.get(), K, 0, false}, MatrixArg{b.get(), N, 0, false}, 0.f,
+             c.get(), N, 0, 1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  return c.fetch();
 }
 
 }  // namespace gossamer

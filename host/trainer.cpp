@@ -330,6 +330,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
       std::max(loop_end - loop_start - session_eval_seconds - loop_checkpoint_seconds, 1e-9);
   s["config_hash"] = config_hash(c.resolved);
   s["backend"] = backend.name();
+  s["backend_choice"] = sim->backend_note;  // why this backend, and what it does with `math`
   s["model"] = {{"layers", sim->model.describe()}, {"parameters", sim->model.dim}};
   s["total_batch"] = total_batch;
   s["peak_lr"] = scaled_lr(c.optimizer, total_batch);

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/schedule.hpp"
 #include "gossamer/trainer.hpp"
@@ -224,6 +225,25 @@ TEST(TrainerTest, StepsPerSecondLeavesOutCheckpointWrites) {
   const double step_seconds = 20 / sps;
   EXPECT_GT(step_seconds, 0);
   EXPECT_LE(step_seconds, wall - setup - eval - ckpt + 0.05) << s.dump();
+  std::filesystem::remove_all(dir);
+}
+
+// math "tf32" with backend auto: where auto resolves to the CPU the banner and the summary say
+// that tf32 did not apply; where a GPU is visible, the run uses TF32 GEMMs.
+TEST(TrainerTest, AutoBackendSaysWhatItDidWithTf32) {
+  const std::string dir = temp_dir("auto-tf32");
+  std::ostringstream log;
+  const RunResult r =
+      run_training(load_config(tiny_config({{"math", "tf32"}, {"train", {{"steps", 2}}}}), {}, "test"),
+                   dir, log);
+  ASSERT_EQ(r.exit_code, kExitOk) << log.str();
+  const std::string choice = r.summary["backend_choice"];
+  if (list_devices().devices.empty()) {
+    EXPECT_NE(choice.find("math tf32 does not apply"), std::string::npos) << choice;
+    EXPECT_NE(log.str().find("math tf32 does not apply"), std::string::npos) << log.str();
+  } else {
+    EXPECT_NE(choice.find("TF32"), std::string::npos) << choice;
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "gossamer/activations.hpp"
 #include "gossamer/cuda.hpp"
@@ -122,5 +123,49 @@ TEST_F(CudaTest, SoftmaxCrossEntropyMatchesTheCpuRowFunction) {
       for (int c = 0; c < classes; ++c)
         EXPECT_NEAR(gpu[i * classes + c], row[c], 1e-6) << "row " << i << " class " << c;
     }
+  }
+}
+
+// TF32 rounds the GEMM's inputs to a 10-bit mantissa (unit roundoff 2^-11 ~ 4.9e-4): on random
+// normal data with K = 512 the normalized error of C against a float64 product is ~3e-4, far
+// above FP32's ~1e-7. A TF32 result within 1e-5 means the tensor cores were not used. Smaller
+// shapes, as the backend's layers have them, are reported: cuBLAS may keep exact FP32 kernels
+// where its heuristics find them faster (tf32 permits tensor cores, it does not force them).
+TEST_F(CudaTest, GemmTf32RoundsInputsFp32DoesNot) {
+  struct Shape {
+    int M, N, K;
+  };
+  for (const Shape& s : {Shape{512, 512, 512}, Shape{32, 128, 784}, Shape{128, 784, 32},
+                         Shape{64, 256, 784}, Shape{5, 64, 8}}) {
+    std::vector<float> A(size_t(s.M) * s.K), B(size_t(s.K) * s.N);
+    for (size_t i = 0; i < A.size(); ++i) {
+      const Philox4 r = philox_draw(5, RngDomain::Data, 1, i);
+      A[i] = float(philox_normal(r.v[0], r.v[1]));
+    }
+    for (size_t i = 0; i < B.size(); ++i) {
+      const Philox4 r = philox_draw(5, RngDomain::Data, 2, i);
+      B[i] = float(philox_normal(r.v[0], r.v[1]));
+    }
+    std::vector<double> ref(size_t(s.M) * s.N, 0.0);
+    for (int i = 0; i < s.M; ++i)
+      for (int k = 0; k < s.K; ++k)
+        for (int j = 0; j < s.N; ++j)
+          ref[size_t(i) * s.N + j] += double(A[size_t(i) * s.K + k]) * B[size_t(k) * s.N + j];
+    const auto err = [&](const std::vector<float>& c) {
+      double num = 0, den = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        if (!std::isfinite(c[i])) return double(INFINITY);
+        num += (c[i] - ref[i]) * (c[i] - ref[i]);
+        den += ref[i] * ref[i];
+      }
+      return std::sqrt(num / den);
+    };
+    const double fp32 = err(cuda_gemm(A, B, s.M, s.N, s.K, false));
+    const double tf32 = err(cuda_gemm(A, B, s.M, s.N, s.K, true));
+    std::printf("GEMM %d x %d x %d: normalized error FP32 %.3g, TF32 %.3g%s\n", s.M, s.N, s.K,
+                fp32, tf32, tf32 > 1e-5 ? " (tensor cores)" : " (FP32 kernel)");
+    EXPECT_LT(fp32, 1e-5);
+    EXPECT_LT(tf32, 3e-3);
+    if (s.M == 512) EXPECT_GT(tf32, 5e-5) << "math tf32 did not round the inputs";
   }
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -376,10 +377,17 @@ TEST_F(CudaBackendTest, ResumedTrainerRunIsBitIdentical) {
   std::filesystem::remove_all(dir);
 }
 
-// TF32 (10-bit mantissa inputs) lands near 1e-3 of the FP32 CPU gradients, not at 1e-5: the
-// mode is really switched, and still right.
+// TF32 (10-bit mantissa inputs) lands near 1e-3 of the FP32 CPU gradients, not at 1e-7: the
+// mode is really switched, and still right. The shapes are the quickstart's (784-128-10, batch
+// 32, full-mantissa synthetic data): cuBLAS uses its tensor cores there. (On the first H200 visit
+// a 8-6-3 model with batch 5 gave 1.35e-7: for such tiny GEMMs cuBLAS keeps FP32 kernels.)
 TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
-  test_util::Sim sim = test_util::make_sim({{"workers", 4}, {"model", {{"hidden", {64}}}}}, false);
+  test_util::Sim sim = test_util::make_sim(
+      {{"workers", 4},
+       {"data", {{"synthetic", {{"features", 784}, {"classes", 10}, {"train", 512}}}}},
+       {"model", {{"hidden", {128}}, {"activation", "relu"}}},
+       {"optimizer", {{"batch_size", 32}}}},
+      false);
   BackendSetup setup = backend_setup(*sim);
   setup.tf32 = true;
   const auto gpu = make_cuda_backend(setup, {});
@@ -390,8 +398,9 @@ TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
     b->local_gradient(false);
   }
   const double err = rel_err(gpu->gradients(), sim->backend->gradients());
+  std::printf("TF32 gradients vs the FP32 CPU backend: normalized error %.3g\n", err);
   EXPECT_LT(err, 1e-2);
-  EXPECT_GT(err, 1e-6);  // FP32 would land near 1e-7
+  EXPECT_GT(err, 1e-5);  // FP32 lands near 1e-7
 }
 
 // The memory plan is checked before anything is allocated: a run far beyond the card stops

@@ -42,6 +42,11 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
                         const std::vector<float>& G, std::vector<float>& buf, double lr,
                         double momentum, double weight_decay, bool nesterov, bool atc);
 
+// C = A B on the GPU through the backend's GEMM (row-major, A M x K, B K x N), in FP32 or
+// TF32 math: the GEMM's own check that the math mode reaches cuBLAS.
+std::vector<float> cuda_gemm(const std::vector<float>& A, const std::vector<float>& B, int M,
+                             int N, int K, bool tf32);
+
 // Softmax cross-entropy of rows x classes logits on the GPU, in place: loss per row, whether
 // the top class is right, and the logits replaced by (softmax - onehot) * scale.
 void cuda_softmax_xent(std::vector<float>& logits, const std::vector<int32_t>& labels, int classes,
