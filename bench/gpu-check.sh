@@ -1,63 +1,147 @@
 #!/usr/bin/env bash
 # One device visit (../shared/GPU.md), run on the GPU machine from the repository root.
 # Prepare here (no -march=native: the binaries travel), carrying only what runs (64 MiB cap):
-#   rm -rf build-gpu && cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON
-#   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer-bench
-#   mkdir -p gpu-bin/tests && cp build-gpu/gossamer build-gpu/gossamer-bench gpu-bin/ &&
-#     cp build-gpu/tests/gossamer_cuda_tests gpu-bin/tests/ && strip gpu-bin/gossamer* gpu-bin/tests/* &&
-#     cp -r /usr/share/datasets/fashion-mnist gpu-bin/   # the quickstart agreement test's data (30 MB)
-# The portable binaries need only glibc >= 2.36 (static libstdc++'s arc4random) and the image's
-# cuBLAS; if they do not start there, build on the device (GPU.md, Plan B).
-# then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=580): the steps
-# below are capped at 120 + 120 + 160 + 45 + 45 + 35 + 35 = 560 s.
-# Order: agreement tests first (the verdict), then the benchmark and its peers, then the
-# sanitizers and ncu on a short filter. Results land in $OUT and bench/results/.
-# NOT YET RUN ON A GPU (written in sessions without one).
+#   rm -rf build-gpu && cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+#     -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc
+#   cmake --build build-gpu -j2 --target gossamer gossamer_cuda_tests gossamer_tests gossamer-bench
+#   bash bench/gpu-check.sh --pack     # fills gpu-bin/ (stripped binaries + Fashion-MNIST, ~50 MB)
+# then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=480), or with
+# SKIP=peers when the peers were measured at a commit with the same step code.
+# Steps (each capped by `timeout`; the caps add up to 790 s, the expected total is ~250 s without
+# the peers, ~360 s with them; the first visit's steps took 255 s):
+#   tests     the GPU agreement suite, and the trainer suite with backend auto (so on the GPU) 90+60
+#   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
+#             the GPU, a 1024-worker run whose steps/s must match its progress lines        160
+#   bench     gossamer-bench, workloads a, b and the m16 ... m4096 series, FP32; a, b in TF32  120+30
+#   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
+#   sanitize  compute-sanitizer memcheck + racecheck on a short filter                          2 x 40
+#   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
+#             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
+# SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
+# the bench JSONs and cuda-tests.txt beside it (at most 8 files come back).
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu-check}
-mkdir -p "$OUT" bench/results
 B=${B:-gpu-bin}
+
+if [ "${1:-}" = "--pack" ]; then
+  rm -rf "$B" && mkdir -p "$B/tests"
+  cp build-gpu/gossamer build-gpu/gossamer-bench "$B/"
+  cp build-gpu/tests/gossamer_cuda_tests build-gpu/tests/gossamer_tests "$B/tests/"
+  strip "$B"/gossamer* "$B"/tests/*
+  cp -r /usr/share/datasets/fashion-mnist "$B/"
+  git describe --always --dirty > "$B/REVISION"
+  du -sh "$B"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/gpu-check}
+V="$OUT/visit"
+mkdir -p "$V" bench/results
+SKIP=${SKIP:-}
+want() { [[ " $SKIP " != *" $1 "* ]]; }
 export GOSSAMER_SOURCE_DIR=$PWD
 [ -d /usr/share/datasets/fashion-mnist ] || export GOSSAMER_FASHION_MNIST=$PWD/$B/fashion-mnist
-nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
+nvidia-smi -L | tee "$V/nvidia-smi.txt"
 # The CUDA runtime is static; cuBLAS comes from the image's Python packages (GPU.md).
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }
 export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libcublas.so.13):${LD_LIBRARY_PATH:-}"
-ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$OUT/missing-libs.txt"
-$B/gossamer devices | tee "$OUT/devices.txt"
+ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$V/missing-libs.txt"
+$B/gossamer devices | tee "$V/devices.txt"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+say() { echo "$*" | tee -a "$SUMMARY"; }
+say "gossamer gpu-check at $(cat $B/REVISION 2>/dev/null || echo unknown) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 
-echo "=== agreement tests"
-timeout 120 $B/tests/gossamer_cuda_tests --gtest_output=json:"$OUT/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
-echo "exit $?" >> "$OUT/cuda-tests.txt"
-grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error" "$OUT/cuda-tests.txt" | head -40
-
-echo "=== benchmark"
-timeout 120 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 --export-curvature /tmp/gx \
-  --out bench/results > "$OUT/bench.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench.txt"
-RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
-cp bench/results/*.json "$OUT/" 2>/dev/null
-
-echo "=== PyTorch peers"
-timeout 160 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
-  > "$OUT/peers.txt" 2>&1; echo "peers exit $?" >> "$OUT/peers.txt"
-cp bench/results/*peers*.json "$OUT/" 2>/dev/null
-
-echo "=== sanitizers (short filter)"
-F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*'
-if command -v compute-sanitizer > /dev/null; then
-  timeout 45 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/memcheck.txt"
-  timeout 45 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" 2>&1 | tail -4 > "$OUT/racecheck.txt"
-fi
-if command -v ncu > /dev/null; then
-  timeout 35 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
-    --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gossip.txt" 2>&1
-  # The largest GEMM of a step: workload (b)'s first-layer gradient (784 x 128 x 32, 1024 batched).
-  timeout 35 ncu --clock-control none -k regex:gemm -c 2 $B/gossamer-bench --backend cuda \
-    --workload b --repeats 1 --calls 1 --no-curvature --out /tmp > "$OUT/ncu-gemm.txt" 2>&1
+if want tests; then
+  echo "=== agreement tests"
+  timeout 90 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+  say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
+  grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
+  # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
+  # Inf detection for every activation, steps/s without checkpoints, auto with math tf32).
+  timeout 60 $B/tests/gossamer_tests --gtest_filter='TrainerTest.*' > "$V/trainer-tests.txt" 2>&1
+  say "trainer tests on auto (GPU) exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$V/trainer-tests.txt" | tr '\n' ' ')"
+  grep -E "^\[  FAILED  \] [A-Z]|Failure" "$V/trainer-tests.txt" | head -10 | tee -a "$SUMMARY"
 fi
 
+if want runs; then
+  echo "=== runs"
+  # The quickstart on the GPU and on the CPU: the same data stream and math, accuracy within 0.5 points.
+  for be in cuda cpu; do
+    timeout 40 $B/gossamer run configs/quickstart.json --backend $be \
+      --out "$V/qs-$be" > "$V/qs-$be.txt" 2>&1
+  done
+  python3 - "$V" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+v = sys.argv[1]
+s = {be: json.load(open(f"{v}/qs-{be}/summary.json")) for be in ("cuda", "cpu")}
+acc = {be: s[be]["final"]["test_acc"] for be in s}
+d = abs(acc["cuda"] - acc["cpu"]) * 100
+print(f"quickstart: cuda {acc['cuda']*100:.2f} % ({s['cuda']['steps_per_second']:.0f} steps/s), "
+      f"cpu {acc['cpu']*100:.2f} % ({s['cpu']['steps_per_second']:.0f} steps/s): "
+      f"{d:.2f} points apart: {'OK' if d <= 0.5 else 'FAIL (> 0.5)'}")
+EOF
+  timeout 20 $B/gossamer run configs/quickstart.json --set train.steps=20 --out "$V/qs-auto" > "$V/qs-auto.txt" 2>&1
+  say "auto: $(grep -E '^  backend' "$V/qs-auto.txt")"
+  # 1024 workers, a checkpoint at the end: steps/s from the summary against the progress lines.
+  timeout 60 $B/gossamer run configs/quickstart.json --backend cuda --set workers=1024 \
+    --set train.steps=200 --set train.eval_every=100 --set train.eval_workers=false \
+    --out "$V/m1024" > "$V/m1024.txt" 2>&1
+  python3 - "$V/m1024" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+s = json.load(open(sys.argv[1] + "/summary.json"))
+print(f"m1024: {s['steps_per_second']:.1f} steps/s (summary), setup {s['setup_time_s']:.1f} s, "
+      f"eval {s['eval_time_s']:.2f} s, checkpoints {s['checkpoint_time_s']:.2f} s, wall {s['wall_time_s']:.1f} s")
+EOF
+  grep -E "^step" "$V/m1024.txt" | tee -a "$SUMMARY"
+fi
+
+RESULT=""
+if want bench; then
+  echo "=== benchmark"
+  timeout 120 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 \
+    --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
+  RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
+  [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
+  timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
+    --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
+  cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
+  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|exit" "$V/bench.txt" | tee -a "$SUMMARY"
+  grep -E "workload|forward|whole step|exit" "$V/bench-tf32.txt" | tee -a "$SUMMARY"
+fi
+
+if want peers && [ -n "$RESULT" ]; then
+  echo "=== PyTorch peers"
+  timeout 160 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+    > "$V/peers.txt" 2>&1; echo "peers exit $?" >> "$V/peers.txt"
+  cp bench/results/*peers*.json "$OUT/peers.json" 2>/dev/null
+  tail -12 "$V/peers.txt" | tee -a "$SUMMARY"
+fi
+
+if want sanitize && command -v compute-sanitizer > /dev/null; then
+  echo "=== sanitizers (short filter)"
+  F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*'
+  timeout 40 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
+  timeout 40 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
+  say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1)"
+  say "racecheck: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$V/racecheck.txt" | tail -1)"
+fi
+
+if want ncu && command -v ncu > /dev/null; then
+  echo "=== ncu"
+  # Which kernels cuBLAS runs for FP32 and TF32 (tensor-core kernel names carry "tf32").
+  timeout 30 ncu --clock-control none --metrics gpu__time_duration.sum \
+    $B/tests/gossamer_cuda_tests --gtest_filter='CudaTest.GemmTf32*' > "$V/ncu-tf32-kernels.txt" 2>&1
+  say "GEMM kernels seen: $(grep -oE '^  [A-Za-z_0-9]*(gemm|Gemm|xmma|gemv)[A-Za-z_0-9]*' "$V/ncu-tf32-kernels.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+  timeout 30 ncu --clock-control none -k regex:gossip_update -c 3 $B/gossamer-bench --backend cuda \
+    --workload b --repeats 1 --calls 1 --no-curvature --no-ceilings --out /tmp > "$V/ncu-gossip.txt" 2>&1
+  timeout 30 ncu --clock-control none -k 'regex:gemm|xmma|sm90' -c 4 $B/gossamer-bench --backend cuda \
+    --workload b --repeats 1 --calls 1 --no-curvature --no-ceilings --out /tmp > "$V/ncu-gemm.txt" 2>&1
+  for f in gossip gemm; do
+    say "ncu $f: $(grep -E '^  [a-zA-Z_].*\(' "$V/ncu-$f.txt" | head -2 | tr -s ' ' | tr '\n' ';') $(grep -E 'Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput' "$V/ncu-$f.txt" | head -3 | tr -s ' ' | tr '\n' ';')"
+  done
+fi
+
+rm -rf "$V"/*/checkpoint.bin
+tar -czf "$OUT/visit.tar.gz" -C "$OUT" visit && rm -rf "$V"
 echo "=== summary"
-tail -3 "$OUT/cuda-tests.txt"
-grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power" "$OUT/bench.txt" | head -40
-tail -15 "$OUT/peers.txt"
-cat "$OUT/memcheck.txt" "$OUT/racecheck.txt" 2>/dev/null
+cat "$SUMMARY"

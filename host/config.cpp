@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -196,9 +197,14 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   const auto steps_ptr = pointer_of("train.steps"), epochs_ptr = pointer_of("train.epochs");
   if (user_in.contains(steps_ptr) && user_in.contains(epochs_ptr) && user_in.at(epochs_ptr) != 0)
     throw config_error(source + ": train.steps and train.epochs: give one of them, not both");
-  for (const auto& o : overrides) {
-    if (o.rfind("train.steps=", 0) == 0) c.train.epochs = 0;
-  }
+  const auto overridden = [&](const char* prefix) {
+    return std::any_of(overrides.begin(), overrides.end(),
+                       [&](const std::string& o) { return o.rfind(prefix, 0) == 0; });
+  };
+  if (overridden("train.steps=") && overridden("train.epochs=") && c.train.epochs != 0)
+    throw config_error(source +
+                       ": --set train.steps and --set train.epochs: give one of them, not both");
+  if (overridden("train.steps=")) c.train.epochs = 0;
   resolved[epochs_ptr] = c.train.epochs;
   c.train.eval_every = get<int64_t>(resolved, "train.eval_every");
   c.train.eval_workers = get<bool>(resolved, "train.eval_workers");
@@ -245,16 +251,52 @@ bool CurvatureConfig::wants(const std::string& name) const {
   return std::find(what.begin(), what.end(), name) != what.end();
 }
 
-RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+namespace {
+
+template <class Json>
+Json read_strict(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw config_error(path + ": is a directory; expected the " + what + " (a JSON file)");
   std::ifstream in(path);
-  if (!in) throw config_error(path + ": cannot open the config file");
-  json user;
+  if (!in) throw config_error(path + ": cannot open the " + what);
+  // nlohmann keeps the last of repeated keys silently: one set of keys per open object.
+  std::vector<std::set<std::string>> keys;
+  std::string duplicate;
+  const typename Json::parser_callback_t strict = [&](int, typename Json::parse_event_t event,
+                                                      Json& parsed) {
+    using E = typename Json::parse_event_t;
+    if (event == E::object_start) keys.emplace_back();
+    if (event == E::object_end && !keys.empty()) keys.pop_back();
+    if (event == E::key && !keys.empty() && !keys.back().insert(parsed.template get<std::string>()).second &&
+        duplicate.empty())
+      duplicate = parsed.template get<std::string>();
+    return true;
+  };
+  Json j;
   try {
-    user = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw config_error(path + ": not valid JSON: " + e.what());
+    j = Json::parse(in, strict);
+  } catch (const nlohmann::json::exception& e) {
+    throw config_error(path + ": the " + what + " is not valid JSON: " + e.what());
   }
-  return load_config(user, overrides, path);
+  if (!duplicate.empty())
+    throw config_error(path + ": key '" + duplicate +
+                       "' appears twice in one object; keep one (JSON readers differ on which wins)");
+  return j;
+}
+
+}  // namespace
+
+json read_json_file(const std::string& path, const std::string& what) {
+  return read_strict<json>(path, what);
+}
+
+nlohmann::ordered_json read_ordered_json_file(const std::string& path, const std::string& what) {
+  return read_strict<nlohmann::ordered_json>(path, what);
+}
+
+RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides) {
+  return load_config(read_json_file(path, "config file"), overrides, path);
 }
 
 std::string config_hash(const json& resolved) {

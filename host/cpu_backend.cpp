@@ -10,6 +10,7 @@
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "mlp.hpp"
+#include "parallel.hpp"
 
 namespace gossamer {
 namespace {
@@ -83,8 +84,7 @@ class CpuBackend final : public Backend {
   void local_gradient(bool record_loss) override {
     const RowMat<T>& x = m_x[0];
     const auto& y = *m_y[0];
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < m_m; ++k) {
+    parallel_for(m_m, [&](int64_t k) {
       const int t = omp_get_thread_num();
       RowMat<T>& bx = m_batch_x[t];
       std::vector<int32_t>& by = m_batch_y[t];
@@ -99,7 +99,7 @@ class CpuBackend final : public Backend {
           mlp_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
                         by.data(), m_grad.row(k).data(), m_ws[t]);
       m_losses[k] = r.loss_sum / m_batch;
-    }
+    });
     if (!record_loss) return;
     double sum = 0;
     for (double l : m_losses) sum += l;
@@ -219,9 +219,9 @@ class CpuBackend final : public Backend {
     const RowMat<T>& x = m_x[int(split)];
     const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
     std::vector<BatchResult> parts(chunks);
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c)
+    parallel_for(chunks, [&](int64_t c) {
       parts[c] = eval_rows(mean.data(), split, c * kEvalChunk, std::min(n, (c + 1) * kEvalChunk));
+    });
     BatchResult total;
     for (const auto& p : parts) total.loss_sum += p.loss_sum, total.correct += p.correct;
     return {total.loss_sum / double(n), double(total.correct) / double(n)};
@@ -250,8 +250,7 @@ class CpuBackend final : public Backend {
         bins.add(conf, top == y[start + i], p(i, y[start + i]));
       }
     };
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    parallel_for(chunks, [&](int64_t c) {
       const int64_t start = c * kEvalChunk, rows = std::min(n, start + kEvalChunk) - start;
       const ConstRowMap<T> xs(x.row(start).data(), rows, x.cols());
       MlpWorkspace<T>& ws = m_ws[omp_get_thread_num()];
@@ -259,7 +258,7 @@ class CpuBackend final : public Backend {
       for (int k = 0; k < m_m; ++k) avg += softmax(mlp_logits(m_model, m_w.row(k).data(), xs, ws));
       score(avg / double(m_m), start, ens[c]);
       score(softmax(mlp_logits(m_model, mean.data(), xs, ws)), start, single[c]);
-    }
+    });
     for (int64_t c = 1; c < chunks; ++c) ens[0].merge(ens[c]), single[0].merge(single[c]);
     return {ens[0].stats(), single[0].stats()};
   }
@@ -308,8 +307,7 @@ class CpuBackend final : public Backend {
   std::vector<EvalStats> evaluate_workers(Split split) override {
     const int64_t n = m_x[int(split)].rows();
     std::vector<EvalStats> out(m_m);
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < m_m; ++k) {
+    parallel_for(m_m, [&](int64_t k) {
       BatchResult total;
       for (int64_t start = 0; start < n; start += kEvalChunk) {
         const BatchResult r =
@@ -318,7 +316,7 @@ class CpuBackend final : public Backend {
         total.correct += r.correct;
       }
       out[k] = {total.loss_sum / double(n), double(total.correct) / double(n)};
-    }
+    });
     return out;
   }
 
@@ -362,12 +360,10 @@ class CpuBackend final : public Backend {
   // Pairs in parallel; each pair's sum runs in a fixed order, so results do not depend on threads.
   template <class F>
   void for_each_pair(int64_t count, F&& job) {
-    // Checked here: an exception must not leave an OpenMP region.
     if (m_curv_x.rows() == 0)
       throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
     std::vector<Chunked> jobs(omp_get_max_threads());
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < count; ++i) job(i, jobs[omp_get_thread_num()]);
+    parallel_for(count, [&](int64_t i) { job(i, jobs[omp_get_thread_num()]); }, Schedule::Dynamic);
   }
 
   // m x d doubles <-> the padded m x ld matrix.

@@ -1,6 +1,7 @@
 #include "gossamer/partition.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -24,12 +25,20 @@ std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, d
                                                   PhiloxStream& rng) {
   std::vector<std::vector<int64_t>> lists(m), by_class(train.classes);
   for (int64_t i = 0; i < train.n; ++i) by_class[train.y[i]].push_back(i);
-  std::gamma_distribution<double> gamma(alpha, 1.0);
+  // Dir(alpha) proportions from Gamma(alpha, 1) draws, in logs: Gamma(a) = Gamma(a + 1) U^(1/a)
+  // (Marsaglia & Tsang 2000), so log g = log Gamma(a + 1) + log(U) / a. Plain draws underflow
+  // to 0 for tiny alpha (all m of them for alpha <= 1e-6: 0/0 cut points); in logs the largest
+  // is scaled to 1 and the proportions tend to "one worker takes the class", as they should.
+  std::gamma_distribution<double> gamma(alpha + 1.0, 1.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<double> log_g(m);
   for (auto& members : by_class) {
     std::shuffle(members.begin(), members.end(), rng);
+    for (auto& v : log_g) v = std::log(gamma(rng)) + std::log1p(-uniform(rng)) / alpha;
+    const double top = *std::max_element(log_g.begin(), log_g.end());
     std::vector<double> p(m);
     double total = 0;
-    for (auto& v : p) total += (v = gamma(rng));
+    for (int k = 0; k < m; ++k) total += (p[k] = std::exp(log_g[k] - top));
     // Cut points at the cumulative proportions.
     double cum = 0;
     size_t start = 0;

@@ -1,7 +1,9 @@
 // One training step of each algorithm (DESIGN.md, Definitions), through the backend
 // contract only: D-SGD (default and atc), C-SGD, local SGD, and the SAM baselines.
 #include <cmath>
+#include <nlohmann/json.hpp>
 
+#include "gossamer/error.hpp"
 #include "gossamer/trainer.hpp"
 
 namespace gossamer {
@@ -43,8 +45,15 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
 int64_t resolve_steps(const RunConfig& c, int64_t train_samples) {
   if (c.train.epochs <= 0) return c.train.steps;
   const double total_batch = double(c.workers) * c.optimizer.batch_size;
-  return std::max<int64_t>(
-      1, int64_t(std::ceil(c.train.epochs * double(train_samples) / total_batch)));
+  const double steps = std::ceil(c.train.epochs * double(train_samples) / total_batch);
+  // Beyond 2^53 a double no longer counts steps exactly (and beyond 2^63 the cast overflows).
+  constexpr double kMaxSteps = 9007199254740992.0;
+  if (!(steps <= kMaxSteps))
+    throw config_error("train.epochs: " + nlohmann::json(c.train.epochs).dump() + " epochs of " +
+                       std::to_string(train_samples) + " samples at total batch " +
+                       nlohmann::json(total_batch).dump() + " are " + nlohmann::json(steps).dump() +
+                       " steps, more than the 2^53 a run can count; lower train.epochs");
+  return std::max<int64_t>(1, int64_t(steps));
 }
 
 }  // namespace gossamer

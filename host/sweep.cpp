@@ -17,14 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-json read_json_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) throw config_error(path + ": cannot open the " + what);
-  const json j = json::parse(in, nullptr, false);
-  if (j.is_discarded()) throw config_error(path + ": the " + what + " is not valid JSON");
-  return j;
-}
-
 std::string point_folder(size_t i) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "point-%03zu", i);
@@ -53,11 +45,8 @@ json at(const json& j, const std::vector<const char*>& path) {
 }  // namespace
 
 Sweep load_sweep(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw config_error(path + ": cannot open the sweep file");
-  const ordered_json s = ordered_json::parse(in, nullptr, false);
-  if (s.is_discarded() || !s.is_object())
-    throw config_error(path + ": the sweep file is not a JSON object");
+  const ordered_json s = read_ordered_json_file(path, "sweep file");
+  if (!s.is_object()) throw config_error(path + ": the sweep file is not a JSON object");
   for (const auto& [key, value] : s.items())
     if (key != "name" && key != "base" && key != "set" && key != "grid" && key != "points")
       throw config_error(path + ": unknown key '" + key +

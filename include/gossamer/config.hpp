@@ -124,6 +124,11 @@ RunConfig load_config(const nlohmann::json& user, const std::vector<std::string>
                       const std::string& source);
 RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides);
 
+// A JSON file read strictly (configs, sweeps): a config_error naming the path and `what` when it
+// cannot be opened, is a directory, is not valid JSON, or has an object with a key twice.
+nlohmann::json read_json_file(const std::string& path, const std::string& what);
+nlohmann::ordered_json read_ordered_json_file(const std::string& path, const std::string& what);
+
 // Markdown reference of every key (docs/CONFIG.md is generated from this).
 std::string config_reference_markdown();
 
