@@ -39,7 +39,9 @@ mkdir -p "$V" bench/results
 SKIP=${SKIP:-}
 want() { [[ " $SKIP " != *" $1 "* ]]; }
 export GOSSAMER_SOURCE_DIR=$PWD
-[ -d /usr/share/datasets/fashion-mnist ] || export GOSSAMER_FASHION_MNIST=$PWD/$B/fashion-mnist
+FMNIST=/usr/share/datasets/fashion-mnist
+[ -d $FMNIST ] || { FMNIST=$PWD/$B/fashion-mnist; export GOSSAMER_FASHION_MNIST=$FMNIST; }
+QS="configs/quickstart.json --set data.path=$FMNIST"
 nvidia-smi -L | tee "$V/nvidia-smi.txt"
 # The CUDA runtime is static; cuBLAS comes from the image's Python packages (GPU.md).
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }
@@ -67,7 +69,7 @@ if want runs; then
   echo "=== runs"
   # The quickstart on the GPU and on the CPU: the same data stream and math, accuracy within 0.5 points.
   for be in cuda cpu; do
-    timeout 40 $B/gossamer run configs/quickstart.json --backend $be \
+    timeout 40 $B/gossamer run $QS --backend $be \
       --out "$V/qs-$be" > "$V/qs-$be.txt" 2>&1
   done
   python3 - "$V" <<'EOF' | tee -a "$SUMMARY"
@@ -80,10 +82,10 @@ print(f"quickstart: cuda {acc['cuda']*100:.2f} % ({s['cuda']['steps_per_second']
       f"cpu {acc['cpu']*100:.2f} % ({s['cpu']['steps_per_second']:.0f} steps/s): "
       f"{d:.2f} points apart: {'OK' if d <= 0.5 else 'FAIL (> 0.5)'}")
 EOF
-  timeout 20 $B/gossamer run configs/quickstart.json --set train.steps=20 --out "$V/qs-auto" > "$V/qs-auto.txt" 2>&1
+  timeout 20 $B/gossamer run $QS --set train.steps=20 --out "$V/qs-auto" > "$V/qs-auto.txt" 2>&1
   say "auto: $(grep -E '^  backend' "$V/qs-auto.txt")"
   # 1024 workers, a checkpoint at the end: steps/s from the summary against the progress lines.
-  timeout 60 $B/gossamer run configs/quickstart.json --backend cuda --set workers=1024 \
+  timeout 60 $B/gossamer run $QS --backend cuda --set workers=1024 \
     --set train.steps=200 --set train.eval_every=100 --set train.eval_workers=false \
     --out "$V/m1024" > "$V/m1024.txt" 2>&1
   python3 - "$V/m1024" <<'EOF' | tee -a "$SUMMARY"

@@ -32,7 +32,8 @@ static __device__ __forceinline__ void note_nonfinite(long long* first, const De
 static __device__ __forceinline__ float4 update_of(const float4* W, const float4* G,
                                                    const float4* buf, float4* buf_out, int64_t idx,
                                                    const GossipParams& p, DeviceLossState* state) {
-  const float4 v = axpy4(p.wd, W[idx], G[idx]);
+  // wd = 0 skips the term, as the CPU backend does: 0 x a NaN weight would be NaN.
+  const float4 v = p.wd == 0.f ? G[idx] : axpy4(p.wd, W[idx], G[idx]);
   if (p.mu == 0.f) return v;
   const float4 b = axpy4(p.mu, buf[idx], v);  // mu buf + v
   if (buf_out) {

@@ -8,6 +8,7 @@
 
 #include "gossamer/config.hpp"
 #include "gossamer/error.hpp"
+#include "sinks.hpp"
 
 namespace gossamer {
 namespace {
@@ -84,16 +85,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
   put_doubles(out, c.state.momentum);
   put(out, uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(out.data()), uInt(out.size()))));
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw runtime_error(tmp + ": cannot write the checkpoint");
-    f.write(out.data(), std::streamsize(out.size()));
-    if (!f.flush()) throw runtime_error(tmp + ": checkpoint write failed (disk full?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw runtime_error(path + ": cannot rename " + tmp + " over it: " + ec.message());
+  write_file_atomic(path, out);  // temporary file, then rename; removed on failure
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

@@ -203,8 +203,8 @@ int cli_main(int argc, char** argv) {
       ->excludes(config_opt);
   run->add_option("--set", overrides,
                   "Override a config key: --set optimizer.lr=0.05 (repeatable)");
-  run->add_option("--out", out_dir,
-                  "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
+  auto* out_opt = run->add_option(
+      "--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
   run->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
 
@@ -292,6 +292,8 @@ int cli_main(int argc, char** argv) {
         return run_training(config, resume_dir, std::cout, options).exit_code;
       }
       if (config_path.empty()) throw config_error("run: give CONFIG.json, or --resume RUN_DIR");
+      if (out_opt->count() > 0 && out_dir.empty())
+        throw config_error("--out: empty; give a folder, or leave --out out for runs/NAME-TIME");
       if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
       const RunConfig config = load_config_file(config_path, overrides);
       return run_training(config, out_dir, std::cout).exit_code;
@@ -343,6 +345,12 @@ int cli_main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "gossamer: error: " << e.what() << "\n";
     return e.kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "gossamer: error: out of host memory (std::bad_alloc) in `gossamer "
+              << app.get_subcommands().front()->get_name()
+              << "`; lower the workers, the batch or the model size, or run where more memory is "
+                 "free\n";
+    return kExitRuntime;
   } catch (const std::exception& e) {
     std::cerr << "gossamer: error: " << e.what() << "\n";
     if (verbose) std::cerr << "  (unexpected exception type: " << typeid(e).name() << ")\n";

@@ -1,6 +1,7 @@
 #include "gossamer/config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -99,6 +100,15 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
 
   RunConfig c;
   c.name = get<std::string>(resolved, "name");
+  // The name becomes one folder under runs/: one path component of plain characters.
+  const bool plain_name =
+      !c.name.empty() && c.name.size() <= 100 && c.name != "." && c.name != ".." &&
+      std::all_of(c.name.begin(), c.name.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+      });
+  if (!plain_name)
+    throw config_error(source + ": name: expected 1 to 100 letters, digits, '-', '_' or '.' (it "
+                       "names the run folder runs/NAME-TIME), found " + json(c.name).dump());
   c.seed = get<uint64_t>(resolved, "seed");
   c.workers = get<int>(resolved, "workers");
   c.backend = get<std::string>(resolved, "backend");

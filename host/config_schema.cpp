@@ -16,7 +16,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 std::vector<KeySpec> build_schema() {
   using K = KeyType;
   return {
-      {"name", K::String, "run", "Name of the run; the default run folder is runs/NAME-TIMESTAMP."},
+      {"name", K::String, "run", "Name of the run: 1 to 100 letters, digits, -, _ or . (one folder name); the default run folder is runs/NAME-TIMESTAMP, with -2, -3, ... added when that folder is taken."},
       {"seed", K::Int, 1, "Seed of every random draw (data, partition, init, minibatches, topology).", {}, 0, 9007199254740992.0},
       {"workers", K::Int, 16, "Number of simulated workers m.", {}, 1, 1 << 20},
       {"backend", K::Choice, "auto", "Where to run: cpu (the reference), cuda (the GPU backend on device 0), auto (cuda on the first visible GPU for float32 runs, else cpu; the banner and summary.json's backend_choice say which and why).", {"auto", "cpu", "cuda"}},

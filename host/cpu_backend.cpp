@@ -9,6 +9,7 @@
 #include "gossamer/backend.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
+#include "host_memory.hpp"
 #include "mlp.hpp"
 #include "parallel.hpp"
 
@@ -26,6 +27,15 @@ class CpuBackend final : public Backend {
         m_seed(s.seed),
         m_opt(s.optimizer),
         m_ld(row_stride(m_model.dim, sizeof(T))) {
+    // W, W' and G (and the momentum), the data in T, and a minibatch per thread.
+    const double matrix = double(m_m) * double(m_ld) * sizeof(T);
+    const double data = double(s.data->train.x.size() + s.data->test.x.size()) * sizeof(T);
+    check_host_memory((m_opt.momentum > 0 ? 4 : 3) * matrix + data +
+                          double(omp_get_max_threads()) * m_batch * m_model.input * sizeof(T),
+                      "the CPU backend (W, W', G" + std::string(m_opt.momentum > 0 ? ", momentum" : "") +
+                          ": " + std::to_string(m_m) + " x " + std::to_string(m_ld) +
+                          " each, the data and the minibatches)",
+                      "workers, the model size or optimizer.batch_size");
     m_w = RowMat<T>::Zero(m_m, m_ld);
     m_next = RowMat<T>::Zero(m_m, m_ld);
     m_grad = RowMat<T>::Zero(m_m, m_ld);

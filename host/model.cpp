@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "gossamer/philox.hpp"
+#include "host_memory.hpp"
 
 namespace gossamer {
 
@@ -47,6 +48,10 @@ int64_t row_stride(int64_t dim, int scalar_bytes) {
 
 std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& config, int workers,
                                  uint64_t seed) {
+  check_host_memory(double(workers) * double(model.dim) * sizeof(double),
+                    "the initial weights (" + std::to_string(workers) + " x " +
+                        std::to_string(model.dim) + " doubles)",
+                    "workers or the model size");
   std::vector<double> w(size_t(workers) * model.dim, 0.0);
   if (config.init == "zeros") return w;
   for (int k = 0; k < workers; ++k) {

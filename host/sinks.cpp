@@ -1,7 +1,9 @@
 #include "sinks.hpp"
 
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "gossamer/error.hpp"
@@ -14,24 +16,40 @@ void write_json_atomic(const std::string& path, const nlohmann::json& value) {
 
 void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw runtime_error(tmp + ": cannot write");
-    out << text;
-    if (!out.flush()) throw runtime_error(tmp + ": write failed (disk full?)");
-  }
   std::error_code ec;
+  const auto fail = [&](const std::string& why) {
+    std::filesystem::remove(tmp, ec);  // no half-written temporary file is left behind
+    throw runtime_error(why);
+  };
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) fail(tmp + ": cannot write (" + std::strerror(errno) + ")");
+    out.write(text.data(), std::streamsize(text.size()));
+    if (!out.flush()) fail(path + ": write failed (disk full?); " + path + " is unchanged");
+  }
   std::filesystem::rename(tmp, path, ec);
-  if (ec) throw runtime_error(path + ": cannot rename " + tmp + " over it: " + ec.message());
+  if (ec) fail(path + ": cannot rename " + tmp + " over it: " + ec.message());
 }
 
-MetricsWriter::MetricsWriter(const std::string& path) : m_path(path), m_out(path, std::ios::app) {
+MetricsWriter::MetricsWriter(const std::string& path)
+    : m_path(path), m_out(path, std::ios::app | std::ios::binary) {
   if (!m_out) throw runtime_error(path + ": cannot open for writing");
+  m_out.seekp(0, std::ios::end);
+  m_size = std::streamoff(m_out.tellp());
 }
 
+// A line is written whole or not at all: after a failed write (disk full) the file is cut back
+// to its last whole line.
 void MetricsWriter::write(const nlohmann::json& line) {
-  m_out << line.dump() << "\n";
-  if (!m_out.flush()) throw runtime_error(m_path + ": write failed (disk full?)");
+  const std::string text = line.dump() + "\n";
+  m_out.write(text.data(), std::streamsize(text.size()));
+  if (!m_out.flush()) {
+    m_out.close();
+    std::error_code ec;
+    std::filesystem::resize_file(m_path, std::uintmax_t(m_size), ec);
+    throw runtime_error(m_path + ": write failed (disk full?); the file keeps its whole lines");
+  }
+  m_size += std::streamoff(text.size());
 }
 
 Progress::Progress(std::ostream& out, bool terminal, int64_t total)

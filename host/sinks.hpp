@@ -21,6 +21,7 @@ class MetricsWriter {
  private:
   std::string m_path;
   std::ofstream m_out;
+  std::streamoff m_size = 0;  // bytes of whole lines in the file
 };
 
 // On a terminal: one self-updating bar. Elsewhere: one plain line per evaluation.

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "gossamer/error.hpp"
+#include "host_memory.hpp"
 #include "gossamer/philox.hpp"
 #include "rng.hpp"
 
@@ -267,6 +268,11 @@ MixingProperties analyze_topology(const TopologySchedule& s) {
   props.min_degree = m;
   props.nonnegative = props.row_stochastic = props.column_stochastic = props.symmetric = true;
   Edges union_edges;
+  // The symmetry check below reads P densely: refuse up front what cannot fit.
+  check_host_memory(double(m) * double(m) * sizeof(double),
+                    "the topology analysis (a dense " + std::to_string(m) + " x " +
+                        std::to_string(m) + " mixing matrix)",
+                    "workers");
   for (int i = 0; i < s.phases(); ++i) {
     const Csr& p = s.phase(i);
     const auto d = p.dense();

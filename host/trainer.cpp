@@ -29,29 +29,44 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) {
+extern "C" void on_stop_signal(int) {
   g_interrupted = true;
 }
 
-// Installs the SIGINT handler for the length of a run: Ctrl-C ends the run cleanly
-// (summary.json written, metrics kept) instead of killing it mid-write.
-struct SigintScope {
-  struct sigaction old {};
-  SigintScope() {
+// Installs the SIGINT and SIGTERM handlers for the length of a run: Ctrl-C, or the SIGTERM a
+// batch scheduler sends before it kills a job, ends the run cleanly after the current step
+// (checkpoint and summary.json written, metrics kept) instead of killing it mid-write.
+struct StopSignalScope {
+  struct sigaction old_int {}, old_term {};
+  StopSignalScope() {
     g_interrupted = false;
     struct sigaction sa {};
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
   }
-  ~SigintScope() { sigaction(SIGINT, &old, nullptr); }
+  ~StopSignalScope() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
 };
 
-std::string default_out_dir(const std::string& name) {
+// runs/NAME-TIMESTAMP, claimed by creating it (mkdir is atomic): a run started in the same
+// second as another of the same name takes NAME-TIMESTAMP-2, -3, ...
+std::string claim_default_out_dir(const std::string& name) {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return "runs/" + name + "-" + stamp;
+  const std::string base = "runs/" + name + "-" + stamp;
+  std::error_code ec;
+  fs::create_directories("runs", ec);
+  for (int i = 1; i < 1000; ++i) {
+    const std::string dir = i == 1 ? base : base + "-" + std::to_string(i);
+    if (fs::create_directory(dir, ec)) return dir;
+    if (ec) throw runtime_error(dir + ": cannot create the run folder: " + ec.message());
+  }
+  throw runtime_error(base + ": 999 run folders of this name and second exist; give --out");
 }
 
 void refuse_existing_run(const std::string& dir) {
@@ -146,17 +161,86 @@ void truncate_metrics(const std::string& path, int64_t step) {
 
 }  // namespace
 
+namespace {
+
+// Where a run is, for the message and summary.json of a run that fails part-way.
+struct RunRecord {
+  std::string phase = "setting up";
+  int64_t steps_done = 0;
+  bool folder_ready = false;  // config.json written: the folder is this run's
+};
+
+RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& log,
+                          const RunOptions& opt, RunRecord& record);
+
+// A failure after the folder became this run's leaves summary.json with status "failed" and
+// the error (where the folder is still writable): a sweep or a script sees what happened.
+void write_failed_summary(const RunConfig& c, const std::string& dir, const RunRecord& record,
+                          const std::string& error) {
+  try {
+    write_json_atomic(dir + "/summary.json", {{"status", "failed"},
+                                              {"error", error},
+                                              {"phase", record.phase},
+                                              {"steps_done", record.steps_done},
+                                              {"config_hash", config_hash(c.resolved)}});
+  } catch (const std::exception&) {
+    // The folder is not writable (disk full): the error itself reaches the user anyway.
+  }
+}
+
+}  // namespace
+
 RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log,
                        const RunOptions& opt) {
+  RunResult result;
+  const bool claimed = out_arg.empty();
+  result.out_dir = claimed ? claim_default_out_dir(c.name) : out_arg;
+  RunRecord record;
+  try {
+    return train_in_folder(c, result, log, opt, record);
+  } catch (const std::exception& e) {
+    std::string error = e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e))
+      error = "out of host memory while " + record.phase +
+              " (std::bad_alloc); lower workers, optimizer.batch_size or the model size, or "
+              "run where more memory is free";
+    if (record.folder_ready) {
+      write_failed_summary(c, result.out_dir, record, error);
+    } else if (claimed) {
+      std::error_code ec;
+      fs::remove(result.out_dir, ec);  // the empty folder this run claimed
+    }
+    if (error == e.what()) throw;
+    throw runtime_error(error);
+  }
+}
+
+namespace {
+
+RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& log,
+                          const RunOptions& opt, RunRecord& record) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
 
-  RunResult result;
-  result.out_dir = out_arg.empty() ? default_out_dir(c.name) : out_arg;
   Checkpoint resume_from;
   if (opt.resume) {
+    // A finished run is left as it is: resuming it would rewrite its checkpoint and summary.
+    const fs::path summary = fs::path(result.out_dir) / "summary.json";
+    if (fs::exists(summary)) {
+      std::ifstream in(summary);
+      const json done_summary = json::parse(in, nullptr, false);
+      if (!done_summary.is_discarded() && done_summary.value("status", "") == "completed") {
+        log << "gossamer: " << result.out_dir << " is a completed run ("
+            << done_summary.value("steps_done", int64_t(0))
+            << " steps); nothing to resume, nothing written\n";
+        result.status = "completed";
+        result.exit_code = kExitOk;
+        result.summary = done_summary;
+        return result;
+      }
+    }
     resume_from = read_checkpoint(checkpoint_path(result.out_dir));
     if (config_hash(resume_from.config) != config_hash(c.resolved))
       throw config_error(
@@ -174,6 +258,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
                        "not checkpointed)");
   std::unique_ptr<Simulation> sim = make_simulation(c);
   if (!opt.resume) create_out_dir(result.out_dir);
+  record.folder_ready = opt.resume;
   Backend& backend = *sim->backend;
   std::unique_ptr<EquivalenceTracker> equivalence;
   if (c.algorithm.track_adsam) equivalence = std::make_unique<EquivalenceTracker>(c);
@@ -198,6 +283,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     truncate_metrics(result.out_dir + "/metrics.jsonl", done);
   } else {
     write_json_atomic(result.out_dir + "/config.json", c.resolved);
+    record.folder_ready = true;
   }
   MetricsWriter metrics(result.out_dir + "/metrics.jsonl");
 
@@ -224,14 +310,15 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         << " training samples\n";
 
   Progress progress(log, &log == &std::cout && isatty(STDOUT_FILENO), steps);
-  SigintScope sigint;
+  StopSignalScope stop_signals;
   // The progress display's ETA counts from the first step, not from the data loading.
   const double loop_start = seconds();
   const auto loop_seconds = [&] { return seconds() - loop_start; };
   const auto curvature_due = [&](int64_t step) {
     return c.curvature.every > 0 && (step % c.curvature.every == 0 || step == steps);
   };
-  auto record = [&](int64_t step, double lr, double grad_norm) {
+  auto record_metrics = [&](int64_t step, double lr, double grad_norm) {
+    record.phase = "evaluating at step " + std::to_string(step);
     const double e0 = seconds();
     last =
         evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
@@ -255,6 +342,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     return bad;
   };
   auto save_checkpoint = [&] {
+    record.phase = "writing the checkpoint at step " + std::to_string(done);
     const double c0 = seconds();
     Checkpoint ck;
     ck.step = done;
@@ -273,15 +361,16 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   };
 
   std::string status = "completed", divergence;
-  if (!opt.resume) record(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
+  if (!opt.resume) record_metrics(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
   for (int64_t t = done; t < steps; ++t) {
     const double lr = learning_rate(c.optimizer, t, steps, total_batch);
     const bool eval_now =
         (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
     double grad_norm = NAN;
     if (equivalence) equivalence->step(backend, t, lr);
+    record.phase = "training step " + std::to_string(t);
     train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
-    done = t + 1;
+    done = record.steps_done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {
       // The loss of every step, and every value the update wrote into W and the momentum.
       if (divergence = backend.first_nonfinite().describe(); !divergence.empty()) break;
@@ -291,7 +380,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
         divergence = "weights contain NaN or Inf at step " + std::to_string(done);
         break;
       }
-      if (const std::string bad = record(done, lr, grad_norm); !bad.empty()) {
+      if (const std::string bad = record_metrics(done, lr, grad_norm); !bad.empty()) {
         divergence = bad + " is NaN or Inf at step " + std::to_string(done);
         break;
       }
@@ -359,5 +448,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   result.summary = s;
   return result;
 }
+
+}  // namespace
 
 }  // namespace gossamer

@@ -377,10 +377,13 @@ TEST_F(CudaBackendTest, ResumedTrainerRunIsBitIdentical) {
   std::filesystem::remove_all(dir);
 }
 
-// TF32 (10-bit mantissa inputs) lands near 1e-3 of the FP32 CPU gradients, not at 1e-7: the
-// mode is really switched, and still right. The shapes are the quickstart's (784-128-10, batch
-// 32, full-mantissa synthetic data): cuBLAS uses its tensor cores there. (On the first H200 visit
-// a 8-6-3 model with batch 5 gave 1.35e-7: for such tiny GEMMs cuBLAS keeps FP32 kernels.)
+// TF32 (10-bit mantissa inputs) is far from the FP32 CPU gradients' 1e-7, and still close: the
+// mode is really switched, and right. The shapes are the quickstart's (784-128-10, batch 32,
+// full-mantissa synthetic data), where cuBLAS runs tensor-core kernels. Each GEMM is off by
+// ~3e-4 (CudaTest.GemmTf32RoundsInputsFp32DoesNot); the whole gradient by ~3e-2 (H200, second
+// visit), because a pre-activation within ~1e-3 of 0 flips its ReLU derivative and so moves a
+// whole term of a 32-sample sum. (The first visit's 8-6-3 model with batch 5 gave 1.35e-7: for
+// such tiny batched GEMMs cuBLAS picks SIMT kernels such as gemmSN, which compute in FP32.)
 TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
   test_util::Sim sim = test_util::make_sim(
       {{"workers", 4},
@@ -399,7 +402,7 @@ TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
   }
   const double err = rel_err(gpu->gradients(), sim->backend->gradients());
   std::printf("TF32 gradients vs the FP32 CPU backend: normalized error %.3g\n", err);
-  EXPECT_LT(err, 1e-2);
+  EXPECT_LT(err, 0.1);
   EXPECT_GT(err, 1e-5);  // FP32 lands near 1e-7
 }
 
