@@ -92,7 +92,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override {
     return "cuda (" + m_device + ", " +
-           (m_gemm.mode() == MathMode::Tf32 ? "TF32 GEMMs, not yet verified on a GPU" : "FP32 GEMMs") + ")";
+           (m_gemm.mode() == MathMode::Tf32 ? "TF32 GEMMs" : "FP32 GEMMs") + ")";
   }
   int64_t dim() const override { return m_model.dim; }
 

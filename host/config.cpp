@@ -103,12 +103,14 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   // The name becomes one folder under runs/: one path component of plain characters.
   const bool plain_name =
       !c.name.empty() && c.name.size() <= 100 && c.name != "." && c.name != ".." &&
-      std::all_of(c.name.begin(), c.name.end(), [](char ch) {
-        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+      std::none_of(c.name.begin(), c.name.end(), [](char ch) {
+        const auto u = static_cast<unsigned char>(ch);
+        return ch == '/' || ch == '\\' || u < 0x20 || u == 0x7f;
       });
   if (!plain_name)
-    throw config_error(source + ": name: expected 1 to 100 letters, digits, '-', '_' or '.' (it "
-                       "names the run folder runs/NAME-TIME), found " + json(c.name).dump());
+    throw config_error(source + ": name: expected 1 to 100 characters without '/', '\\' or "
+                       "control characters, not \".\" or \"..\" (it names the run folder "
+                       "runs/NAME-TIME), found " + json(c.name).dump());
   c.seed = get<uint64_t>(resolved, "seed");
   c.workers = get<int>(resolved, "workers");
   c.backend = get<std::string>(resolved, "backend");

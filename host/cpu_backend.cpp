@@ -16,6 +16,15 @@
 namespace gossamer {
 namespace {
 
+// Whether every entry is finite, in one vectorized pass: x * 0 is 0 for finite x and NaN for
+// NaN or Inf, so the sum is exactly 0 unless one is not finite. (Eigen's allFinite() is a
+// scalar loop with an early exit: it cost a quarter of the quickstart's step time.)
+template <class Row>
+bool all_finite(const Row& x) {
+  using T = typename Row::Scalar;
+  return (x.array() * T(0)).sum() == T(0);
+}
+
 template <class T>
 class CpuBackend final : public Backend {
  public:
@@ -144,7 +153,7 @@ class CpuBackend final : public Backend {
       if (mu != T(0)) {
         auto buf = m_momentum.row(k);
         buf = mu * buf + u;
-        momentum_bad = momentum_bad || !buf.allFinite();
+        momentum_bad = momentum_bad || !all_finite(buf);
         if (m_opt.nesterov)
           u += mu * buf;
         else
@@ -155,7 +164,7 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for schedule(static) reduction(|| : weights_bad)
       for (int k = 0; k < m_m; ++k) {
         m_w.row(k) -= lr * m_grad.row(k);
-        if (!mixing) weights_bad = weights_bad || !m_w.row(k).allFinite();
+        if (!mixing) weights_bad = weights_bad || !all_finite(m_w.row(k));
       }
     }
     if (mixing) {
@@ -166,7 +175,7 @@ class CpuBackend final : public Backend {
         for (int e = mixing->row_ptr[k]; e < mixing->row_ptr[k + 1]; ++e)
           out += T(mixing->val[e]) * m_w.row(mixing->col[e]);
         if (form == MixForm::Default) out -= lr * m_grad.row(k);
-        weights_bad = weights_bad || !out.allFinite();
+        weights_bad = weights_bad || !all_finite(out);
       }
       m_w.swap(m_next);  // ping-pong: no row is read after it is overwritten
     }
