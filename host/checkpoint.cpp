@@ -44,7 +44,9 @@ class Reader {
   }
   std::vector<double> get_doubles(const char* what) {
     const uint64_t n = get<uint64_t>(what);
-    need(n * sizeof(double), what);
+    // Checked as a count (n * 8 could wrap around): nothing is allocated the file cannot fill.
+    if (n > (m_bytes.size() - m_pos) / sizeof(double))
+      throw runtime_error(m_path + ": truncated checkpoint (ends inside the " + what + ")");
     std::vector<double> v(n);
     std::memcpy(v.data(), m_bytes.data() + m_pos, n * sizeof(double));
     m_pos += n * sizeof(double);
@@ -128,11 +130,12 @@ Checkpoint read_checkpoint(const std::string& path) {
   }
   c.state.weights = r.get_doubles("weights");
   c.state.momentum = r.get_doubles("momentum");
-  if (int64_t(c.state.weights.size()) !=
-      header.at("workers").get<int64_t>() * header.at("dim").get<int64_t>())
+  const nlohmann::json workers = header.value("workers", nlohmann::json()),
+                       dim = header.value("dim", nlohmann::json());
+  if (!workers.is_number_integer() || !dim.is_number_integer() ||
+      double(c.state.weights.size()) != workers.get<double>() * dim.get<double>())
     throw runtime_error(path + ": checkpoint holds " + std::to_string(c.state.weights.size()) +
-                        " weights, header says " + header.at("workers").dump() + " x " +
-                        header.at("dim").dump());
+                        " weights, header says " + workers.dump() + " x " + dim.dump());
   return c;
 }
 

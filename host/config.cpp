@@ -75,6 +75,27 @@ void apply_override(json& user, const std::string& text) {
   user[ptr] = value;
 }
 
+// Every string of the config must be valid UTF-8: it is written back (config.json, checkpoints,
+// messages) as JSON, which cannot hold other bytes. (--set values and in-memory configs can.)
+void check_utf8(const json& j, const std::string& path, const std::string& source) {
+  if (j.is_string()) {
+    try {
+      (void)j.dump();
+    } catch (const json::type_error&) {
+      throw config_error(source + ": " + (path.empty() ? "a value" : path) +
+                         ": not valid UTF-8 text");
+    }
+  } else if (j.is_object()) {
+    for (const auto& [key, value] : j.items()) {
+      check_utf8(json(key), path.empty() ? "a key" : path + ": a key", source);
+      check_utf8(value, path.empty() ? key : path + "." + key, source);
+    }
+  } else if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i)
+      check_utf8(j[i], path + "[" + std::to_string(i) + "]", source);
+  }
+}
+
 template <class T>
 T get(const json& resolved, const std::string& path) {
   return resolved.at(pointer_of(path)).get<T>();
@@ -88,7 +109,11 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
     throw config_error(source + ": expected a JSON object at the top level, found " +
                        user_in.type_name());
   json user = user_in;
-  for (const auto& o : overrides) apply_override(user, o);
+  for (const auto& o : overrides) {
+    check_utf8(json(o), "--set", source);
+    apply_override(user, o);
+  }
+  check_utf8(user, "", source);
   validate_object(user, "", source);
 
   json resolved = json::object();

@@ -36,11 +36,16 @@ class CpuBackend final : public Backend {
         m_seed(s.seed),
         m_opt(s.optimizer),
         m_ld(row_stride(m_model.dim, sizeof(T))) {
-    // W, W' and G (and the momentum), the data in T, and a minibatch per thread.
+    // W, W' and G (and the momentum), the data in T, the minibatch indices, and per thread a
+    // minibatch with its activations (pre-activation and activation of every layer).
     const double matrix = double(m_m) * double(m_ld) * sizeof(T);
     const double data = double(s.data->train.x.size() + s.data->test.x.size()) * sizeof(T);
+    double activations = 0;
+    for (const auto& l : m_model.layers) activations += 2.0 * l.out;
     check_host_memory((m_opt.momentum > 0 ? 4 : 3) * matrix + data +
-                          double(omp_get_max_threads()) * m_batch * m_model.input * sizeof(T),
+                          double(m_m) * m_batch * sizeof(int64_t) +
+                          double(omp_get_max_threads()) * m_batch *
+                              (m_model.input + activations) * sizeof(T),
                       "the CPU backend (W, W', G" + std::string(m_opt.momentum > 0 ? ", momentum" : "") +
                           ": " + std::to_string(m_m) + " x " + std::to_string(m_ld) +
                           " each, the data and the minibatches)",

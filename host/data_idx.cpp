@@ -35,10 +35,12 @@ IdxTensor read_idx_tensor(const std::string& path, int expected_dims) {
   t.data_offset = 4 + 4 * size_t(expected_dims);
   if (b.size() < t.data_offset) throw runtime_error(path + ": truncated IDX header");
   uint64_t count = 1;
+  bool overflow = false;
   for (int i = 0; i < expected_dims; ++i) {
     t.dims.push_back(big_endian(&b[4 + 4 * i]));
-    count *= uint64_t(t.dims.back());
+    overflow = overflow || __builtin_mul_overflow(count, uint64_t(t.dims.back()), &count);
   }
+  if (overflow) count = UINT64_MAX;  // can never equal the bytes the file has
   const uint64_t have = b.size() - t.data_offset;
   if (have != count) {
     std::string shape;
@@ -58,6 +60,10 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   if (images.dims[0] != labels.dims[0])
     throw runtime_error(images_path + " holds " + std::to_string(images.dims[0]) + " images but " +
                         labels_path + " holds " + std::to_string(labels.dims[0]) + " labels");
+  if (images.dims[0] == 0 || images.dims[1] == 0 || images.dims[2] == 0)
+    throw runtime_error(images_path + ": holds no data (" + std::to_string(images.dims[0]) + " x " +
+                        std::to_string(images.dims[1]) + " x " + std::to_string(images.dims[2]) +
+                        " images)");
   Dataset d;
   d.source = images_path;
   d.n = images.dims[0];

@@ -23,14 +23,14 @@ std::string point_folder(size_t i) {
   return buf;
 }
 
+// RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled.
 std::string csv_field(const json& v) {
   if (v.is_null()) return "";
-  if (v.is_string()) {
-    const std::string s = v.get<std::string>();
-    return s.find_first_of(",\"\n") == std::string::npos ? s : "\"" + s + "\"";
-  }
-  const std::string s = v.dump();
-  return s.find(',') == std::string::npos ? s : "\"" + s + "\"";
+  const std::string s = v.is_string() ? v.get<std::string>() : v.dump();
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string quoted = "\"";
+  for (char ch : s) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return quoted + "\"";
 }
 
 json at(const json& j, const std::vector<const char*>& path) {
@@ -134,7 +134,7 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
   for (const auto& a : sweep.axes) o << "," << a;
   o << ",status,steps,total_batch,test_acc,test_loss,train_loss,train_loss_wbar,generalization_gap,"
        "consensus_distance,"
-       "half_tr_h_xi,hessian_trace,top_eigenvalue,wall_time_s,folder\n";
+       "half_tr_h_xi,hessian_trace,top_eigenvalue,wall_time_s,folder,error\n";
   for (const auto& p : sweep.points) {
     json summary;
     const fs::path file = fs::path(out_dir) / p.folder / "summary.json";
@@ -157,7 +157,8 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
       << csv_field(at(final_line, {"curvature", "half_tr_h_xi"})) << ","
       << csv_field(at(final_line, {"curvature", "trace", "value"})) << ","
       << csv_field(top.is_array() && !top.empty() ? top[0] : json(nullptr)) << ","
-      << csv_field(at(summary, {"wall_time_s"})) << "," << p.folder << "\n";
+      << csv_field(at(summary, {"wall_time_s"})) << "," << p.folder << ","
+      << csv_field(at(summary, {"error"})) << "\n";
   }
   return o.str();
 }
@@ -181,7 +182,7 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
                        ": holds another sweep (sweep.json differs); choose another --out");
   write_json_atomic(record_path.string(), record);
 
-  int code = kExitOk;
+  int code = kExitOk, failed = 0;
   for (size_t i = 0; i < sweep.points.size(); ++i) {
     const SweepPoint& p = sweep.points[i];
     const fs::path dir = fs::path(out_dir) / p.folder;
@@ -203,7 +204,21 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
     } else if (fs::exists(dir)) {
       fs::remove_all(dir);  // a start that left no checkpoint: nothing to keep
     }
-    const RunResult r = run_training(config, dir.string(), log, options);
+    // A point that fails (bad data, no memory, a full disk) is recorded and the sweep goes on;
+    // the sweep exits non-zero at the end. Run it again to retry the failed points.
+    RunResult r;
+    try {
+      r = run_training(config, dir.string(), log, options);
+    } catch (const std::exception& e) {
+      log << "  failed: " << e.what() << "\n";
+      ++failed;
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      const fs::path summary = dir / "summary.json";
+      const json prior = fs::exists(summary) ? read_json_file(summary.string(), "summary") : json();
+      if (!prior.is_object() || prior.value("status", "") != "failed")  // not recorded yet
+        write_json_atomic(summary.string(), {{"status", "failed"}, {"error", e.what()}});
+    }
     write_file_atomic((fs::path(out_dir) / "sweep.csv").string(),
                       sweep_csv(sweep, out_dir));  // kept current
     if (r.exit_code == kExitInterrupted) {
@@ -215,6 +230,11 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
   write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));
   log << "sweep " << sweep.name << ": table in " << (fs::path(out_dir) / "sweep.csv").string()
       << "\n";
+  if (failed > 0 && code == kExitOk) {
+    log << "sweep " << sweep.name << ": " << failed
+        << " point(s) failed (status and error in sweep.csv); run the sweep again to retry them\n";
+    code = kExitRuntime;
+  }
   return code;
 }
 

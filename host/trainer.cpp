@@ -257,12 +257,12 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
                        ": algorithm.track_adsam runs cannot be resumed (the companion models are "
                        "not checkpointed)");
   std::unique_ptr<Simulation> sim = make_simulation(c);
+  const int64_t steps = resolve_steps(c, sim->data.train.n);
   if (!opt.resume) create_out_dir(result.out_dir);
   record.folder_ready = opt.resume;
   Backend& backend = *sim->backend;
   std::unique_ptr<EquivalenceTracker> equivalence;
   if (c.algorithm.track_adsam) equivalence = std::make_unique<EquivalenceTracker>(c);
-  const int64_t steps = resolve_steps(c, sim->data.train.n);
   const int64_t total_batch = int64_t(c.workers) * c.optimizer.batch_size;
   const double epochs_per_step = double(total_batch) / double(sim->data.train.n);
 

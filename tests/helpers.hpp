@@ -1,7 +1,10 @@
 // Small simulations for the tests: a synthetic data set, its partition, a model and a CPU backend.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <fstream>
@@ -62,6 +65,24 @@ inline std::filesystem::path fresh_temp_dir(const std::string& tag) {
   std::filesystem::create_directories(dir);
   return dir;
 }
+
+#ifdef GOSSAMER_CLI
+struct Result {
+  int code;            // the exit code; -1 if the process died of a signal
+  std::string output;  // stdout and stderr
+};
+
+// The real binary, as a user runs it; `prefix` goes before it in the shell (timeout, ulimit).
+inline Result run_cli(const std::string& args, const std::string& prefix = "") {
+  const std::string cmd = prefix + std::string(GOSSAMER_CLI) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+#endif
 
 class TempDirTest : public ::testing::Test {
  protected:

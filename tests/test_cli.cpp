@@ -17,20 +17,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr
-};
-
-Result run_cli(const std::string& args, const std::string& prefix = "") {
-  const std::string cmd = prefix + std::string(GOSSAMER_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using gossamer::test_util::Result;
+using gossamer::test_util::run_cli;
 
 class CliTest : public gossamer::test_util::TempDirTest {
  protected:

@@ -114,7 +114,9 @@ TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
   for (size_t r = 1; r < table.size(); ++r) {
     ASSERT_EQ(table[r].size(), header.size()) << "row " << r;
     EXPECT_EQ(table[r][3], "completed");
-    for (size_t col = 4; col < header.size() - 1; ++col) {
+    EXPECT_EQ(header.back(), "error");
+    EXPECT_EQ(table[r].back(), "") << "a completed point has no error";
+    for (size_t col = 4; col < header.size() - 2; ++col) {  // the last two: folder, error
       if (header[col] == "half_tr_h_xi" || header[col] == "hessian_trace" ||
           header[col] == "top_eigenvalue") {
         EXPECT_EQ(table[r][col], "") << "no curvature was measured";
