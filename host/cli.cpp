@@ -32,16 +32,14 @@ json topology_report(const TopologySchedule& s, const MixingProperties& p,
   j["doubly_stochastic"] = p.row_stochastic && p.column_stochastic;
   j["symmetric"] = p.symmetric;
   j["connected"] = p.connected;
-  if (p.spectrum_computed) {
-    j["sigma2"] = p.gap.sigma2;
-    j["lambda2_modulus"] = p.gap.lambda2;
-    j["spectral_gap_sigma"] = p.gap.gap_sigma;
-    j["spectral_gap_lambda"] = p.gap.gap_lambda;
-    if (s.phases() > 1) j["period_gap_sigma"] = p.period_gap_sigma;
-  } else {
-    j["spectrum"] =
-        "not computed for more than " + std::to_string(kMaxSpectralWorkers) + " workers";
-  }
+  j["sigma2"] = p.gap.sigma2;
+  j["lambda2_modulus"] = p.gap.lambda2;  // null where not computed (non-symmetric, large m)
+  j["spectral_gap_sigma"] = p.gap.gap_sigma;
+  j["spectral_gap_lambda"] = p.gap.gap_lambda;
+  j["spectrum_method"] = p.gap.method;
+  if (p.gap.tolerance > 0)
+    j["spectrum_residual"] = {{"residual", p.gap.residual}, {"tolerance", p.gap.tolerance}};
+  if (s.phases() > 1) j["period_gap_sigma"] = p.period_gap_sigma;
   if (m <= 16) {
     json phases = json::array();
     for (int i = 0; i < s.phases(); ++i) {
@@ -70,17 +68,21 @@ void print_topology(const json& j, int m) {
       "  row-stochastic    %s\n  doubly stochastic %s\n  symmetric         %s\n  connected         "
       "%s\n",
       yes("row_stochastic"), yes("doubly_stochastic"), yes("symmetric"), yes("connected"));
-  if (j.contains("spectral_gap_sigma")) {
-    std::printf("  spectral gap      %.12g  (1 - sigma2, sigma2 = %.12g)\n",
-                j["spectral_gap_sigma"].get<double>(), j["sigma2"].get<double>());
+  std::printf("  spectral gap      %.12g  (1 - sigma2, sigma2 = %.12g)\n",
+              j["spectral_gap_sigma"].get<double>(), j["sigma2"].get<double>());
+  if (j["lambda2_modulus"].is_number())
     std::printf("  lambda gap        %.12g  (1 - |lambda2|, |lambda2| = %.12g)\n",
                 j["spectral_gap_lambda"].get<double>(), j["lambda2_modulus"].get<double>());
-    if (j.contains("period_gap_sigma"))
-      std::printf("  gap over a period %.12g  (1 - sigma2 of the product of the phases)\n",
-                  j["period_gap_sigma"].get<double>());
-  } else {
-    std::printf("  spectrum          %s\n", j["spectrum"].get<std::string>().c_str());
-  }
+  else
+    std::printf("  lambda gap        not computed (P is not symmetric; sigma only at this size)\n");
+  if (j.contains("period_gap_sigma"))
+    std::printf("  gap over a period %.12g  (1 - sigma2 of the product of the phases)\n",
+                j["period_gap_sigma"].get<double>());
+  std::printf("  computed by       %s", j["spectrum_method"].get<std::string>().c_str());
+  if (j.contains("spectrum_residual"))
+    std::printf(" (residual %.2g, tolerance %.2g)", j["spectrum_residual"]["residual"].get<double>(),
+                j["spectrum_residual"]["tolerance"].get<double>());
+  std::printf("\n");
   if (j.contains("matrix")) {
     const json& mats = j["phases"].get<int>() == 1 ? json::array({j["matrix"]}) : j["matrix"];
     for (size_t i = 0; i < mats.size(); ++i) {

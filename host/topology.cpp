@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "gossamer/error.hpp"
@@ -48,13 +50,6 @@ using Edges = std::set<std::pair<int, int>>;  // undirected, stored as (min, max
 
 void add_edge(Edges& e, int a, int b) {
   if (a != b) e.insert({std::min(a, b), std::max(a, b)});
-}
-
-// rows x cols with rows the largest divisor of m not above sqrt(m) (a prime m gives 1 x m).
-std::pair<int, int> grid_shape(int m) {
-  int rows = int(std::sqrt(double(m)));
-  while (m % rows) --rows;
-  return {rows, m / rows};
 }
 
 int ceil_log2(int m) {
@@ -215,6 +210,11 @@ TopologySchedule::TopologySchedule(const TopologyConfig& c, int m, uint64_t seed
       m_phases.push_back(p);
     }
   } else if (c.name == "complete") {
+    // m entries a row: m^2 in all (exact averaging is C-SGD's or local SGD's job at large m).
+    check_host_memory(double(m) * double(m) * (sizeof(int) + sizeof(double)),
+                      "the complete topology's mixing matrix (" + std::to_string(m) + " x " +
+                          std::to_string(m) + " entries)",
+                      "workers, or use algorithm csgd or local_sgd for exact averaging");
     Csr p;
     for (int k = 0; k < m; ++k) {
       std::vector<std::pair<int, double>> row;
@@ -261,48 +261,100 @@ const Csr& TopologySchedule::at(int64_t step) {
   return m_shuffled;
 }
 
+namespace {
+
+// P^T as a CSR (columns sorted within each row), in O(nnz).
+Csr transposed(const Csr& p) {
+  Csr t;
+  t.n = p.n;
+  t.row_ptr.assign(size_t(p.n) + 1, 0);
+  for (int c : p.col) ++t.row_ptr[size_t(c) + 1];
+  for (int r = 0; r < p.n; ++r) t.row_ptr[r + 1] += t.row_ptr[r];
+  t.col.resize(p.col.size());
+  t.val.resize(p.val.size());
+  std::vector<int> next(t.row_ptr.begin(), t.row_ptr.end() - 1);
+  for (int r = 0; r < p.n; ++r)  // rows in order: each transposed row comes out sorted
+    for (int e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e) {
+      const int at = next[p.col[e]]++;
+      t.col[at] = r;
+      t.val[at] = p.val[e];
+    }
+  return t;
+}
+
+// P == P^T within tol, entry by entry on the sparsity patterns (an entry absent on one side
+// counts as 0).
+bool symmetric_csr(const Csr& p, double tol) {
+  const Csr t = transposed(p);
+  for (int r = 0; r < p.n; ++r) {
+    int a = p.row_ptr[r], b = t.row_ptr[r];
+    const int a_end = p.row_ptr[r + 1], b_end = t.row_ptr[r + 1];
+    while (a < a_end || b < b_end) {
+      const int ca = a < a_end ? p.col[a] : INT32_MAX, cb = b < b_end ? t.col[b] : INT32_MAX;
+      const double va = ca <= cb ? p.val[a] : 0.0, vb = cb <= ca ? t.val[b] : 0.0;
+      if (std::fabs(va - vb) > tol) return false;
+      if (ca <= cb) ++a;
+      if (cb <= ca) ++b;
+    }
+  }
+  return true;
+}
+
+// Weakly connected over the union of the phases: union-find over every nonzero entry, O(m)
+// memory and O(nnz) time.
+bool connected_union(const TopologySchedule& s) {
+  const int m = s.phase(0).n;
+  std::vector<int> parent(static_cast<size_t>(m));
+  std::iota(parent.begin(), parent.end(), 0);
+  const auto root = [&](int v) {
+    while (parent[size_t(v)] != v) v = parent[size_t(v)] = parent[size_t(parent[size_t(v)])];
+    return v;
+  };
+  int components = m;
+  for (int i = 0; i < s.phases(); ++i) {
+    const Csr& p = s.phase(i);
+    for (int r = 0; r < m; ++r)
+      for (int e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e) {
+        if (p.val[e] == 0) continue;
+        const int a = root(r), b = root(p.col[e]);
+        if (a != b) parent[size_t(std::max(a, b))] = std::min(a, b), --components;
+      }
+  }
+  return components == 1;
+}
+
+}  // namespace
+
 MixingProperties analyze_topology(const TopologySchedule& s) {
   MixingProperties props;
   const int m = s.phase(0).n;
   const double tol = 1e-12 * std::max(1, m);
   props.min_degree = m;
   props.nonnegative = props.row_stochastic = props.column_stochastic = props.symmetric = true;
-  Edges union_edges;
-  // The symmetry check below reads P densely: refuse up front what cannot fit.
-  check_host_memory(double(m) * double(m) * sizeof(double),
-                    "the topology analysis (a dense " + std::to_string(m) + " x " +
-                        std::to_string(m) + " mixing matrix)",
-                    "workers");
   for (int i = 0; i < s.phases(); ++i) {
     const Csr& p = s.phase(i);
-    const auto d = p.dense();
-    std::vector<double> col_sum(m, 0.0);
+    std::vector<double> col_sum(size_t(m), 0.0);
     for (int r = 0; r < m; ++r) {
       double row_sum = 0;
       int degree = 0;
       for (int e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e) {
         row_sum += p.val[e];
-        col_sum[p.col[e]] += p.val[e];
+        col_sum[size_t(p.col[e])] += p.val[e];
         if (p.val[e] < 0) props.nonnegative = false;
-        if (p.col[e] != r && p.val[e] != 0) ++degree, add_edge(union_edges, r, p.col[e]);
+        if (p.col[e] != r && p.val[e] != 0) ++degree;
       }
       props.min_degree = std::min(props.min_degree, degree);
       props.max_degree = std::max(props.max_degree, degree);
       if (std::fabs(row_sum - 1) > tol) props.row_stochastic = false;
-      for (int j = 0; j < m; ++j)
-        if (std::fabs(d[size_t(r) * m + j] - d[size_t(j) * m + r]) > tol) props.symmetric = false;
     }
     for (double c : col_sum)
       if (std::fabs(c - 1) > tol) props.column_stochastic = false;
+    if (!symmetric_csr(p, tol)) props.symmetric = false;
   }
-  props.connected = connected(m, union_edges);
-  if (m <= kMaxSpectralWorkers) {
-    props.gap = spectral_gap(s.phase(0));
-    std::vector<Csr> phases;
-    for (int i = 0; i < s.phases(); ++i) phases.push_back(s.phase(i));
-    props.period_gap_sigma = product_gap(phases);
-    props.spectrum_computed = true;
-  }
+  props.connected = connected_union(s);
+  props.gap = schedule_gap(s, false);
+  const SpectralGap period = s.phases() > 1 ? schedule_gap(s, true) : props.gap;
+  props.period_gap_sigma = period.gap_sigma;
   return props;
 }
 

@@ -298,9 +298,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
       << "  algo     " << c.algorithm.name
       << (c.algorithm.name == "dsgd" ? " (" + c.algorithm.form + ")" : "") << " on "
       << c.topology.name
-      << (sim->mixing.spectrum_computed
-              ? ", spectral gap " + std::to_string(sim->mixing.gap.gap_sigma)
-              : "")
+      << ", spectral gap " << sim->mixing.gap.gap_sigma << " (" << sim->mixing.gap.method << ")"
       << "\n"
       << "  backend  " << sim->backend_note << "\n"
       << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr "
@@ -424,10 +422,10 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
   s["total_batch"] = total_batch;
   s["peak_lr"] = scaled_lr(c.optimizer, total_batch);
   s["topology"] = {{"name", c.topology.name}, {"time_varying", sim->topology->time_varying()}};
-  if (sim->mixing.spectrum_computed)
-    s["topology"].update({{"spectral_gap_sigma", sim->mixing.gap.gap_sigma},
-                          {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
-                          {"period_gap_sigma", sim->mixing.period_gap_sigma}});
+  s["topology"].update({{"spectral_gap_sigma", sim->mixing.gap.gap_sigma},
+                        {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
+                        {"period_gap_sigma", sim->mixing.period_gap_sigma},
+                        {"spectrum_method", sim->mixing.gap.method}});
   if (!divergence.empty()) s["divergence"] = divergence;
   write_json_atomic(result.out_dir + "/summary.json", s);
 

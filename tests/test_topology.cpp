@@ -144,3 +144,79 @@ TEST(TopologyTest, BadRequestsAreClearErrors) {
   EXPECT_THROW(TopologySchedule(edges, 4, 1), Error);  // worker 3 is cut off
   EXPECT_NO_THROW(TopologySchedule(edges, 3, 1));
 }
+
+// The gaps at scale (host/spectrum.cpp) against the dense Eigen path on every topology and
+// weight rule with a closed form, at sizes from 2 to 512 (odd, even, prime, square, 2^k).
+TEST(SpectrumTest, ClosedFormsMatchTheDensePath) {
+  const std::vector<std::pair<std::string, std::string>> kinds = {
+      {"ring", "uniform"},      {"ring", "metropolis"},  {"exponential", "uniform"},
+      {"torus", "uniform"},     {"grid", "uniform"},     {"hypercube", "uniform"},
+      {"star", "uniform"},      {"complete", "uniform"}, {"torus", "metropolis"}};
+  for (const auto& [name, weights] : kinds)
+    for (int m : {2, 3, 5, 8, 12, 16, 30, 49, 64, 97, 128, 200, 512}) {
+      if (name == "hypercube" && (m & (m - 1))) continue;
+      if ((name == "grid" || name == "torus") && m > 256) continue;  // dense SVD of 512 is slow-ish
+      SCOPED_TRACE(name + " " + weights + " m = " + std::to_string(m));
+      TopologySchedule s(topo(name, weights), m, 1);
+      const SpectralGap fast = schedule_gap(s, false), dense = spectral_gap(s.phase(0));
+      EXPECT_NEAR(fast.gap_sigma, dense.gap_sigma, 1e-9);
+      EXPECT_NEAR(fast.gap_lambda, dense.gap_lambda, 1e-9);
+      if (weights == "uniform" || name == "ring")
+        EXPECT_NE(fast.method.find("closed form"), std::string::npos) << fast.method;
+    }
+}
+
+TEST(SpectrumTest, OnePeerPeriodGapMatchesTheDenseProduct) {
+  for (int m : {3, 5, 8, 12, 16, 100}) {
+    TopologySchedule s(topo("one_peer_exponential"), m, 1);
+    std::vector<Csr> phases;
+    for (int i = 0; i < s.phases(); ++i) phases.push_back(s.phase(i));
+    EXPECT_NEAR(schedule_gap(s, true).gap_sigma, product_gap(phases), 1e-9) << "m = " << m;
+    EXPECT_NEAR(schedule_gap(s, false).gap_sigma, spectral_gap(s.phase(0)).gap_sigma, 1e-9);
+  }
+}
+
+// Graphs without a closed form: Lanczos on P^T P against the dense SVD.
+TEST(SpectrumTest, LanczosMatchesTheDensePathWithItsResidual) {
+  for (const auto& [name, weights, m] :
+       std::vector<std::tuple<std::string, std::string, int>>{{"erdos_renyi", "uniform", 100},
+                                                              {"erdos_renyi", "metropolis", 300},
+                                                              {"grid", "metropolis", 120},
+                                                              {"star", "metropolis", 50},
+                                                              {"ring", "uniform", 200}}) {
+    SCOPED_TRACE(name + " " + weights + " m = " + std::to_string(m));
+    TopologySchedule s(topo(name, weights), m, 3);
+    const SpectralGap lanczos = lanczos_spectral_gap(s.phase(0)),
+                      dense = spectral_gap(s.phase(0));
+    EXPECT_NEAR(lanczos.gap_sigma, dense.gap_sigma, 1e-7);
+    EXPECT_EQ(lanczos.tolerance, kSpectrumTolerance);
+    EXPECT_LE(lanczos.residual, 1e-6);
+  }
+}
+
+// A million workers: the gaps from their closed forms, in seconds, with no m x m anything.
+TEST(SpectrumTest, GapsAtAMillionWorkersMatchTheirClosedForms) {
+  const int m = 1 << 20;
+  {
+    TopologySchedule s(topo("ring"), m, 1);
+    const MixingProperties p = analyze_topology(s);
+    EXPECT_NEAR(p.gap.gap_sigma, (2 - 2 * std::cos(2 * M_PI / m)) / 3, 1e-15);
+    EXPECT_TRUE(p.symmetric && p.row_stochastic && p.column_stochastic && p.connected);
+  }
+  {
+    TopologySchedule s(topo("torus"), m, 1);  // 1024 x 1024, degree 4, weights 1/5
+    EXPECT_NEAR(analyze_topology(s).gap.gap_sigma, (2 - 2 * std::cos(2 * M_PI / 1024)) / 5, 1e-14);
+  }
+  {
+    // One-peer exponential with m = 2^k: a period of its phases averages exactly.
+    TopologySchedule s(topo("one_peer_exponential"), m, 1);
+    const MixingProperties p = analyze_topology(s);
+    EXPECT_NEAR(p.period_gap_sigma, 1.0, 1e-9);
+    EXPECT_NEAR(p.gap.gap_sigma, 0.0, 1e-9);  // one phase alone: pairs, never connected
+    EXPECT_TRUE(p.connected);
+  }
+  {
+    TopologySchedule s(topo("hypercube"), 1 << 16, 1);  // degree 16, weights 1/17
+    EXPECT_NEAR(analyze_topology(s).gap.gap_sigma, 2.0 / 17, 1e-12);
+  }
+}

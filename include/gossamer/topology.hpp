@@ -44,25 +44,40 @@ class TopologySchedule {
 
 struct SpectralGap {
   double sigma2 = 0;      // second largest singular value
-  double lambda2 = 0;     // second largest eigenvalue modulus
+  double lambda2 = 0;     // second largest eigenvalue modulus (NaN: not computed at this size)
   double gap_sigma = 0;   // 1 - sigma2: the per-step contraction of the consensus distance
   double gap_lambda = 0;  // 1 - lambda2 (equals gap_sigma for symmetric P)
+  std::string method = "dense";  // closed form (circulant / Laplacian), dense, Lanczos
+  double residual = 0;   // Lanczos: ||A u - theta u|| of the reported Ritz pair of Q^T Q
+  double tolerance = 0;  // Lanczos: the residual it stops at
 };
 
 struct MixingProperties {
   int min_degree = 0, max_degree = 0;  // in-neighbours other than itself
   bool nonnegative = false, row_stochastic = false, column_stochastic = false, symmetric = false;
-  bool connected = false;          // over one period for a time-varying schedule
-  SpectralGap gap;                 // of phase 0
-  double period_gap_sigma = 0;     // 1 - sigma2 of the product over one period
-  bool spectrum_computed = false;  // false above kMaxSpectralWorkers
+  bool connected = false;       // over one period for a time-varying schedule
+  SpectralGap gap;              // of phase 0
+  double period_gap_sigma = 0;  // 1 - sigma2 of the product over one period
 };
 
-inline constexpr int kMaxSpectralWorkers = 2048;
+// Without a closed form, gaps are dense (Eigen) up to this many workers and Lanczos above.
+inline constexpr int kDenseSpectrumWorkers = 1024;
+inline constexpr double kSpectrumTolerance = 1e-10;
 
+// rows x cols of the grid and torus: rows the largest divisor of m not above sqrt(m).
+std::pair<int, int> grid_shape(int m);
+
+// Dense (Eigen) references: any P, m x m.
 SpectralGap spectral_gap(const Csr& p);
 // 1 - sigma2 of the product P_{k-1} ... P_0 of a period's matrices.
 double product_gap(const std::vector<Csr>& phases);
+// From the CSR at any m (host/spectrum.cpp): closed forms for circulant P and for one weight on
+// a grid, torus, hypercube or star; else dense up to kDenseSpectrumWorkers, Lanczos above. Of
+// phase 0, or (period) of the product over one period.
+SpectralGap schedule_gap(const TopologySchedule& schedule, bool period);
+// sigma_2 by Lanczos on P^T P (deflated by the ones vector for doubly stochastic P), any m.
+SpectralGap lanczos_spectral_gap(const Csr& p);
+// Checks on the CSR (stochasticity, symmetry, connectivity) and the gaps: O(m + nnz) memory.
 MixingProperties analyze_topology(const TopologySchedule& schedule);
 
 }  // namespace gossamer
