@@ -96,6 +96,28 @@ class CudaBackend final : public Backend {
   }
   int64_t dim() const override { return m_model.dim; }
 
+  void initialize_weights(const ModelConfig& init, uint64_t seed) override {
+    if (init.init == "zeros") {
+      m_w.zero(m_stream.get());
+      return;
+    }
+    InitLayers layers{};
+    if (m_model.layers.size() > size_t(kMaxInitLayers))
+      throw config_error("model.hidden: the CUDA backend initializes at most " +
+                         std::to_string(kMaxInitLayers) + " layers, found " +
+                         std::to_string(m_model.layers.size()));
+    layers.count = int(m_model.layers.size());
+    for (int l = 0; l < layers.count; ++l) {
+      const LayerSpec& spec = m_model.layers[size_t(l)];
+      layers.in[l] = spec.in;
+      layers.out[l] = spec.out;
+      layers.w_offset[l] = spec.w_offset;
+      layers.b_offset[l] = spec.b_offset;
+    }
+    launch_init_weights(m_w.get(), m_m, m_ld, layers, init.init == "kaiming", seed,
+                        init.same_init, m_stream.get());
+  }
+
   void set_weights(const std::vector<double>& w) override { upload_rows(m_w, w, m_m); }
   std::vector<double> weights() const override { return download_rows(m_w, m_m); }
 

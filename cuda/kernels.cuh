@@ -64,6 +64,17 @@ void launch_act_backward(const float* da, const float* rda, const float* z, cons
 void launch_column_sums(const float* dz, int rows, int out, int models, float* dst,
                         int64_t dst_stride, float beta, cudaStream_t s);
 
+// init.cu: W[k][i] = the initial weight i of worker k (philox.hpp initial_weight) inside each
+// layer's weights, 0 elsewhere (biases, padding). At most kMaxInitLayers layers.
+constexpr int kMaxInitLayers = 16;
+struct InitLayers {
+  int count;
+  int in[kMaxInitLayers], out[kMaxInitLayers];
+  long long w_offset[kMaxInitLayers], b_offset[kMaxInitLayers];
+};
+void launch_init_weights(float* W, int m, int64_t ld, const InitLayers& layers, bool kaiming,
+                         uint64_t seed, bool same_init, cudaStream_t s);
+
 // reduce.cu: reductions over the m rows of an m x ld matrix (first d columns), in double, in
 // a fixed order (same bits every run).
 //   mean64[i] = (1/m) sum_k a[k][i], and mean32 the same in float (either may be null).

@@ -68,6 +68,17 @@ class CpuBackend final : public Backend {
   int64_t dim() const override { return m_model.dim; }
   std::string name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
 
+  void initialize_weights(const ModelConfig& init, uint64_t seed) override {
+    m_w.setZero();
+    if (init.init == "zeros") return;
+    parallel_for(m_m, [&](int64_t k) {
+      const uint32_t stream = init.same_init ? 0 : uint32_t(k);
+      for (const auto& l : m_model.layers)
+        for (int64_t i = l.w_offset; i < l.b_offset; ++i)
+          m_w(k, i) = T(initial_weight(init.init == "kaiming", l.in, l.out, seed, stream, uint64_t(i)));
+    });
+  }
+
   void set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
 
   std::vector<double> weights() const override { return unpadded(m_w); }

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <functional>
 
 #include "gossamer/curvature.hpp"
 #include "gossamer/philox.hpp"
@@ -103,20 +104,34 @@ BackendSetup backend_setup(const Simulation& s) {
 std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   auto s = std::make_unique<Simulation>();
   s->config = c;
-  s->data = load_data(c.data, c.seed);
-  s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed);
+  // Each phase timed: the banner and summary.json show where setup time goes.
+  const auto phase = [&](const char* name, const std::function<void()>& body) {
+    const auto t0 = std::chrono::steady_clock::now();
+    body();
+    s->setup_seconds.push_back(
+        {name, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+  };
+  phase("data", [&] { s->data = load_data(c.data, c.seed); });
+  phase("partition",
+        [&] { s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed); });
   s->model = ModelSpec::mlp(s->data.train.features, c.model.hidden, s->data.train.classes,
                             c.model.activation);
-  s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
-  s->mixing = analyze_topology(*s->topology);
-  s->backend = make_backend(c.backend, c.precision, backend_setup(*s), &s->backend_note);
-  s->backend->set_weights(init_weights(s->model, c.model, c.workers, c.seed));
-  // The curvature subset: the first N of a seeded permutation of the training set.
-  const int64_t n = s->data.train.n, take = std::min(n, c.curvature.samples);
-  for (int64_t i = 0; i < take; ++i)
-    s->curvature_subset.push_back(
-        int64_t(philox_permute(uint64_t(i), uint64_t(n), c.seed, 0xFFFFFFFEu, 0)));
-  s->backend->set_curvature_subset(s->curvature_subset);
+  phase("topology", [&] {
+    s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
+  });
+  phase("spectral analysis", [&] { s->mixing = analyze_topology(*s->topology); });
+  phase("backend allocation", [&] {
+    s->backend = make_backend(c.backend, c.precision, backend_setup(*s), &s->backend_note);
+  });
+  phase("initialization", [&] {
+    s->backend->initialize_weights(c.model, c.seed);
+    // The curvature subset: the first N of a seeded permutation of the training set.
+    const int64_t n = s->data.train.n, take = std::min(n, c.curvature.samples);
+    for (int64_t i = 0; i < take; ++i)
+      s->curvature_subset.push_back(
+          int64_t(philox_permute(uint64_t(i), uint64_t(n), c.seed, 0xFFFFFFFEu, 0)));
+    s->backend->set_curvature_subset(s->curvature_subset);
+  });
   return s;
 }
 

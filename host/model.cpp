@@ -57,16 +57,9 @@ std::vector<double> init_weights(const ModelSpec& model, const ModelConfig& conf
   for (int k = 0; k < workers; ++k) {
     const uint32_t stream = config.same_init ? 0 : uint32_t(k);
     double* row = w.data() + size_t(k) * model.dim;
-    for (const auto& l : model.layers) {
-      // Kaiming (He et al. 2015): std sqrt(2/fan_in); Xavier (Glorot & Bengio 2010): std
-      // sqrt(2/(fan_in+fan_out)).
-      const double std_dev =
-          config.init == "kaiming" ? std::sqrt(2.0 / l.in) : std::sqrt(2.0 / (l.in + l.out));
-      for (int64_t i = l.w_offset; i < l.b_offset; ++i) {
-        const Philox4 r = philox_draw(seed, RngDomain::Init, stream, uint64_t(i));
-        row[i] = std_dev * philox_normal(r.v[0], r.v[1]);
-      }
-    }
+    for (const auto& l : model.layers)
+      for (int64_t i = l.w_offset; i < l.b_offset; ++i)
+        row[i] = initial_weight(config.init == "kaiming", l.in, l.out, seed, stream, uint64_t(i));
   }
   return w;
 }

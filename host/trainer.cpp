@@ -10,7 +10,9 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "equivalence.hpp"
 #include "gossamer/backend.hpp"
@@ -301,6 +303,13 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
       << ", spectral gap " << sim->mixing.gap.gap_sigma << " (" << sim->mixing.gap.method << ")"
       << "\n"
       << "  backend  " << sim->backend_note << "\n"
+      << "  setup    " << [&] {
+           std::ostringstream phases;
+           for (const auto& [name, secs] : sim->setup_seconds)
+             phases << (phases.tellp() > 0 ? ", " : "") << name << " " << std::fixed << std::setprecision(3)
+                    << secs << " s";
+           return phases.str();
+         }() << "\n"
       << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr "
       << scaled_lr(c.optimizer, total_batch) << "\n";
   if (c.curvature.every > 0)
@@ -408,6 +417,8 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
   s["wall_time_s"] = prior_wall + wall;
   s["eval_time_s"] = eval_seconds;
   s["checkpoint_time_s"] = checkpoint_seconds;
+  s["setup_phases_s"] = json::object();
+  for (const auto& [name, secs] : sim->setup_seconds) s["setup_phases_s"][name] = secs;
   s["setup_time_s"] =
       loop_start;  // data loading, partition, topology analysis, backend set-up (this session)
   // The step loop of this session only: its evaluations, curvature and checkpoints excluded,

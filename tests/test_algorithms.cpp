@@ -371,3 +371,26 @@ TEST(BackendContractTest, WrongPerturbationSizeAndMomentumMismatchAreRefused) {
   state.momentum.assign(state.weights.size(), 0.0);  // this optimizer has no momentum
   EXPECT_THROW(b.load_state(state), Error);
 }
+
+// The CPU backend draws every worker's initial weights into W itself (no m x d array on the
+// host): the same numbers as the host reference init_weights, bit for bit, in float32 and float64,
+// for every init and with per-worker streams.
+TEST(InitTest, BackendInitializationEqualsTheHostReference) {
+  for (const bool float64 : {false, true})
+    for (const char* init : {"kaiming", "xavier", "zeros"})
+      for (const bool same : {true, false}) {
+        SCOPED_TRACE(std::string(init) + (same ? " same" : " per worker") + (float64 ? " f64" : " f32"));
+        Sim s = make_sim({{"workers", 5}, {"model", {{"init", init}, {"same_init", same}, {"hidden", {7, 3}}}}},
+                         float64);
+        const std::vector<double> reference =
+            init_weights(s->model, s->config.model, 5, s->config.seed);
+        s->backend->set_weights(reference);
+        const std::vector<double> expected = s->backend->weights();  // rounded to the precision
+        s->backend->initialize_weights(s->config.model, s->config.seed);
+        EXPECT_EQ(s->backend->weights(), expected);
+        if (std::string(init) != "zeros") {
+          EXPECT_NE(expected[0], 0.0);
+          EXPECT_EQ(expected[0] == expected[s->model.dim], same);
+        }
+      }
+}

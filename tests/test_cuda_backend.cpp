@@ -406,6 +406,26 @@ TEST_F(CudaBackendTest, Tf32GradientsAreCloseButNotFp32Exact) {
   EXPECT_GT(err, 1e-5);  // FP32 lands near 1e-7
 }
 
+// Initial weights drawn on the device equal the CPU backend's (the same Philox numbers, the
+// normal transform in device double math) to within one float ulp, every init, both stream rules.
+TEST_F(CudaBackendTest, DeviceInitializationEqualsTheCpusWithinOneUlp) {
+  for (const char* init : {"kaiming", "xavier", "zeros"})
+    for (const bool same : {true, false}) {
+      SCOPED_TRACE(std::string(init) + (same ? " same" : " per worker"));
+      Twin t = make_twin({{"workers", 6}, {"model", {{"init", init}, {"same_init", same}, {"hidden", {33, 7}}}}});
+      t.cpu().initialize_weights(t.sim->config.model, 42);
+      t.gpu->initialize_weights(t.sim->config.model, 42);
+      const std::vector<double> c = t.cpu().weights(), g = t.gpu->weights();
+      ASSERT_EQ(c.size(), g.size());
+      int64_t beyond_one_ulp = 0;
+      for (size_t i = 0; i < c.size(); ++i) {
+        const float cf = float(c[i]), gf = float(g[i]);
+        if (cf != gf && std::nextafter(cf, gf) != gf) ++beyond_one_ulp;
+      }
+      EXPECT_EQ(beyond_one_ulp, 0);
+    }
+}
+
 // The memory plan is checked before anything is allocated: a run far beyond the card stops
 // with the need, the free memory and the knob.
 TEST_F(CudaBackendTest, ARunThatDoesNotFitIsRefusedUpFront) {

@@ -78,6 +78,9 @@ class Backend {
   virtual std::string name() const = 0;
   virtual int64_t dim() const = 0;  // d, parameters per worker
 
+  // Every worker's initial weights, drawn where W lives (no m x d array on the host): weights
+  // initial_weight() of philox.hpp from stream (seed, Init, same_init ? 0 : k), biases 0.
+  virtual void initialize_weights(const ModelConfig& init, uint64_t seed) = 0;
   // All workers' parameters, m x d row-major doubles (no row padding).
   virtual void set_weights(const std::vector<double>& w) = 0;
   virtual std::vector<double> weights() const = 0;

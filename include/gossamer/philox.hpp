@@ -60,6 +60,17 @@ GOSSAMER_HD double philox_normal(uint32_t u0, uint32_t u1) {
   return r * cos(6.283185307179586 * philox_uniform(u1));
 }
 
+// The initial value of weight i of a layer with fan_in inputs and fan_out outputs, for the worker
+// whose Init stream is `stream`: N(0, std^2) with Kaiming std sqrt(2 / fan_in) (He et al. 2015)
+// or Xavier std sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010). The host (model.cpp, the
+// CPU backend) and the CUDA backend's initialization kernel draw the same numbers.
+GOSSAMER_HD double initial_weight(bool kaiming, int fan_in, int fan_out, uint64_t seed,
+                                  uint32_t stream, uint64_t i) {
+  const double std_dev = kaiming ? sqrt(2.0 / fan_in) : sqrt(2.0 / (fan_in + fan_out));
+  const Philox4 r = philox_draw(seed, RngDomain::Init, stream, i);
+  return std_dev * philox_normal(r.v[0], r.v[1]);
+}
+
 // A pseudo-random permutation of {0, ..., n-1}, evaluated at one point i: a balanced
 // Feistel network over the smallest even-bit power of two >= n, whose rounds are
 // Philox, with cycle walking to stay below n (Black & Rogaway 2002). Expected walks < 4.

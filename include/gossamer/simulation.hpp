@@ -22,6 +22,9 @@ struct Simulation {
   std::unique_ptr<Backend> backend;
   std::string backend_note;  // which backend and why
   std::vector<int64_t> curvature_subset;
+  // Seconds of each setup phase, in order: data, partition, topology, spectral analysis,
+  // backend allocation, initialization.
+  std::vector<std::pair<std::string, double>> setup_seconds;
 };
 
 std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
