@@ -65,6 +65,7 @@ class CudaBackend final : public Backend {
       m_rows[split] = d.n;
     }
     m_offsets = DeviceArray<int64_t>(s.partition->offsets);
+    m_shared = s.partition->shared;
     m_shard_indices = DeviceArray<int64_t>(s.partition->indices);
     const size_t batch_rows = size_t(m_m) * m_batch;
     m_indices = DeviceArray<int64_t>(batch_rows);
@@ -144,7 +145,7 @@ class CudaBackend final : public Backend {
   }
 
   void sample(int64_t step) override {
-    launch_sample(m_offsets.get(), m_shard_indices.get(), m_seed, step, m_m, m_batch,
+    launch_sample(m_offsets.get(), m_shard_indices.get(), m_shared, m_seed, step, m_m, m_batch,
                   m_indices.get(), m_state.get(), m_stream.get());
   }
 
@@ -628,6 +629,7 @@ class CudaBackend final : public Backend {
   DeviceArray<int32_t> m_y[2];
   int64_t m_rows[2] = {0, 0};
   DeviceArray<int64_t> m_offsets, m_shard_indices, m_indices;
+  bool m_shared = false;  // every worker samples the one shard (partition.kind "shared")
   DeviceArray<float> m_batch_x;
   DeviceArray<int32_t> m_batch_y;
   std::unique_ptr<BatchedMlp> m_train, m_eval;

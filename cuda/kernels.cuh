@@ -23,9 +23,9 @@ struct DeviceLossState {
 };
 constexpr DeviceLossState kFreshLossState{0, 0, -1, 0, -1, -1};
 
-// sample.cu: idx[k*batch + j] = worker k's j-th training index at `step` (Philox, as the CPU);
-// state->step = step when state is given.
-void launch_sample(const int64_t* offsets, const int64_t* shard_indices, uint64_t seed,
+// sample.cu: idx[k*batch + j] = worker k's j-th training index at `step` (Philox, as the CPU),
+// from shard k (shard 0 for every worker when shared); state->step = step when state is given.
+void launch_sample(const int64_t* offsets, const int64_t* shard_indices, bool shared, uint64_t seed,
                    int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
                    cudaStream_t s);
 // sample.cu: x_out[r] = x[idx[r]] (features floats), y_out[r] = y[idx[r]], r < rows.

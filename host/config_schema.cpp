@@ -37,7 +37,7 @@ std::vector<KeySpec> build_schema() {
       {"data.synthetic.teacher_hidden", K::Int, 64, "teacher: hidden width of the teacher network.", {}, 1, 1 << 16},
       {"data.synthetic.label_noise", K::Number, 0.0, "Fraction of labels replaced by a uniformly random class.", {}, 0, 1},
 
-      {"partition.kind", K::Choice, "iid", "How the training set is split over workers: iid (random equal parts), dirichlet (class proportions ~ Dir(alpha) per class), shards (classes_per_worker label shards each).", {"iid", "dirichlet", "shards"}},
+      {"partition.kind", K::Choice, "iid", "How the training set is split over workers: iid (random equal parts), dirichlet (class proportions ~ Dir(alpha) per class), shards (classes_per_worker label shards each), shared (every worker samples the whole training set with its own stream: any number of workers, e.g. more workers than samples).", {"iid", "dirichlet", "shards", "shared"}},
       {"partition.alpha", K::Number, 0.5, "dirichlet: concentration alpha (small: more heterogeneous).", {}, 0, kInf, true},
       {"partition.classes_per_worker", K::Int, 2, "shards: label shards per worker.", {}, 1, 1 << 16},
 

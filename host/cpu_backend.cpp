@@ -105,7 +105,7 @@ class CpuBackend final : public Backend {
   void sample(int64_t step) override {
     m_step = step;
     for (int k = 0; k < m_m; ++k) {
-      const int64_t n = m_partition.shard_size(k), base = m_partition.offsets[k];
+      const int64_t n = m_partition.shard_size(k), base = m_partition.shard_start(k);
       for (int j = 0; j < m_batch; ++j)
         m_indices[size_t(k) * m_batch + j] =
             m_partition.indices[base + int64_t(minibatch_position(m_seed, uint32_t(k),

@@ -56,10 +56,20 @@ std::vector<std::vector<int64_t>> dirichlet_split(const Dataset& train, int m, d
 }  // namespace
 
 Partition make_partition(const PartitionConfig& c, const Dataset& train, int m, uint64_t seed) {
+  if (c.kind == "shared") {
+    Partition p;
+    p.shared = true;
+    p.worker_count = m;
+    p.offsets = {0, train.n};
+    p.indices.resize(size_t(train.n));
+    std::iota(p.indices.begin(), p.indices.end(), 0);
+    return p;
+  }
   if (train.n < m)
     throw config_error("workers: " + std::to_string(m) + " workers but only " +
-                       std::to_string(train.n) +
-                       " training samples; lower workers or use more data");
+                       std::to_string(train.n) + " training samples for a " + c.kind +
+                       " partition; lower workers, use more data, or set partition.kind "
+                       "\"shared\" (every worker samples the whole training set)");
   PhiloxStream rng(seed, RngDomain::Partition, 0);
   std::vector<std::vector<int64_t>> lists(m);
   if (c.kind == "iid") {
@@ -98,7 +108,9 @@ Partition make_partition(const PartitionConfig& c, const Dataset& train, int m, 
                       order.begin() + train.n * (id + 1) / shards);
     }
   }
-  return from_lists(lists);
+  Partition p = from_lists(lists);
+  p.worker_count = m;
+  return p;
 }
 
 }  // namespace gossamer

@@ -394,3 +394,23 @@ TEST(InitTest, BackendInitializationEqualsTheHostReference) {
         }
       }
 }
+
+// More workers than training samples with a shared partition: the run trains, and the workers'
+// minibatches differ (each worker its own stream over the whole set).
+TEST(TrainerTest, SharedPartitionRunsMoreWorkersThanSamples) {
+  const std::string dir = temp_dir("shared");
+  std::ostringstream log;
+  const RunResult r = run_training(
+      load_config(tiny_config({{"workers", 300},
+                               {"partition", {{"kind", "shared"}}},
+                               {"train", {{"steps", 3}}}}),
+                  {}, "test"),
+      dir, log);
+  EXPECT_EQ(r.exit_code, kExitOk) << log.str();
+  Sim s = make_sim({{"workers", 300}, {"partition", {{"kind", "shared"}}}}, false);
+  s->backend->sample(0);
+  const auto idx = s->backend->minibatch_indices();
+  EXPECT_NE(std::vector<int64_t>(idx.begin(), idx.begin() + 5),
+            std::vector<int64_t>(idx.begin() + 5, idx.begin() + 10));
+  std::filesystem::remove_all(dir);
+}

@@ -23,13 +23,15 @@ class CudaTest : public ::testing::Test {
 };
 
 TEST_F(CudaTest, SamplingDrawsTheCpuBackendsMinibatchIndices) {
-  test_util::Sim s =
-      test_util::make_sim({{"workers", 5}, {"optimizer", {{"batch_size", 7}}}}, false);
-  for (int64_t step : {0, 1, 36, 1000003}) {
-    s->backend->sample(step);
-    EXPECT_EQ(cuda_sample_minibatches(s->partition, s->config.seed, step, 7),
-              s->backend->minibatch_indices())
-        << "step " << step;
+  for (const char* kind : {"iid", "shared"}) {
+    test_util::Sim s = test_util::make_sim(
+        {{"workers", 5}, {"optimizer", {{"batch_size", 7}}}, {"partition", {{"kind", kind}}}}, false);
+    for (int64_t step : {0, 1, 36, 1000003}) {
+      s->backend->sample(step);
+      EXPECT_EQ(cuda_sample_minibatches(s->partition, s->config.seed, step, 7),
+                s->backend->minibatch_indices())
+          << kind << " step " << step;
+    }
   }
 }
 

@@ -237,8 +237,29 @@ TEST(PartitionTest, DirichletSkewsWithSmallAlpha) {
   EXPECT_LT(skew(1000.0), 0.2);
 }
 
-TEST(PartitionTest, MoreWorkersThanSamplesIsAnError) {
+TEST(PartitionTest, MoreWorkersThanSamplesIsAnErrorThatNamesShared) {
+  for (const char* kind : {"iid", "dirichlet", "shards"}) {
+    PartitionConfig c;
+    c.kind = kind;
+    try {
+      make_partition(c, labelled(5, 2), 8, 1);
+      ADD_FAILURE() << kind << " accepted 8 workers for 5 samples";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("\"shared\""), std::string::npos) << e.what();
+    }
+  }
+}
+
+// shared: every worker's shard is the whole training set, for any number of workers.
+TEST(PartitionTest, SharedGivesEveryWorkerTheWholeTrainingSet) {
   PartitionConfig c;
-  c.kind = "iid";
-  EXPECT_THROW(make_partition(c, labelled(5, 2), 8, 1), Error);
+  c.kind = "shared";
+  const Dataset d = labelled(5, 2);
+  const Partition p = make_partition(c, d, 1000, 1);
+  EXPECT_EQ(p.workers(), 1000);
+  EXPECT_EQ(p.indices.size(), 5u) << "one copy of the indices, not one per worker";
+  for (int k : {0, 1, 999}) {
+    EXPECT_EQ(p.shard_size(k), 5);
+    EXPECT_EQ(p.shard_start(k), 0);
+  }
 }
