@@ -80,7 +80,7 @@ std::vector<KeySpec> build_schema() {
       {"train.eval_every", K::Int, 100, "Steps between evaluations (one line of metrics.jsonl each, plus step 0 and the last step).", {}, 1, kInf},
       {"train.eval_workers", K::Bool, true, "Also evaluate every worker's own model (mean, min, max over workers)."},
       {"train.check_every", K::Int, 1, "Steps between checks for NaN or Inf in the training loss, the weights and the momentum (every step is recorded by the backend; the check reads the record: the run stops with exit 3 naming the first bad step and the quantity).", {}, 1, kInf},
-      {"train.checkpoint_every", K::Int, 0, "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the end and on Ctrl-C.", {}, 0, kInf},
+      {"train.checkpoint_every", K::Int, 0, "Steps between checkpoints (RUN_DIR/checkpoint.bin, replaced atomically); 0: only at the end and on Ctrl-C or SIGTERM; -1: never (no resume; for scaling studies whose W is too large to be worth saving).", {}, -1, kInf},
 
       {"metrics.ensemble", K::Bool, false, "At each evaluation, the workers as an ensemble (mean of their predictive distributions) beside w-bar: test accuracy, NLL and ECE (15 bins) of each (claim 1)."},
       {"metrics.smoothing", K::Bool, false, "At each evaluation, ||(1/m) sum_k grad L(w_k) - grad L(w-bar)|| and its ratio to ||grad L(w-bar)|| on the curvature subset (claim 2)."},

@@ -405,7 +405,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
   const double loop_end = seconds();
   if (!divergence.empty()) status = "diverged";
   // A diverged state is not worth continuing from; the last good checkpoint stays.
-  if (status != "diverged") save_checkpoint();
+  if (status != "diverged" && c.train.checkpoint_every >= 0) save_checkpoint();
 
   const double wall = seconds();
   json s;
@@ -442,6 +442,9 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
 
   if (status == "diverged")
     log << "gossamer: diverged: " << divergence << "; summary in " << result.out_dir << "\n";
+  else if (status == "interrupted" && c.train.checkpoint_every < 0)
+    log << "gossamer: interrupted at step " << done << "; metrics and summary kept in "
+        << result.out_dir << " (no checkpoint: train.checkpoint_every is -1)\n";
   else if (status == "interrupted")
     log << "gossamer: interrupted at step " << done << "; checkpoint, metrics and summary kept in "
         << result.out_dir << " (continue with: gossamer run --resume " << result.out_dir << ")\n";

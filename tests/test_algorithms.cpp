@@ -414,3 +414,16 @@ TEST(TrainerTest, SharedPartitionRunsMoreWorkersThanSamples) {
             std::vector<int64_t>(idx.begin() + 5, idx.begin() + 10));
   std::filesystem::remove_all(dir);
 }
+
+// train.checkpoint_every = -1: no checkpoint at all, not even at the end.
+TEST(TrainerTest, CheckpointEveryMinusOneWritesNone) {
+  const std::string dir = temp_dir("no-ckpt");
+  std::ostringstream log;
+  const RunResult r = run_training(
+      load_config(tiny_config({{"train", {{"steps", 5}, {"checkpoint_every", -1}}}}), {}, "test"),
+      dir, log);
+  EXPECT_EQ(r.exit_code, kExitOk) << log.str();
+  EXPECT_FALSE(std::filesystem::exists(dir + "/checkpoint.bin"));
+  EXPECT_EQ(r.summary["checkpoint_time_s"], 0.0);
+  std::filesystem::remove_all(dir);
+}
