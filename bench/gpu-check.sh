@@ -7,11 +7,12 @@
 #   bash bench/gpu-check.sh --pack     # fills gpu-bin/ (stripped binaries + Fashion-MNIST, ~50 MB)
 # then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=480), or with
 # SKIP=peers when the peers were measured at a commit with the same step code.
-# Steps (each capped by `timeout`; the caps add up to 790 s, the expected total is ~250 s without
+# Steps (each capped by `timeout`; the caps add up to 1090 s, the expected total is ~250 s without
 # the peers, ~360 s with them; the first visit's steps took 255 s):
 #   tests     the GPU agreement suite, and the trainer suite with backend auto (so on the GPU) 90+60
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
-#             the GPU, a 1024-worker run whose steps/s must match its progress lines        160
+#             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
+#             16,384 and 65,536 workers (setup phases, step time)                          160+300
 #   bench     gossamer-bench, workloads a, b and the m16 ... m4096 series, FP32; a, b in TF32  120+30
 #   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter                          2 x 40
@@ -95,6 +96,25 @@ print(f"m1024: {s['steps_per_second']:.1f} steps/s (summary), setup {s['setup_ti
       f"eval {s['eval_time_s']:.2f} s, checkpoints {s['checkpoint_time_s']:.2f} s, wall {s['wall_time_s']:.1f} s")
 EOF
   grep -E "^step" "$V/m1024.txt" | tee -a "$SUMMARY"
+  # Many workers: 16,384 and 65,536 of the quickstart model (shared partition: more workers
+  # than samples), no checkpoint; setup by phase, then the step time.
+  for m in 16384 65536; do
+    timeout 150 $B/gossamer run $QS --backend cuda --set workers=$m --set partition.kind=shared \
+      --set train.steps=20 --set train.eval_every=20 --set train.eval_workers=false \
+      --set train.checkpoint_every=-1 --out "$V/m$m" > "$V/m$m.txt" 2>&1
+    echo "m$m exit $?" >> "$V/m$m.txt"
+    python3 - "$V/m$m" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+try:
+    s = json.load(open(sys.argv[1] + "/summary.json"))
+except Exception as e:
+    print(f"{sys.argv[1]}: no summary ({e})"); sys.exit(0)
+phases = ", ".join(f"{k} {v:.2f} s" for k, v in s["setup_phases_s"].items())
+print(f"{sys.argv[1].split('/')[-1]}: setup {s['setup_time_s']:.1f} s ({phases}); "
+      f"{1000 / s['steps_per_second']:.2f} ms a step; test acc {s['final']['test_acc']:.4f}")
+EOF
+    tail -2 "$V/m$m.txt" | tee -a "$SUMMARY"
+  done
 fi
 
 RESULT=""
