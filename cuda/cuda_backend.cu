@@ -126,10 +126,7 @@ class CudaBackend final : public Backend {
     BackendState s;
     s.weights = weights();
     if (m_opt.momentum > 0) s.momentum = download_rows(m_momentum, m_m);
-    const DeviceLossState st = get_state();
-    s.loss_sum = st.sum;
-    s.loss_steps = st.steps;
-    s.first_nonfinite = st.first_nonfinite;
+    s.loss = loss_window();
     return s;
   }
 
@@ -137,10 +134,54 @@ class CudaBackend final : public Backend {
     check_state_momentum(s, m_opt.momentum > 0);
     set_weights(s.weights);
     if (m_opt.momentum > 0) upload_rows(m_momentum, s.momentum, m_m);
+    set_loss_window(s.loss);
+  }
+
+  int scalar_bytes() const override { return int(sizeof(float)); }
+  bool has_momentum() const override { return m_opt.momentum > 0; }
+
+  // Chunks of whole rows through one pinned buffer (64 MiB, or one row if a row is larger):
+  // a 2-D copy drops the row padding on the way, so the host never holds more than a chunk.
+  void write_rows(bool momentum,
+                  const std::function<void(const char*, size_t)>& sink) const override {
+    const DeviceArray<float>& a = state_rows(momentum);
+    const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
+    const int chunk = pinned_rows(row_bytes);
+    for (int k0 = 0; k0 < m_m; k0 += chunk) {
+      const int rows = std::min(chunk, m_m - k0);
+      CUDA_CHECK(cudaMemcpy2DAsync(m_pinned->get(), row_bytes, a.get() + size_t(k0) * m_ld,
+                                   size_t(m_ld) * sizeof(float), row_bytes, size_t(rows),
+                                   cudaMemcpyDeviceToHost, m_stream.get()));
+      m_stream.sync();
+      sink(m_pinned->get(), row_bytes * size_t(rows));
+    }
+  }
+
+  void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
+    state_rows(momentum);  // checks the request
+    DeviceArray<float>& a = momentum ? m_momentum : m_w;
+    const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
+    const int chunk = pinned_rows(row_bytes);
+    for (int k0 = 0; k0 < m_m; k0 += chunk) {
+      const int rows = std::min(chunk, m_m - k0);
+      source(m_pinned->get(), row_bytes * size_t(rows));
+      CUDA_CHECK(cudaMemcpy2DAsync(a.get() + size_t(k0) * m_ld, size_t(m_ld) * sizeof(float),
+                                   m_pinned->get(), row_bytes, row_bytes, size_t(rows),
+                                   cudaMemcpyHostToDevice, m_stream.get()));
+      m_stream.sync();  // the buffer is refilled next
+    }
+  }
+
+  LossWindow loss_window() const override {
+    const DeviceLossState st = get_state();
+    return {st.sum, st.steps, st.first_nonfinite};
+  }
+
+  void set_loss_window(const LossWindow& w) override {
     DeviceLossState st = get_state();
-    st.sum = s.loss_sum;
-    st.steps = s.loss_steps;
-    st.first_nonfinite = s.first_nonfinite;
+    st.sum = w.sum;
+    st.steps = w.steps;
+    st.first_nonfinite = w.first_nonfinite;
     put_state(st);
   }
 
@@ -596,6 +637,21 @@ class CudaBackend final : public Backend {
       for (int64_t i = 0; i < d; ++i) out[size_t(k) * d + i] = double(host[size_t(k) * m_ld + i]);
   }
 
+  const DeviceArray<float>& state_rows(bool momentum) const {
+    if (momentum && m_opt.momentum <= 0)
+      throw runtime_error("checkpoint rows: the optimizer keeps no momentum buffers");
+    return momentum ? m_momentum : m_w;
+  }
+
+  // Rows a pinned chunk holds; the buffer is allocated on first use (checkpoints only).
+  int pinned_rows(size_t row_bytes) const {
+    constexpr size_t kPinned = size_t(64) << 20;
+    const size_t rows = std::min<size_t>(
+        size_t(m_m), std::max<size_t>(1, kPinned / std::max<size_t>(row_bytes, 1)));
+    if (!m_pinned) m_pinned = std::make_unique<PinnedBuffer>(rows * row_bytes);
+    return int(rows);
+  }
+
   std::vector<double> download_rows(const DeviceArray<float>& src, int rows) const {
     std::vector<double> out(size_t(rows) * m_model.dim);
     download_rows_into(src, rows, out.data());
@@ -643,6 +699,7 @@ class CudaBackend final : public Backend {
   int64_t m_curv_rows = 0;
   DeviceArray<float> m_pair_w, m_pair_v, m_pair_out;
   std::vector<float> m_staging;
+  mutable std::unique_ptr<PinnedBuffer> m_pinned;  // the checkpoint stream's chunk
   DeviceCsrCache m_csr;
   std::map<std::pair<bool, const float*>, cudaGraphExec_t> m_graphs;
   std::set<std::pair<bool, const float*>> m_eager_done;

@@ -49,4 +49,23 @@ class DeviceArray {
   size_t m_n = 0;
 };
 
+// Page-locked host memory (cudaMallocHost): copies from and to it run at the bus's full rate and
+// asynchronously. Used for the checkpoint stream's chunks.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t bytes) : m_bytes(bytes) {
+    CUDA_CHECK(cudaMallocHost(&m_ptr, std::max<size_t>(bytes, 1)));
+  }
+  ~PinnedBuffer() { cudaFreeHost(m_ptr); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  char* get() const { return static_cast<char*>(m_ptr); }
+  size_t size() const { return m_bytes; }
+
+ private:
+  void* m_ptr = nullptr;
+  size_t m_bytes = 0;
+};
+
 }  // namespace gossamer

@@ -108,7 +108,7 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
   if (!what.empty()) overrides.push_back("curvature.what=" + json(what).dump());
   const RunConfig config = load_config(ck.config, overrides, path);
   const auto sim = make_simulation(config);
-  sim->backend->load_state(ck.state);
+  load_checkpoint(path, ck, *sim->backend);
   const json result =
       measure_curvature(*sim->backend, config.curvature, config.workers,
                         int64_t(sim->curvature_subset.size()), config.seed, ck.step);

@@ -71,12 +71,14 @@ class CpuBackend final : public Backend {
   void initialize_weights(const ModelConfig& init, uint64_t seed) override {
     m_w.setZero();
     if (init.init == "zeros") return;
-    parallel_for(m_m, [&](int64_t k) {
-      const uint32_t stream = init.same_init ? 0 : uint32_t(k);
+    // With same_init every row is row 0's draw: drawn once, copied.
+    parallel_for(init.same_init ? 1 : m_m, [&](int64_t k) {
       for (const auto& l : m_model.layers)
         for (int64_t i = l.w_offset; i < l.b_offset; ++i)
-          m_w(k, i) = T(initial_weight(init.init == "kaiming", l.in, l.out, seed, stream, uint64_t(i)));
+          m_w(k, i) = T(initial_weight(init.init == "kaiming", l.in, l.out, seed, uint32_t(k), uint64_t(i)));
     });
+    if (init.same_init)
+      parallel_for(m_m - 1, [&](int64_t k) { m_w.row(k + 1) = m_w.row(0); });
   }
 
   void set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
@@ -87,19 +89,41 @@ class CpuBackend final : public Backend {
     BackendState s;
     s.weights = unpadded(m_w);
     if (m_opt.momentum > 0) s.momentum = unpadded(m_momentum);
-    s.loss_sum = m_loss_sum;
-    s.loss_steps = m_loss.steps;
-    s.first_nonfinite = m_first_nonfinite;
+    s.loss = loss_window();
     return s;
   }
 
   void load_state(const BackendState& s) override {
-    set_weights(s.weights);
     check_state_momentum(s, m_opt.momentum > 0);
+    set_weights(s.weights);
     if (m_opt.momentum > 0) set_padded(m_momentum, s.momentum);
-    m_loss_sum = s.loss_sum;
-    m_loss.steps = s.loss_steps;
-    m_first_nonfinite = s.first_nonfinite;
+    set_loss_window(s.loss);
+  }
+
+  int scalar_bytes() const override { return int(sizeof(T)); }
+  bool has_momentum() const override { return m_opt.momentum > 0; }
+
+  // Rows straight from W (zero-copy): a chunk of whole rows at a time.
+  void write_rows(bool momentum,
+                  const std::function<void(const char*, size_t)>& sink) const override {
+    const RowMat<T>& a = state_rows(momentum);
+    for (int k = 0; k < m_m; ++k)
+      sink(reinterpret_cast<const char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
+  }
+
+  void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
+    state_rows(momentum);  // checks the request
+    RowMat<T>& a = momentum ? m_momentum : m_w;
+    for (int k = 0; k < m_m; ++k)
+      source(reinterpret_cast<char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
+  }
+
+  LossWindow loss_window() const override { return {m_loss_sum, m_loss.steps, m_first_nonfinite}; }
+
+  void set_loss_window(const LossWindow& w) override {
+    m_loss_sum = w.sum;
+    m_loss.steps = w.steps;
+    m_first_nonfinite = w.first_nonfinite;
   }
 
   void sample(int64_t step) override {
@@ -399,6 +423,12 @@ class CpuBackend final : public Backend {
       throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
     std::vector<Chunked> jobs(omp_get_max_threads());
     parallel_for(count, [&](int64_t i) { job(i, jobs[omp_get_thread_num()]); }, Schedule::Dynamic);
+  }
+
+  const RowMat<T>& state_rows(bool momentum) const {
+    if (momentum && m_opt.momentum <= 0)
+      throw runtime_error("checkpoint rows: the optimizer keeps no momentum buffers");
+    return momentum ? m_momentum : m_w;
   }
 
   // m x d doubles <-> the padded m x ld matrix.

@@ -275,7 +275,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
   // (taken out of steps_per_second, as the evaluations are).
   double checkpoint_seconds = 0, loop_checkpoint_seconds = 0;
   if (opt.resume) {
-    backend.load_state(resume_from.state);
+    load_checkpoint(checkpoint_path(result.out_dir), resume_from, backend);
     done = resume_from.step;
     last = resume_from.trainer.at("last");
     best_acc = resume_from.trainer.at("best_test_acc");
@@ -359,8 +359,8 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
                   {"eval_time_s", eval_seconds},
                   {"checkpoint_time_s", checkpoint_seconds},
                   {"wall_time_s", prior_wall + seconds()}};
-    ck.state = backend.save_state();
-    write_checkpoint(result.out_dir + "/checkpoint.bin", ck);
+    ck.loss = backend.loss_window();
+    write_checkpoint(result.out_dir + "/checkpoint.bin", ck, backend);
     if (opt.after_checkpoint) opt.after_checkpoint();
     const double took = seconds() - c0;
     checkpoint_seconds += took;

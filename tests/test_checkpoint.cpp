@@ -56,28 +56,59 @@ class CheckpointTest : public TempDirTest {
 
 }  // namespace
 
+// W and the momentum travel in the backend's own precision, bit for bit: float32 and float64
+// backends, awkward values (1/3, subnormal-near, huge, -0) included.
 TEST_F(CheckpointTest, RoundTripKeepsEveryBit) {
+  for (const bool float64 : {false, true}) {
+    SCOPED_TRACE(float64 ? "float64" : "float32");
+    Sim a = make_sim({{"optimizer", {{"momentum", 0.9}}}}, float64),
+        b = make_sim({{"optimizer", {{"momentum", 0.9}}}}, float64);
+    BackendState st = a->backend->save_state();
+    const double values[] = {1.0 / 3, -2.5e-30, 7.0, 0.1, 1e30, -0.0, 3, 4};
+    for (size_t i = 0; i < st.weights.size(); ++i) st.weights[i] = values[i % 8] * double(i + 1);
+    st.momentum = st.weights;
+    st.momentum[0] = 9;
+    st.loss = {1.0 / 7, 3, -1};
+    a->backend->load_state(st);
+    Checkpoint c;
+    c.step = 42;
+    c.config = a->config.resolved;
+    c.trainer = {{"best_test_acc", 0.5}};
+    c.loss = a->backend->loss_window();
+    const fs::path file = m_dir / "ck.bin";
+    write_checkpoint(file.string(), c, *a->backend);
+    EXPECT_FALSE(fs::exists(m_dir / "ck.bin.tmp"));
+    const Checkpoint r = read_checkpoint(file.string());
+    EXPECT_EQ(r.step, 42);
+    EXPECT_EQ(r.config, c.config);
+    EXPECT_EQ(r.trainer, c.trainer);
+    EXPECT_EQ(r.scalar_bytes, float64 ? 8 : 4);
+    EXPECT_TRUE(r.momentum);
+    EXPECT_EQ(fs::file_size(file), r.data_offset + 2 * r.workers * r.dim * r.scalar_bytes + 4)
+        << "the arrays in the backend's precision, nothing more";
+    load_checkpoint(file.string(), r, *b->backend);
+    const BackendState x = a->backend->save_state(), y = b->backend->save_state();
+    EXPECT_EQ(y.weights, x.weights);
+    EXPECT_EQ(y.momentum, x.momentum);
+    EXPECT_EQ(y.loss.sum, 1.0 / 7);
+    EXPECT_EQ(y.loss.steps, 3);
+  }
+}
+
+// A checkpoint of a float64 run cannot be loaded into a float32 backend.
+TEST_F(CheckpointTest, ABackendOfAnotherPrecisionIsRefused) {
+  Sim a = make_sim({}, true), b = make_sim({}, false);
   Checkpoint c;
-  c.step = 42;
-  c.config = load_config(tiny_config(), {}, "t").resolved;
-  c.trainer = {{"best_test_acc", 0.5}};
-  c.state.weights = {1.0 / 3, -2.5e-300, 7.0, 0.1, 1e300, -0.0, 3, 4};
-  c.state.weights.resize(size_t(c.config["workers"].get<int>()) * 2, 0.25);
-  c.state.momentum = c.state.weights;
-  c.state.momentum[0] = 9;
-  c.state.loss_sum = 1.0 / 7;
-  c.state.loss_steps = 3;
-  const fs::path file = m_dir / "ck.bin";
-  write_checkpoint(file.string(), c);
-  const Checkpoint r = read_checkpoint(file.string());
-  EXPECT_EQ(r.step, 42);
-  EXPECT_EQ(r.config, c.config);
-  EXPECT_EQ(r.trainer, c.trainer);
-  EXPECT_EQ(r.state.weights, c.state.weights);
-  EXPECT_EQ(r.state.momentum, c.state.momentum);
-  EXPECT_EQ(r.state.loss_sum, c.state.loss_sum);
-  EXPECT_EQ(r.state.loss_steps, 3);
-  EXPECT_FALSE(fs::exists(m_dir / "ck.bin.tmp"));
+  c.config = a->config.resolved;
+  c.trainer = json::object();
+  write_checkpoint((m_dir / "ck.bin").string(), c, *a->backend);
+  const Checkpoint r = read_checkpoint((m_dir / "ck.bin").string());
+  try {
+    load_checkpoint((m_dir / "ck.bin").string(), r, *b->backend);
+    FAIL() << "loaded float64 rows into a float32 backend";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("float64"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(CheckpointTest, CorruptCheckpointsAreRefused) {
@@ -91,6 +122,9 @@ TEST_F(CheckpointTest, CorruptCheckpointsAreRefused) {
   bad[8] = 9;  // version 9
   write_bytes(m_dir / "version", bad);
   EXPECT_NE(refusal(m_dir / "version").find("format version 9"), std::string::npos);
+  bad[8] = 1;  // an older gossamer's format is named
+  write_bytes(m_dir / "old", bad);
+  EXPECT_NE(refusal(m_dir / "old").find("format version 1 (W as float64"), std::string::npos);
   bad = good;
   bad[good.size() / 2] ^= 0x10;
   write_bytes(m_dir / "flipped", bad);
@@ -137,6 +171,11 @@ TEST_F(CheckpointTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
   ASSERT_EQ(whole.size(), 7u);  // steps 0, 10, ..., 60
   EXPECT_EQ(parts, whole);
   EXPECT_NE(whole[2].find("curvature"), std::string::npos);
-  EXPECT_EQ(read_checkpoint((m_dir / "whole" / "checkpoint.bin").string()).state.weights,
-            read_checkpoint((m_dir / "parts" / "checkpoint.bin").string()).state.weights);
+  // The final weights too: both files' arrays (everything after the header) are identical.
+  const Checkpoint a = read_checkpoint((m_dir / "whole" / "checkpoint.bin").string()),
+                   b = read_checkpoint((m_dir / "parts" / "checkpoint.bin").string());
+  const std::string fa = read_bytes(m_dir / "whole" / "checkpoint.bin"),
+                    fb = read_bytes(m_dir / "parts" / "checkpoint.bin");
+  EXPECT_EQ(fa.substr(a.data_offset, fa.size() - a.data_offset - 4),
+            fb.substr(b.data_offset, fb.size() - b.data_offset - 4));
 }

@@ -236,14 +236,13 @@ TEST_F(FuzzFiles, MutatedCifarBatchesReadOrFailWithAClearError) {
 // Mutated checkpoints, half of them with the checksum made right again, so that the mutation
 // reaches the header and the arrays and not only the CRC check.
 TEST_F(FuzzFiles, MutatedCheckpointsReadOrFailWithAClearError) {
+  Sim sim = make_sim({{"optimizer", {{"momentum", 0.9}}}}, false);
   Checkpoint c;
   c.step = 5;
-  c.config = load_config(tiny_config(), {}, "t").resolved;
+  c.config = sim->config.resolved;
   c.trainer = {{"best_test_acc", 0.5}};
-  c.state.weights.assign(size_t(c.config["workers"].get<int>()) * 3, 0.25);
-  c.state.momentum = c.state.weights;
   const std::string good = (m_dir / "good.bin").string();
-  write_checkpoint(good, c);
+  write_checkpoint(good, c, *sim->backend);
   std::ifstream in(good, std::ios::binary);
   const std::string bytes(std::istreambuf_iterator<char>(in), {});
   std::mt19937_64 rng(17);
@@ -256,7 +255,7 @@ TEST_F(FuzzFiles, MutatedCheckpointsReadOrFailWithAClearError) {
       std::memcpy(bad.data() + body, &crc, 4);
     }
     const std::string path = write("mutated.bin", bad);
-    failures += !ends_cleanly([&] { read_checkpoint(path); },
+    failures += !ends_cleanly([&] { load_checkpoint(path, read_checkpoint(path), *sim->backend); },
                               "checkpoint of " + std::to_string(bad.size()) + " bytes, case " +
                                   std::to_string(i));
   }

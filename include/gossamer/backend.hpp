@@ -55,14 +55,21 @@ struct TrainLoss {
   int64_t steps = 0;
 };
 
-// Everything a checkpoint needs to continue a run bit for bit (the minibatch and topology
-// streams are functions of (seed, step), so they need no state).
+// The training-loss window since the last take_train_loss(), and the first step whose loss was
+// not finite.
+struct LossWindow {
+  double sum = 0;
+  int64_t steps = 0;
+  int64_t first_nonfinite = -1;
+};
+
+// Everything to continue a run bit for bit, as host doubles (tests, small states; checkpoint
+// files stream the rows instead: write_rows / read_rows). The minibatch and topology streams are
+// functions of (seed, step), so they need no state.
 struct BackendState {
   std::vector<double> weights;   // m x d
   std::vector<double> momentum;  // m x d, empty without momentum
-  double loss_sum = 0;           // training-loss window since the last take_train_loss()
-  int64_t loss_steps = 0;
-  int64_t first_nonfinite = -1;
+  LossWindow loss;
 };
 
 struct NonFiniteSteps {
@@ -87,6 +94,18 @@ class Backend {
 
   virtual BackendState save_state() const = 0;
   virtual void load_state(const BackendState& state) = 0;
+
+  // The state streamed in the backend's own precision, for checkpoints: W (momentum = false)
+  // or the momentum buffers, row by row, d scalars a row, in chunks of whole rows; no copy of
+  // the whole matrix is made on the host. sink(bytes, n) takes each chunk; source(bytes, n)
+  // fills one.
+  virtual int scalar_bytes() const = 0;  // 4: float32, 8: float64
+  virtual bool has_momentum() const = 0;
+  virtual void write_rows(bool momentum,
+                          const std::function<void(const char*, size_t)>& sink) const = 0;
+  virtual void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) = 0;
+  virtual LossWindow loss_window() const = 0;
+  virtual void set_loss_window(const LossWindow& window) = 0;
 
   // Draws every worker's minibatch of this step (Philox: a function of seed, worker, step).
   virtual void sample(int64_t step) = 0;
