@@ -26,6 +26,7 @@
 #include <functional>
 #include <iostream>
 
+#include "gossamer/checkpoint.hpp"
 #include "gossamer/curvature.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/simulation.hpp"
@@ -81,8 +82,9 @@ Ceilings measure_ceilings(int repeats) {
 }
 
 // (a) and (b) of the CUDA backend issue, the quickstart's shape, and one point of the scaling
-// series (c): "m<N>" is N workers of 784-128-10, per-worker batch 32, ring. Synthetic data of
-// the MNIST shape (only shapes matter for timing).
+// series (c): "m<N>" is N workers of 784-128-10, per-worker batch 32, ring, every worker
+// sampling one shared set of 16,384 samples. Synthetic data of the MNIST shape (only shapes
+// matter for timing).
 json workload(const std::string& name, const std::string& backend) {
   json c = {
       {"backend", backend},
@@ -113,12 +115,38 @@ json workload(const std::string& name, const std::string& backend) {
                    {"model", {{"hidden", {128}}}},
                    {"optimizer", {{"batch_size", 32}}},
                    {"topology", {{"name", "ring"}}},
-                   // every worker needs a shard of at least one batch
-                   {"data", {{"synthetic", {{"train", std::max(16384, 32 * m)}}}}}});
+                   // every worker samples the one shared set: any m, data of a fixed size
+                   {"partition", {{"kind", "shared"}}}});
   } else {
     throw std::runtime_error("unknown workload " + name + " (a, b, quickstart, m<N>)");
   }
   return c;
+}
+
+// Checkpoint I/O of the workloads whose W is at most this many bytes (the 16,384-worker point of
+// the series is 6.7 GB).
+constexpr double kCheckpointBenchBytes = 8e9;
+
+// Seconds to write the backend's checkpoint and to read (CRC pass) and load it back.
+std::pair<double, double> checkpoint_io(const RunConfig& c, Backend& b, const std::string& path) {
+  Checkpoint meta;
+  meta.config = c.resolved;
+  meta.trainer = json::object();
+  meta.loss = b.loss_window();
+  const auto t0 = std::chrono::steady_clock::now();
+  write_checkpoint(path, meta, b);
+  const auto t1 = std::chrono::steady_clock::now();
+  load_checkpoint(path, read_checkpoint(path), b);
+  const auto t2 = std::chrono::steady_clock::now();
+  std::filesystem::remove(path);
+  return {std::chrono::duration<double>(t1 - t0).count(),
+          std::chrono::duration<double>(t2 - t1).count()};
+}
+
+// W, W' and G (and the momentum), bytes a worker in padded rows: what grows with m.
+double state_bytes(const Backend& b) {
+  const double row = double(row_stride(b.dim(), b.scalar_bytes())) * b.scalar_bytes();
+  return row * (3 + (b.has_momentum() ? 1 : 0));
 }
 
 std::string cpu_model() {
@@ -211,7 +239,10 @@ int main(int argc, char** argv) {
     json wc = workload(name, backend);
     wc["math"] = math;
     const RunConfig cfg = load_config(wc, {}, "workload " + name);
+    const auto setup_start = std::chrono::steady_clock::now();
     auto sim = make_simulation(cfg);
+    const double t_setup =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
     Backend& b = *sim->backend;
     const ModelSpec& model = sim->model;
     const int m = cfg.workers, batch = cfg.optimizer.batch_size;
@@ -251,7 +282,11 @@ int main(int argc, char** argv) {
                {{"min_bytes", update_bytes},
                 {"gb_per_s", update_bytes / t_update / 1e9},
                 {"fraction_of_copy", update_bytes / t_update / 1e9 / copy_gbs}}},
-              {"steps_per_second", 1.0 / t_step}};
+              {"steps_per_second", 1.0 / t_step},
+              {"scaling",
+               {{"setup_seconds", t_setup},
+                {"ns_per_worker_step", t_step / m * 1e9},
+                {"state_bytes_per_worker", state_bytes(b)}}}};
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), m,
                 model.describe().c_str(), batch, cfg.topology.name.c_str(), b.name().c_str());
     std::printf("  %-22s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
@@ -264,6 +299,15 @@ int main(int argc, char** argv) {
     std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
     std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
     std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
+    if (const double ck = double(m) * double(model.dim) * b.scalar_bytes(); ck <= kCheckpointBenchBytes) {
+      const auto [write_s, read_s] = checkpoint_io(sim->config, b, out_dir + "/.bench-checkpoint.bin");
+      w["checkpoint"] = {{"bytes", ck}, {"write_gb_per_s", ck / write_s / 1e9},
+                         {"read_gb_per_s", ck / read_s / 1e9}};
+      std::printf("  checkpoint %.2f GB: write %.2f GB/s, read (checked) + load %.2f GB/s\n",
+                  ck / 1e9, ck / write_s / 1e9, ck / read_s / 1e9);
+    }
+    std::printf("  setup %.2f s; %.1f ns a worker-step; %.1f MB of state a worker\n", t_setup,
+                t_step / m * 1e9, state_bytes(b) / 1e6);
 
     if (curvature && name[0] != 'm') {
       // One batched HVP over K = min(m, 64) (point, direction) pairs vs one batched gradient
