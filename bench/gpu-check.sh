@@ -7,13 +7,15 @@
 #   bash bench/gpu-check.sh --pack     # fills gpu-bin/ (stripped binaries + Fashion-MNIST, ~50 MB)
 # then: run(command="bash bench/gpu-check.sh", carry=["gpu-bin"], timeout_s=480), or with
 # SKIP=peers when the peers were measured at a commit with the same step code.
-# Steps (each capped by `timeout`; the caps add up to 1090 s, the expected total is ~250 s without
+# Steps (each capped by `timeout`; the caps add up to 1170 s, the expected total is ~250 s without
 # the peers, ~360 s with them; the first visit's steps took 255 s):
-#   tests     the GPU agreement suite, and the trainer suite with backend auto (so on the GPU) 90+60
+#   tests     the GPU agreement suite, and the trainer, checkpoint and plan suites with backend
+#             auto (so on the GPU: checkpoints streamed through the pinned buffer)          90+60
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+300
-#   bench     gossamer-bench, workloads a, b and the m16 ... m4096 series, FP32; a, b in TF32  120+30
+#   bench     plan --fit on the card; gossamer-bench, workloads a, b and the m16 ... m65536 series
+#             (setup, ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                200+30
 #   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter                          2 x 40
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
@@ -61,7 +63,8 @@ if want tests; then
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
   # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
   # Inf detection for every activation, steps/s without checkpoints, auto with math tf32).
-  timeout 60 $B/tests/gossamer_tests --gtest_filter='TrainerTest.*' > "$V/trainer-tests.txt" 2>&1
+  timeout 60 $B/tests/gossamer_tests --gtest_filter='TrainerTest.*:CheckpointTest.*:CudaPlanTest.*' \
+    > "$V/trainer-tests.txt" 2>&1
   say "trainer tests on auto (GPU) exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$V/trainer-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure" "$V/trainer-tests.txt" | head -10 | tee -a "$SUMMARY"
 fi
@@ -120,14 +123,15 @@ fi
 RESULT=""
 if want bench; then
   echo "=== benchmark"
-  timeout 120 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096 \
+  $B/gossamer plan $QS --fit | tee -a "$SUMMARY"
+  timeout 200 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096,m16384,m65536 \
     --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
   RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
   timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
     --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
   cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
-  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|exit" "$V/bench.txt" | tee -a "$SUMMARY"
+  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|setup|checkpoint|exit" "$V/bench.txt" | tee -a "$SUMMARY"
   grep -E "workload|forward|whole step|exit" "$V/bench-tf32.txt" | tee -a "$SUMMARY"
 fi
 

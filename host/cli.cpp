@@ -164,12 +164,41 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
 
 namespace {
 // `gossamer plan`: the memory plan of the CUDA backend for a config, from its shapes.
-int plan_command(const RunConfig& c) {
+// With `fit` (a memory size, or "" for the visible GPU's free memory): the most workers of the
+// config that fit, and what limits them.
+int plan_command(const RunConfig& c, const std::string* fit) {
   const DataSplit data = load_data(c.data, c.seed);
   const ModelSpec model =
       ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
-  const CudaPlan plan =
-      plan_cuda_memory(cuda_plan_input(backend_setup(c, model, data, /*partition=*/nullptr)));
+  const CudaPlanInput input = cuda_plan_input(backend_setup(c, model, data, /*partition=*/nullptr));
+  if (fit) {
+    int64_t bytes = 0;
+    std::string where;
+    if (fit->empty()) {
+      const DeviceList gpus = list_devices();
+      if (gpus.devices.empty())
+        throw config_error("plan --fit: " + gpus.why_none + "; give a size: --fit 80GiB");
+      bytes = int64_t(gpus.devices[0].free_memory);
+      where = gpus.devices[0].name + " (free memory)";
+    } else {
+      bytes = parse_memory_size(*fit);
+      where = *fit;
+    }
+    const int m = largest_fitting_workers(input, bytes);
+    CudaPlanInput at = input;
+    at.workers = std::max(m, 1);
+    const CudaPlan plan = plan_cuda_memory(at);
+    const MemoryPart* largest = &plan.parts.front();
+    for (const auto& part : plan.parts)
+      if (part.bytes > largest->bytes) largest = &part;
+    std::printf("%d workers of %s (batch %d) fit in %s: %.2f GiB of buffers + %.2f GiB headroom; "
+                "the largest part is %s (lower %s)\n",
+                m, model.describe().c_str(), c.optimizer.batch_size, where.c_str(),
+                double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0,
+                largest->name.c_str(), largest->knob.c_str());
+    return kExitOk;
+  }
+  const CudaPlan plan = plan_cuda_memory(input);
   std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d\n%s", c.workers,
               model.describe().c_str(), c.optimizer.batch_size, plan.table().c_str());
   std::printf("  %.2f GiB in all, plus %.2f GiB headroom for the CUDA context and cuBLAS\n",
@@ -268,6 +297,12 @@ int cli_main(int argc, char** argv) {
       "GPU visible, say whether it fits");
   plan_cmd->add_option("config", plan_path, "The run config")->required();
   plan_cmd->add_option("--set", plan_overrides, "Override a key: --set workers=1024 (repeatable)");
+  std::string plan_fit;
+  auto* fit_opt = plan_cmd->add_option(
+      "--fit", plan_fit,
+      "The most workers that fit: in SIZE (80GiB, 141GiB), or with no SIZE in the visible GPU's "
+      "free memory");
+  fit_opt->expected(0, 1);
 
   auto* ref =
       app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
@@ -343,7 +378,9 @@ int cli_main(int argc, char** argv) {
       std::cout << config_reference_markdown();
       return kExitOk;
     }
-    if (*plan_cmd) return plan_command(load_config_file(plan_path, plan_overrides));
+    if (*plan_cmd)
+      return plan_command(load_config_file(plan_path, plan_overrides),
+                          fit_opt->count() > 0 ? &plan_fit : nullptr);
   } catch (const Error& e) {
     std::cerr << "gossamer: error: " << e.what() << "\n";
     return e.kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;

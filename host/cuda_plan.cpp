@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <string>
 
 #include "gossamer/error.hpp"
 
@@ -116,6 +117,41 @@ std::string CudaPlan::table() const {
   std::string out;
   for (const auto& part : sorted) out += "  " + gib(part.bytes) + "  " + part.name + "\n";
   return out;
+}
+
+int largest_fitting_workers(CudaPlanInput in, int64_t bytes) {
+  const auto fits = [&](int m) {
+    in.workers = m;
+    return plan_cuda_memory(in).total() + kCudaHeadroom <= bytes;
+  };
+  if (!fits(1)) return 0;
+  int lo = 1, hi = 2;  // fits(lo), and hi is the first power of two that does not (or the cap)
+  while (hi < (1 << 30) && fits(hi)) lo = hi, hi *= 2;
+  if (hi >= (1 << 30) && fits(hi)) return hi;
+  while (hi - lo > 1) {
+    const int mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+int64_t parse_memory_size(const std::string& text) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  unit.erase(0, unit.find_first_not_of(' '));
+  const std::pair<const char*, double> units[] = {
+      {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"G", 1073741824.0}, {"TiB", 1099511627776.0}, {"GB", 1e9}, {"MB", 1e6}};
+  for (const auto& [name, scale] : units)
+    if (used > 0 && unit == name && value > 0 && value * scale < 9e18) return int64_t(value * scale);
+  throw config_error("--fit " + text +
+                     ": expected a memory size such as 80GiB, 141GiB or 81920MiB (GiB = 2^30 bytes)");
 }
 
 void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device) {

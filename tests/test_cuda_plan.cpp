@@ -126,14 +126,17 @@ TEST(CudaPlanTest, TensorFloatMathIsRefusedOnTheCpuBackend) {
   EXPECT_EQ(load_config(c, {}, "run.json").math, "tf32");
 }
 
-TEST(CudaPlanTest, AutoStaysOnTheCpuAndSaysWhy) {
+// auto: the first visible GPU for float32, else the CPU, saying which and why.
+TEST(CudaPlanTest, AutoPicksTheGpuWhereOneIsVisibleAndSaysWhy) {
   test_util::Sim s = test_util::make_sim({}, false);
   const BackendSetup setup = backend_setup(*s);
   std::string chosen;
   const auto b = make_backend("auto", "float32", setup, &chosen);
-  EXPECT_EQ(b->name(), "cpu (float32)");
-  EXPECT_NE(chosen.find("auto"), std::string::npos) << chosen;
-  if (list_devices().devices.empty()) {
+  const bool gpu = !list_devices().devices.empty();
+  EXPECT_EQ(b->name().rfind(gpu ? "cuda" : "cpu (float32)", 0), 0u) << b->name();
+  EXPECT_NE(chosen.find(gpu ? "auto: GPU 0" : "auto: "), std::string::npos) << chosen;
+  EXPECT_EQ(make_backend("auto", "float64", setup, &chosen)->name(), "cpu (float64)");
+  if (!gpu) {
     try {
       make_backend("cuda", "float32", setup, &chosen);
       FAIL() << "expected an error without a GPU";
@@ -156,4 +159,23 @@ TEST(CudaPlanTest, GossipGridCoversEveryRowAndFloat4Group) {
   EXPECT_THROW(gossip_grid(4, 66, 256), Error);                   // not whole float4 groups
   EXPECT_THROW(gossip_grid(4, 4LL * 256 * 65536, 256), Error);    // too many tiles
   EXPECT_NO_THROW(gossip_grid(1 << 20, 4LL * 256 * 65535, 256));  // many rows are fine on x
+}
+
+// plan --fit: the answer N fits with the headroom and N + 1 does not, for several memory sizes.
+TEST(CudaPlanTest, TheLargestFittingWorkerCountIsExact) {
+  const ModelSpec model = ModelSpec::mlp(784, {128}, 10, Activation::Relu);
+  for (const char* size : {"80GiB", "141GiB", "4GiB", "16384MiB"}) {
+    SCOPED_TRACE(size);
+    const int64_t bytes = parse_memory_size(size);
+    const int n = largest_fitting_workers(input(model, 1, 32), bytes);
+    ASSERT_GT(n, 0);
+    EXPECT_LE(plan_cuda_memory(input(model, n, 32)).total() + kCudaHeadroom, bytes);
+    EXPECT_GT(plan_cuda_memory(input(model, n + 1, 32)).total() + kCudaHeadroom, bytes);
+  }
+  EXPECT_EQ(largest_fitting_workers(input(model, 1, 32), int64_t(1) << 20), 0) << "1 MiB: none";
+  EXPECT_EQ(parse_memory_size("80GiB"), int64_t(80) << 30);
+  EXPECT_EQ(parse_memory_size("141 GiB"), int64_t(141) << 30);
+  EXPECT_EQ(parse_memory_size("1000"), 1000);
+  for (const char* bad : {"", "80X", "-1GiB", "GiB", "1e300GiB"})
+    EXPECT_THROW(parse_memory_size(bad), Error) << bad;
 }

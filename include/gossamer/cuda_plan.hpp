@@ -44,6 +44,12 @@ CudaPlanInput cuda_plan_input(const BackendSetup& setup);
 // Throws a gossamer::Error saying the need, the free memory and the knob, when the plan
 // plus the headroom exceeds `free_bytes`.
 void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device);
+// The most workers whose plan plus the headroom fits in `bytes` (the rest of `in` as given), 0 if
+// not even one; the plan grows with the workers, so a bisection finds it.
+int largest_fitting_workers(CudaPlanInput in, int64_t bytes);
+// "80GiB", "141 GiB", "80G", "81920MiB", "85899345920" (bytes): a memory size in bytes, or a
+// config_error naming the text.
+int64_t parse_memory_size(const std::string& text);
 
 // Buffers of the batched MLP for `capacity` (model, row) pairs: per pair each layer's
 // pre-activation (and activation for hidden layers), dL/dz and dL/da of the widest hidden
