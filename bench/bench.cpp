@@ -164,7 +164,7 @@ std::string slug(std::string s) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run_bench(int argc, char** argv) {
   CLI::App app{"gossamer-bench: step parts and curvature estimators against the ceilings"};
   std::vector<std::string> names{"quickstart", "a"};
   std::string backend = "cpu", math = "fp32", out_dir = "bench/results";
@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
                  "Write each workload's w-bar, curvature subset and layer sizes here, for the "
                  "PyHessian-style peer to measure the same model on the same data");
   CLI11_PARSE(app, argc, argv);
+  std::filesystem::create_directories(out_dir);  // the result, and the checkpoint I/O's file
 
   json result = {{"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
                  {"timing", "median over repeats of (calls back to back) / calls"},
@@ -390,4 +391,14 @@ int main(int argc, char** argv) {
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\nwrote %s\n", path.c_str());
   return 0;
+}
+
+// Errors end in one line and exit 1, as the CLI's do (a throw out of main would abort).
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gossamer-bench: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -98,12 +98,20 @@ Edges undirected_edges(const TopologyConfig& c, int m, uint64_t seed) {
   } else if (c.name == "erdos_renyi") {
     const double p = c.probability > 0 ? c.probability
                                        : std::min(1.0, m > 1 ? 2.0 * std::log(double(m)) / m : 1.0);
+    // Each pair (a, b > a) an edge with probability p, drawn in O(m + edges): the gap to the
+    // next edge of row a is geometric, floor(log(u) / log(1 - p)) (Batagelj & Brandes 2005).
+    const double log_q = std::log1p(-std::min(p, 1.0 - 1e-16));
     for (uint32_t attempt = 0; attempt < 100; ++attempt) {
       PhiloxStream rng(seed, RngDomain::Topology, attempt);
       e.clear();
       for (int a = 0; a < m; ++a)
-        for (int b = a + 1; b < m; ++b)
-          if (rng.uniform() <= p) add_edge(e, a, b);
+        for (int64_t b = a;;) {
+          const double skip = p >= 1 ? 0 : std::floor(std::log(rng.uniform()) / log_q);  // u in (0, 1]
+          if (skip >= double(m)) break;
+          b += 1 + int64_t(skip);
+          if (b >= m) break;
+          add_edge(e, a, int(b));
+        }
       if (connected(m, e)) return e;
     }
     throw config_error("topology.probability: erdos_renyi with p = " + std::to_string(p) + " and " +

@@ -220,3 +220,18 @@ TEST(SpectrumTest, GapsAtAMillionWorkersMatchTheirClosedForms) {
     EXPECT_NEAR(analyze_topology(s).gap.gap_sigma, 2.0 / 17, 1e-12);
   }
 }
+
+// Erdos-Renyi drawn in O(m + edges) by geometric gaps: the edge count is Binomial(m(m-1)/2, p)
+// (within 5 standard deviations), and 100,000 workers take seconds, not an m^2 loop.
+TEST(TopologyTest, ErdosRenyiHasTheBinomialEdgeCount) {
+  for (const double p : {0.01, 0.05, 0.3}) {
+    TopologyConfig c = topo("erdos_renyi");
+    c.probability = p;
+    const int m = 2000;
+    TopologySchedule s(c, m, 7);
+    const double edges = double(s.phase(0).nnz() - m) / 2, pairs = double(m) * (m - 1) / 2;
+    EXPECT_NEAR(edges, p * pairs, 5 * std::sqrt(pairs * p * (1 - p))) << "p = " << p;
+  }
+  TopologySchedule big(topo("erdos_renyi"), 100000, 1);
+  EXPECT_TRUE(analyze_topology(big).connected);
+}
