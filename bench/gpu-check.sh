@@ -18,7 +18,8 @@
 #   bench     plan --fit on the card; gossamer-bench, workloads a, b and the m16 ... m65536 series
 #             (setup, ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                110+30
 #   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
-#   sanitize  compute-sanitizer memcheck + racecheck on a short filter                          2 x 40
+#   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
+#             the checkpoint stream through the pinned buffer, the sampler)                2 x 60
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
 #             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
 # SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
@@ -45,7 +46,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=150 [runs]=240 [bench]=140 [peers]=160 [sanitize]=80 [ncu]=90)
+declare -A CAP=([tests]=150 [runs]=240 [bench]=140 [peers]=160 [sanitize]=120 [ncu]=90)
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -158,8 +159,9 @@ fi
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   echo "=== sanitizers (short filter)"
   F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*'
-  timeout 40 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
-  timeout 40 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
+  F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*"
+  timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
+  timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
   say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1)"
   say "racecheck: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$V/racecheck.txt" | tail -1)"
 fi
