@@ -162,8 +162,8 @@ if want sanitize && command -v compute-sanitizer > /dev/null; then
   F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*"
   timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
   timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
-  say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1)"
-  say "racecheck: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$V/racecheck.txt" | tail -1)"
+  say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/memcheck.txt" | tr '\n' ' ')"
+  say "racecheck: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$V/racecheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/racecheck.txt" | tr '\n' ' ')"
 fi
 
 if want ncu && command -v ncu > /dev/null; then
