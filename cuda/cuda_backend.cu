@@ -281,7 +281,9 @@ class CudaBackend final : public Backend {
   }
 
   void restore_weights() override {
-    if (m_saved.empty()) throw runtime_error("restore_weights: perturb_weights was never called");
+    if (!m_saved_valid)
+      throw runtime_error("restore_weights: no perturb_weights since the last restore");
+    m_saved_valid = false;  // as on the CPU backend: one restore per perturbation
     CUDA_CHECK(cudaMemcpyAsync(m_w.get(), m_saved.get(), size_t(m_m) * m_ld * sizeof(float),
                                cudaMemcpyDeviceToDevice, m_stream.get()));
   }
@@ -396,10 +398,8 @@ class CudaBackend final : public Backend {
 
   void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
                 std::vector<double>& out) override {
-    const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
+    const int64_t d = m_model.dim, pairs = hvp_pairs(points.size(), dirs.size(), d);
     const bool shared = int64_t(points.size()) == d;
-    if (int64_t(dirs.size()) != pairs * d || (!shared && int64_t(points.size()) != pairs * d))
-      throw runtime_error("hvp: points must be d or as many rows as dirs, dirs a multiple of d");
     out.resize(dirs.size());
     over_pairs(pairs, [&](int64_t i0, int count) {
       upload_rows(m_pair_w, slice(points, shared ? 0 : i0, shared ? 1 : count), shared ? 1 : count);
@@ -411,9 +411,7 @@ class CudaBackend final : public Backend {
 
   std::vector<double> subset_loss(const std::vector<double>& points,
                                   std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count_all = int64_t(points.size()) / d;
-    if (count_all * d != int64_t(points.size()))
-      throw runtime_error("subset_loss: points must be whole rows of d values");
+    const int64_t d = m_model.dim, count_all = whole_rows(points.size(), d, "subset_loss: points");
     std::vector<double> losses(count_all);
     if (grads) grads->assign(points.size(), 0.0);
     over_pairs(count_all, [&](int64_t i0, int count) {
@@ -563,6 +561,7 @@ class CudaBackend final : public Backend {
   // --- small helpers ---
   void save_weights() {
     if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
+    m_saved_valid = true;
     CUDA_CHECK(cudaMemcpyAsync(m_saved.get(), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
                                cudaMemcpyDeviceToDevice, m_stream.get()));
   }
@@ -617,9 +616,7 @@ class CudaBackend final : public Backend {
   // rows x d doubles (no padding) <-> rows x ld floats on the device (padding zero).
   void upload_rows(DeviceArray<float>& dst, const std::vector<double>& src, int rows) {
     const int64_t d = m_model.dim;
-    if (int64_t(src.size()) != int64_t(rows) * d)
-      throw runtime_error("expected " + std::to_string(int64_t(rows) * d) + " values (" +
-                          std::to_string(rows) + " x d), got " + std::to_string(src.size()));
+    check_row_values(src.size(), rows, d);
     m_staging.assign(size_t(rows) * m_ld, 0.f);
     for (int k = 0; k < rows; ++k)
       for (int64_t i = 0; i < d; ++i)
@@ -681,6 +678,7 @@ class CudaBackend final : public Backend {
   Gemm m_gemm;  // after the stream: destroyed before it
 
   DeviceArray<float> m_w, m_w_next, m_grad, m_momentum, m_momentum_next, m_saved, m_eps;
+  bool m_saved_valid = false;  // a perturbation is waiting for its restore
   DeviceArray<float> m_x[2];
   DeviceArray<int32_t> m_y[2];
   int64_t m_rows[2] = {0, 0};

@@ -59,6 +59,29 @@ bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim) {
                       std::to_string(eps_values));
 }
 
+int64_t hvp_pairs(size_t points, size_t dirs, int64_t dim) {
+  const int64_t pairs = whole_rows(dirs, dim, "hvp: dirs");
+  if (int64_t(points) != dim && int64_t(points) != pairs * dim)
+    throw runtime_error("hvp: points: expected d = " + std::to_string(dim) + " values (one point) or " +
+                        std::to_string(pairs * dim) + " (one per direction), got " +
+                        std::to_string(points));
+  return pairs;
+}
+
+int64_t whole_rows(size_t values, int64_t dim, const char* what) {
+  if (dim <= 0 || int64_t(values) % dim != 0)
+    throw runtime_error(std::string(what) + ": expected whole rows of d = " + std::to_string(dim) +
+                        " values, got " + std::to_string(values));
+  return int64_t(values) / dim;
+}
+
+void check_row_values(size_t values, int rows, int64_t dim) {
+  if (int64_t(values) != int64_t(rows) * dim)
+    throw runtime_error("expected " + std::to_string(int64_t(rows) * dim) + " values (" +
+                        std::to_string(rows) + " rows of d = " + std::to_string(dim) + "), got " +
+                        std::to_string(values));
+}
+
 void check_state_momentum(const BackendState& s, bool uses_momentum) {
   if (uses_momentum != !s.momentum.empty())
     throw runtime_error(

@@ -232,6 +232,7 @@ class CpuBackend final : public Backend {
     const int64_t d = m_model.dim;
     const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
     m_saved = m_w;
+    m_saved_valid = true;
     for (int k = 0; k < m_m; ++k)
       m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(
                                 eps.data() + (per_worker ? k * d : 0), d)
@@ -239,7 +240,10 @@ class CpuBackend final : public Backend {
   }
 
   void restore_weights() override {
+    if (!m_saved_valid)
+      throw runtime_error("restore_weights: no perturb_weights since the last restore");
     m_w.swap(m_saved);
+    m_saved_valid = false;  // m_saved now holds the perturbed W
   }
 
   void average_weights() override {
@@ -333,7 +337,7 @@ class CpuBackend final : public Backend {
 
   void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
                 std::vector<double>& out) override {
-    const int64_t d = m_model.dim, pairs = int64_t(dirs.size()) / d;
+    const int64_t d = m_model.dim, pairs = hvp_pairs(points.size(), dirs.size(), d);
     const bool shared = int64_t(points.size()) == d;
     out.resize(dirs.size());
     for_each_pair(pairs, [&](int64_t i, Chunked& c) {
@@ -348,7 +352,7 @@ class CpuBackend final : public Backend {
 
   std::vector<double> subset_loss(const std::vector<double>& points,
                                   std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count = int64_t(points.size()) / d;
+    const int64_t d = m_model.dim, count = whole_rows(points.size(), d, "subset_loss: points");
     std::vector<double> losses(count);
     if (grads) grads->assign(points.size(), 0.0);
     for_each_pair(count, [&](int64_t i, Chunked& c) {
@@ -439,9 +443,7 @@ class CpuBackend final : public Backend {
     return w;
   }
   void set_padded(RowMat<T>& a, const std::vector<double>& w) const {
-    if (int64_t(w.size()) != int64_t(m_m) * m_model.dim)
-      throw runtime_error("expected " + std::to_string(int64_t(m_m) * m_model.dim) +
-                          " values (m x d), got " + std::to_string(w.size()));
+    check_row_values(w.size(), m_m, m_model.dim);
     for (int k = 0; k < m_m; ++k)
       for (int64_t i = 0; i < m_model.dim; ++i) a(k, i) = T(w[size_t(k) * m_model.dim + i]);
   }
@@ -474,6 +476,7 @@ class CpuBackend final : public Backend {
   const OptimizerParams m_opt;
   const int64_t m_ld;
   RowMat<T> m_w, m_next, m_grad, m_momentum, m_saved;
+  bool m_saved_valid = false;
   RowMat<T> m_x[2];
   const std::vector<int32_t>* m_y[2];
   std::vector<int64_t> m_indices;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -64,6 +65,34 @@ inline std::filesystem::path fresh_temp_dir(const std::string& tag) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// The contract's checks, the same on every backend: invalid calls and the message each gets.
+inline std::vector<std::string> contract_errors(Backend& b, int m) {
+  const int64_t d = b.dim();
+  const std::vector<std::function<void()>> calls = {
+      [&] { b.hvp(std::vector<double>(size_t(d)), std::vector<double>(size_t(d) + 1)); },
+      [&] { b.hvp(std::vector<double>(2 * size_t(d)), std::vector<double>(3 * size_t(d))); },
+      [&] { b.subset_loss(std::vector<double>(size_t(d) - 1), nullptr); },
+      [&] { b.restore_weights(); },
+      [&] { b.perturb_weights(std::vector<double>(3)); },
+      [&] { b.set_weights(std::vector<double>(size_t(m) * size_t(d) - 1)); },
+      [&] {
+        BackendState s = b.save_state();
+        s.momentum = s.weights;  // momentum buffers for an optimizer without momentum
+        b.load_state(s);
+      },
+  };
+  std::vector<std::string> errors;
+  for (const auto& call : calls) {
+    try {
+      call();
+      errors.push_back("(accepted)");
+    } catch (const std::exception& e) {
+      errors.push_back(e.what());
+    }
+  }
+  return errors;
 }
 
 #ifdef GOSSAMER_CLI

@@ -427,3 +427,16 @@ TEST(TrainerTest, CheckpointEveryMinusOneWritesNone) {
   EXPECT_EQ(r.summary["checkpoint_time_s"], 0.0);
   std::filesystem::remove_all(dir);
 }
+
+// The backend contract's checks: the same invalid calls get the same errors from the float32
+// and float64 CPU backends (the CUDA suite compares the GPU's against these), and none is
+// accepted; nothing is read past a buffer (an HVP's points, a subset's rows).
+TEST(ContractTest, InvalidCallsGetTheSameErrorsOnEveryBackend) {
+  Sim f32 = make_sim({}, false), f64 = make_sim({}, true);
+  const int m = f32->config.workers;
+  const auto a = contract_errors(*f32->backend, m), b = contract_errors(*f64->backend, m);
+  EXPECT_EQ(a, b);
+  for (const auto& e : a) EXPECT_NE(e, "(accepted)");
+  EXPECT_NE(a[0].find("hvp: dirs: expected whole rows"), std::string::npos) << a[0];
+  EXPECT_NE(a[3].find("restore_weights"), std::string::npos) << a[3];
+}

@@ -426,6 +426,12 @@ TEST_F(CudaBackendTest, DeviceInitializationEqualsTheCpusWithinOneUlp) {
     }
 }
 
+// The same invalid calls get the same errors as on the CPU backend.
+TEST_F(CudaBackendTest, InvalidCallsGetTheCpusErrors) {
+  Twin t = make_twin({});
+  EXPECT_EQ(test_util::contract_errors(*t.gpu, t.m()), test_util::contract_errors(t.cpu(), t.m()));
+}
+
 // The memory plan is checked before anything is allocated: a run far beyond the card stops
 // with the need, the free memory and the knob.
 TEST_F(CudaBackendTest, ARunThatDoesNotFitIsRefusedUpFront) {

@@ -192,6 +192,12 @@ class Backend {
 bool perturbation_is_per_worker(size_t eps_values, int workers, int64_t dim);
 // load_state: a state with momentum buffers only for an optimizer that uses them.
 void check_state_momentum(const BackendState& state, bool uses_momentum);
+// hvp_into: `dirs` whole rows of d values and `points` one row or as many as `dirs`; returns the
+// number of pairs. subset_loss: `points` whole rows; returns their number. Else an error.
+int64_t hvp_pairs(size_t points, size_t dirs, int64_t dim);
+int64_t whole_rows(size_t values, int64_t dim, const char* what);
+// set_weights, load_state: exactly rows x d values.
+void check_row_values(size_t values, int rows, int64_t dim);
 
 // The CPU reference backend, in float or double.
 std::unique_ptr<Backend> make_cpu_backend(const BackendSetup& setup, bool float64);
