@@ -164,13 +164,50 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
 
 namespace {
 // `gossamer plan`: the memory plan of the CUDA backend for a config, from its shapes.
+// Every backend a run builds: the run's own and, with algorithm.track_adsam, the equivalence
+// tracker's two companions (C-SGD, and ADSAM, which holds a saved W) of the same shape.
+std::vector<std::pair<std::string, CudaPlanInput>> run_backends(const RunConfig& c,
+                                                                const ModelSpec& model,
+                                                                const DataSplit& data) {
+  std::vector<std::pair<std::string, RunConfig>> runs = {{"", c}};
+  if (c.algorithm.track_adsam) {
+    RunConfig csgd = c, adsam = c;
+    csgd.algorithm.name = "csgd";
+    adsam.algorithm.name = "csgd_adsam";
+    runs.push_back({"tracker's C-SGD: ", csgd});
+    runs.push_back({"tracker's ADSAM: ", adsam});
+  }
+  std::vector<std::pair<std::string, CudaPlanInput>> out;
+  for (const auto& [label, config] : runs)
+    out.push_back({label, cuda_plan_input(backend_setup(config, model, data, /*partition=*/nullptr))});
+  return out;
+}
+
+// Their plans at `workers`, as one (the companions' parts labelled).
+CudaPlan run_plan(const std::vector<std::pair<std::string, CudaPlanInput>>& backends, int workers) {
+  CudaPlan plan;
+  for (auto [label, in] : backends) {
+    in.workers = workers;
+    const CudaPlan one = plan_cuda_memory(in);
+    if (label.empty()) {
+      plan = one;
+      continue;
+    }
+    for (MemoryPart part : one.parts) {
+      part.name = label + part.name;
+      plan.parts.push_back(part);
+    }
+  }
+  return plan;
+}
+
 // With `fit` (a memory size, or "" for the visible GPU's free memory): the most workers of the
 // config that fit, and what limits them.
 int plan_command(const RunConfig& c, const std::string* fit) {
   const DataSplit data = load_data(c.data, c.seed);
   const ModelSpec model =
       ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
-  const CudaPlanInput input = cuda_plan_input(backend_setup(c, model, data, /*partition=*/nullptr));
+  const auto backends = run_backends(c, model, data);
   if (fit) {
     int64_t bytes = 0;
     std::string where;
@@ -184,23 +221,25 @@ int plan_command(const RunConfig& c, const std::string* fit) {
       bytes = parse_memory_size(*fit);
       where = *fit;
     }
-    const int m = largest_fitting_workers(input, bytes);
-    CudaPlanInput at = input;
-    at.workers = std::max(m, 1);
-    const CudaPlan plan = plan_cuda_memory(at);
+    std::vector<CudaPlanInput> inputs;
+    for (const auto& [label, in] : backends) inputs.push_back(in);
+    const int lo = largest_fitting_workers(inputs, bytes);
+    const CudaPlan plan = run_plan(backends, std::max(lo, 1));
     const MemoryPart* largest = &plan.parts.front();
     for (const auto& part : plan.parts)
       if (part.bytes > largest->bytes) largest = &part;
     std::printf("%d workers of %s (batch %d) fit in %s: %.2f GiB of buffers + %.2f GiB headroom; "
                 "the largest part is %s (lower %s)\n",
-                m, model.describe().c_str(), c.optimizer.batch_size, where.c_str(),
+                lo, model.describe().c_str(), c.optimizer.batch_size, where.c_str(),
                 double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0,
                 largest->name.c_str(), largest->knob.c_str());
     return kExitOk;
   }
-  const CudaPlan plan = plan_cuda_memory(input);
-  std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d\n%s", c.workers,
-              model.describe().c_str(), c.optimizer.batch_size, plan.table().c_str());
+  const CudaPlan plan = run_plan(backends, c.workers);
+  std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d%s\n%s", c.workers,
+              model.describe().c_str(), c.optimizer.batch_size,
+              c.algorithm.track_adsam ? ", with the equivalence tracker's two companions" : "",
+              plan.table().c_str());
   std::printf("  %.2f GiB in all, plus %.2f GiB headroom for the CUDA context and cuBLAS\n",
               double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0);
   const DeviceList gpus = list_devices();

@@ -120,9 +120,17 @@ std::string CudaPlan::table() const {
 }
 
 int largest_fitting_workers(CudaPlanInput in, int64_t bytes) {
+  return largest_fitting_workers(std::vector<CudaPlanInput>{in}, bytes);
+}
+
+int largest_fitting_workers(std::vector<CudaPlanInput> in, int64_t bytes) {
   const auto fits = [&](int m) {
-    in.workers = m;
-    return plan_cuda_memory(in).total() + kCudaHeadroom <= bytes;
+    int64_t total = kCudaHeadroom;
+    for (auto& backend : in) {
+      backend.workers = m;
+      total += plan_cuda_memory(backend).total();
+    }
+    return total <= bytes;
   };
   if (!fits(1)) return 0;
   int lo = 1, hi = 2;  // fits(lo), and hi is the first power of two that does not (or the cap)

@@ -14,6 +14,14 @@ RunConfig as_csgd(RunConfig c) {
   return c;
 }
 
+// The ADSAM companion is C-SGD stepped by the tracker with perturbed gradients: named so, its
+// backend (and the memory plan) holds the saved W a perturbation needs.
+RunConfig as_adsam(RunConfig c) {
+  c = as_csgd(c);
+  c.algorithm.name = "csgd_adsam";
+  return c;
+}
+
 double distance(const std::vector<double>& a, const std::vector<double>& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
@@ -22,7 +30,7 @@ double distance(const std::vector<double>& a, const std::vector<double>& b) {
 }  // namespace
 
 EquivalenceTracker::EquivalenceTracker(const RunConfig& c)
-    : m_adsam(make_simulation(as_csgd(c))), m_csgd(make_simulation(as_csgd(c))) {
+    : m_adsam(make_simulation(as_adsam(c))), m_csgd(make_simulation(as_csgd(c))) {
   // Both start at w-bar of the D-SGD workers' init, as one model.
   const std::vector<double> w0 = m_csgd->backend->weights();
   const std::vector<double> mean = mean_row(w0, c.workers);

@@ -177,3 +177,20 @@ TEST_F(CliTest, DevicesAnswersEitherWay) {
               r.output.find("without CUDA") != std::string::npos)
       << r.output;
 }
+
+// plan counts every backend a run builds: with the equivalence tracker, its two companions, the
+// ADSAM one with its saved W; and --fit then finds about a third of the workers.
+TEST_F(CliTest, PlanCountsTheEquivalenceTrackersCompanions) {
+  const Result r = run_cli("plan " + tiny() + " --set algorithm.track_adsam=true");
+  EXPECT_EQ(r.code, gossamer::kExitOk) << r.output;
+  EXPECT_NE(r.output.find("two companions"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tracker's ADSAM: saved copy of W"), std::string::npos) << r.output;
+  const auto workers = [&](const std::string& extra) {
+    const Result fit = run_cli("plan " + tiny() + " --fit 141GiB" + extra);
+    EXPECT_EQ(fit.code, gossamer::kExitOk) << fit.output;
+    return std::stod(fit.output.substr(0, fit.output.find(' ')));
+  };
+  const double alone = workers(""), tracked = workers(" --set algorithm.track_adsam=true");
+  EXPECT_GT(tracked, alone / 3.5);
+  EXPECT_LT(tracked, alone / 2.5);
+}

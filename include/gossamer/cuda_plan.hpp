@@ -47,6 +47,9 @@ void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string
 // The most workers whose plan plus the headroom fits in `bytes` (the rest of `in` as given), 0 if
 // not even one; the plan grows with the workers, so a bisection finds it.
 int largest_fitting_workers(CudaPlanInput in, int64_t bytes);
+// The same for a run of several backends of one shape (algorithm.track_adsam: the D-SGD run and
+// its two companions), all with the same number of workers.
+int largest_fitting_workers(std::vector<CudaPlanInput> in, int64_t bytes);
 // "80GiB", "141 GiB", "80G", "81920MiB", "85899345920" (bytes): a memory size in bytes, or a
 // config_error naming the text.
 int64_t parse_memory_size(const std::string& text);
