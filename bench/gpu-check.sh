@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device visit (../shared/GPU.md), run on the GPU machine from the repository root.
+# One device visit (docs/ARCHITECTURE.md, "Checking on a GPU"), run on the GPU machine from the
+# repository root.
 # Prepare here (no -march=native: the binaries travel), carrying only what runs (64 MiB cap):
 #   rm -rf build-gpu && cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
 #     -DGOSSAMER_NATIVE=OFF -DGOSSAMER_PORTABLE=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc
@@ -59,7 +60,7 @@ FMNIST=/usr/share/datasets/fashion-mnist
 [ -d $FMNIST ] || { FMNIST=$PWD/$B/fashion-mnist; export GOSSAMER_FASHION_MNIST=$FMNIST; }
 QS="configs/quickstart.json --set data.path=$FMNIST"
 nvidia-smi -L | tee "$V/nvidia-smi.txt"
-# The CUDA runtime is static; cuBLAS comes from the image's Python packages (GPU.md).
+# The CUDA runtime is static; cuBLAS comes from the image's Python packages.
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }
 export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libcublas.so.13):${LD_LIBRARY_PATH:-}"
 ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$V/missing-libs.txt"

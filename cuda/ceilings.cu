@@ -1,4 +1,4 @@
-// The card's ceilings, measured in the benchmark's own run (GPU.md, "Timing"): a large
+// The card's ceilings, measured in the benchmark's own run (docs/ARCHITECTURE.md, "Checking on a GPU"): a large
 // device-to-device copy (bytes read + written) and large square SGEMMs in FP32 and TF32
 // through cuBLAS, each timed with CUDA events after warm-up, median of the repeats.
 #include <algorithm>

@@ -1,7 +1,6 @@
 // Mixing matrices on the device, cached by content: a static topology uploads its CSR once,
 // a time-varying one cycles through a few cached phases, a shuffled one uploads the step's
-// CSR (and only it) each step (issue 4: "time-varying P without re-uploading more than the
-// step's CSR").
+// CSR (and only it) each step: a time-varying P never re-uploads more than the step's CSR.
 #pragma once
 #include <unordered_map>
 #include <vector>

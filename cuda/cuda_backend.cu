@@ -1,4 +1,4 @@
-// The CUDA backend (DESIGN.md, "The one idea"): W[m][d] and every per-worker buffer are one
+// The CUDA backend (docs/ARCHITECTURE.md, "The one idea"): W[m][d] and every per-worker buffer are one
 // device allocation each, rows padded to 256 bytes; the data sets live on the device; a step
 // is the sampler, one CUDA Graph (gather, the batched MLP's GEMMs and fused kernels, the loss
 // window) and one fused gossip + update kernel, with no host synchronization inside it.

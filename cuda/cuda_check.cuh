@@ -1,4 +1,4 @@
-// One check macro family (STYLE.md): the failing expression, file:line, the device and the
+// One check macro family (docs/ARCHITECTURE.md, "Code conventions"): the failing expression, file:line, the device and the
 // library's error string, thrown as a gossamer::Error.
 #pragma once
 #include <cublas_v2.h>

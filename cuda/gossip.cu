@@ -1,4 +1,4 @@
-// The fused gossip + update of D-SGD (DESIGN.md): for every worker k and column i,
+// The fused gossip + update of D-SGD (docs/ARCHITECTURE.md, "Definitions"): for every worker k and column i,
 //   v = g + wd w;  buf' = mu buf + v;  u = nesterov ? v + mu buf' : (mu > 0 ? buf' : v)
 //   default: W'[k] = sum_j P_kj W[j] - lr u[k]      atc: W'[k] = sum_j P_kj (W[j] - lr u[j])
 // One pass over W, G and buf; W' and buf' are separate buffers (ping-pong): with atc a

@@ -1,4 +1,4 @@
-// Every worker's initial weights drawn on the device (DESIGN.md, "Rules of scale": no m x d
+// Every worker's initial weights drawn on the device (docs/ARCHITECTURE.md, "Rules of scale": no m x d
 // array on the host): W[k][i] = initial_weight(...) of philox.hpp for the weights of each layer,
 // from stream (seed, Init, same_init ? 0 : k), the same function the CPU backend calls; biases
 // and the row padding 0. One thread an element, in double as on the host, then rounded to float.

@@ -1,4 +1,4 @@
-// The launchers of gossamer's kernels (STYLE.md: kernel, launcher, public entry). Each
+// The launchers of gossamer's kernels (docs/ARCHITECTURE.md, "Code conventions": kernel, launcher, public entry). Each
 // takes device pointers and a stream, returns at once, and checks its launch. One file
 // per operation holds the kernel and its launcher.
 #pragma once

@@ -1,4 +1,4 @@
-// The MLP of many models at once (DESIGN.md, "local gradient" and "curvature" rows): every
+// The MLP of many models at once (docs/ARCHITECTURE.md, "local gradient" and "curvature" rows): every
 // layer is one strided-batched GEMM over all models, the element-wise parts are fused
 // kernels (mlp_kernels.cu), the loss is the one-pass softmax cross-entropy. The same object
 // runs the training step (models = workers, each on its own minibatch), evaluation (models =

@@ -46,7 +46,7 @@ std::vector<KeySpec> build_schema() {
       {"model.init", K::Choice, "kaiming", "Weight init: kaiming (normal, std sqrt(2/fan_in)), xavier (normal, std sqrt(2/(fan_in+fan_out))), zeros. Biases start at 0.", {"kaiming", "xavier", "zeros"}},
       {"model.same_init", K::Bool, true, "true: every worker starts from the same weights; false: independent inits."},
 
-      {"topology.name", K::Choice, "ring", "Communication graph (DESIGN.md, Definitions).", {"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star", "complete", "erdos_renyi", "custom"}},
+      {"topology.name", K::Choice, "ring", "Communication graph (docs/ARCHITECTURE.md, Definitions).", {"ring", "grid", "torus", "exponential", "one_peer_exponential", "hypercube", "star", "complete", "erdos_renyi", "custom"}},
       {"topology.weights", K::Choice, "uniform", "Edge weights of undirected graphs: uniform (1/(max_degree+1) per edge, the diagonal takes the rest; 1/(deg+1) on regular graphs) or metropolis (1/(1+max(deg_i,deg_j))). exponential, one_peer_exponential, complete and a custom matrix have fixed weights and take only uniform.", {"uniform", "metropolis"}},
       {"topology.shuffle", K::Bool, false, "Relabel the workers by a fresh random permutation each step: P_t = Pi^T P Pi."},
       {"topology.probability", K::Number, 0.0, "erdos_renyi: edge probability (0: 2 ln(m)/m, at most 1); redrawn until connected.", {}, 0, 1},

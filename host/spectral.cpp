@@ -1,4 +1,4 @@
-// Spectral gap of mixing matrices with Eigen's dense solvers (DESIGN.md, Definitions):
+// Spectral gap of mixing matrices with Eigen's dense solvers (docs/ARCHITECTURE.md, Definitions):
 // sigma-based 1 - sigma_2(P), and lambda-based 1 - |lambda_2(P)|.
 #include <Eigen/Dense>
 #include <algorithm>

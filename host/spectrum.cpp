@@ -1,4 +1,4 @@
-// Spectral gaps at any number of workers, from the CSR, never an m x m matrix (DESIGN.md, "Rules
+// Spectral gaps at any number of workers, from the CSR, never an m x m matrix (docs/ARCHITECTURE.md, "Rules
 // of scale"):
 // - circulant P (ring, exponential, one-peer phases, complete; found from the CSR itself):
 //   eigenvalues lambda_j = sum_o c_o exp(2 pi i j o / m), the DFT of the first row c; P is

@@ -1,4 +1,4 @@
-// One training step of each algorithm (DESIGN.md, Definitions), through the backend
+// One training step of each algorithm (docs/ARCHITECTURE.md, Definitions), through the backend
 // contract only: D-SGD (default and atc), C-SGD, local SGD, and the SAM baselines.
 #include <cmath>
 #include <nlohmann/json.hpp>

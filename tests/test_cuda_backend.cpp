@@ -1,5 +1,5 @@
 // The CUDA backend against the CPU backend (float32) on the same seed, operation by operation
-// (DESIGN.md: "must agree with the CPU backend to float32 rounding"): relative error
+// (docs/ARCHITECTURE.md, "Layers": the two agree to float32 rounding): relative error
 // ||gpu - cpu|| / ||cpu|| <= 1e-5 in FP32 math, NaN never passes. The GPU's outputs are
 // poisoned (NaN) before each kernel, so an element a kernel forgets to write fails. Skipped,
 // saying why, where no GPU is visible.

@@ -42,7 +42,7 @@ TEST_P(AllTopologiesTest, RowStochasticConnectedSymmetricAsDesigned) {
   const MixingProperties p = analyze_topology(s);
   EXPECT_TRUE(p.nonnegative);
   EXPECT_TRUE(p.row_stochastic);
-  EXPECT_TRUE(p.column_stochastic);  // every topology of DESIGN.md is doubly stochastic
+  EXPECT_TRUE(p.column_stochastic);  // every topology of docs/ARCHITECTURE.md is doubly stochastic
   EXPECT_TRUE(p.connected);
   EXPECT_EQ(p.symmetric, c.symmetric);
   if (!s.time_varying()) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peers of gossamer's benchmark workloads, on the same GPU (issue 4 and 5).
+"""PyTorch peers of gossamer's benchmark workloads, on the same GPU.
 
 Three ways researchers simulate D-SGD in PyTorch, each timed per training step (CUDA events,
 warm-up first, median of many):
@@ -37,7 +37,7 @@ FEATURES, CLASSES, TRAIN = 784, 10, 16384
 
 
 def mixing_matrix(name, m, device):
-    """Dense P as in DESIGN.md: ring (self and two neighbours, 1/3 each; 1/2 at m = 2),
+    """Dense P as in docs/ARCHITECTURE.md: ring (self and two neighbours, 1/3 each; 1/2 at m = 2),
     exponential (self and k + 2^i, i < ceil(log2 m), each 1/(1 + ceil(log2 m)))."""
     P = torch.zeros(m, m)
     if name == "ring":

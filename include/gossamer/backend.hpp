@@ -1,4 +1,4 @@
-// The backend contract (DESIGN.md, "The one idea"): every operation acts on all m
+// The backend contract (docs/ARCHITECTURE.md, "The one idea"): every operation acts on all m
 // workers' parameters W[m][d] at once. The trainer drives a step through these calls
 // only, so the CPU reference and the CUDA backend are interchangeable under it.
 #pragma once
@@ -161,7 +161,7 @@ class Backend {
   };
   virtual EnsembleStats evaluate_ensemble(Split split) = 0;
 
-  // Curvature (DESIGN.md): always of the data loss (no weight decay), on a fixed subset
+  // Curvature (docs/ARCHITECTURE.md, Definitions): always of the data loss (no weight decay), on a fixed subset
   // of the training set. Points and directions are rows of d doubles, K at a time.
   virtual void set_curvature_subset(const std::vector<int64_t>& train_indices) = 0;
   // out row i = H(point i) dir i on the subset; `points` holds 1 row (shared) or as many as

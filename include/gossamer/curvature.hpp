@@ -1,4 +1,4 @@
-// Curvature estimators (DESIGN.md, Definitions), built on the backend's batched
+// Curvature estimators (docs/ARCHITECTURE.md, Definitions), built on the backend's batched
 // Hessian-vector products and losses over a fixed training subset. Vectors are rows of d
 // doubles; every random draw is Philox, seeded, so an estimate repeats exactly.
 #pragma once

@@ -28,7 +28,7 @@ struct ModelSpec {
 };
 
 // Row stride of W[m][d] in elements: d rounded up so that every row starts on a
-// 256-byte boundary (DESIGN.md), for an element of `scalar_bytes` bytes.
+// 256-byte boundary (docs/ARCHITECTURE.md), for an element of `scalar_bytes` bytes.
 int64_t row_stride(int64_t dim, int scalar_bytes);
 
 // Initial weights of all workers, m x d row-major (no padding). Worker k draws from the

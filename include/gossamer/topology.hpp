@@ -1,4 +1,4 @@
-// Mixing matrices (DESIGN.md, Definitions): built per topology and weight rule, stored
+// Mixing matrices (docs/ARCHITECTURE.md, Definitions): built per topology and weight rule, stored
 // sparse (CSR), static or time-varying, with their spectral properties.
 #pragma once
 #include <cstdint>
