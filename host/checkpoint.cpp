@@ -3,13 +3,13 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "gossamer/config.hpp"
 #include "gossamer/error.hpp"
+#include "sinks.hpp"
 
 namespace gossamer {
 namespace {
@@ -66,15 +66,12 @@ void write_checkpoint(const std::string& path, const Checkpoint& meta, const Bac
       {"loss_window",
        {{"sum", meta.loss.sum}, {"steps", meta.loss.steps}, {"first_nonfinite", meta.loss.first_nonfinite}}}};
   const std::string text = header.dump();
-  const std::string tmp = path + ".tmp";
-  std::error_code ec;
-  try {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw runtime_error(tmp + ": cannot write the checkpoint (" + std::strerror(errno) + ")");
+  write_file_atomic(path, [&](std::ostream& f) {
     uint32_t crc = 0;
     const auto put = [&](const char* data, size_t n) {
       crc = crc_update(crc, data, n);
       f.write(data, std::streamsize(n));
+      // Stop at once: the rows still to come (from the device) would go nowhere.
       if (!f) throw runtime_error(path + ": checkpoint write failed (disk full?); the last one is kept");
     };
     const uint32_t version = kCheckpointVersion;
@@ -86,16 +83,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& meta, const Bac
     backend.write_rows(false, put);
     if (backend.has_momentum()) backend.write_rows(true, put);
     f.write(reinterpret_cast<const char*>(&crc), sizeof crc);
-    if (!f.flush()) throw runtime_error(path + ": checkpoint write failed (disk full?); the last one is kept");
-  } catch (...) {
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw runtime_error(path + ": cannot rename " + tmp + " over it: " + ec.message());
-  }
+  });
 }
 
 Checkpoint read_checkpoint(const std::string& path) {

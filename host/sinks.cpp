@@ -15,20 +15,29 @@ void write_json_atomic(const std::string& path, const nlohmann::json& value) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, [&](std::ostream& out) {
+    out.write(text.data(), std::streamsize(text.size()));
+  });
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& write) {
   const std::string tmp = path + ".tmp";
   std::error_code ec;
-  const auto fail = [&](const std::string& why) {
-    std::filesystem::remove(tmp, ec);  // no half-written temporary file is left behind
-    throw runtime_error(why);
-  };
-  {
+  try {
     std::ofstream out(tmp, std::ios::binary);
-    if (!out) fail(tmp + ": cannot write (" + std::strerror(errno) + ")");
-    out.write(text.data(), std::streamsize(text.size()));
-    if (!out.flush()) fail(path + ": write failed (disk full?); " + path + " is unchanged");
+    if (!out) throw runtime_error(tmp + ": cannot write (" + std::strerror(errno) + ")");
+    write(out);
+    if (!out.flush())
+      throw runtime_error(path + ": write failed (disk full?); " + path + " is unchanged");
+  } catch (...) {
+    std::filesystem::remove(tmp, ec);  // no half-written temporary file is left behind
+    throw;
   }
   std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(path + ": cannot rename " + tmp + " over it: " + ec.message());
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw runtime_error(path + ": cannot rename " + tmp + " over it: " + ec.message());
+  }
 }
 
 MetricsWriter::MetricsWriter(const std::string& path)

@@ -3,14 +3,17 @@
 #pragma once
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 
 namespace gossamer {
 
-// Writes path.tmp, then renames it over path: a reader never sees half a file.
+// Writes path.tmp, then renames it over path: a reader never sees half a file. On any failure
+// (including one `write` throws) the temporary file is removed and path keeps its old content.
 void write_file_atomic(const std::string& path, const std::string& text);
+void write_file_atomic(const std::string& path, const std::function<void(std::ostream&)>& write);
 void write_json_atomic(const std::string& path, const nlohmann::json& value);
 
 class MetricsWriter {

@@ -58,20 +58,27 @@ int ceil_log2(int m) {
   return bits;
 }
 
-bool connected(int m, const Edges& edges) {
-  std::vector<std::vector<int>> adj(m);
-  for (auto [a, b] : edges) adj[a].push_back(b), adj[b].push_back(a);
-  std::vector<char> seen(m, 0);
-  std::vector<int> stack{0};
-  seen[0] = 1;
-  int count = 1;
-  while (!stack.empty()) {
-    const int v = stack.back();
-    stack.pop_back();
-    for (int u : adj[v])
-      if (!seen[u]) seen[u] = 1, ++count, stack.push_back(u);
+// Union-find over m workers (path halving): connectivity in O(m) memory, near-linear time.
+struct DisjointSets {
+  explicit DisjointSets(int m) : parent(static_cast<size_t>(m)), components(m) {
+    std::iota(parent.begin(), parent.end(), 0);
   }
-  return count == m;
+  int root(int v) {
+    while (parent[size_t(v)] != v) v = parent[size_t(v)] = parent[size_t(parent[size_t(v)])];
+    return v;
+  }
+  void unite(int a, int b) {
+    a = root(a), b = root(b);
+    if (a != b) parent[size_t(std::max(a, b))] = std::min(a, b), --components;
+  }
+  std::vector<int> parent;
+  int components;
+};
+
+bool connected(int m, const Edges& edges) {
+  DisjointSets sets(m);
+  for (auto [a, b] : edges) sets.unite(a, b);
+  return sets.components == 1;
 }
 
 Edges undirected_edges(const TopologyConfig& c, int m, uint64_t seed) {
@@ -311,24 +318,14 @@ bool symmetric_csr(const Csr& p, double tol) {
 // Weakly connected over the union of the phases: union-find over every nonzero entry, O(m)
 // memory and O(nnz) time.
 bool connected_union(const TopologySchedule& s) {
-  const int m = s.phase(0).n;
-  std::vector<int> parent(static_cast<size_t>(m));
-  std::iota(parent.begin(), parent.end(), 0);
-  const auto root = [&](int v) {
-    while (parent[size_t(v)] != v) v = parent[size_t(v)] = parent[size_t(parent[size_t(v)])];
-    return v;
-  };
-  int components = m;
+  DisjointSets sets(s.phase(0).n);
   for (int i = 0; i < s.phases(); ++i) {
     const Csr& p = s.phase(i);
-    for (int r = 0; r < m; ++r)
-      for (int e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e) {
-        if (p.val[e] == 0) continue;
-        const int a = root(r), b = root(p.col[e]);
-        if (a != b) parent[size_t(std::max(a, b))] = std::min(a, b), --components;
-      }
+    for (int r = 0; r < p.n; ++r)
+      for (int e = p.row_ptr[r]; e < p.row_ptr[r + 1]; ++e)
+        if (p.val[e] != 0) sets.unite(r, p.col[e]);
   }
-  return components == 1;
+  return sets.components == 1;
 }
 
 }  // namespace
