@@ -144,7 +144,8 @@ class CudaBackend final : public Backend {
   // a 2-D copy drops the row padding on the way, so the host never holds more than a chunk.
   void write_rows(bool momentum,
                   const std::function<void(const char*, size_t)>& sink) const override {
-    const DeviceArray<float>& a = state_rows(momentum);
+    check_state_rows(momentum, has_momentum());
+    const DeviceArray<float>& a = momentum ? m_momentum : m_w;
     const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
     const int chunk = pinned_rows(row_bytes);
     for (int k0 = 0; k0 < m_m; k0 += chunk) {
@@ -158,7 +159,7 @@ class CudaBackend final : public Backend {
   }
 
   void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
-    state_rows(momentum);  // checks the request
+    check_state_rows(momentum, has_momentum());
     DeviceArray<float>& a = momentum ? m_momentum : m_w;
     const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
     const int chunk = pinned_rows(row_bytes);
@@ -632,12 +633,6 @@ class CudaBackend final : public Backend {
     const int64_t d = m_model.dim;
     for (int k = 0; k < rows; ++k)
       for (int64_t i = 0; i < d; ++i) out[size_t(k) * d + i] = double(host[size_t(k) * m_ld + i]);
-  }
-
-  const DeviceArray<float>& state_rows(bool momentum) const {
-    if (momentum && m_opt.momentum <= 0)
-      throw runtime_error("checkpoint rows: the optimizer keeps no momentum buffers");
-    return momentum ? m_momentum : m_w;
   }
 
   // Rows a pinned chunk holds; the buffer is allocated on first use (checkpoints only).

@@ -82,6 +82,11 @@ void check_row_values(size_t values, int rows, int64_t dim) {
                         std::to_string(values));
 }
 
+void check_state_rows(bool momentum, bool has_momentum) {
+  if (momentum && !has_momentum)
+    throw runtime_error("checkpoint rows: the optimizer keeps no momentum buffers");
+}
+
 void check_state_momentum(const BackendState& s, bool uses_momentum) {
   if (uses_momentum != !s.momentum.empty())
     throw runtime_error(

@@ -106,24 +106,25 @@ class CpuBackend final : public Backend {
   // Rows straight from W (zero-copy): a chunk of whole rows at a time.
   void write_rows(bool momentum,
                   const std::function<void(const char*, size_t)>& sink) const override {
-    const RowMat<T>& a = state_rows(momentum);
+    check_state_rows(momentum, has_momentum());
+    const RowMat<T>& a = momentum ? m_momentum : m_w;
     for (int k = 0; k < m_m; ++k)
       sink(reinterpret_cast<const char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
   }
 
   void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
-    state_rows(momentum);  // checks the request
+    check_state_rows(momentum, has_momentum());
     RowMat<T>& a = momentum ? m_momentum : m_w;
     for (int k = 0; k < m_m; ++k)
       source(reinterpret_cast<char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
   }
 
-  LossWindow loss_window() const override { return {m_loss_sum, m_loss.steps, m_first_nonfinite}; }
+  LossWindow loss_window() const override { return {m_loss_sum, m_loss.steps, m_nonfinite.loss}; }
 
   void set_loss_window(const LossWindow& w) override {
     m_loss_sum = w.sum;
     m_loss.steps = w.steps;
-    m_first_nonfinite = w.first_nonfinite;
+    m_nonfinite.loss = w.first_nonfinite;
   }
 
   void sample(int64_t step) override {
@@ -163,7 +164,7 @@ class CpuBackend final : public Backend {
     double sum = 0;
     for (double l : m_losses) sum += l;
     const double mean = sum / m_m;
-    if (!std::isfinite(mean) && m_first_nonfinite < 0) m_first_nonfinite = m_step;
+    if (!std::isfinite(mean) && m_nonfinite.loss < 0) m_nonfinite.loss = m_step;
     m_loss_sum += mean;
     ++m_loss.steps;
   }
@@ -259,11 +260,7 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  NonFiniteSteps first_nonfinite() const override {
-    NonFiniteSteps out = m_nonfinite;
-    out.loss = m_first_nonfinite;
-    return out;
-  }
+  NonFiniteSteps first_nonfinite() const override { return m_nonfinite; }
 
   bool weights_finite() override {
     return m_w.allFinite();
@@ -429,12 +426,6 @@ class CpuBackend final : public Backend {
     parallel_for(count, [&](int64_t i) { job(i, jobs[omp_get_thread_num()]); }, Schedule::Dynamic);
   }
 
-  const RowMat<T>& state_rows(bool momentum) const {
-    if (momentum && m_opt.momentum <= 0)
-      throw runtime_error("checkpoint rows: the optimizer keeps no momentum buffers");
-    return momentum ? m_momentum : m_w;
-  }
-
   // m x d doubles <-> the padded m x ld matrix.
   std::vector<double> unpadded(const RowMat<T>& a) const {
     std::vector<double> w(size_t(m_m) * m_model.dim);
@@ -487,8 +478,7 @@ class CpuBackend final : public Backend {
   std::vector<MlpWorkspace<T>> m_ws;
   std::vector<double> m_losses;
   int64_t m_step = 0;
-  int64_t m_first_nonfinite = -1;  // of the loss (checkpointed)
-  NonFiniteSteps m_nonfinite;       // of W and the momentum (the update's check)
+  NonFiniteSteps m_nonfinite;  // the loss's is checkpointed (the loss window)
   TrainLoss m_loss;
   double m_loss_sum = 0;
 };

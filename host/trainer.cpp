@@ -167,7 +167,13 @@ namespace {
 
 // Where a run is, for the message and summary.json of a run that fails part-way.
 struct RunRecord {
-  std::string phase = "setting up";
+  // What the run is doing, formatted only if it fails: "training step 41" is ("training step", 41).
+  const char* activity = "setting up";
+  int64_t at_step = -1;
+  void set(const char* what, int64_t step) { activity = what, at_step = step; }
+  std::string phase() const {
+    return at_step < 0 ? activity : std::string(activity) + " " + std::to_string(at_step);
+  }
   int64_t steps_done = 0;
   bool folder_ready = false;  // config.json written: the folder is this run's
 };
@@ -182,7 +188,7 @@ void write_failed_summary(const RunConfig& c, const std::string& dir, const RunR
   try {
     write_json_atomic(dir + "/summary.json", {{"status", "failed"},
                                               {"error", error},
-                                              {"phase", record.phase},
+                                              {"phase", record.phase()},
                                               {"steps_done", record.steps_done},
                                               {"config_hash", config_hash(c.resolved)}});
   } catch (const std::exception&) {
@@ -203,7 +209,7 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
   } catch (const std::exception& e) {
     std::string error = e.what();
     if (dynamic_cast<const std::bad_alloc*>(&e))
-      error = "out of host memory while " + record.phase +
+      error = "out of host memory while " + record.phase() +
               " (std::bad_alloc); lower workers, optimizer.batch_size or the model size, or "
               "run where more memory is free";
     if (record.folder_ready) {
@@ -325,7 +331,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
     return c.curvature.every > 0 && (step % c.curvature.every == 0 || step == steps);
   };
   auto record_metrics = [&](int64_t step, double lr, double grad_norm) {
-    record.phase = "evaluating at step " + std::to_string(step);
+    record.set("evaluating at step", step);
     const double e0 = seconds();
     last =
         evaluate(backend, c, step, double(step) * epochs_per_step, lr, grad_norm, prior_wall + e0);
@@ -349,7 +355,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
     return bad;
   };
   auto save_checkpoint = [&] {
-    record.phase = "writing the checkpoint at step " + std::to_string(done);
+    record.set("writing the checkpoint at step", done);
     const double c0 = seconds();
     Checkpoint ck;
     ck.step = done;
@@ -375,7 +381,7 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
         (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
     double grad_norm = NAN;
     if (equivalence) equivalence->step(backend, t, lr);
-    record.phase = "training step " + std::to_string(t);
+    record.set("training step", t);
     train_step(backend, c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
     done = record.steps_done = t + 1;
     if (done % c.train.check_every == 0 || eval_now) {

@@ -198,6 +198,8 @@ int64_t hvp_pairs(size_t points, size_t dirs, int64_t dim);
 int64_t whole_rows(size_t values, int64_t dim, const char* what);
 // set_weights, load_state: exactly rows x d values.
 void check_row_values(size_t values, int rows, int64_t dim);
+// write_rows / read_rows: the momentum's rows only where the optimizer keeps them.
+void check_state_rows(bool momentum, bool has_momentum);
 
 // The CPU reference backend, in float or double.
 std::unique_ptr<Backend> make_cpu_backend(const BackendSetup& setup, bool float64);
