@@ -324,11 +324,23 @@ int run_bench(int argc, char** argv) {
       const double t_subset_grad = once([&] { b.subset_loss(points, &grads); });
       const double t_hvp = once([&] { b.hvp_into(points, points, hv); });
       Estimate trace;
-      std::vector<Eigenpair> power, lanczos;
-      const double t_hutch = once([&] { trace = hutchinson_trace(b, wbar, 64, 7); });
-      const double t_power =
-          once([&] { power = power_top_eigenvalues(b, wbar, 10, 100, 1e-3, 7); });
-      const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, wbar, 10, 40, 7); });
+      TopEigen power, lanczos;
+      WorkerCurvature workers;
+      SpectralDensity density;
+      // The point stays on the backend, as in a run (measure_curvature).
+      auto point = b.vectors(1);
+      b.mean_weights(all_rows(*point));
+      const Rows p = all_rows(*point);
+      const double t_hutch = once([&] { trace = hutchinson_trace(b, p, 64, 7); });
+      const double t_power = once([&] { power = power_top_eigenvalues(b, p, 10, 100, 1e-3, 7); });
+      const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, p, 10, 40, 7); });
+      // Every worker's trace (kWorkerProbes probes) and top eigenvalue (power, PyHessian's
+      // tolerance) in one batched pass; the spectral density (8 runs of 64 Lanczos steps).
+      constexpr int kWorkerProbes = 8;
+      const double t_workers = once([&] { workers = worker_curvature(b, kWorkerProbes, 100, 1e-3, 7); });
+      const double t_density = once([&] { density = spectral_density(b, p, 8, 64, 256, 0.01, 7); });
+      int max_iters = 0;
+      for (int it : workers.power_iterations) max_iters = std::max(max_iters, it);
       if (!export_dir.empty()) {
         std::filesystem::create_directories(export_dir);
         const auto write = [&](const std::string& file, const void* p, size_t bytes) {
@@ -356,9 +368,6 @@ int run_bench(int argc, char** argv) {
             {"layout",
              "per layer: weight out x in row-major, then bias"}}.dump(2);
       }
-      json eig_power = json::array(), eig_lanczos = json::array();
-      for (const auto& e : power) eig_power.push_back(e.value);
-      for (const auto& e : lanczos) eig_lanczos.push_back(e.value);
       w["curvature"] = {
           {"subset_samples", cfg.curvature.samples},
           {"hvp_vs_gradient",
@@ -368,16 +377,26 @@ int run_bench(int argc, char** argv) {
             {"ratio", t_hvp / t_subset_grad}}},
           {"hutchinson_64",
            {{"seconds", t_hutch}, {"trace", trace.value}, {"std_error", trace.std_error}}},
-          {"power_top10", {{"seconds", t_power}, {"eigenvalues", eig_power}}},
-          {"lanczos_top10_40_steps", {{"seconds", t_lanczos}, {"eigenvalues", eig_lanczos}}}};
+          {"power_top10", {{"seconds", t_power}, {"eigenvalues", power.values}}},
+          {"lanczos_top10_40_steps", {{"seconds", t_lanczos}, {"eigenvalues", lanczos.values}}},
+          {"every_worker",
+           {{"seconds", t_workers},
+            {"workers", m},
+            {"trace_probes", kWorkerProbes},
+            {"power_max_iterations_taken", max_iters},
+            {"trace_worker0", workers.trace.at(0).value},
+            {"top_eigenvalue_worker0", workers.top_eigenvalue.at(0)}}},
+          {"density_8x64", {{"seconds", t_density}, {"sigma", density.sigma}}}};
       std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
                   t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
       std::printf("  Hutchinson 64 probes: %.3f s (tr H = %.4g +- %.2g)\n", t_hutch, trace.value,
                   trace.std_error);
       std::printf(
           "  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
-          t_power, power.empty() ? 0.0 : power[0].value, t_lanczos,
-          lanczos.empty() ? 0.0 : lanczos[0].value);
+          t_power, power.values.at(0), t_lanczos, lanczos.values.at(0));
+      std::printf("  every worker (%d): trace (%d probes) + top eigenvalue (%d power iterations): %.3f s\n",
+                  m, kWorkerProbes, max_iters, t_workers);
+      std::printf("  spectral density (8 runs x 64 Lanczos steps): %.3f s\n", t_density);
     }
     result["workloads"][name] = w;
   }

@@ -109,12 +109,13 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
   const RunConfig config = load_config(ck.config, overrides, path);
   const auto sim = make_simulation(config);
   load_checkpoint(path, ck, *sim->backend);
-  const json result =
-      measure_curvature(*sim->backend, config.curvature, config.workers,
-                        int64_t(sim->curvature_subset.size()), config.seed, ck.step);
+  CurvatureFiles files;
+  const json result = measure_curvature(*sim->backend, config.curvature, config.seed, ck.step, &files);
   if (as_json) {
-    std::cout << json{{"checkpoint", path}, {"step", ck.step}, {"curvature", result}}.dump(2)
-              << "\n";
+    json out{{"checkpoint", path}, {"step", ck.step}, {"curvature", result}};
+    if (!files.workers.is_null()) out["workers"] = files.workers;
+    if (!files.density.is_null()) out["density"] = files.density;
+    std::cout << out.dump(2) << "\n";
     return kExitOk;
   }
   std::printf("curvature of w-bar at step %lld (%s), on %lld training samples\n",
@@ -146,16 +147,17 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
                 result["sam_sharpness"]["value"].get<double>(),
                 result["sam_sharpness"]["rho"].get<double>(),
                 result["sam_sharpness"]["steps"].get<int>());
+  if (result.contains("density"))
+    std::printf("  spectral density      %d Lanczos runs of %d steps, mean eigenvalue %.6g "
+                "(--json prints the grid)\n",
+                result["density"]["runs"].get<int>(), result["density"]["steps"].get<int>(),
+                result["density"]["mean_eigenvalue"].get<double>());
   if (result.contains("workers"))
-    for (const auto& [key, values] : result["workers"].items()) {
-      if (key == "trace_std_error" || values.empty()) continue;
-      double lo = INFINITY, hi = -INFINITY, sum = 0;
-      for (const auto& v : values) {
-        lo = std::min(lo, v.get<double>()), hi = std::max(hi, v.get<double>());
-        sum += v.get<double>();
-      }
-      std::printf("  workers' %-22s min %.6g, mean %.6g, max %.6g (%zu workers)\n", key.c_str(), lo,
-                  sum / double(values.size()), hi, values.size());
+    for (const auto& [key, s] : result["workers"].items()) {
+      if (key == "file" || key == "trace_std_error") continue;
+      std::printf("  workers' %-22s min %.6g, mean %.6g, max %.6g, std %.2g (%d workers)\n",
+                  key.c_str(), s["min"].get<double>(), s["mean"].get<double>(),
+                  s["max"].get<double>(), s["std"].get<double>(), config.workers);
     }
   return kExitOk;
 }

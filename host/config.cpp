@@ -267,6 +267,10 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   k.sam_rho = get<double>(resolved, "curvature.sam_rho");
   k.sam_steps = get<int>(resolved, "curvature.sam_steps");
   k.workers = get<bool>(resolved, "curvature.workers");
+  k.density_runs = get<int>(resolved, "curvature.density_runs");
+  k.density_steps = get<int>(resolved, "curvature.density_steps");
+  k.density_bins = get<int>(resolved, "curvature.density_bins");
+  k.density_width = get<double>(resolved, "curvature.density_width");
   if (k.method == "lanczos" && k.topk > k.lanczos_steps)
     throw config_error(source + ": curvature.topk: " + std::to_string(k.topk) +
                        " eigenvalues need curvature.lanczos_steps >= " + std::to_string(k.topk) +

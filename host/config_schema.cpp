@@ -86,7 +86,7 @@ std::vector<KeySpec> build_schema() {
       {"metrics.smoothing", K::Bool, false, "At each evaluation, ||(1/m) sum_k grad L(w_k) - grad L(w-bar)|| and its ratio to ||grad L(w-bar)|| on the curvature subset (claim 2)."},
 
       {"curvature.every", K::Int, 0, "Steps between curvature measurements of w-bar (0: off); measured at step 0, every N steps and at the end, in that step's metrics line.", {}, 0, kInf},
-      {"curvature.what", K::ChoiceList, json::array({"trace", "topk", "reg"}), "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp (average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness).", {"trace", "topk", "reg", "avgsharp", "samsharp"}},
+      {"curvature.what", K::ChoiceList, json::array({"trace", "topk", "reg"}), "What to measure: trace (Hutchinson), topk (top eigenvalues), reg (1/2 tr(H Xi)), avgsharp (average-direction sharpness, isotropic and Xi), samsharp (worst-case SAM sharpness), density (the Hessian's spectral density by stochastic Lanczos quadrature, into spectral_density.jsonl).", {"trace", "topk", "reg", "avgsharp", "samsharp", "density"}},
       {"curvature.samples", K::Int, 1024, "Training samples of the curvature subset (a seeded random subset, fixed for the run; all if larger than the training set).", {}, 1, kInf},
       {"curvature.probes", K::Int, 64, "Hutchinson: Rademacher probes.", {}, 1, 1 << 20},
       {"curvature.topk", K::Int, 5, "Top eigenvalues to report.", {}, 1, 1 << 16},
@@ -98,7 +98,11 @@ std::vector<KeySpec> build_schema() {
       {"curvature.mc_samples", K::Int, 32, "avgsharp: antithetic perturbation pairs.", {}, 1, 1 << 20},
       {"curvature.sam_rho", K::Number, 0.05, "samsharp: radius rho of the perturbation ball.", {}, 0, kInf},
       {"curvature.sam_steps", K::Int, 5, "samsharp: projected gradient-ascent steps.", {}, 0, 1 << 16},
-      {"curvature.workers", K::Bool, false, "Also measure every worker's own model, with the estimators of curvature.what that apply to one model: trace (with its standard error), the top eigenvalue, isotropic average-direction sharpness, SAM sharpness (m times the cost of w-bar's)."},
+      {"curvature.workers", K::Bool, false, "Also measure every worker's own model, with the estimators of curvature.what that apply to one model: trace (with its standard error) and the top eigenvalue (power iteration) of all workers in one batched pass; isotropic average-direction sharpness and SAM sharpness worker by worker. The metrics line gets their mean, std, min and max; worker_curvature.jsonl the per-worker arrays."},
+      {"curvature.density_runs", K::Int, 8, "density: Lanczos runs (random start vectors) averaged.", {}, 1, 1 << 12},
+      {"curvature.density_steps", K::Int, 64, "density: Lanczos steps per run (nodes of the quadrature), at most d.", {}, 2, 1 << 16},
+      {"curvature.density_bins", K::Int, 256, "density: grid points of the smoothed density.", {}, 2, 1 << 20},
+      {"curvature.density_width", K::Number, 0.01, "density: the Gaussian smoothing's standard deviation, as a fraction of the spectrum's range.", {}, 0, 1, true},
   };
 }
 // clang-format on

@@ -29,7 +29,8 @@ template <class T>
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendSetup& s)
-      : m_model(*s.model),
+      : BackendShape(backend_shape(s)),
+        m_model(*s.model),
         m_partition(*s.partition),
         m_m(s.workers),
         m_batch(s.batch),
@@ -65,10 +66,11 @@ class CpuBackend final : public Backend {
     m_losses.assign(m_m, 0.0);
   }
 
-  int64_t dim() const override { return m_model.dim; }
-  std::string name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
+ private:  // the contract's implementations: backend.hpp has checked every argument
 
-  void initialize_weights(const ModelConfig& init, uint64_t seed) override {
+  std::string do_name() const override { return sizeof(T) == 8 ? "cpu (float64)" : "cpu (float32)"; }
+
+  void do_initialize_weights(const ModelConfig& init, uint64_t seed) override {
     m_w.setZero();
     if (init.init == "zeros") return;
     // With same_init every row is row 0's draw: drawn once, copied.
@@ -81,53 +83,49 @@ class CpuBackend final : public Backend {
       parallel_for(m_m - 1, [&](int64_t k) { m_w.row(k + 1) = m_w.row(0); });
   }
 
-  void set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
+  void do_set_weights(const std::vector<double>& w) override { set_padded(m_w, w); }
 
-  std::vector<double> weights() const override { return unpadded(m_w); }
+  std::vector<double> do_weights() const override { return unpadded(m_w); }
 
-  BackendState save_state() const override {
+  BackendState do_save_state() const override {
     BackendState s;
     s.weights = unpadded(m_w);
     if (m_opt.momentum > 0) s.momentum = unpadded(m_momentum);
-    s.loss = loss_window();
+    s.loss = do_loss_window();
     return s;
   }
 
-  void load_state(const BackendState& s) override {
-    check_state_momentum(s, m_opt.momentum > 0);
-    set_weights(s.weights);
+  void do_load_state(const BackendState& s) override {
+    set_padded(m_w, s.weights);
     if (m_opt.momentum > 0) set_padded(m_momentum, s.momentum);
-    set_loss_window(s.loss);
+    do_set_loss_window(s.loss);
   }
 
-  int scalar_bytes() const override { return int(sizeof(T)); }
-  bool has_momentum() const override { return m_opt.momentum > 0; }
+  int do_scalar_bytes() const override { return int(sizeof(T)); }
 
   // Rows straight from W (zero-copy): a chunk of whole rows at a time.
-  void write_rows(bool momentum,
+  void do_write_rows(bool momentum,
                   const std::function<void(const char*, size_t)>& sink) const override {
-    check_state_rows(momentum, has_momentum());
     const RowMat<T>& a = momentum ? m_momentum : m_w;
     for (int k = 0; k < m_m; ++k)
       sink(reinterpret_cast<const char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
   }
 
-  void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
-    check_state_rows(momentum, has_momentum());
+  void do_read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
     RowMat<T>& a = momentum ? m_momentum : m_w;
     for (int k = 0; k < m_m; ++k)
       source(reinterpret_cast<char*>(a.row(k).data()), size_t(m_model.dim) * sizeof(T));
   }
 
-  LossWindow loss_window() const override { return {m_loss_sum, m_loss.steps, m_nonfinite.loss}; }
+  LossWindow do_loss_window() const override { return {m_loss_sum, m_loss.steps, m_nonfinite.loss}; }
 
-  void set_loss_window(const LossWindow& w) override {
+  void do_set_loss_window(const LossWindow& w) override {
     m_loss_sum = w.sum;
     m_loss.steps = w.steps;
     m_nonfinite.loss = w.first_nonfinite;
   }
 
-  void sample(int64_t step) override {
+  void do_sample(int64_t step) override {
     m_step = step;
     for (int k = 0; k < m_m; ++k) {
       const int64_t n = m_partition.shard_size(k), base = m_partition.shard_start(k);
@@ -139,9 +137,9 @@ class CpuBackend final : public Backend {
     }
   }
 
-  std::vector<int64_t> minibatch_indices() const override { return m_indices; }
+  std::vector<int64_t> do_minibatch_indices() const override { return m_indices; }
 
-  void local_gradient(bool record_loss) override {
+  void do_local_gradient(bool record_loss) override {
     const RowMat<T>& x = m_x[0];
     const auto& y = *m_y[0];
     parallel_for(m_m, [&](int64_t k) {
@@ -169,20 +167,20 @@ class CpuBackend final : public Backend {
     ++m_loss.steps;
   }
 
-  std::vector<double> gradients() const override {
+  std::vector<double> do_gradients() const override {
     return unpadded(m_grad);
   }
 
-  double mean_gradient_norm() override {
+  double do_mean_gradient_norm() override {
     return std::sqrt(row_mean(m_grad).squaredNorm());
   }
 
-  void average_gradients() override {
+  void do_average_gradients() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_grad);
     m_grad.rowwise() = mean.template cast<T>();
   }
 
-  void mix_update(const Csr* mixing, double lr_d, MixForm form) override {
+  void do_mix_update(const Csr* mixing, double lr_d, MixForm form) override {
     const T lr = T(lr_d), mu = T(m_opt.momentum), wd = T(m_opt.weight_decay);
     // U in place of G: v = g + wd w; buf = mu buf + v; U = buf or v + mu buf (Nesterov).
     // Every row written is checked while it is in cache (first_nonfinite).
@@ -224,35 +222,30 @@ class CpuBackend final : public Backend {
     if (weights_bad && m_nonfinite.weights < 0) m_nonfinite.weights = m_step;
   }
 
-  std::vector<double> mean_gradient() override {
+  std::vector<double> do_mean_gradient() override {
     const auto mean = row_mean(m_grad);
     return std::vector<double>(mean.data(), mean.data() + m_model.dim);
   }
 
-  void perturb_weights(const std::vector<double>& eps) override {
+  void do_perturb_weights(const std::vector<double>& eps, bool per_worker) override {
     const int64_t d = m_model.dim;
-    const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
     m_saved = m_w;
-    m_saved_valid = true;
     for (int k = 0; k < m_m; ++k)
       m_w.row(k).head(d) += Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(
                                 eps.data() + (per_worker ? k * d : 0), d)
                                 .template cast<T>();
   }
 
-  void restore_weights() override {
-    if (!m_saved_valid)
-      throw runtime_error("restore_weights: no perturb_weights since the last restore");
-    m_w.swap(m_saved);
-    m_saved_valid = false;  // m_saved now holds the perturbed W
+  void do_restore_weights() override {
+    m_w.swap(m_saved);  // m_saved now holds the perturbed W
   }
 
-  void average_weights() override {
+  void do_average_weights() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
     m_w.rowwise() = mean.template cast<T>();
   }
 
-  TrainLoss take_train_loss() override {
+  TrainLoss do_take_train_loss() override {
     TrainLoss out = m_loss;
     out.mean = m_loss.steps ? m_loss_sum / double(m_loss.steps) : std::nan("");
     m_loss = TrainLoss{};
@@ -260,20 +253,20 @@ class CpuBackend final : public Backend {
     return out;
   }
 
-  NonFiniteSteps first_nonfinite() const override { return m_nonfinite; }
+  NonFiniteSteps do_first_nonfinite() const override { return m_nonfinite; }
 
-  bool weights_finite() override {
+  bool do_weights_finite() override {
     return m_w.allFinite();
   }
 
-  double consensus_distance() override {
+  double do_consensus_distance() override {
     const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
     double sum = 0;
     for (int k = 0; k < m_m; ++k) sum += (m_w.row(k).template cast<double>() - mean).squaredNorm();
     return sum / m_m;
   }
 
-  EvalStats evaluate_mean(Split split) override {
+  EvalStats do_evaluate_mean(Split split) override {
     const Eigen::Matrix<T, 1, Eigen::Dynamic> mean = row_mean(m_w).template cast<T>();
     // Chunks in parallel, summed in chunk order.
     const RowMat<T>& x = m_x[int(split)];
@@ -287,7 +280,7 @@ class CpuBackend final : public Backend {
     return {total.loss_sum / double(n), double(total.correct) / double(n)};
   }
 
-  EnsembleStats evaluate_ensemble(Split split) override {
+  EnsembleStats do_evaluate_ensemble(Split split) override {
     const RowMat<T>& x = m_x[int(split)];
     const auto& y = *m_y[int(split)];
     const Eigen::Matrix<T, 1, Eigen::Dynamic> mean = row_mean(m_w).template cast<T>();
@@ -323,7 +316,7 @@ class CpuBackend final : public Backend {
     return {ens[0].stats(), single[0].stats()};
   }
 
-  void set_curvature_subset(const std::vector<int64_t>& indices) override {
+  void do_set_curvature_subset(const std::vector<int64_t>& indices) override {
     m_curv_x.resize(int64_t(indices.size()), m_x[0].cols());
     m_curv_y.resize(indices.size());
     for (size_t i = 0; i < indices.size(); ++i) {
@@ -332,39 +325,116 @@ class CpuBackend final : public Backend {
     }
   }
 
-  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
-                std::vector<double>& out) override {
-    const int64_t d = m_model.dim, pairs = hvp_pairs(points.size(), dirs.size(), d);
-    const bool shared = int64_t(points.size()) == d;
-    out.resize(dirs.size());
-    for_each_pair(pairs, [&](int64_t i, Chunked& c) {
-      c.load(points.data() + (shared ? 0 : i * d), dirs.data() + i * d, d);
-      c.sum_over_subset(*this,
-                        [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-                          return mlp_hvp(m_model, c.w.data(), c.v.data(), x, y, result, ws.hvp);
-                        });
-      std::copy(c.acc.begin(), c.acc.end(), out.begin() + i * d);
+  // --- curvature on vectors the backend owns (rows x d in T) ---
+  struct Block final : Vectors {
+    Block(const void* owner, int64_t rows, int64_t d) : Vectors(owner, rows), a(RowMat<T>::Zero(rows, d)) {}
+    RowMat<T> a;
+  };
+  static auto rows(Rows r) { return static_cast<Block&>(*r.block).a.middleRows(r.first, r.count); }
+
+  std::unique_ptr<Vectors> do_vectors(int64_t count) override {
+    check_host_memory(double(count) * double(m_model.dim) * sizeof(T),
+                      "curvature vectors (" + std::to_string(count) + " x " +
+                          std::to_string(m_model.dim) + ")",
+                      "curvature.probes, the Lanczos steps or the workers");
+    return std::make_unique<Block>(static_cast<const BackendShape*>(this), count, m_model.dim);
+  }
+
+  void do_upload(Rows dst, const std::vector<double>& v) override {
+    rows(dst) = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+                    v.data(), dst.count, m_model.dim)
+                    .template cast<T>();
+  }
+
+  std::vector<double> do_download(Rows src) override {
+    std::vector<double> out(size_t(src.count) * m_model.dim);
+    Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+        out.data(), src.count, m_model.dim) = rows(src).template cast<double>();
+    return out;
+  }
+
+  void do_copy_weights(Rows dst) override { rows(dst) = m_w.leftCols(m_model.dim); }
+
+  void do_mean_weights(Rows dst) override {
+    rows(dst) = row_mean(m_w).head(m_model.dim).template cast<T>();
+  }
+
+  void do_fill_probes(Rows dst, Probe kind, uint64_t seed, uint32_t stream,
+                      int64_t repeat) override {
+    auto a = rows(dst);
+    parallel_for(dst.count, [&](int64_t r) {
+      for (int64_t i = 0; i < m_model.dim; ++i)
+        a(r, i) = T(curvature_probe(kind, seed, stream + uint32_t(r / repeat), uint64_t(i)));
     });
   }
 
-  std::vector<double> subset_loss(const std::vector<double>& points,
-                                  std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count = whole_rows(points.size(), d, "subset_loss: points");
+  // Every (point, direction) pair in parallel; pair i's point is row i mod P of `points`.
+  void do_hvp(Rows points, Rows dirs, Rows out) override {
+    auto p = rows(points), v = rows(dirs), o = rows(out);
+    for_each_pair(dirs.count, [&](int64_t i, Chunked& c) {
+      const T* w = p.row(i % points.count).data();
+      const T* dir = v.row(i).data();
+      c.sum_over_subset(*this,
+                        [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
+                          return mlp_hvp(m_model, w, dir, x, y, result, ws.hvp);
+                        });
+      o.row(i) = Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(c.acc.data(), m_model.dim)
+                     .template cast<T>();
+    });
+  }
+
+  std::vector<double> do_dots(Rows a, Rows b) override {
+    auto x = rows(a), y = rows(b);
+    std::vector<double> out(size_t(a.count));
+    parallel_for(a.count, [&](int64_t r) {
+      out[r] = x.row(r).template cast<double>().dot(y.row(r).template cast<double>());
+    });
+    return out;
+  }
+
+  void do_axpy(Rows y, const std::vector<double>& c, Rows x) override {
+    auto ya = rows(y), xa = rows(x);
+    for (int64_t r = 0; r < y.count; ++r) ya.row(r) += T(c[r]) * xa.row(x.count == 1 ? 0 : r);
+  }
+
+  void do_scale(Rows x, const std::vector<double>& c) override {
+    auto xa = rows(x);
+    for (int64_t r = 0; r < x.count; ++r) xa.row(r) *= T(c[r]);
+  }
+
+  void do_copy(Rows dst, Rows src) override { rows(dst) = rows(src); }
+
+  void do_project_out(Rows r, Rows basis) override {
+    auto ra = rows(r);
+    const auto b = rows(basis);
+    const RowMat<T> c = b * ra.transpose();  // basis x r
+    ra.noalias() -= c.transpose() * b;
+  }
+
+  void do_combine(Rows basis, const std::vector<double>& c, Rows out) override {
+    const Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> cm(
+        c.data(), out.count, basis.count);
+    rows(out).noalias() = cm.template cast<T>() * rows(basis);
+  }
+
+  std::vector<double> do_subset_loss(const std::vector<double>& points,
+                                     std::vector<double>* grads) override {
+    const int64_t d = m_model.dim, count = int64_t(points.size()) / d;
     std::vector<double> losses(count);
     if (grads) grads->assign(points.size(), 0.0);
     for_each_pair(count, [&](int64_t i, Chunked& c) {
-      c.load(points.data() + i * d, nullptr, d);
+      c.point.assign(points.begin() + i * d, points.begin() + (i + 1) * d);
       losses[i] = c.sum_over_subset(
           *this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-            return grads ? mlp_loss_grad(m_model, c.w.data(), x, y, result, ws.hvp.base)
-                         : mlp_loss(m_model, c.w.data(), x, y, ws.hvp.base);
+            return grads ? mlp_loss_grad(m_model, c.point.data(), x, y, result, ws.hvp.base)
+                         : mlp_loss(m_model, c.point.data(), x, y, ws.hvp.base);
           });
       if (grads) std::copy(c.acc.begin(), c.acc.end(), grads->begin() + i * d);
     });
     return losses;
   }
 
-  std::vector<EvalStats> evaluate_workers(Split split) override {
+  std::vector<EvalStats> do_evaluate_workers(Split split) override {
     const int64_t n = m_x[int(split)].rows();
     std::vector<EvalStats> out(m_m);
     parallel_for(m_m, [&](int64_t k) {
@@ -388,16 +458,12 @@ class CpuBackend final : public Backend {
     std::vector<T> part;
   };
 
-  // One (point, direction) pair's job: the point and direction in T, and the result
-  // summed over the curvature subset in chunks, each weighted by its share of the subset.
+  // One pair's job: the result summed over the curvature subset in chunks, each weighted by its
+  // share of the subset, in double; `point` holds a host point converted to T.
   struct Chunked {
-    std::vector<T> w, v;
+    std::vector<T> point;
     std::vector<double> acc;
     Workspace ws;
-    void load(const double* point, const double* dir, int64_t d) {
-      w.assign(point, point + d);
-      if (dir) v.assign(dir, dir + d);
-    }
     template <class F>
     double sum_over_subset(CpuBackend& b, F&& f) {
       const int64_t n = b.m_curv_x.rows(), d = b.m_model.dim;
@@ -420,8 +486,6 @@ class CpuBackend final : public Backend {
   // Pairs in parallel; each pair's sum runs in a fixed order, so results do not depend on threads.
   template <class F>
   void for_each_pair(int64_t count, F&& job) {
-    if (m_curv_x.rows() == 0)
-      throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
     std::vector<Chunked> jobs(omp_get_max_threads());
     parallel_for(count, [&](int64_t i) { job(i, jobs[omp_get_thread_num()]); }, Schedule::Dynamic);
   }
@@ -434,7 +498,6 @@ class CpuBackend final : public Backend {
     return w;
   }
   void set_padded(RowMat<T>& a, const std::vector<double>& w) const {
-    check_row_values(w.size(), m_m, m_model.dim);
     for (int k = 0; k < m_m; ++k)
       for (int64_t i = 0; i < m_model.dim; ++i) a(k, i) = T(w[size_t(k) * m_model.dim + i]);
   }
@@ -467,7 +530,6 @@ class CpuBackend final : public Backend {
   const OptimizerParams m_opt;
   const int64_t m_ld;
   RowMat<T> m_w, m_next, m_grad, m_momentum, m_saved;
-  bool m_saved_valid = false;
   RowMat<T> m_x[2];
   const std::vector<int32_t>* m_y[2];
   std::vector<int64_t> m_indices;

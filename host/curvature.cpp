@@ -15,14 +15,18 @@ using Vec = Eigen::VectorXd;
 using ConstVecMap = Eigen::Map<const Vec>;
 using VecMap = Eigen::Map<Vec>;
 
-// Stream ids within the Curvature domain: estimator in the high bits, sample in the low.
-constexpr uint32_t kProbeStream = 0u;
+// Probe streams within the Curvature domain, one range per estimator.
+constexpr uint32_t kLanczosStream = 0u;           // Lanczos' start vector
+constexpr uint32_t kPowerStream = 0x1000u;        // + eigenpair index
+constexpr uint32_t kTraceStream = 0x100000u;      // + probe
+constexpr uint32_t kIsotropicStream = 0x200000u;  // + sample
+constexpr uint32_t kXiStream = 0x300000u;         // + sample
+constexpr uint32_t kDensityStream = 0x400000u;    // + run
 
-Vec random_unit(int64_t d, uint64_t seed, uint32_t stream) {
-  PhiloxStream rng(seed, RngDomain::Curvature, kProbeStream | stream);
-  Vec v(d);
-  for (int64_t i = 0; i < d; ++i) v[i] = rng.normal();
-  return v / v.norm();
+// Rows of probes a batch holds: about 256 MiB of doubles over `blocks` blocks, at least 1.
+int64_t batch_rows(int64_t d, int64_t blocks) {
+  const int64_t budget = (int64_t(256) << 20) / 8 / std::max<int64_t>(1, blocks);
+  return std::max<int64_t>(1, budget / std::max<int64_t>(1, d));
 }
 
 Estimate mean_and_error(const std::vector<double>& x) {
@@ -38,21 +42,69 @@ Estimate mean_and_error(const std::vector<double>& x) {
   return e;
 }
 
-// Residual ||H u - lambda u|| of each pair, by one batch of HVPs.
-void fill_residuals(Backend& backend, const std::vector<double>& w, std::vector<Eigenpair>& pairs) {
-  if (pairs.empty()) return;
-  const size_t d = w.size();
-  std::vector<double> dirs;
-  for (const auto& p : pairs) dirs.insert(dirs.end(), p.vector.begin(), p.vector.end());
-  const std::vector<double> hu = backend.hvp(w, dirs);
-  for (size_t i = 0; i < pairs.size(); ++i) {
-    const ConstVecMap h(hu.data() + i * d, int64_t(d)), u(pairs[i].vector.data(), int64_t(d));
-    pairs[i].residual = (h - pairs[i].value * u).norm();
-  }
+std::vector<double> inverse_norms(const std::vector<double>& squares) {
+  std::vector<double> out(squares.size());
+  for (size_t i = 0; i < squares.size(); ++i)
+    out[i] = squares[i] > 0 ? 1.0 / std::sqrt(squares[i]) : 0.0;
+  return out;
 }
 
-std::vector<double> to_std(const Vec& v) {
-  return std::vector<double>(v.data(), v.data() + v.size());
+// A unit start vector from a normal probe, in row `r`.
+void unit_probe(Backend& b, Rows r, uint64_t seed, uint32_t stream) {
+  b.fill_probes(r, Probe::Normal, seed, stream);
+  b.scale(r, inverse_norms(b.dots(r, r)));
+}
+
+// Residuals ||H u - lambda u|| of unit rows u at a point, by one batch of HVPs.
+std::vector<double> residuals(Backend& b, Rows point, Rows u, const std::vector<double>& values) {
+  auto hu = b.vectors(u.count);
+  b.hvp(point, u, all_rows(*hu));
+  std::vector<double> minus(values.size());
+  for (size_t i = 0; i < values.size(); ++i) minus[i] = -values[i];
+  b.axpy(all_rows(*hu), minus, u);
+  std::vector<double> r = b.dots(all_rows(*hu), all_rows(*hu));
+  for (auto& v : r) v = std::sqrt(std::max(0.0, v));
+  return r;
+}
+
+// The point as a one-row block of the backend.
+std::unique_ptr<Vectors> point_block(Backend& b, const std::vector<double>& w) {
+  auto p = b.vectors(1);
+  b.upload(all_rows(*p), w);
+  return p;
+}
+
+// Lanczos with full reorthogonalization from the unit row 0 of V (V has `steps` rows): the
+// tridiagonal T = V^T H V (alpha: diagonal, beta: off-diagonal), stopped early at an invariant
+// subspace. Only scalars come back from the backend.
+struct Tridiagonal {
+  std::vector<double> alpha, beta;
+};
+
+Tridiagonal lanczos(Backend& b, Rows point, Vectors& V, int steps) {
+  auto r = b.vectors(1);
+  const Rows rr = all_rows(*r);
+  Tridiagonal t;
+  for (int j = 0; j < steps; ++j) {
+    b.hvp(point, row_of(V, j), rr);
+    t.alpha.push_back(b.dots(row_of(V, j), rr)[0]);
+    // Full reorthogonalization, twice ("twice is enough", Parlett): r <- r - V (V^T r).
+    for (int pass = 0; pass < 2; ++pass) b.project_out(rr, rows_of(V, 0, j + 1));
+    const double beta = std::sqrt(std::max(0.0, b.dots(rr, rr)[0]));
+    if (j + 1 == steps || beta <= 1e-12 * std::max(1.0, std::fabs(t.alpha.back()))) break;
+    t.beta.push_back(beta);
+    b.copy(row_of(V, j + 1), rr);
+    b.scale(row_of(V, j + 1), {1.0 / beta});
+  }
+  return t;
+}
+
+Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solve(const Tridiagonal& t) {
+  const int n = int(t.alpha.size());
+  Eigen::MatrixXd T = Eigen::MatrixXd::Zero(n, n);
+  for (int i = 0; i < n; ++i) T(i, i) = t.alpha[i];
+  for (int i = 0; i + 1 < n; ++i) T(i, i + 1) = T(i + 1, i) = t.beta[i];
+  return Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(T);
 }
 
 // Antithetic Monte Carlo of E L(center + eps) - L(center) over the given perturbations.
@@ -82,108 +134,204 @@ std::vector<double> mean_row(const std::vector<double>& rows, int m) {
   return mean;
 }
 
-Estimate hutchinson_trace(Backend& backend, const std::vector<double>& w, int probes,
-                          uint64_t seed) {
-  const size_t d = w.size();
-  std::vector<double> z(size_t(probes) * d);
-  for (int p = 0; p < probes; ++p) {
-    PhiloxStream rng(seed, RngDomain::Curvature, kProbeStream | 0x100000u | uint32_t(p));
-    for (size_t i = 0; i < d; ++i) z[p * d + i] = (rng() & 1u) ? 1.0 : -1.0;
+Estimate hutchinson_trace(Backend& b, Rows point, int probes, uint64_t seed) {
+  if (probes < 1) throw runtime_error("hutchinson_trace: probes must be >= 1");
+  const int64_t chunk = std::min<int64_t>(probes, batch_rows(b.dim(), 2));
+  auto z = b.vectors(chunk), hz = b.vectors(chunk);
+  std::vector<double> quad;
+  for (int64_t p0 = 0; p0 < probes; p0 += chunk) {
+    const int64_t n = std::min<int64_t>(chunk, probes - p0);
+    const Rows zr = rows_of(*z, 0, n), hr = rows_of(*hz, 0, n);
+    b.fill_probes(zr, Probe::Rademacher, seed, kTraceStream + uint32_t(p0));
+    b.hvp(point, zr, hr);
+    const std::vector<double> q = b.dots(zr, hr);
+    quad.insert(quad.end(), q.begin(), q.end());
   }
-  const std::vector<double> hz = backend.hvp(w, z);
-  std::vector<double> quad(probes);
-  for (int p = 0; p < probes; ++p)
-    quad[p] =
-        ConstVecMap(z.data() + p * d, int64_t(d)).dot(ConstVecMap(hz.data() + p * d, int64_t(d)));
   return mean_and_error(quad);
 }
 
-std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vector<double>& w,
-                                               int k, int steps, uint64_t seed) {
-  const int64_t d = int64_t(w.size());
-  steps = int(std::min<int64_t>(steps, d));
-  k = std::min(k, steps);
-  Eigen::MatrixXd V(d, steps);  // Lanczos vectors, kept for full reorthogonalization
-  std::vector<double> alpha, beta;
-  V.col(0) = random_unit(d, seed, 0);
-  int n = 0;
-  std::vector<double> hv;
-  for (int j = 0; j < steps; ++j) {
-    backend.hvp_into(w, to_std(V.col(j)), hv);
-    Vec r = ConstVecMap(hv.data(), d);
-    alpha.push_back(V.col(j).dot(r));
-    // Full reorthogonalization, twice ("twice is enough", Parlett): r <- r - V (V^T r).
-    for (int pass = 0; pass < 2; ++pass)
-      r -= V.leftCols(j + 1) * (V.leftCols(j + 1).transpose() * r);
-    n = j + 1;
-    const double b = r.norm();
-    if (j + 1 == steps || b <= 1e-12 * std::max(1.0, std::fabs(alpha.back())))
-      break;  // invariant subspace
-    beta.push_back(b);
-    V.col(j + 1) = r / b;
-  }
-  // Eigen-decomposition of the tridiagonal T = V^T H V.
-  Eigen::MatrixXd T = Eigen::MatrixXd::Zero(n, n);
-  for (int i = 0; i < n; ++i) T(i, i) = alpha[i];
-  for (int i = 0; i + 1 < n; ++i) T(i, i + 1) = T(i + 1, i) = beta[i];
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(T);
-  std::vector<Eigenpair> out;
-  for (int i = 0; i < std::min(k, n); ++i) {
+Estimate hutchinson_trace(Backend& b, const std::vector<double>& w, int probes, uint64_t seed) {
+  auto p = point_block(b, w);
+  return hutchinson_trace(b, all_rows(*p), probes, seed);
+}
+
+TopEigen lanczos_top_eigenvalues(Backend& b, Rows point, int k, int steps, uint64_t seed) {
+  steps = int(std::min<int64_t>(steps, b.dim()));
+  if (steps < 1 || k < 1) throw runtime_error("lanczos: steps and k must be >= 1");
+  auto V = b.vectors(steps);
+  unit_probe(b, row_of(*V, 0), seed, kLanczosStream);
+  const Tridiagonal t = lanczos(b, point, *V, steps);
+  const int n = int(t.alpha.size());
+  k = std::min(k, n);
+  const auto es = solve(t);
+  TopEigen out;
+  std::vector<double> coeffs;  // Ritz vector i = V^T y_i, y_i the eigenvector of T
+  for (int i = 0; i < k; ++i) {
     const int col = n - 1 - i;  // ascending order: the largest last
-    Eigenpair p;
-    p.value = es.eigenvalues()(col);
-    const Vec u = V.leftCols(n) * es.eigenvectors().col(col);
-    p.vector = to_std(u / u.norm());
-    out.push_back(std::move(p));
+    out.values.push_back(es.eigenvalues()(col));
+    for (int j = 0; j < n; ++j) coeffs.push_back(es.eigenvectors()(j, col));
   }
-  fill_residuals(backend, w, out);
+  out.vectors = b.vectors(k);
+  const Rows u = all_rows(*out.vectors);
+  b.combine(rows_of(*V, 0, n), coeffs, u);
+  b.scale(u, inverse_norms(b.dots(u, u)));
+  out.residuals = residuals(b, point, u, out.values);
   return out;
 }
 
-std::vector<Eigenpair> power_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k,
-                                             int max_iters, double tol, uint64_t seed) {
-  const int64_t d = int64_t(w.size());
-  std::vector<Eigenpair> out;
-  auto deflate = [&](Vec& v) {
-    for (const auto& p : out)
-      v -= ConstVecMap(p.vector.data(), d).dot(v) * ConstVecMap(p.vector.data(), d);
-    v /= v.norm();
-  };
+TopEigen lanczos_top_eigenvalues(Backend& b, const std::vector<double>& w, int k, int steps,
+                                 uint64_t seed) {
+  auto p = point_block(b, w);
+  return lanczos_top_eigenvalues(b, all_rows(*p), k, steps, seed);
+}
+
+TopEigen power_top_eigenvalues(Backend& b, Rows point, int k, int max_iters, double tol,
+                               uint64_t seed) {
+  if (k < 1 || max_iters < 1) throw runtime_error("power iteration: k and max_iters must be >= 1");
+  TopEigen out;
+  out.vectors = b.vectors(k);
+  auto hv = b.vectors(1);
+  const Rows h = all_rows(*hv);
   for (int e = 0; e < k; ++e) {
-    Vec v = random_unit(d, seed, 0x1000u + uint32_t(e));
-    deflate(v);
+    const Rows v = row_of(*out.vectors, e);
+    // Deflation: v (and each iterate) kept orthogonal to the eigenvectors already found.
+    const auto deflate = [&] {
+      if (e > 0) b.project_out(v, rows_of(*out.vectors, 0, e));
+      b.scale(v, inverse_norms(b.dots(v, v)));
+    };
+    b.fill_probes(v, Probe::Normal, seed, kPowerStream + uint32_t(e));
+    deflate();
     double lambda = 0;
-    std::vector<double> hv;
     for (int it = 0; it < max_iters; ++it) {
-      backend.hvp_into(w, to_std(v), hv);
-      Vec h = ConstVecMap(hv.data(), d);
-      const double next = h.dot(v);
-      v = h;
-      deflate(v);
+      b.hvp(point, v, h);
+      const double next = b.dots(h, v)[0];
+      b.copy(v, h);
+      deflate();
       const bool converged = it > 0 && std::fabs(next - lambda) <= tol * (std::fabs(lambda) + 1e-6);
       lambda = next;
       if (converged) break;
     }
-    Eigenpair p;
-    p.value = lambda;
-    p.vector = to_std(v);
-    out.push_back(std::move(p));
+    out.values.push_back(lambda);
   }
-  fill_residuals(backend, w, out);
+  out.residuals = residuals(b, point, all_rows(*out.vectors), out.values);
   return out;
 }
 
-double hessian_xi_regularizer(Backend& backend, const std::vector<double>& workers, int m) {
-  const std::vector<double> mean = mean_row(workers, m);
-  const size_t d = mean.size();
-  std::vector<double> delta(workers.size());
-  for (int k = 0; k < m; ++k)
-    for (size_t i = 0; i < d; ++i) delta[k * d + i] = workers[k * d + i] - mean[i];
-  const std::vector<double> hd = backend.hvp(mean, delta);
+TopEigen power_top_eigenvalues(Backend& b, const std::vector<double>& w, int k, int max_iters,
+                               double tol, uint64_t seed) {
+  auto p = point_block(b, w);
+  return power_top_eigenvalues(b, all_rows(*p), k, max_iters, tol, seed);
+}
+
+WorkerCurvature worker_curvature(Backend& b, int probes, int max_iters, double tol,
+                                 uint64_t seed) {
+  const int m = b.workers();
+  WorkerCurvature out;
+  auto points = b.vectors(m);
+  const Rows w = all_rows(*points);
+  b.copy_weights(w);
+  if (probes > 0) {
+    // Pair (worker k, probe p) at row p m + k: row i's point is worker i mod m, as hvp pairs them.
+    const int64_t chunk = std::clamp<int64_t>(batch_rows(b.dim(), 2) / m, 1, probes);
+    auto z = b.vectors(chunk * m), hz = b.vectors(chunk * m);
+    std::vector<std::vector<double>> quad(m);
+    for (int64_t p0 = 0; p0 < probes; p0 += chunk) {
+      const int64_t n = std::min<int64_t>(chunk, probes - p0) * m;
+      const Rows zr = rows_of(*z, 0, n), hr = rows_of(*hz, 0, n);
+      b.fill_probes(zr, Probe::Rademacher, seed, kTraceStream + uint32_t(p0), m);
+      b.hvp(w, zr, hr);
+      const std::vector<double> q = b.dots(zr, hr);
+      for (int64_t i = 0; i < n; ++i) quad[i % m].push_back(q[i]);
+    }
+    for (const auto& q : quad) out.trace.push_back(mean_and_error(q));
+  }
+  if (max_iters > 0) {
+    auto v = b.vectors(m), hv = b.vectors(m);
+    const Rows vr = all_rows(*v), hr = all_rows(*hv);
+    b.fill_probes(vr, Probe::Normal, seed, kPowerStream, m);  // w-bar's first start vector
+    b.scale(vr, inverse_norms(b.dots(vr, vr)));
+    out.top_eigenvalue.assign(m, 0.0);
+    out.power_iterations.assign(m, 0);
+    std::vector<bool> done(m, false);
+    int running = m;
+    for (int it = 0; it < max_iters && running > 0; ++it) {
+      b.hvp(w, vr, hr);
+      const std::vector<double> next = b.dots(hr, vr);
+      b.copy(vr, hr);
+      b.scale(vr, inverse_norms(b.dots(vr, vr)));
+      for (int k = 0; k < m; ++k) {
+        if (done[k]) continue;
+        const double prev = out.top_eigenvalue[k];
+        out.top_eigenvalue[k] = next[k];
+        out.power_iterations[k] = it + 1;
+        if (it > 0 && std::fabs(next[k] - prev) <= tol * (std::fabs(prev) + 1e-6)) {
+          done[k] = true;
+          --running;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+SpectralDensity smooth_density(std::vector<std::vector<double>> nodes,
+                               std::vector<std::vector<double>> weights, int bins, double width) {
+  if (nodes.empty() || nodes[0].empty() || bins < 2 || !(width > 0))
+    throw runtime_error("spectral density: needs runs, bins >= 2 and width > 0");
+  double lo = nodes[0][0], hi = lo;
+  for (const auto& run : nodes)
+    for (double x : run) lo = std::min(lo, x), hi = std::max(hi, x);
+  SpectralDensity out;
+  out.sigma = width * std::max(hi - lo, 1e-12 * std::max(1.0, std::fabs(hi)));
+  const double a = lo - 3 * out.sigma, step = (hi - lo + 6 * out.sigma) / (bins - 1);
+  out.grid.resize(bins);
+  out.density.assign(bins, 0.0);
+  const double norm = 1.0 / (out.sigma * std::sqrt(2 * M_PI) * double(nodes.size()));
+  for (int g = 0; g < bins; ++g) {
+    const double x = out.grid[g] = a + g * step;
+    for (size_t r = 0; r < nodes.size(); ++r)
+      for (size_t j = 0; j < nodes[r].size(); ++j) {
+        const double u = (x - nodes[r][j]) / out.sigma;
+        out.density[g] += weights[r][j] * std::exp(-0.5 * u * u) * norm;
+      }
+  }
+  // Normalized so that the grid's trapezoid sum is exactly 1 (the tails beyond 3 sigma are cut).
+  double total = 0;
+  for (int g = 0; g < bins; ++g)
+    total += out.density[g] * step * (g == 0 || g == bins - 1 ? 0.5 : 1.0);
+  if (total > 0)
+    for (auto& v : out.density) v /= total;
+  out.nodes = std::move(nodes);
+  out.weights = std::move(weights);
+  return out;
+}
+
+SpectralDensity spectral_density(Backend& b, Rows point, int runs, int steps, int bins,
+                                 double width, uint64_t seed) {
+  steps = int(std::min<int64_t>(steps, b.dim()));
+  if (runs < 1 || steps < 1) throw runtime_error("spectral density: runs and steps must be >= 1");
+  auto V = b.vectors(steps);
+  std::vector<std::vector<double>> nodes(runs), weights(runs);
+  for (int r = 0; r < runs; ++r) {
+    unit_probe(b, row_of(*V, 0), seed, kDensityStream + uint32_t(r));
+    const auto es = solve(lanczos(b, point, *V, steps));
+    for (Eigen::Index j = 0; j < es.eigenvalues().size(); ++j) {
+      nodes[r].push_back(es.eigenvalues()(j));
+      weights[r].push_back(es.eigenvectors()(0, j) * es.eigenvectors()(0, j));
+    }
+  }
+  return smooth_density(std::move(nodes), std::move(weights), bins, width);
+}
+
+double hessian_xi_regularizer(Backend& b) {
+  const int m = b.workers();
+  auto mean = b.vectors(1), delta = b.vectors(m), hd = b.vectors(m);
+  b.mean_weights(all_rows(*mean));
+  b.copy_weights(all_rows(*delta));
+  b.axpy(all_rows(*delta), std::vector<double>(size_t(m), -1.0), all_rows(*mean));
+  b.hvp(all_rows(*mean), all_rows(*delta), all_rows(*hd));
   double sum = 0;
-  for (int k = 0; k < m; ++k)
-    sum += ConstVecMap(delta.data() + k * d, int64_t(d))
-               .dot(ConstVecMap(hd.data() + k * d, int64_t(d)));
+  for (double q : b.dots(all_rows(*delta), all_rows(*hd))) sum += q;
   return sum / (2.0 * m);
 }
 
@@ -192,7 +340,7 @@ Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>
   const size_t d = w.size();
   std::vector<double> eps(size_t(samples) * d);
   for (int s = 0; s < samples; ++s) {
-    PhiloxStream rng(seed, RngDomain::Curvature, kProbeStream | 0x200000u | uint32_t(s));
+    PhiloxStream rng(seed, RngDomain::Curvature, kIsotropicStream + uint32_t(s));
     for (size_t i = 0; i < d; ++i) eps[s * d + i] = sigma * rng.normal();
   }
   return antithetic_sharpness(backend, w, eps, samples);
@@ -204,7 +352,7 @@ std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, 
   const size_t d = mean.size();
   std::vector<double> eps(size_t(samples) * d, 0.0);
   for (int s = 0; s < samples; ++s) {
-    PhiloxStream rng(seed, RngDomain::Curvature, kProbeStream | 0x300000u | uint32_t(s));
+    PhiloxStream rng(seed, RngDomain::Curvature, kXiStream + uint32_t(s));
     for (int k = 0; k < m; ++k) {
       const double z = rng.normal() / std::sqrt(double(m));
       for (size_t i = 0; i < d; ++i) eps[s * d + i] += z * (workers[k * d + i] - mean[i]);

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -146,6 +147,9 @@ std::string checkpoint_path(const std::string& p) {
 }
 
 namespace {
+
+// The files of a run that hold a line per curvature measurement beside metrics.jsonl.
+constexpr const char* kSideFiles[] = {"worker_curvature.jsonl", "spectral_density.jsonl"};
 
 // Keeps the lines of metrics.jsonl up to `step` (those after a checkpoint are written
 // again, identically, by the resumed run); rewritten whole, then renamed.
@@ -289,11 +293,20 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
     checkpoint_seconds = resume_from.trainer.value("checkpoint_time_s", 0.0);
     prior_wall = resume_from.trainer.at("wall_time_s");
     truncate_metrics(result.out_dir + "/metrics.jsonl", done);
+    for (const char* side : kSideFiles)
+      if (fs::exists(result.out_dir + "/" + side)) truncate_metrics(result.out_dir + "/" + side, done);
   } else {
     write_json_atomic(result.out_dir + "/config.json", c.resolved);
     record.folder_ready = true;
   }
   MetricsWriter metrics(result.out_dir + "/metrics.jsonl");
+  // The curvature measurement's own files, opened when first written.
+  std::map<std::string, std::unique_ptr<MetricsWriter>> side_files;
+  const auto side_file = [&](const std::string& name) -> MetricsWriter& {
+    auto& w = side_files[name];
+    if (!w) w = std::make_unique<MetricsWriter>(result.out_dir + "/" + name);
+    return *w;
+  };
 
   log << "gossamer: " << c.name << " -> " << result.out_dir
       << (opt.resume ? " (resumed at step " + std::to_string(done) + ")" : "") << "\n"
@@ -343,9 +356,12 @@ RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& lo
       last["generalization_gap"] = last["test_loss"].get<double>() - train.loss;
     }
     if (equivalence) last["equivalence"] = equivalence->report(backend);
-    if (curvature_due(step))
-      last["curvature"] = measure_curvature(backend, c.curvature, c.workers,
-                                            int64_t(sim->curvature_subset.size()), c.seed, step);
+    if (curvature_due(step)) {
+      CurvatureFiles files;
+      last["curvature"] = measure_curvature(backend, c.curvature, c.seed, step, &files);
+      if (!files.workers.is_null()) side_file("worker_curvature.jsonl").write(files.workers);
+      if (!files.density.is_null()) side_file("spectral_density.jsonl").write(files.density);
+    }
     eval_seconds += seconds() - e0;
     session_eval_seconds += seconds() - e0;
     best_acc = std::max(best_acc, last["test_acc"].get<double>());

@@ -82,6 +82,37 @@ inline std::vector<std::string> contract_errors(Backend& b, int m) {
         s.momentum = s.weights;  // momentum buffers for an optimizer without momentum
         b.load_state(s);
       },
+      [&] { b.vectors(0); },
+      [&] {
+        auto v = b.vectors(2), o = b.vectors(3);
+        b.hvp(all_rows(*v), all_rows(*v), all_rows(*o));  // 2 directions, 3 outputs
+      },
+      [&] {
+        auto p = b.vectors(2), v = b.vectors(3), o = b.vectors(3);
+        b.hvp(all_rows(*p), all_rows(*v), all_rows(*o));  // 2 points do not divide 3
+      },
+      [&] {
+        auto v = b.vectors(2);
+        b.dots(rows_of(*v, 1, 2), rows_of(*v, 0, 2));  // past the block's end
+      },
+      [&] {
+        auto v = b.vectors(1);
+        b.upload(all_rows(*v), std::vector<double>(size_t(d) + 1));
+      },
+      [&] {
+        auto v = b.vectors(3);
+        b.copy_weights(all_rows(*v));  // m rows needed
+      },
+      [&] {
+        auto v = b.vectors(2);
+        b.project_out(row_of(*v, 0), rows_of(*v, 0, 2));  // overlaps its basis
+      },
+      [&] {
+        auto v = b.vectors(2), o = b.vectors(1);
+        b.combine(all_rows(*v), {1.0}, all_rows(*o));  // 1 coefficient for 2 x 1
+      },
+      [&] { b.set_curvature_subset({0, -1}); },
+      [&] { b.sample(-1); },
   };
   std::vector<std::string> errors;
   for (const auto& call : calls) {

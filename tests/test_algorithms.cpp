@@ -358,8 +358,6 @@ TEST(BackendContractTest, WrongPerturbationSizeAndMomentumMismatchAreRefused) {
   test_util::Sim s = test_util::make_sim({{"workers", 3}}, false);
   Backend& b = *s->backend;
   const int64_t d = b.dim();
-  EXPECT_FALSE(perturbation_is_per_worker(size_t(d), 3, d));
-  EXPECT_TRUE(perturbation_is_per_worker(size_t(3 * d), 3, d));
   try {
     b.perturb_weights(std::vector<double>(size_t(d + 1), 0.0));
     FAIL() << "expected an error";
@@ -439,4 +437,13 @@ TEST(ContractTest, InvalidCallsGetTheSameErrorsOnEveryBackend) {
   for (const auto& e : a) EXPECT_NE(e, "(accepted)");
   EXPECT_NE(a[0].find("hvp: dirs: expected whole rows"), std::string::npos) << a[0];
   EXPECT_NE(a[3].find("restore_weights"), std::string::npos) << a[3];
+  EXPECT_NE(a[9].find("the points must divide the directions"), std::string::npos) << a[9];
+  // A block made by one backend is refused by another.
+  auto v = f32->backend->vectors(1);
+  try {
+    f64->backend->dots(all_rows(*v), all_rows(*v));
+    FAIL() << "accepted another backend's block";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("another backend"), std::string::npos) << e.what();
+  }
 }

@@ -3,6 +3,7 @@
 #include <Eigen/Dense>
 #include <cmath>
 #include <numeric>
+#include <sstream>
 
 #include "gossamer/curvature.hpp"
 #include "gossamer/philox.hpp"
@@ -98,12 +99,12 @@ TEST(CurvatureTest, LanczosTopFiveMatchesDenseEigenSolver) {
   Tiny t;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> es(0.5 * (t.H + t.H.transpose()));
   const auto top = lanczos_top_eigenvalues(*t.sim->backend, t.wbar, 5, int(t.d), 3);
-  ASSERT_EQ(top.size(), 5u);
+  ASSERT_EQ(top.values.size(), 5u);
   for (int i = 0; i < 5; ++i) {
     const double exact = es.eigenvalues()(t.d - 1 - i);
-    EXPECT_LT(rel(top[i].value, exact), 1e-8)
-        << "eigenvalue " << i << ": " << top[i].value << " vs " << exact;
-    EXPECT_LT(top[i].residual, 1e-6 * std::fabs(exact) + 1e-10);
+    EXPECT_LT(rel(top.values[i], exact), 1e-8)
+        << "eigenvalue " << i << ": " << top.values[i] << " vs " << exact;
+    EXPECT_LT(top.residuals[i], 1e-6 * std::fabs(exact) + 1e-10);
   }
 }
 
@@ -113,7 +114,7 @@ TEST(CurvatureTest, PowerIterationFindsTheLargestModulusEigenvalue) {
   const double lmax =
       std::max(std::fabs(es.eigenvalues()(t.d - 1)), std::fabs(es.eigenvalues()(0)));
   const auto top = power_top_eigenvalues(*t.sim->backend, t.wbar, 1, 1000, 1e-9, 4);
-  EXPECT_LT(rel(std::fabs(top[0].value), lmax), 1e-4);
+  EXPECT_LT(rel(std::fabs(top.values[0]), lmax), 1e-4);
 }
 
 TEST(CurvatureTest, RegularizerEqualsDenseComputation) {
@@ -127,7 +128,7 @@ TEST(CurvatureTest, RegularizerEqualsDenseComputation) {
   }
   dense /= 2.0 * m;
   EXPECT_GT(std::fabs(dense), 0.0);
-  EXPECT_LT(rel(hessian_xi_regularizer(*t.sim->backend, t.workers, m), dense), 1e-10);
+  EXPECT_LT(rel(hessian_xi_regularizer(*t.sim->backend), dense), 1e-10);
 }
 
 TEST(CurvatureTest, SmallSigmaSharpnessIsHalfSigmaSquaredTrace) {
@@ -154,7 +155,7 @@ TEST(CurvatureTest, XiPerturbationsHaveCovarianceXi) {
   EXPECT_LT((cov - xi).norm() / xi.norm(), 0.05);
   // And the estimator: for a quadratic model its mean is 1/2 tr(H Xi).
   const Estimate e = average_sharpness_xi(*t.sim->backend, t.workers, m, 400, 2);
-  const double reg = hessian_xi_regularizer(*t.sim->backend, t.workers, m);
+  const double reg = hessian_xi_regularizer(*t.sim->backend);
   EXPECT_NEAR(e.value, reg, 3 * e.std_error + 0.05 * std::fabs(reg));
 }
 
@@ -239,6 +240,7 @@ TEST(CurvatureReportTest, IdenticalWorkersReproduceTheMeanModelsFigures) {
                       {"curvature",
                        {{"workers", true},
                         {"what", {"trace", "topk", "avgsharp", "samsharp"}},
+                        {"method", "power"},
                         {"probes", 8},
                         {"topk", 1},
                         {"lanczos_steps", 8},
@@ -247,8 +249,13 @@ TEST(CurvatureReportTest, IdenticalWorkersReproduceTheMeanModelsFigures) {
                         {"samples", 64}}}};
   Sim same = make_sim(patch, true);
   const CurvatureConfig& c = same->config.curvature;
-  const json r = measure_curvature(*same->backend, c, 3, 64, 1, 0);
-  const json& w = r["workers"];
+  CurvatureFiles files;
+  const json r = measure_curvature(*same->backend, c, 1, 0, &files);
+  const json& w = files.workers;
+  EXPECT_EQ(w["step"], 0);
+  EXPECT_EQ(r["workers"]["file"], "worker_curvature.jsonl");
+  EXPECT_NEAR(r["workers"]["trace"]["mean"].get<double>(), r["trace"]["value"].get<double>(),
+              1e-9 * std::fabs(r["trace"]["value"].get<double>()));
   ASSERT_EQ(w["trace"].size(), 3u);
   for (int k = 0; k < 3; ++k) {
     const auto near = [](const json& a, const json& b) {
@@ -263,14 +270,231 @@ TEST(CurvatureReportTest, IdenticalWorkersReproduceTheMeanModelsFigures) {
   json spread = patch;
   spread["model"] = {{"same_init", false}};
   Sim apart = make_sim(spread, true);
-  const json a = measure_curvature(*apart->backend, apart->config.curvature, 3, 64, 1, 0);
-  EXPECT_NE(a["workers"]["trace"][0].get<double>(), a["workers"]["trace"][1].get<double>());
+  CurvatureFiles a;
+  measure_curvature(*apart->backend, apart->config.curvature, 1, 0, &a);
+  EXPECT_NE(a.workers["trace"][0].get<double>(), a.workers["trace"][1].get<double>());
   // Only what was asked for.
   json only_trace = patch;
   only_trace["curvature"]["what"] = {"trace"};
   Sim t = make_sim(only_trace, true);
-  const json o = measure_curvature(*t->backend, t->config.curvature, 3, 64, 1, 0);
-  EXPECT_TRUE(o["workers"].contains("trace"));
-  EXPECT_FALSE(o["workers"].contains("sam_sharpness"));
-  EXPECT_FALSE(o["workers"].contains("top_eigenvalue"));
+  CurvatureFiles o;
+  const json oj = measure_curvature(*t->backend, t->config.curvature, 1, 0, &o);
+  EXPECT_TRUE(o.workers.contains("trace"));
+  EXPECT_FALSE(o.workers.contains("sam_sharpness"));
+  EXPECT_FALSE(o.workers.contains("top_eigenvalue"));
+  EXPECT_FALSE(oj["workers"].contains("sam_sharpness"));
+  EXPECT_TRUE(o.density.is_null());
+}
+
+// --- vectors the backend owns, the batched per-worker pass and the spectral density ---
+
+namespace {
+
+Eigen::VectorXd row_vec(const std::vector<double>& v, int64_t r, int64_t d) {
+  return Eigen::Map<const Eigen::VectorXd>(v.data() + r * d, d);
+}
+
+}  // namespace
+
+class VectorOpsTest : public ::testing::TestWithParam<bool> {};
+
+// Every vector operation against the same arithmetic in Eigen on host doubles.
+TEST_P(VectorOpsTest, EachOperationMatchesItsHostDefinition) {
+  Sim s = make_sim({{"workers", 3}, {"model", {{"same_init", false}}}}, GetParam());
+  Backend& b = *s->backend;
+  const int64_t d = b.dim();
+  const double tol = GetParam() ? 1e-12 : 1e-5;
+  auto a = b.vectors(4), c = b.vectors(4);
+  b.fill_probes(all_rows(*a), Probe::Normal, 9, 40, 2);
+  const std::vector<double> av = b.download(all_rows(*a));
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t i = 0; i < d; i += 7)
+      EXPECT_NEAR(av[r * d + i], curvature_probe(Probe::Normal, 9, 40 + uint32_t(r / 2), i), tol);
+  b.fill_probes(all_rows(*c), Probe::Rademacher, 9, 0);
+  const std::vector<double> cv = b.download(all_rows(*c));
+  for (int64_t i = 0; i < d; ++i) ASSERT_EQ(std::fabs(cv[i]), 1.0);
+  // dots, axpy (one row broadcast), scale, copy
+  const auto dots = b.dots(all_rows(*a), all_rows(*c));
+  for (int64_t r = 0; r < 4; ++r)
+    EXPECT_NEAR(dots[r], row_vec(av, r, d).dot(row_vec(cv, r, d)), tol * double(d));
+  b.axpy(all_rows(*c), {1, 2, 3, 4}, row_of(*a, 3));
+  b.scale(rows_of(*c, 1, 2), {0.5, -1});
+  const std::vector<double> c2 = b.download(all_rows(*c));
+  const double factor[4] = {1, 0.5, -1, 1};
+  for (int64_t r = 0; r < 4; ++r)
+    EXPECT_LT((row_vec(c2, r, d) - factor[r] * (row_vec(cv, r, d) + (r + 1) * row_vec(av, 3, d)))
+                  .norm(),
+              tol * 10 * std::sqrt(double(d)));
+  // project_out against an orthonormal basis (Gram-Schmidt on the host), then combine
+  Eigen::MatrixXd B(d, 2);
+  B.col(0) = row_vec(av, 0, d).normalized();
+  B.col(1) = row_vec(av, 2, d) - B.col(0).dot(row_vec(av, 2, d)) * B.col(0);
+  B.col(1).normalize();
+  auto basis = b.vectors(2), r = b.vectors(1), out = b.vectors(2);
+  std::vector<double> bv(size_t(2 * d));
+  Eigen::Map<Eigen::MatrixXd>(bv.data(), d, 2) = B;
+  b.upload(all_rows(*basis), bv);
+  b.copy(all_rows(*r), row_of(*c, 3));
+  b.project_out(all_rows(*r), all_rows(*basis));
+  const Eigen::VectorXd x = row_vec(c2, 3, d), expect = x - B * (B.transpose() * x);
+  EXPECT_LT((row_vec(b.download(all_rows(*r)), 0, d) - expect).norm(), tol * 10 * x.norm());
+  b.combine(all_rows(*basis), {1, 2, -3, 0.5}, all_rows(*out));
+  const std::vector<double> ov = b.download(all_rows(*out));
+  EXPECT_LT((row_vec(ov, 0, d) - (B.col(0) + 2 * B.col(1))).norm(), tol * 10);
+  EXPECT_LT((row_vec(ov, 1, d) - (-3 * B.col(0) + 0.5 * B.col(1))).norm(), tol * 10);
+  // copy_weights and mean_weights
+  auto w = b.vectors(3), mean = b.vectors(1);
+  b.copy_weights(all_rows(*w));
+  b.mean_weights(all_rows(*mean));
+  const std::vector<double> all = b.weights(), wv = b.download(all_rows(*w));
+  const std::vector<double> wbar = mean_row(all, 3), mv = b.download(all_rows(*mean));
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(wv[i], all[i]);
+  for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(mv[i], wbar[i], tol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, VectorOpsTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "float64" : "float32"; });
+
+// HVP pairing: pair i at point i mod P, for P = 1, 2 and as many points as directions, against
+// one HVP at a time through the host form.
+TEST(CurvatureTest, HvpPairsEachDirectionWithPointIModP) {
+  Tiny t;
+  Backend& b = *t.sim->backend;
+  const int64_t d = t.d;
+  auto pts = b.vectors(2), dirs = b.vectors(4), out = b.vectors(4);
+  b.upload(row_of(*pts, 0), t.wbar);
+  b.upload(row_of(*pts, 1), std::vector<double>(t.workers.begin(), t.workers.begin() + d));
+  b.fill_probes(all_rows(*dirs), Probe::Normal, 3, 7);
+  b.hvp(all_rows(*pts), all_rows(*dirs), all_rows(*out));
+  const std::vector<double> hv = b.download(all_rows(*out)), dv = b.download(all_rows(*dirs));
+  const std::vector<double> p = b.download(all_rows(*pts));
+  for (int64_t i = 0; i < 4; ++i) {
+    const std::vector<double> point(p.begin() + (i % 2) * d, p.begin() + (i % 2 + 1) * d);
+    const std::vector<double> dir(dv.begin() + i * d, dv.begin() + (i + 1) * d);
+    const std::vector<double> one = b.hvp(point, dir);
+    EXPECT_LT((row_vec(hv, i, d) - row_vec(one, 0, d)).norm(), 1e-12 * row_vec(one, 0, d).norm())
+        << "pair " << i;
+  }
+}
+
+// The batched pass over every worker gives what w-bar's estimators give at each worker alone.
+TEST(CurvatureTest, EveryWorkerInOnePassEqualsEachWorkerAlone) {
+  Tiny t;
+  Backend& b = *t.sim->backend;
+  const int m = t.sim->config.workers;
+  const WorkerCurvature wc = worker_curvature(b, 12, 200, 1e-6, 21);
+  ASSERT_EQ(int(wc.trace.size()), m);
+  ASSERT_EQ(int(wc.top_eigenvalue.size()), m);
+  for (int k = 0; k < m; ++k) {
+    const std::vector<double> wk(t.workers.begin() + k * t.d, t.workers.begin() + (k + 1) * t.d);
+    const Estimate e = hutchinson_trace(b, wk, 12, 21);
+    EXPECT_NEAR(wc.trace[k].value, e.value, 1e-10 * std::fabs(e.value)) << "worker " << k;
+    EXPECT_NEAR(wc.trace[k].std_error, e.std_error, 1e-10 * e.std_error);
+    const TopEigen p = power_top_eigenvalues(b, wk, 1, 200, 1e-6, 21);
+    EXPECT_NEAR(wc.top_eigenvalue[k], p.values[0], 1e-9 * std::fabs(p.values[0])) << "worker " << k;
+    EXPECT_GE(wc.power_iterations[k], 2);
+  }
+  EXPECT_NE(wc.trace[0].value, wc.trace[1].value);  // the workers differ
+}
+
+// Lanczos quadrature is exact for polynomials of degree < 2 x steps: with steps = d,
+// sum_j w_j theta_j^p = v^T H^p v for the unit start vector v (closed form, explicit H).
+TEST(CurvatureTest, SpectralDensityQuadratureReproducesTheMomentsOfH) {
+  Tiny t;
+  Backend& b = *t.sim->backend;
+  auto point = b.vectors(1);
+  b.upload(all_rows(*point), t.wbar);
+  const uint64_t seed = 17;
+  const SpectralDensity s = spectral_density(b, all_rows(*point), 2, int(t.d), 400, 0.01, seed);
+  ASSERT_EQ(s.nodes.size(), 2u);
+  const Eigen::MatrixXd H = 0.5 * (t.H + t.H.transpose());
+  for (int r = 0; r < 2; ++r) {
+    Eigen::VectorXd v(t.d);
+    for (int64_t i = 0; i < t.d; ++i)
+      v[i] = curvature_probe(Probe::Normal, seed, 0x400000u + uint32_t(r), uint64_t(i));
+    v.normalize();
+    Eigen::VectorXd hp = v;
+    for (int p = 0; p <= 3; ++p) {
+      double quad = 0;
+      for (size_t j = 0; j < s.nodes[r].size(); ++j)
+        quad += s.weights[r][j] * std::pow(s.nodes[r][j], p);
+      const double exact = v.dot(hp);
+      EXPECT_NEAR(quad, exact, 1e-8 * std::max(1.0, std::fabs(exact))) << "run " << r << " p " << p;
+      hp = H * hp;
+    }
+  }
+  // The density integrates to 1 on its grid, and its mean is the quadrature's mean eigenvalue.
+  const double step = s.grid[1] - s.grid[0];
+  double mass = 0, mean = 0, quad_mean = 0;
+  for (size_t g = 0; g < s.grid.size(); ++g) {
+    const double wgt = (g == 0 || g + 1 == s.grid.size()) ? 0.5 : 1.0;
+    mass += wgt * s.density[g] * step;
+    mean += wgt * s.density[g] * s.grid[g] * step;
+  }
+  for (int r = 0; r < 2; ++r)
+    for (size_t j = 0; j < s.nodes[r].size(); ++j) quad_mean += s.weights[r][j] * s.nodes[r][j] / 2;
+  EXPECT_NEAR(mass, 1.0, 1e-12);
+  EXPECT_NEAR(mean, quad_mean, 0.01 * (s.grid.back() - s.grid.front()));
+}
+
+TEST(CurvatureTest, SmoothedDensityOfOneNodeIsAGaussian) {
+  const SpectralDensity s = smooth_density({{2.0, 4.0}}, {{1.0, 0.0}}, 2001, 0.1);
+  EXPECT_DOUBLE_EQ(s.sigma, 0.2);
+  // The peak at the node, the value there 1/(sigma sqrt(2 pi)) (up to the cut tails' 0.3%).
+  size_t peak = 0;
+  for (size_t g = 0; g < s.grid.size(); ++g)
+    if (s.density[g] > s.density[peak]) peak = g;
+  EXPECT_NEAR(s.grid[peak], 2.0, s.grid[1] - s.grid[0]);
+  EXPECT_NEAR(s.density[peak], 1.0 / (0.2 * std::sqrt(2 * M_PI)), 0.01);
+  EXPECT_THROW(smooth_density({{1.0}}, {{1.0}}, 1, 0.1), std::exception);
+}
+
+// A run with curvature.workers and "density" writes worker_curvature.jsonl and
+// spectral_density.jsonl, a line per measurement; a resume keeps them line for line.
+TEST(CurvatureReportTest, RunFolderGetsTheWorkerAndDensityFiles) {
+  const auto dir = fresh_temp_dir("curvfiles");
+  json cfg = tiny_config({{"train", {{"steps", 20}, {"eval_every", 10}, {"checkpoint_every", 10}}},
+                          {"curvature",
+                           {{"every", 10},
+                            {"workers", true},
+                            {"what", {"trace", "topk", "density"}},
+                            {"probes", 4},
+                            {"topk", 2},
+                            {"lanczos_steps", 6},
+                            {"density_runs", 2},
+                            {"density_steps", 8},
+                            {"density_bins", 32},
+                            {"samples", 64}}}});
+  cfg["backend"] = "cpu";
+  const RunConfig config = load_config(cfg, {}, "test");
+  std::ostringstream log;
+  run_training(config, (dir / "whole").string(), log);
+  const auto lines = [&](const char* run, const char* f) {
+    std::vector<json> out;
+    std::ifstream in(dir / run / f);
+    for (std::string l; std::getline(in, l);) out.push_back(json::parse(l));
+    return out;
+  };
+  const auto workers = lines("whole", "worker_curvature.jsonl");
+  const auto density = lines("whole", "spectral_density.jsonl");
+  ASSERT_EQ(workers.size(), 3u);  // steps 0, 10, 20
+  ASSERT_EQ(density.size(), 3u);
+  EXPECT_EQ(workers[1]["step"], 10);
+  EXPECT_EQ(workers[1]["trace"].size(), size_t(config.workers));
+  EXPECT_EQ(density[2]["grid"].size(), 32u);
+  EXPECT_EQ(density[2]["nodes"].size(), 2u);
+  const auto metrics = metrics_without_times(dir / "whole");
+  EXPECT_NE(metrics.back().find("\"density\""), std::string::npos);
+  EXPECT_NE(metrics.back().find("worker_curvature.jsonl"), std::string::npos);
+  // Stopped after step 10, then resumed: the same lines.
+  RunOptions stop;
+  stop.stop_after = 10;
+  run_training(config, (dir / "parts").string(), log, stop);
+  EXPECT_EQ(lines("parts", "worker_curvature.jsonl").size(), 2u);
+  RunOptions resume;
+  resume.resume = true;
+  run_training(config, (dir / "parts").string(), log, resume);
+  EXPECT_EQ(lines("parts", "worker_curvature.jsonl"), workers);
+  EXPECT_EQ(lines("parts", "spectral_density.jsonl"), density);
+  std::filesystem::remove_all(dir);
 }

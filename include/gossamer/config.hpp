@@ -96,6 +96,8 @@ struct CurvatureConfig {
   int64_t power_iters = 0;
   double power_tol = 0, sigma = 0, sam_rho = 0;
   bool workers = false;
+  int density_runs = 0, density_steps = 0, density_bins = 0;
+  double density_width = 0;
   bool wants(const std::string& name) const;
 };
 

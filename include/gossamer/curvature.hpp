@@ -3,6 +3,7 @@
 // doubles; every random draw is Philox, seeded, so an estimate repeats exactly.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "gossamer/backend.hpp"
@@ -15,29 +16,68 @@ struct Estimate {
   int64_t samples = 0;
 };
 
-struct Eigenpair {
-  double value = 0;
-  double residual = 0;  // ||H u - value u|| with ||u|| = 1, by one more HVP
-  std::vector<double> vector;
+// The k largest eigenpairs of H at a point, largest first.
+struct TopEigen {
+  std::vector<double> values;
+  std::vector<double> residuals;     // ||H u - value u|| with ||u|| = 1, by one more batch of HVPs
+  std::unique_ptr<Vectors> vectors;  // the unit eigenvectors u, one row each, on the backend
 };
 
-// tr H by Hutchinson (1990): mean of z^T H z over Rademacher probes z, all in one batch.
+// Every estimator works on vectors the backend owns (device memory on the CUDA backend): the
+// point is a row of a Vectors block, probes are drawn where the vectors live, and only scalars
+// and the small tridiagonal problems reach the host. The forms taking a host point upload it once.
+
+// tr H by Hutchinson (1990): mean of z^T H z over Rademacher probes z (probe p: stream
+// kTraceStream + p), in batches of HVPs.
+Estimate hutchinson_trace(Backend& backend, Rows point, int probes, uint64_t seed);
 Estimate hutchinson_trace(Backend& backend, const std::vector<double>& w, int probes,
                           uint64_t seed);
 
 // The k largest eigenvalues by Lanczos with full reorthogonalization (steps Lanczos
-// vectors, at most d), with residuals.
-std::vector<Eigenpair> lanczos_top_eigenvalues(Backend& backend, const std::vector<double>& w,
-                                               int k, int steps, uint64_t seed);
+// vectors, at most d; the basis stays on the backend), with residuals.
+TopEigen lanczos_top_eigenvalues(Backend& backend, Rows point, int k, int steps, uint64_t seed);
+TopEigen lanczos_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k, int steps,
+                                 uint64_t seed);
 
 // The k eigenvalues of largest modulus by power iteration with deflation, as PyHessian
 // does: stop when |lambda - lambda_prev| <= tol (|lambda_prev| + 1e-6) or after max_iters.
-std::vector<Eigenpair> power_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k,
-                                             int max_iters, double tol, uint64_t seed);
+TopEigen power_top_eigenvalues(Backend& backend, Rows point, int k, int max_iters, double tol,
+                               uint64_t seed);
+TopEigen power_top_eigenvalues(Backend& backend, const std::vector<double>& w, int k,
+                               int max_iters, double tol, uint64_t seed);
+
+// Every worker's own curvature in one pass (docs/ARCHITECTURE.md, "Curvature on the backend"):
+// Hutchinson's trace with its standard error over (worker, probe) pairs, batched (the same
+// probes as w-bar's hutchinson_trace, so identical workers give w-bar's figures), and the top
+// eigenvalue by power iteration on all m workers at once, each stopping by power_top_eigenvalues'
+// rule (the batch runs until every worker has stopped or max_iters).
+struct WorkerCurvature {
+  std::vector<Estimate> trace;        // m; empty when probes == 0
+  std::vector<double> top_eigenvalue; // m; empty when max_iters == 0
+  std::vector<int> power_iterations;  // m: the iterations each worker took
+};
+WorkerCurvature worker_curvature(Backend& backend, int probes, int max_iters, double tol,
+                                 uint64_t seed);
+
+// The spectral density of H by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; as
+// PyHessian's density): `runs` Lanczos runs of `steps` from normal start vectors give nodes
+// (Ritz values) and weights (squared first components of the Ritz vectors, summing to 1 per
+// run); the density on `bins` grid points is their mean Gaussian smoothing with standard
+// deviation width x (max node - min node), normalized to integrate to 1 on the grid.
+struct SpectralDensity {
+  std::vector<double> grid, density;
+  std::vector<std::vector<double>> nodes, weights;  // per run
+  double sigma = 0;                                 // the smoothing's standard deviation
+};
+SpectralDensity spectral_density(Backend& backend, Rows point, int runs, int steps, int bins,
+                                 double width, uint64_t seed);
+// The density of given nodes and weights (per run) on a grid (the smoothing above).
+SpectralDensity smooth_density(std::vector<std::vector<double>> nodes,
+                               std::vector<std::vector<double>> weights, int bins, double width);
 
 // 1/2 tr(H(wbar) Xi) = (1/2m) sum_k delta_k^T H(wbar) delta_k, delta_k = w_k - wbar: m HVPs in one
-// batch. `workers` is m x d.
-double hessian_xi_regularizer(Backend& backend, const std::vector<double>& workers, int m);
+// batch, of the backend's current workers, on the backend.
+double hessian_xi_regularizer(Backend& backend);
 
 // E_{eps ~ N(0, sigma^2 I)} L(w + eps) - L(w), with antithetic pairs (eps, -eps), which
 // cancel the gradient term's variance: samples pairs.

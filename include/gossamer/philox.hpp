@@ -60,6 +60,17 @@ GOSSAMER_HD double philox_normal(uint32_t u0, uint32_t u1) {
   return r * cos(6.283185307179586 * philox_uniform(u1));
 }
 
+// The curvature estimators' random vectors: entry i of probe `stream` (the Curvature domain's
+// counter i). Rademacher: +-1 from bit 0 of the first word; Normal: Box-Muller. A function of
+// (seed, stream, i) alone, so the host and the device draw the same probes.
+enum class Probe { Rademacher, Normal };
+
+GOSSAMER_HD double curvature_probe(Probe kind, uint64_t seed, uint32_t stream, uint64_t i) {
+  const Philox4 r = philox_draw(seed, RngDomain::Curvature, stream, i);
+  if (kind == Probe::Rademacher) return (r.v[0] & 1u) ? 1.0 : -1.0;
+  return philox_normal(r.v[0], r.v[1]);
+}
+
 // The initial value of weight i of a layer with fan_in inputs and fan_out outputs, for the worker
 // whose Init stream is `stream`: N(0, std^2) with Kaiming std sqrt(2 / fan_in) (He et al. 2015)
 // or Xavier std sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010). The host (model.cpp, the

@@ -36,9 +36,17 @@ BackendSetup backend_setup(const Simulation& s);
 BackendSetup backend_setup(const RunConfig& config, const ModelSpec& model, const DataSplit& data,
                            const Partition* partition);
 
-// One curvature measurement of w-bar (and, if configured, of each worker) as a JSON
-// object for metrics.jsonl. Probes are drawn from (seed, step), so it repeats exactly.
-nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, int workers,
-                                 int64_t subset_size, uint64_t seed, int64_t step);
+// The lines a curvature measurement adds to files of its own (null where not measured):
+// worker_curvature.jsonl (curvature.workers: every worker's arrays) and spectral_density.jsonl
+// (curvature.what "density": the grid, the density, the quadrature's nodes and weights).
+struct CurvatureFiles {
+  nlohmann::json workers, density;
+};
+
+// One curvature measurement of w-bar (and, if configured, of each worker and of the spectral
+// density) as a JSON object for metrics.jsonl; the per-worker arrays and the density go to
+// *files. Probes are drawn from (seed, step), so it repeats exactly.
+nlohmann::json measure_curvature(Backend& backend, const CurvatureConfig& config, uint64_t seed,
+                                 int64_t step, CurvatureFiles* files = nullptr);
 
 }  // namespace gossamer

@@ -1,0 +1,115 @@
+// The assembly of a simulation (simulation.hpp): the config's data, partition, model, topology
+// and backend, each phase timed, and the backend factory behind `backend`: "auto" | "cpu" | "cuda".
+#include "gossamer/simulation.hpp"
+
+#include <chrono>
+#include <functional>
+
+#include "gossamer/devices.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/philox.hpp"
+#ifdef GOSSAMER_HAVE_CUDA
+#include "gossamer/cuda.hpp"
+#endif
+
+namespace gossamer {
+namespace {
+
+// What a CPU fallback says about math "tf32", which only the CUDA backend has.
+std::string tf32_note(const BackendSetup& setup) {
+  return setup.tf32 ? "; math tf32 does not apply: the cpu backend computes exact float32" : "";
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& which, const std::string& precision,
+                                      const BackendSetup& setup, std::string* chosen) {
+  const bool float64 = precision == "float64";
+  if (which == "cpu") {
+    *chosen = "cpu (asked for)";
+    return make_cpu_backend(setup, float64);
+  }
+  const DeviceList gpus = list_devices();
+  if (which == "cuda") {
+    if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
+#ifdef GOSSAMER_HAVE_CUDA
+    auto backend = make_cuda_backend(setup, CudaOptions{});
+    *chosen = backend->name() + " (asked for)";
+    return backend;
+#endif
+  }
+  if (gpus.devices.empty()) {
+    *chosen = "cpu (auto: " + gpus.why_none + tf32_note(setup) + ")";
+  } else if (float64) {
+    *chosen = "cpu (auto: precision float64 is a CPU reference mode" + tf32_note(setup) + ")";
+  } else {
+    // `auto` picks the CUDA backend for float32 runs where a GPU is visible: its FP32 agreement
+    // suite (every operation against the CPU backend, a 100-step quickstart, bit-identical
+    // resume) passed on an NVIDIA H200 (bench/results/README.md).
+#ifdef GOSSAMER_HAVE_CUDA
+    auto backend = make_cuda_backend(setup, CudaOptions{});
+    *chosen = backend->name() + " (auto: GPU 0, the first of " +
+              std::to_string(gpus.devices.size()) + " visible)";
+    return backend;
+#else
+    *chosen = "cpu (auto: a GPU is visible, but this build has no CUDA backend" +
+              tf32_note(setup) + ")";
+#endif
+  }
+  return make_cpu_backend(setup, float64);
+}
+
+BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const DataSplit& data,
+                           const Partition* partition) {
+  BackendSetup setup;
+  setup.model = &model;
+  setup.data = &data;
+  setup.partition = partition;
+  setup.workers = c.workers;
+  setup.batch = c.optimizer.batch_size;
+  setup.seed = c.seed;
+  setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
+  setup.tf32 = c.math == "tf32";
+  setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
+  return setup;
+}
+
+BackendSetup backend_setup(const Simulation& s) {
+  return backend_setup(s.config, s.model, s.data, &s.partition);
+}
+
+std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
+  auto s = std::make_unique<Simulation>();
+  s->config = c;
+  // Each phase timed: the banner and summary.json show where setup time goes.
+  const auto phase = [&](const char* name, const std::function<void()>& body) {
+    const auto t0 = std::chrono::steady_clock::now();
+    body();
+    s->setup_seconds.push_back(
+        {name, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()});
+  };
+  phase("data", [&] { s->data = load_data(c.data, c.seed); });
+  phase("partition",
+        [&] { s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed); });
+  s->model = ModelSpec::mlp(s->data.train.features, c.model.hidden, s->data.train.classes,
+                            c.model.activation);
+  phase("topology", [&] {
+    s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
+  });
+  phase("spectral analysis", [&] { s->mixing = analyze_topology(*s->topology); });
+  phase("backend allocation", [&] {
+    s->backend = make_backend(c.backend, c.precision, backend_setup(*s), &s->backend_note);
+  });
+  phase("initialization", [&] {
+    s->backend->initialize_weights(c.model, c.seed);
+    // The curvature subset: the first N of a seeded permutation of the training set.
+    const int64_t n = s->data.train.n, take = std::min(n, c.curvature.samples);
+    for (int64_t i = 0; i < take; ++i)
+      s->curvature_subset.push_back(
+          int64_t(philox_permute(uint64_t(i), uint64_t(n), c.seed, 0xFFFFFFFEu, 0)));
+    s->backend->set_curvature_subset(s->curvature_subset);
+  });
+  return s;
+}
+
+}  // namespace gossamer
