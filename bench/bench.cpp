@@ -164,216 +164,202 @@ std::string slug(std::string s) {
 
 }  // namespace
 
-int run_bench(int argc, char** argv) {
-  CLI::App app{"gossamer-bench: step parts and curvature estimators against the ceilings"};
+struct BenchOptions {
   std::vector<std::string> names{"quickstart", "a"};
-  std::string backend = "cpu", math = "fp32", out_dir = "bench/results";
+  std::string backend = "cpu", math = "fp32", out_dir = "bench/results", export_dir;
   int repeats = 10, calls = 5;
-  bool curvature = true;
-  app.add_option("--backend", backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--math", math, "GEMM math of the cuda backend")
-      ->check(CLI::IsMember({"fp32", "tf32"}));
-  app.add_option("--workload", names,
-                 "Workloads: quickstart, a, b, and m<N> (the scaling series: N workers of "
-                 "784-128-10, batch 32, ring)")
-      ->delimiter(',');
-  app.add_option("--repeats", repeats, "Timed batches per part (median reported)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--calls", calls, "Calls per timed batch")->check(CLI::PositiveNumber);
-  app.add_flag("!--no-curvature", curvature, "Skip the curvature estimators");
-  bool ceilings = true;
-  app.add_flag("!--no-ceilings", ceilings,
-               "Skip the ceiling measurements (under a profiler: the workload's own kernels "
-               "come first; fractions of the ceilings are then not reported)");
-  app.add_option("--out", out_dir, "Folder of the JSON result");
-  std::string export_dir;
-  app.add_option("--export-curvature", export_dir,
-                 "Write each workload's w-bar, curvature subset and layer sizes here, for the "
-                 "PyHessian-style peer to measure the same model on the same data");
-  CLI11_PARSE(app, argc, argv);
-  std::filesystem::create_directories(out_dir);  // the result, and the checkpoint I/O's file
+  bool curvature = true, ceilings = true;
+};
 
-  json result = {{"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
-                 {"timing", "median over repeats of (calls back to back) / calls"},
-                 {"repeats", repeats},
-                 {"calls", calls},
-                 {"workloads", json::object()}};
+// The machine and its measured ceilings (NaN with --no-ceilings).
+struct Machine {
   std::string device;
   double gemm_gflops = 0, copy_gbs = 0;
-  if (backend == "cpu") {
-    const Ceilings ceil = ceilings ? measure_ceilings(5) : Ceilings{NAN, NAN};
-    device = cpu_model();
-    gemm_gflops = ceil.gemm_gflops;
-    copy_gbs = ceil.copy_gbs;
-    result["machine"] = {{"cpu", device}, {"cores", sysconf(_SC_NPROCESSORS_ONLN)}};
-    result["ceilings"] = {
-        {"copy_gb_per_s", copy_gbs}, {"sgemm_gflop_per_s", gemm_gflops}, {"sgemm", "Eigen 1024^3"}};
-  } else {
-#ifdef GOSSAMER_HAVE_CUDA
-    const DeviceList gpus = list_devices();
-    if (gpus.devices.empty()) {
-      std::fprintf(stderr, "gossamer-bench: --backend cuda: %s\n", gpus.why_none.c_str());
-      return 1;
-    }
-    device = gpus.devices[0].name;
-    const CudaCeilings ceil =
-        ceilings ? measure_cuda_ceilings(10) : CudaCeilings{NAN, NAN, NAN};
-    copy_gbs = ceil.copy_gb_per_s;
-    gemm_gflops = 1e3 * (math == "tf32" ? ceil.sgemm_tf32_tflops : ceil.sgemm_fp32_tflops);
-    result["machine"] = {{"gpu", device},
-                         {"memory_bytes", gpus.devices[0].total_memory},
-                         {"multiprocessors", gpus.devices[0].multiprocessors},
-                         {"cpu", cpu_model()}};
-    result["ceilings"] = {{"copy_gb_per_s", copy_gbs},
-                          {"sgemm_fp32_tflop_per_s", ceil.sgemm_fp32_tflops},
-                          {"sgemm_tf32_tflop_per_s", ceil.sgemm_tf32_tflops},
-                          {"sgemm", "cuBLAS 8192^3"}};
-#else
-    std::fprintf(stderr, "gossamer-bench: built without CUDA\n");
-    return 1;
-#endif
+};
+
+// The machine's ceilings into result["machine"] and result["ceilings"]; false (said on stderr)
+// where the backend cannot run here.
+bool measure_machine(const BenchOptions& o, json& result, Machine& m) {
+  if (o.backend == "cpu") {
+    const Ceilings ceil = o.ceilings ? measure_ceilings(5) : Ceilings{NAN, NAN};
+    m.device = cpu_model();
+    m.gemm_gflops = ceil.gemm_gflops;
+    m.copy_gbs = ceil.copy_gbs;
+    result["machine"] = {{"cpu", m.device}, {"cores", sysconf(_SC_NPROCESSORS_ONLN)}};
+    result["ceilings"] = {{"copy_gb_per_s", m.copy_gbs},
+                          {"sgemm_gflop_per_s", m.gemm_gflops},
+                          {"sgemm", "Eigen 1024^3"}};
+    return true;
   }
-  std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", device.c_str(), copy_gbs,
-              gemm_gflops, math.c_str());
+#ifdef GOSSAMER_HAVE_CUDA
+  const DeviceList gpus = list_devices();
+  if (gpus.devices.empty()) {
+    std::fprintf(stderr, "gossamer-bench: --backend cuda: %s\n", gpus.why_none.c_str());
+    return false;
+  }
+  m.device = gpus.devices[0].name;
+  const CudaCeilings ceil = o.ceilings ? measure_cuda_ceilings(10) : CudaCeilings{NAN, NAN, NAN};
+  m.copy_gbs = ceil.copy_gb_per_s;
+  m.gemm_gflops = 1e3 * (o.math == "tf32" ? ceil.sgemm_tf32_tflops : ceil.sgemm_fp32_tflops);
+  result["machine"] = {{"gpu", m.device},
+                       {"memory_bytes", gpus.devices[0].total_memory},
+                       {"multiprocessors", gpus.devices[0].multiprocessors},
+                       {"cpu", cpu_model()}};
+  result["ceilings"] = {{"copy_gb_per_s", m.copy_gbs},
+                        {"sgemm_fp32_tflop_per_s", ceil.sgemm_fp32_tflops},
+                        {"sgemm_tf32_tflop_per_s", ceil.sgemm_tf32_tflops},
+                        {"sgemm", "cuBLAS 8192^3"}};
+  return true;
+#else
+  std::fprintf(stderr, "gossamer-bench: built without CUDA\n");
+  return false;
+#endif
+}
 
-  for (const auto& name : names) {
-    json wc = workload(name, backend);
-    wc["math"] = math;
-    const RunConfig cfg = load_config(wc, {}, "workload " + name);
-    const auto setup_start = std::chrono::steady_clock::now();
-    auto sim = make_simulation(cfg);
-    const double t_setup =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
-    Backend& b = *sim->backend;
-    const ModelSpec& model = sim->model;
-    const int m = cfg.workers, batch = cfg.optimizer.batch_size;
-    double weight_macs = 0;
-    for (const auto& l : model.layers) weight_macs += double(l.in) * l.out;
-    const double grad_flops =
-        double(m) * batch * (6 * weight_macs - 2.0 * model.layers[0].in * model.layers[0].out);
-    const double update_bytes =
-        (cfg.optimizer.momentum > 0 ? 5.0 : 3.0) * m * double(model.dim) * sizeof(float);
-    int64_t step = 0;
-    const Csr& mixing = sim->topology->at(0);
-    const auto median = [&](const std::function<void()>& f) {
-      return median_per_call(b, f, repeats, calls);
-    };
-    const double t_sample = median([&] { b.sample(step++); });
-    const double t_grad = median([&] { b.local_gradient(true); });
-    const double t_update = median([&] { b.mix_update(&mixing, 1e-6, MixForm::Default); });
-    const double t_consensus = median([&] { b.consensus_distance(); });
-    const double t_eval = median([&] { b.evaluate_mean(Split::Test); });
-    const double t_step = median([&] { train_step(b, cfg, *sim->topology, step++, 1e-6); });
-    auto gflops = [](double flops, double s) { return flops / s / 1e9; };
-    json w = {{"config", cfg.resolved},
-              {"backend", b.name()},
-              {"model", model.describe()},
-              {"parts_seconds",
-               {{"sample", t_sample},
-                {"local_gradient", t_grad},
-                {"gossip_update", t_update},
-                {"consensus_distance", t_consensus},
-                {"evaluate_mean_test", t_eval},
-                {"step", t_step}}},
-              {"local_gradient",
-               {{"flops", grad_flops},
-                {"gflop_per_s", gflops(grad_flops, t_grad)},
-                {"fraction_of_sgemm", gflops(grad_flops, t_grad) / gemm_gflops}}},
-              {"gossip_update",
-               {{"min_bytes", update_bytes},
-                {"gb_per_s", update_bytes / t_update / 1e9},
-                {"fraction_of_copy", update_bytes / t_update / 1e9 / copy_gbs}}},
-              {"steps_per_second", 1.0 / t_step},
-              {"scaling",
-               {{"setup_seconds", t_setup},
-                {"ns_per_worker_step", t_step / m * 1e9},
-                {"state_bytes_per_worker", state_bytes(b)}}}};
-    std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), m,
-                model.describe().c_str(), batch, cfg.topology.name.c_str(), b.name().c_str());
-    std::printf("  %-22s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
-    std::printf("  %-22s %8.3f ms\n", "sample", t_sample * 1e3);
-    std::printf("  %-22s %8.3f ms  %.1f GFLOP/s (%.0f%% of SGEMM)\n", "forward + backward",
-                t_grad * 1e3, gflops(grad_flops, t_grad),
-                100 * gflops(grad_flops, t_grad) / gemm_gflops);
-    std::printf("  %-22s %8.3f ms  %.1f GB/s (%.0f%% of copy)\n", "gossip + update", t_update * 1e3,
-                update_bytes / t_update / 1e9, 100 * update_bytes / t_update / 1e9 / copy_gbs);
-    std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
-    std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
-    std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
-    if (const double ck = double(m) * double(model.dim) * b.scalar_bytes(); ck <= kCheckpointBenchBytes) {
-      const auto [write_s, read_s] = checkpoint_io(sim->config, b, out_dir + "/.bench-checkpoint.bin");
-      w["checkpoint"] = {{"bytes", ck}, {"write_gb_per_s", ck / write_s / 1e9},
-                         {"read_gb_per_s", ck / read_s / 1e9}};
-      std::printf("  checkpoint %.2f GB: write %.2f GB/s, read (checked) + load %.2f GB/s\n",
-                  ck / 1e9, ck / write_s / 1e9, ck / read_s / 1e9);
-    }
-    std::printf("  setup %.2f s; %.1f ns a worker-step; %.1f MB of state a worker\n", t_setup,
-                t_step / m * 1e9, state_bytes(b) / 1e6);
+// The step's parts against the ceilings, the whole step, the checkpoint's I/O, the set-up.
+json bench_step(const BenchOptions& o, const Machine& mach, Simulation& sim, double t_setup) {
+  const RunConfig& cfg = sim.config;
+  Backend& b = *sim.backend;
+  const ModelSpec& model = sim.model;
+  const int m = cfg.workers, batch = cfg.optimizer.batch_size;
+  double weight_macs = 0;
+  for (const auto& l : model.layers) weight_macs += double(l.in) * l.out;
+  const double grad_flops =
+      double(m) * batch * (6 * weight_macs - 2.0 * model.layers[0].in * model.layers[0].out);
+  const double update_bytes =
+      (cfg.optimizer.momentum > 0 ? 5.0 : 3.0) * m * double(model.dim) * sizeof(float);
+  int64_t step = 0;
+  const Csr& mixing = sim.topology->at(0);
+  const auto median = [&](const std::function<void()>& f) {
+    return median_per_call(b, f, o.repeats, o.calls);
+  };
+  const double t_sample = median([&] { b.sample(step++); });
+  const double t_grad = median([&] { b.local_gradient(true); });
+  const double t_update = median([&] { b.mix_update(&mixing, 1e-6, MixForm::Default); });
+  const double t_consensus = median([&] { b.consensus_distance(); });
+  const double t_eval = median([&] { b.evaluate_mean(Split::Test); });
+  const double t_step = median([&] { train_step(b, cfg, *sim.topology, step++, 1e-6); });
+  auto gflops = [](double flops, double s) { return flops / s / 1e9; };
+  json w = {{"config", cfg.resolved},
+            {"backend", b.name()},
+            {"model", model.describe()},
+            {"parts_seconds",
+             {{"sample", t_sample},
+              {"local_gradient", t_grad},
+              {"gossip_update", t_update},
+              {"consensus_distance", t_consensus},
+              {"evaluate_mean_test", t_eval},
+              {"step", t_step}}},
+            {"local_gradient",
+             {{"flops", grad_flops},
+              {"gflop_per_s", gflops(grad_flops, t_grad)},
+              {"fraction_of_sgemm", gflops(grad_flops, t_grad) / mach.gemm_gflops}}},
+            {"gossip_update",
+             {{"min_bytes", update_bytes},
+              {"gb_per_s", update_bytes / t_update / 1e9},
+              {"fraction_of_copy", update_bytes / t_update / 1e9 / mach.copy_gbs}}},
+            {"steps_per_second", 1.0 / t_step},
+            {"scaling",
+             {{"setup_seconds", t_setup},
+              {"ns_per_worker_step", t_step / m * 1e9},
+              {"state_bytes_per_worker", state_bytes(b)}}}};
+  std::printf("  %-22s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
+  std::printf("  %-22s %8.3f ms\n", "sample", t_sample * 1e3);
+  std::printf("  %-22s %8.3f ms  %.1f GFLOP/s (%.0f%% of SGEMM)\n", "forward + backward",
+              t_grad * 1e3, gflops(grad_flops, t_grad),
+              100 * gflops(grad_flops, t_grad) / mach.gemm_gflops);
+  std::printf("  %-22s %8.3f ms  %.1f GB/s (%.0f%% of copy)\n", "gossip + update", t_update * 1e3,
+              update_bytes / t_update / 1e9, 100 * update_bytes / t_update / 1e9 / mach.copy_gbs);
+  std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
+  std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
+  std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
+  if (const double ck = double(m) * double(model.dim) * b.scalar_bytes(); ck <= kCheckpointBenchBytes) {
+    const auto [write_s, read_s] = checkpoint_io(cfg, b, o.out_dir + "/.bench-checkpoint.bin");
+    w["checkpoint"] = {{"bytes", ck}, {"write_gb_per_s", ck / write_s / 1e9},
+                       {"read_gb_per_s", ck / read_s / 1e9}};
+    std::printf("  checkpoint %.2f GB: write %.2f GB/s, read (checked) + load %.2f GB/s\n",
+                ck / 1e9, ck / write_s / 1e9, ck / read_s / 1e9);
+  }
+  std::printf("  setup %.2f s; %.1f ns a worker-step; %.1f MB of state a worker\n", t_setup,
+              t_step / m * 1e9, state_bytes(b) / 1e6);
+  return w;
+}
 
-    if (curvature && name[0] != 'm') {
-      // One batched HVP over K = min(m, 64) (point, direction) pairs vs one batched gradient
-      // over the same K points, on the curvature subset; then the estimators of the PyHessian
-      // comparison at w-bar: Hutchinson with 64 probes, power iteration with deflation for the
-      // top 10 (at most 100 iterations, tolerance 1e-3: PyHessian's defaults), Lanczos top 10.
-      const int k = std::min(m, 64);
-      const std::vector<double> all = b.weights();
-      const std::vector<double> points(all.begin(), all.begin() + int64_t(k) * model.dim);
-      const std::vector<double> wbar = mean_row(all, m);
-      std::vector<double> grads, hv;
-      const auto once = [&](const std::function<void()>& f) { return median_per_call(b, f, 3, 1); };
-      const double t_subset_grad = once([&] { b.subset_loss(points, &grads); });
-      const double t_hvp = once([&] { b.hvp_into(points, points, hv); });
-      Estimate trace;
-      TopEigen power, lanczos;
-      WorkerCurvature workers;
-      SpectralDensity density;
-      // The point stays on the backend, as in a run (measure_curvature).
-      auto point = b.vectors(1);
-      b.mean_weights(all_rows(*point));
-      const Rows p = all_rows(*point);
-      const double t_hutch = once([&] { trace = hutchinson_trace(b, p, 64, 7); });
-      const double t_power = once([&] { power = power_top_eigenvalues(b, p, 10, 100, 1e-3, 7); });
-      const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, p, 10, 40, 7); });
-      // Every worker's trace (kWorkerProbes probes) and top eigenvalue (power, PyHessian's
-      // tolerance) in one batched pass; the spectral density (8 runs of 64 Lanczos steps).
-      constexpr int kWorkerProbes = 8;
-      const double t_workers = once([&] { workers = worker_curvature(b, kWorkerProbes, 100, 1e-3, 7); });
-      const double t_density = once([&] { density = spectral_density(b, p, 8, 64, 256, 0.01, 7); });
-      int max_iters = 0;
-      for (int it : workers.power_iterations) max_iters = std::max(max_iters, it);
-      if (!export_dir.empty()) {
-        std::filesystem::create_directories(export_dir);
-        const auto write = [&](const std::string& file, const void* p, size_t bytes) {
-          std::ofstream(export_dir + "/" + name + "-" + file, std::ios::binary)
-              .write(static_cast<const char*>(p), std::streamsize(bytes));
-        };
-        const std::vector<float> w32(wbar.begin(), wbar.end());
-        std::vector<float> xs;
-        std::vector<int32_t> ys;
-        for (int64_t i : sim->curvature_subset) {
-          const float* row = sim->data.train.row(i);
-          xs.insert(xs.end(), row, row + model.input);
-          ys.push_back(sim->data.train.y[i]);
-        }
-        write("wbar.f32", w32.data(), w32.size() * 4);
-        write("x.f32", xs.data(), xs.size() * 4);
-        write("y.i32", ys.data(), ys.size() * 4);
-        json sizes = json::array({model.input});
-        for (int h : model.hidden) sizes.push_back(h);
-        sizes.push_back(model.classes);
-        std::ofstream(export_dir + "/" + name + "-meta.json") << json{
-            {"sizes", sizes},
-            {"activation", cfg.resolved["model"]["activation"]},
-            {"samples", ys.size()},
-            {"layout",
-             "per layer: weight out x in row-major, then bias"}}.dump(2);
-      }
-      w["curvature"] = {
-          {"subset_samples", cfg.curvature.samples},
+// w-bar, the curvature subset and the layer sizes, for the PyHessian-style peer to measure the
+// same model on the same data.
+void export_curvature_point(const std::string& dir, const std::string& name, Simulation& sim) {
+  const ModelSpec& model = sim.model;
+  std::filesystem::create_directories(dir);
+  const auto write = [&](const std::string& file, const void* p, size_t bytes) {
+    std::ofstream(dir + "/" + name + "-" + file, std::ios::binary)
+        .write(static_cast<const char*>(p), std::streamsize(bytes));
+  };
+  const std::vector<double> wbar = mean_row(sim.backend->weights(), sim.config.workers);
+  const std::vector<float> w32(wbar.begin(), wbar.end());
+  std::vector<float> xs;
+  std::vector<int32_t> ys;
+  for (int64_t i : sim.curvature_subset) {
+    const float* row = sim.data.train.row(i);
+    xs.insert(xs.end(), row, row + model.input);
+    ys.push_back(sim.data.train.y[i]);
+  }
+  write("wbar.f32", w32.data(), w32.size() * 4);
+  write("x.f32", xs.data(), xs.size() * 4);
+  write("y.i32", ys.data(), ys.size() * 4);
+  json sizes = json::array({model.input});
+  for (int h : model.hidden) sizes.push_back(h);
+  sizes.push_back(model.classes);
+  std::ofstream(dir + "/" + name + "-meta.json") << json{
+      {"sizes", sizes},
+      {"activation", sim.config.resolved["model"]["activation"]},
+      {"samples", ys.size()},
+      {"layout", "per layer: weight out x in row-major, then bias"}}.dump(2);
+}
+
+// One batched HVP over K = min(m, 64) (point, direction) pairs vs one batched gradient over the
+// same K points, on the curvature subset; then the estimators of the PyHessian comparison at
+// w-bar, which stays on the backend as in a run: Hutchinson with 64 probes, power iteration with
+// deflation for the top 10 (at most 100 iterations, tolerance 1e-3: PyHessian's defaults),
+// Lanczos top 10; every worker's trace (kWorkerProbes probes) and top eigenvalue (power,
+// PyHessian's tolerance) in one batched pass; the spectral density (8 runs of 64 Lanczos steps).
+json bench_curvature(Simulation& sim) {
+  constexpr int kWorkerProbes = 8;
+  Backend& b = *sim.backend;
+  const int m = sim.config.workers;
+  const int k = std::min(m, 64);
+  const std::vector<double> all = b.weights();
+  const std::vector<double> points(all.begin(), all.begin() + int64_t(k) * sim.model.dim);
+  std::vector<double> grads, hv;
+  const auto once = [&](const std::function<void()>& f) { return median_per_call(b, f, 3, 1); };
+  const double t_subset_grad = once([&] { b.subset_loss(points, &grads); });
+  const double t_hvp = once([&] { b.hvp_into(points, points, hv); });
+  Estimate trace;
+  TopEigen power, lanczos;
+  WorkerCurvature workers;
+  SpectralDensity density;
+  auto point = b.vectors(1);
+  b.mean_weights(all_rows(*point));
+  const Rows p = all_rows(*point);
+  const double t_hutch = once([&] { trace = hutchinson_trace(b, p, 64, 7); });
+  const double t_power = once([&] { power = power_top_eigenvalues(b, p, 10, 100, 1e-3, 7); });
+  const double t_lanczos = once([&] { lanczos = lanczos_top_eigenvalues(b, p, 10, 40, 7); });
+  const double t_workers =
+      once([&] { workers = worker_curvature(b, kWorkerProbes, 100, 1e-3, 7); });
+  const double t_density = once([&] { density = spectral_density(b, p, 8, 64, 256, 0.01, 7); });
+  int max_iters = 0;
+  for (int it : workers.power_iterations) max_iters = std::max(max_iters, it);
+  std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
+              t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
+  std::printf("  Hutchinson 64 probes: %.3f s (tr H = %.4g +- %.2g)\n", t_hutch, trace.value,
+              trace.std_error);
+  std::printf("  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
+              t_power, power.values.at(0), t_lanczos, lanczos.values.at(0));
+  std::printf("  every worker (%d): trace (%d probes) + top eigenvalue (%d power iterations): %.3f s\n",
+              m, kWorkerProbes, max_iters, t_workers);
+  std::printf("  spectral density (8 runs x 64 Lanczos steps): %.3f s\n", t_density);
+  return {{"subset_samples", sim.config.curvature.samples},
           {"hvp_vs_gradient",
-           {{"pairs", k},
-            {"hvp_s", t_hvp},
-            {"gradient_s", t_subset_grad},
+           {{"pairs", k}, {"hvp_s", t_hvp}, {"gradient_s", t_subset_grad},
             {"ratio", t_hvp / t_subset_grad}}},
           {"hutchinson_64",
            {{"seconds", t_hutch}, {"trace", trace.value}, {"std_error", trace.std_error}}},
@@ -387,16 +373,57 @@ int run_bench(int argc, char** argv) {
             {"trace_worker0", workers.trace.at(0).value},
             {"top_eigenvalue_worker0", workers.top_eigenvalue.at(0)}}},
           {"density_8x64", {{"seconds", t_density}, {"sigma", density.sigma}}}};
-      std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
-                  t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
-      std::printf("  Hutchinson 64 probes: %.3f s (tr H = %.4g +- %.2g)\n", t_hutch, trace.value,
-                  trace.std_error);
-      std::printf(
-          "  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
-          t_power, power.values.at(0), t_lanczos, lanczos.values.at(0));
-      std::printf("  every worker (%d): trace (%d probes) + top eigenvalue (%d power iterations): %.3f s\n",
-                  m, kWorkerProbes, max_iters, t_workers);
-      std::printf("  spectral density (8 runs x 64 Lanczos steps): %.3f s\n", t_density);
+}
+
+int run_bench(int argc, char** argv) {
+  CLI::App app{"gossamer-bench: step parts and curvature estimators against the ceilings"};
+  BenchOptions o;
+  app.add_option("--backend", o.backend, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--math", o.math, "GEMM math of the cuda backend")
+      ->check(CLI::IsMember({"fp32", "tf32"}));
+  app.add_option("--workload", o.names,
+                 "Workloads: quickstart, a, b, and m<N> (the scaling series: N workers of "
+                 "784-128-10, batch 32, ring)")
+      ->delimiter(',');
+  app.add_option("--repeats", o.repeats, "Timed batches per part (median reported)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--calls", o.calls, "Calls per timed batch")->check(CLI::PositiveNumber);
+  app.add_flag("!--no-curvature", o.curvature, "Skip the curvature estimators");
+  app.add_flag("!--no-ceilings", o.ceilings,
+               "Skip the ceiling measurements (under a profiler: the workload's own kernels "
+               "come first; fractions of the ceilings are then not reported)");
+  app.add_option("--out", o.out_dir, "Folder of the JSON result");
+  app.add_option("--export-curvature", o.export_dir,
+                 "Write each workload's w-bar, curvature subset and layer sizes here, for the "
+                 "PyHessian-style peer to measure the same model on the same data");
+  CLI11_PARSE(app, argc, argv);
+  std::filesystem::create_directories(o.out_dir);  // the result, and the checkpoint I/O's file
+
+  json result = {{"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
+                 {"timing", "median over repeats of (calls back to back) / calls"},
+                 {"repeats", o.repeats},
+                 {"calls", o.calls},
+                 {"workloads", json::object()}};
+  Machine mach;
+  if (!measure_machine(o, result, mach)) return 1;
+  std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", mach.device.c_str(),
+              mach.copy_gbs, mach.gemm_gflops, o.math.c_str());
+
+  for (const auto& name : o.names) {
+    json wc = workload(name, o.backend);
+    wc["math"] = o.math;
+    const RunConfig cfg = load_config(wc, {}, "workload " + name);
+    const auto setup_start = std::chrono::steady_clock::now();
+    auto sim = make_simulation(cfg);
+    const double t_setup =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
+    std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
+                sim->model.describe().c_str(), cfg.optimizer.batch_size,
+                cfg.topology.name.c_str(), sim->backend->name().c_str());
+    json w = bench_step(o, mach, *sim, t_setup);
+    if (o.curvature && name[0] != 'm') {
+      w["curvature"] = bench_curvature(*sim);
+      if (!o.export_dir.empty()) export_curvature_point(o.export_dir, name, *sim);
     }
     result["workloads"][name] = w;
   }
@@ -404,9 +431,8 @@ int run_bench(int argc, char** argv) {
   char date[16];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
-  std::filesystem::create_directories(out_dir);
-  const std::string path =
-      out_dir + "/" + date + "-" + (backend == "cpu" ? std::string("cpu") : slug(device)) + ".json";
+  const std::string path = o.out_dir + "/" + date + "-" +
+                           (o.backend == "cpu" ? std::string("cpu") : slug(mach.device)) + ".json";
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\nwrote %s\n", path.c_str());
   return 0;

@@ -16,15 +16,18 @@
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
-#   bench     plan --fit on the card; gossamer-bench, workloads a, b and the m16 ... m65536 series
-#             (setup, ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                110+30
+#   bench     plan --fit on the card; gossamer-bench, workloads a and b with the curvature rows
+#             (HVP vs gradient, Hutchinson, power, Lanczos, every worker's trace and top
+#             eigenvalue, spectral density), then the m16 ... m65536 series (setup, ns a
+#             worker-step, checkpoint GB/s), FP32; a, b in TF32                            80+60+30
 #   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
 #             the checkpoint stream through the pinned buffer, the sampler)                2 x 60
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
 #             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
 # SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
-# the bench JSONs and cuda-tests.txt beside it (at most 8 files come back).
+# the bench JSONs (a and b, the m-series, TF32), peers.json and cuda-tests.txt beside it (at
+# most 8 files come back).
 set -uo pipefail
 B=${B:-gpu-bin}
 
@@ -47,7 +50,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=150 [runs]=240 [bench]=140 [peers]=160 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=150 [runs]=240 [bench]=180 [peers]=160 [sanitize]=120 [ncu]=90)
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -138,14 +141,20 @@ RESULT=""
 if want bench; then
   echo "=== benchmark"
   $B/gossamer plan $QS --fit | tee -a "$SUMMARY"
-  timeout 110 $B/gossamer-bench --backend cuda --workload a,b,m16,m64,m256,m1024,m4096,m16384,m65536 \
+  # Workloads a and b with every curvature row (the peers compare against this JSON), then the
+  # m-series on its own, so that a slow curvature row cannot cost the series.
+  timeout 80 $B/gossamer-bench --backend cuda --workload a,b \
     --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
   RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
+  timeout 60 $B/gossamer-bench --backend cuda --workload m16,m64,m256,m1024,m4096,m16384,m65536 \
+    --out /tmp/mseries > "$V/bench-m.txt" 2>&1; echo "bench m-series exit $?" >> "$V/bench-m.txt"
+  cp /tmp/mseries/*.json "$OUT/bench-m.json" 2>/dev/null
   timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
     --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
   cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
-  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|setup|checkpoint|exit" "$V/bench.txt" | tee -a "$SUMMARY"
+  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|checkpoint|exit" \
+    "$V/bench.txt" "$V/bench-m.txt" | tee -a "$SUMMARY"
   grep -E "workload|forward|whole step|exit" "$V/bench-tf32.txt" | tee -a "$SUMMARY"
 fi
 
@@ -159,7 +168,7 @@ fi
 
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   echo "=== sanitizers (short filter)"
-  F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*'
+  F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*:CudaBackendTest.VectorOperations*'
   F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*"
   timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
   timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Plots of a gossamer sweep folder (gossamer sweep ... --out DIR), as PNGs in DIR/plots/.
+"""Plots of a gossamer sweep folder (gossamer sweep ... --out DIR) or of one run folder
+(gossamer run ... --out DIR), as PNGs in DIR/plots/.
 
     /usr/bin/python3 bench/plot.py DIR
 
@@ -10,6 +11,12 @@ carries the sweep's name and the hash of its sweep.json (first 12 hex digits of 
   consensus.png     consensus distance over training, per D-SGD topology, a line per total batch
   calibration.png   reliability diagram at the end: the workers as an ensemble vs w-bar
   smoothing.png     gradient smoothing ratio ||mean_k grad(w_k) - grad(w-bar)|| / ||grad(w-bar)|| over training
+A run folder (config.json and metrics.jsonl) gets:
+  training.png      training and test loss, test accuracy of w-bar and the workers' range, consensus distance
+  curvature.png     w-bar's Hessian trace (+- its standard error), top eigenvalue, 1/2 tr(H Xi) over training,
+                    and the workers' spread when curvature.workers was on (when curvature was measured)
+  workers.png       every worker's trace against its top eigenvalue at the last measurement (worker_curvature.jsonl)
+  density.png       the Hessian's spectral density at each measurement (spectral_density.jsonl)
 """
 import csv
 import hashlib
@@ -85,10 +92,118 @@ def mean_std_plot(ax, rows, key, ylabel, scale=1.0):
     ax.legend(fontsize=8)
 
 
+def jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_run(folder):
+    with open(os.path.join(folder, "config.json"), "rb") as f:
+        raw = f.read()
+    tag = f"{json.loads(raw).get('name', '')}  config.json sha256 {hashlib.sha256(raw).hexdigest()[:12]}"
+    lines = jsonl(os.path.join(folder, "metrics.jsonl"))
+    if not lines:
+        fail(f"{folder}/metrics.jsonl: no lines")
+    out = os.path.join(folder, "plots")
+    os.makedirs(out, exist_ok=True)
+
+    def series(key, sub=None, skip_first=False):
+        pts = [(m["step"], m[key] if sub is None else m[key][sub]) for m in lines
+               if m.get(key) is not None and (sub is None or sub in m[key]) and not (skip_first and m["step"] == 0)]
+        return zip(*pts) if pts else ([], [])
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(*series("train_loss"), marker=".", label="training loss (workers' minibatches)")
+    axes[0].plot(*series("test_loss"), marker=".", label="test loss of w-bar")
+    axes[0].set_ylabel("cross-entropy")
+    steps, acc = series("test_acc")
+    axes[1].plot(steps, 100 * np.array(acc), marker=".", label="w-bar")
+    if any("worker_test_acc" in m for m in lines):
+        s_, lo = series("worker_test_acc", "min")
+        _, hi = series("worker_test_acc", "max")
+        axes[1].fill_between(s_, 100 * np.array(lo), 100 * np.array(hi), alpha=0.3, label="workers (min to max)")
+    axes[1].set_ylabel("test accuracy (%)")
+    axes[2].plot(*series("consensus_distance", skip_first=True), marker=".")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("consensus distance (1/m) sum ||w_k - w-bar||^2")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    finish(fig, tag, os.path.join(out, "training.png"))
+
+    curv = [(m["step"], m["curvature"]) for m in lines if "curvature" in m]
+    if curv:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        have = [(s, c) for s, c in curv if "trace" in c]
+        if have:
+            s_, c_ = zip(*have)
+            axes[0].errorbar(s_, [c["trace"]["value"] for c in c_], yerr=[c["trace"]["std_error"] for c in c_],
+                             marker="o", capsize=3, label="w-bar (Hutchinson +- SE)")
+        have = [(s, c) for s, c in curv if "workers" in c and "trace" in c["workers"]]
+        if have:
+            s_, c_ = zip(*have)
+            axes[0].fill_between(s_, [c["workers"]["trace"]["min"] for c in c_],
+                                 [c["workers"]["trace"]["max"] for c in c_], alpha=0.3, label="workers (min to max)")
+        axes[0].set_ylabel("Hessian trace")
+        have = [(s, c) for s, c in curv if "top_eigenvalues" in c]
+        if have:
+            s_, c_ = zip(*have)
+            axes[1].plot(s_, [c["top_eigenvalues"]["values"][0] for c in c_], marker="o", label="w-bar")
+        have = [(s, c) for s, c in curv if "workers" in c and "top_eigenvalue" in c["workers"]]
+        if have:
+            s_, c_ = zip(*have)
+            axes[1].fill_between(s_, [c["workers"]["top_eigenvalue"]["min"] for c in c_],
+                                 [c["workers"]["top_eigenvalue"]["max"] for c in c_], alpha=0.3,
+                                 label="workers (min to max)")
+        axes[1].set_ylabel("top Hessian eigenvalue")
+        have = [(s, c["half_tr_h_xi"]) for s, c in curv if "half_tr_h_xi" in c]
+        if have:
+            axes[2].plot(*zip(*have), marker="o")
+        axes[2].set_ylabel("1/2 tr(H(w-bar) Xi)")
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        finish(fig, tag, os.path.join(out, "curvature.png"))
+
+    path = os.path.join(folder, "worker_curvature.jsonl")
+    if os.path.exists(path):
+        last = jsonl(path)[-1]
+        if "trace" in last and "top_eigenvalue" in last:
+            fig, ax = plt.subplots(figsize=(6, 4.5))
+            ax.errorbar(last["top_eigenvalue"], last["trace"], yerr=last["trace_std_error"], fmt="o", capsize=2)
+            ax.set_xlabel("top Hessian eigenvalue")
+            ax.set_ylabel("Hessian trace (Hutchinson +- SE)")
+            ax.set_title(f"every worker's own model at step {last['step']} ({len(last['trace'])} workers)")
+            ax.grid(alpha=0.3)
+            finish(fig, tag, os.path.join(out, "workers.png"))
+
+    path = os.path.join(folder, "spectral_density.jsonl")
+    if os.path.exists(path):
+        dens = jsonl(path)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        colors = plt.cm.viridis(np.linspace(0, 1, len(dens)))
+        for color, d in zip(colors, dens):
+            ax.plot(d["grid"], np.maximum(d["density"], 1e-12), color=color, label=f"step {d['step']}")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-6)
+        ax.set_xlabel("eigenvalue of H(w-bar)")
+        ax.set_ylabel("density (stochastic Lanczos quadrature)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        finish(fig, tag, os.path.join(out, "density.png"))
+
+
 def main():
     if len(sys.argv) != 2:
-        fail("usage: bench/plot.py SWEEP_DIR")
+        fail("usage: bench/plot.py SWEEP_DIR | RUN_DIR")
     folder = sys.argv[1]
+    if os.path.exists(os.path.join(folder, "metrics.jsonl")) and os.path.exists(os.path.join(folder, "config.json")):
+        plot_run(folder)
+        return
     rows, tag = load(folder)
     out = os.path.join(folder, "plots")
     os.makedirs(out, exist_ok=True)

@@ -38,7 +38,8 @@ class Stream {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const BackendSetup& s, const CudaOptions& options)
-      : m_model(*s.model),
+      : BackendShape(backend_shape(s)),
+        m_model(*s.model),
         m_m(s.workers),
         m_batch(s.batch),
         m_seed(s.seed),
@@ -46,7 +47,8 @@ class CudaBackend final : public Backend {
         m_options(options),
         m_plan(make_plan(s)),
         m_ld(m_plan.row_stride),
-        m_gemm(m_stream.get(), s.tf32 ? MathMode::Tf32 : MathMode::Fp32) {
+        m_gemm(m_stream.get(), s.tf32 ? MathMode::Tf32 : MathMode::Fp32),
+        m_basis_gemm(m_stream.get(), MathMode::Fp32) {
     const size_t matrix = size_t(m_m) * m_ld;
     m_w = DeviceArray<float>(matrix);
     m_w_next = DeviceArray<float>(matrix);
@@ -91,13 +93,14 @@ class CudaBackend final : public Backend {
     for (auto& [key, exec] : m_graphs) cudaGraphExecDestroy(exec);
   }
 
-  std::string name() const override {
+ private:  // the contract's implementations: backend.hpp has checked every argument
+
+  std::string do_name() const override {
     return "cuda (" + m_device + ", " +
            (m_gemm.mode() == MathMode::Tf32 ? "TF32 GEMMs" : "FP32 GEMMs") + ")";
   }
-  int64_t dim() const override { return m_model.dim; }
 
-  void initialize_weights(const ModelConfig& init, uint64_t seed) override {
+  void do_initialize_weights(const ModelConfig& init, uint64_t seed) override {
     if (init.init == "zeros") {
       m_w.zero(m_stream.get());
       return;
@@ -119,32 +122,29 @@ class CudaBackend final : public Backend {
                         init.same_init, m_stream.get());
   }
 
-  void set_weights(const std::vector<double>& w) override { upload_rows(m_w, w, m_m); }
-  std::vector<double> weights() const override { return download_rows(m_w, m_m); }
+  void do_set_weights(const std::vector<double>& w) override { upload_rows(m_w, w, m_m); }
+  std::vector<double> do_weights() const override { return download_rows(m_w, m_m); }
 
-  BackendState save_state() const override {
+  BackendState do_save_state() const override {
     BackendState s;
-    s.weights = weights();
+    s.weights = do_weights();
     if (m_opt.momentum > 0) s.momentum = download_rows(m_momentum, m_m);
-    s.loss = loss_window();
+    s.loss = do_loss_window();
     return s;
   }
 
-  void load_state(const BackendState& s) override {
-    check_state_momentum(s, m_opt.momentum > 0);
-    set_weights(s.weights);
+  void do_load_state(const BackendState& s) override {
+    upload_rows(m_w, s.weights, m_m);
     if (m_opt.momentum > 0) upload_rows(m_momentum, s.momentum, m_m);
-    set_loss_window(s.loss);
+    do_set_loss_window(s.loss);
   }
 
-  int scalar_bytes() const override { return int(sizeof(float)); }
-  bool has_momentum() const override { return m_opt.momentum > 0; }
+  int do_scalar_bytes() const override { return int(sizeof(float)); }
 
   // Chunks of whole rows through one pinned buffer (64 MiB, or one row if a row is larger):
   // a 2-D copy drops the row padding on the way, so the host never holds more than a chunk.
-  void write_rows(bool momentum,
+  void do_write_rows(bool momentum,
                   const std::function<void(const char*, size_t)>& sink) const override {
-    check_state_rows(momentum, has_momentum());
     const DeviceArray<float>& a = momentum ? m_momentum : m_w;
     const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
     const int chunk = pinned_rows(row_bytes);
@@ -158,8 +158,7 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
-    check_state_rows(momentum, has_momentum());
+  void do_read_rows(bool momentum, const std::function<void(char*, size_t)>& source) override {
     DeviceArray<float>& a = momentum ? m_momentum : m_w;
     const size_t row_bytes = size_t(m_model.dim) * sizeof(float);
     const int chunk = pinned_rows(row_bytes);
@@ -173,12 +172,12 @@ class CudaBackend final : public Backend {
     }
   }
 
-  LossWindow loss_window() const override {
+  LossWindow do_loss_window() const override {
     const DeviceLossState st = get_state();
     return {st.sum, st.steps, st.first_nonfinite};
   }
 
-  void set_loss_window(const LossWindow& w) override {
+  void do_set_loss_window(const LossWindow& w) override {
     DeviceLossState st = get_state();
     st.sum = w.sum;
     st.steps = w.steps;
@@ -186,19 +185,19 @@ class CudaBackend final : public Backend {
     put_state(st);
   }
 
-  void sample(int64_t step) override {
+  void do_sample(int64_t step) override {
     launch_sample(m_offsets.get(), m_shard_indices.get(), m_shared, m_seed, step, m_m, m_batch,
                   m_indices.get(), m_state.get(), m_stream.get());
   }
 
-  std::vector<int64_t> minibatch_indices() const override {
+  std::vector<int64_t> do_minibatch_indices() const override {
     m_stream.sync();
     return m_indices.fetch();
   }
 
   // Gather, forward, loss, backward (and the loss window) as one graph per (record_loss, W
   // buffer): W ping-pongs between two buffers, so two captures cover every step.
-  void local_gradient(bool record_loss) override {
+  void do_local_gradient(bool record_loss) override {
     if (m_options.poison) poison_rows(m_grad);
     if (!m_options.graphs) return gradient_pass(record_loss);
     const auto key = std::make_pair(record_loss, m_w.get());
@@ -212,18 +211,18 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaGraphLaunch(it->second, m_stream.get()));
   }
 
-  std::vector<double> gradients() const override { return download_rows(m_grad, m_m); }
+  std::vector<double> do_gradients() const override { return download_rows(m_grad, m_m); }
 
-  double mean_gradient_norm() override {
+  double do_mean_gradient_norm() override {
     launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, nullptr, m_mean32.get(), m_stream.get());
     return std::sqrt(sum_squares(m_mean32.get(), nullptr, 1));
   }
 
-  void average_gradients() override {
+  void do_average_gradients() override {
     launch_average_rows(m_grad.get(), m_m, m_ld, m_model.dim, m_stream.get());
   }
 
-  void mix_update(const Csr* mixing, double lr, MixForm form) override {
+  void do_mix_update(const Csr* mixing, double lr, MixForm form) override {
     const DeviceCsr* p = mixing ? &m_csr.get(*mixing, m_stream.get()) : nullptr;
     const bool momentum = m_opt.momentum > 0;
     if (m_options.poison) {
@@ -241,11 +240,11 @@ class CudaBackend final : public Backend {
     if (momentum) m_momentum.swap(m_momentum_next);
   }
 
-  void average_weights() override {
+  void do_average_weights() override {
     launch_average_rows(m_w.get(), m_m, m_ld, m_model.dim, m_stream.get());
   }
 
-  std::vector<double> mean_gradient() override {
+  std::vector<double> do_mean_gradient() override {
     launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, m_mean64.get(), nullptr, m_stream.get());
     std::vector<double> out(size_t(m_model.dim));
     copy_to_host(out.data(), m_mean64.get(), out.size());
@@ -254,9 +253,7 @@ class CudaBackend final : public Backend {
 
   // W is saved by a copy (not a swap, as on the CPU) so that its address, which the
   // captured graphs hold, does not change.
-  void perturb_weights(const std::vector<double>& eps) override {
-    const int64_t d = m_model.dim;
-    const bool per_worker = perturbation_is_per_worker(eps.size(), m_m, d);
+  void do_perturb_weights(const std::vector<double>& eps, bool per_worker) override {
     const int rows = per_worker ? m_m : 1;
     if (m_eps.size() < size_t(rows) * m_ld) m_eps = DeviceArray<float>(size_t(rows) * m_ld);
     save_weights();
@@ -264,14 +261,14 @@ class CudaBackend final : public Backend {
     launch_add_rows(m_w.get(), m_eps.get(), per_worker, m_m, m_ld, m_stream.get());
   }
 
-  void perturb_gaussian(double sigma, uint64_t seed, uint32_t stream) override {
+  void do_perturb_gaussian(double sigma, uint64_t seed, uint32_t stream) override {
     save_weights();
     launch_add_gaussian(m_w.get(), m_m, m_ld, m_model.dim, sigma, seed, stream, m_stream.get());
   }
 
   // g in double (the direction) and in float (its norm, as mean_gradient_norm), all on the
   // device: no host round trip in a SAM step.
-  void perturb_along_mean_gradient(double rho) override {
+  void do_perturb_along_mean_gradient(double rho) override {
     cudaStream_t s = m_stream.get();
     launch_row_mean(m_grad.get(), m_m, m_ld, m_model.dim, m_mean64.get(), m_mean32.get(), s);
     launch_sum_squares(m_mean32.get(), nullptr, 1, m_ld, m_model.dim, m_partials.get(),
@@ -281,15 +278,12 @@ class CudaBackend final : public Backend {
                           s);
   }
 
-  void restore_weights() override {
-    if (!m_saved_valid)
-      throw runtime_error("restore_weights: no perturb_weights since the last restore");
-    m_saved_valid = false;  // as on the CPU backend: one restore per perturbation
+  void do_restore_weights() override {
     CUDA_CHECK(cudaMemcpyAsync(m_w.get(), m_saved.get(), size_t(m_m) * m_ld * sizeof(float),
                                cudaMemcpyDeviceToDevice, m_stream.get()));
   }
 
-  TrainLoss take_train_loss() override {
+  TrainLoss do_take_train_loss() override {
     DeviceLossState st = get_state();
     TrainLoss out;
     out.steps = st.steps;
@@ -300,24 +294,24 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  NonFiniteSteps first_nonfinite() const override {
+  NonFiniteSteps do_first_nonfinite() const override {
     const DeviceLossState st = get_state();
     return {st.first_nonfinite, st.first_nonfinite_weights, st.first_nonfinite_momentum};
   }
 
-  bool weights_finite() override {
+  bool do_weights_finite() override {
     launch_any_nonfinite(m_w.get(), int64_t(m_m) * m_ld, m_flag.get(), m_stream.get());
     int flag = 0;
     copy_to_host(&flag, m_flag.get(), 1);
     return flag == 0;
   }
 
-  double consensus_distance() override {
+  double do_consensus_distance() override {
     launch_row_mean(m_w.get(), m_m, m_ld, m_model.dim, m_mean64.get(), nullptr, m_stream.get());
     return sum_squares(m_w.get(), m_mean64.get(), m_m) / m_m;
   }
 
-  EvalStats evaluate_mean(Split split) override {
+  EvalStats do_evaluate_mean(Split split) override {
     mean_row();
     const int64_t n = m_rows[int(split)];
     const ModelBatch mean{m_mean32.get(), 0, nullptr, 0, 1};
@@ -333,7 +327,7 @@ class CudaBackend final : public Backend {
     return {loss / double(n), correct / double(n)};
   }
 
-  std::vector<EvalStats> evaluate_workers(Split split) override {
+  std::vector<EvalStats> do_evaluate_workers(Split split) override {
     const int64_t n = m_rows[int(split)];
     zero_model_sums(m_m);
     for_each_pass(m_m, n, [&](int k0, int models, int64_t r0, int rows) {
@@ -351,7 +345,7 @@ class CudaBackend final : public Backend {
 
   // Rows in chunks; per chunk, the workers' softmax summed over passes of model groups, and
   // w-bar's alone; the (confidence, correct, p_true) triples are binned on the host.
-  EnsembleStats evaluate_ensemble(Split split) override {
+  EnsembleStats do_evaluate_ensemble(Split split) override {
     mean_row();
     const int64_t n = m_rows[int(split)];
     const int classes = m_model.classes;
@@ -384,7 +378,7 @@ class CudaBackend final : public Backend {
     return {ens.stats(), single.stats()};
   }
 
-  void set_curvature_subset(const std::vector<int64_t>& indices) override {
+  void do_set_curvature_subset(const std::vector<int64_t>& indices) override {
     m_curv_rows = int64_t(indices.size());
     if (indices.empty()) return;
     DeviceArray<int64_t> idx(indices.size());
@@ -397,28 +391,129 @@ class CudaBackend final : public Backend {
     m_stream.sync();  // idx and the host indices must outlive the copy and the gather
   }
 
-  void hvp_into(const std::vector<double>& points, const std::vector<double>& dirs,
-                std::vector<double>& out) override {
-    const int64_t d = m_model.dim, pairs = hvp_pairs(points.size(), dirs.size(), d);
-    const bool shared = int64_t(points.size()) == d;
-    out.resize(dirs.size());
-    over_pairs(pairs, [&](int64_t i0, int count) {
-      upload_rows(m_pair_w, slice(points, shared ? 0 : i0, shared ? 1 : count), shared ? 1 : count);
-      upload_rows(m_pair_v, slice(dirs, i0, count), count);
-      over_subset(count, shared, true, m_pair_out.get());
-      download_rows_into(m_pair_out, count, out.data() + i0 * d);
-    });
+  // --- curvature on vectors the backend owns: rows x ld floats on the device, padding zero ---
+  struct Block final : Vectors {
+    Block(const void* owner, int64_t rows, int64_t ld, cudaStream_t s)
+        : Vectors(owner, rows), a(size_t(rows) * size_t(ld)) {
+      a.zero(s);
+    }
+    DeviceArray<float> a;
+  };
+  float* ptr(Rows r) const { return static_cast<Block&>(*r.block).a.get() + r.first * m_ld; }
+
+  std::unique_ptr<Vectors> do_vectors(int64_t rows) override {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const double need = double(rows) * double(m_ld) * sizeof(float);
+    if (need > double(free_b))
+      throw runtime_error("curvature vectors: " + std::to_string(rows) + " x " +
+                          std::to_string(m_model.dim) + " floats (" + std::to_string(need / 1e9) +
+                          " GB) do not fit in the " + std::to_string(double(free_b) / 1e9) +
+                          " GB free on " + m_device +
+                          "; lower curvature.probes, the Lanczos steps or the workers");
+    return std::make_unique<Block>(static_cast<const BackendShape*>(this), rows, m_ld,
+                                   m_stream.get());
   }
 
-  std::vector<double> subset_loss(const std::vector<double>& points,
+  void do_upload(Rows dst, const std::vector<double>& values) override {
+    upload_rows_to(ptr(dst), values, int(dst.count));
+  }
+
+  std::vector<double> do_download(Rows src) override {
+    std::vector<double> out(size_t(src.count) * m_model.dim);
+    download_rows_from(ptr(src), int(src.count), out.data());
+    return out;
+  }
+
+  void do_copy_weights(Rows dst) override {
+    CUDA_CHECK(cudaMemcpyAsync(ptr(dst), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
+                               cudaMemcpyDeviceToDevice, m_stream.get()));
+  }
+
+  void do_mean_weights(Rows dst) override {
+    launch_row_mean(m_w.get(), m_m, m_ld, m_model.dim, nullptr, ptr(dst), m_stream.get());
+  }
+
+  void do_fill_probes(Rows dst, Probe kind, uint64_t seed, uint32_t stream,
+                      int64_t repeat) override {
+    launch_fill_probes(ptr(dst), dst.count, m_ld, m_model.dim, kind, seed, stream, repeat,
+                       m_stream.get());
+  }
+
+  // Pair i's point is row i mod P: one pass with a shared point (P = 1), else one pass per
+  // group of P pairs with a point per model. Each pass batches as many pairs as the
+  // evaluation workspace holds.
+  void do_hvp(Rows points, Rows dirs, Rows out) override {
+    const int64_t np = points.count;
+    if (m_options.poison)
+      CUDA_CHECK(cudaMemset2DAsync(ptr(out), size_t(m_ld) * sizeof(float), 0xFF,
+                                   size_t(m_model.dim) * sizeof(float), size_t(out.count),
+                                   m_stream.get()));
+    for (int64_t g = 0; g < dirs.count; g += np) {
+      const int64_t count = np == 1 ? dirs.count : np;
+      over_subset(ptr(points), np == 1 ? 0 : m_ld, ptr(dirs) + g * m_ld, ptr(out) + g * m_ld,
+                  count);
+      if (np == 1) break;
+    }
+  }
+
+  std::vector<double> do_dots(Rows a, Rows b) override {
+    ensure(m_row_scalars, size_t(a.count));
+    launch_row_dots(ptr(a), ptr(b), a.count, m_ld, m_model.dim, m_row_scalars.get(),
+                    m_stream.get());
+    std::vector<double> out(size_t(a.count));
+    copy_to_host(out.data(), m_row_scalars.get(), out.size());
+    return out;
+  }
+
+  void do_axpy(Rows y, const std::vector<double>& c, Rows x) override {
+    put_coefficients(c);
+    launch_axpy_rows(ptr(y), ptr(x), x.count == 1 && y.count != 1, m_row_scalars.get(), y.count,
+                     m_ld, m_model.dim, m_stream.get());
+  }
+
+  void do_scale(Rows x, const std::vector<double>& c) override {
+    put_coefficients(c);
+    launch_scale_rows(ptr(x), m_row_scalars.get(), x.count, m_ld, m_model.dim, m_stream.get());
+  }
+
+  void do_copy(Rows dst, Rows src) override {
+    CUDA_CHECK(cudaMemcpyAsync(ptr(dst), ptr(src), size_t(src.count) * m_ld * sizeof(float),
+                               cudaMemcpyDeviceToDevice, m_stream.get()));
+  }
+
+  // cuBLAS on the basis, in exact FP32 whatever the training math: C = B R^T (nb x nr), then
+  // R -= C^T B.
+  void do_project_out(Rows r, Rows basis) override {
+    const int nb = int(basis.count), nr = int(r.count), d = int(m_model.dim), ld = int(m_ld);
+    ensure(m_small, size_t(nb) * nr);
+    m_basis_gemm.run(nb, nr, d, MatrixArg{ptr(basis), ld, 0, false}, MatrixArg{ptr(r), ld, 0, true},
+                     0.f, m_small.get(), nr, 0, 1);
+    m_basis_gemm.run(nr, d, nb, MatrixArg{m_small.get(), nr, 0, true},
+                     MatrixArg{ptr(basis), ld, 0, false}, 1.f, ptr(r), ld, 0, 1, -1.f);
+  }
+
+  // out (k x d) = C (k x nb) B, C uploaded as floats.
+  void do_combine(Rows basis, const std::vector<double>& c, Rows out) override {
+    const int nb = int(basis.count), k = int(out.count), d = int(m_model.dim), ld = int(m_ld);
+    const std::vector<float> cf(c.begin(), c.end());
+    ensure(m_small, cf.size());
+    CUDA_CHECK(cudaMemcpyAsync(m_small.get(), cf.data(), cf.size() * sizeof(float),
+                               cudaMemcpyHostToDevice, m_stream.get()));
+    m_basis_gemm.run(k, d, nb, MatrixArg{m_small.get(), nb, 0, false},
+                     MatrixArg{ptr(basis), ld, 0, false}, 0.f, ptr(out), ld, 0, 1);
+    m_stream.sync();  // cf must outlive the copy
+  }
+
+  std::vector<double> do_subset_loss(const std::vector<double>& points,
                                   std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count_all = whole_rows(points.size(), d, "subset_loss: points");
+    const int64_t d = m_model.dim, count_all = int64_t(points.size()) / d;
     std::vector<double> losses(count_all);
     if (grads) grads->assign(points.size(), 0.0);
     over_pairs(count_all, [&](int64_t i0, int count) {
       upload_rows(m_pair_w, slice(points, i0, count), count);
       zero_model_sums(count);
-      over_subset(count, false, false, grads ? m_pair_out.get() : nullptr);
+      over_subset(m_pair_w.get(), m_ld, nullptr, grads ? m_pair_out.get() : nullptr, count);
       std::vector<double> sums(count);
       copy_to_host(sums.data(), m_model_loss.get(), size_t(count));
       for (int i = 0; i < count; ++i) losses[i0 + i] = sums[i] / double(m_curv_rows);
@@ -427,7 +522,7 @@ class CudaBackend final : public Backend {
     return losses;
   }
 
-  double seconds_per_call(const std::function<void()>& body, int calls) override {
+  double do_seconds_per_call(const std::function<void()>& body, int calls) override {
     cudaEvent_t start = nullptr, stop = nullptr;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
@@ -529,24 +624,23 @@ class CudaBackend final : public Backend {
   // Pairs in groups that fit the pair buffers: job(first pair, count).
   template <class F>
   void over_pairs(int64_t pairs, F&& job) {
-    if (m_curv_rows == 0)
-      throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
     const int group = m_plan.curvature_pairs;
-    for (auto* a : {&m_pair_w, &m_pair_v, &m_pair_out}) ensure(*a, size_t(group) * m_ld);
+    for (auto* a : {&m_pair_w, &m_pair_out}) ensure(*a, size_t(group) * m_ld);
     for (int64_t i0 = 0; i0 < pairs; i0 += group)
       job(i0, int(std::min<int64_t>(group, pairs - i0)));
   }
 
-  // Over the curvature subset for `count` pairs held in m_pair_w (1 row when shared) and, with
-  // r_pass, m_pair_v: the subset-mean gradient (r_pass false; out may be null for the loss
-  // alone) or H v (r_pass) summed into out; row losses summed into m_model_loss.
-  void over_subset(int count, bool shared, bool r_pass, float* out) {
+  // Over the curvature subset for `count` models at w (row stride w_stride; 0: one shared
+  // point): with v (directions, row stride ld) H v summed into out; without, the subset-mean
+  // gradient into out (out may be null for the loss alone) and the row losses summed into
+  // m_model_loss.
+  void over_subset(const float* w, int64_t w_stride, const float* v, float* out, int64_t count) {
     cudaStream_t s = m_stream.get();
-    if (out && m_options.poison) poison_rows(m_pair_out);
+    const bool r_pass = v != nullptr;
     const float scale = 1.f / float(m_curv_rows);
-    for_each_pass(count, m_curv_rows, [&](int k0, int models, int64_t r0, int rows) {
-      const ModelBatch mb{m_pair_w.get() + (shared ? 0 : int64_t(k0) * m_ld), shared ? 0 : m_ld,
-                          r_pass ? m_pair_v.get() + int64_t(k0) * m_ld : nullptr, m_ld, models};
+    for_each_pass(int(count), m_curv_rows, [&](int k0, int models, int64_t r0, int rows) {
+      const ModelBatch mb{w + int64_t(k0) * w_stride, w_stride,
+                          r_pass ? v + int64_t(k0) * m_ld : nullptr, m_ld, models};
       const RowBatch rb{m_curv_x.get() + r0 * m_model.input, 0, m_curv_y.get() + r0, 0, rows};
       if (m_options.poison) m_eval->poison(s);
       m_eval->forward(mb, rb, m_gemm, s);
@@ -559,10 +653,17 @@ class CudaBackend final : public Backend {
     });
   }
 
+  // The coefficients of a row operation, on the device.
+  void put_coefficients(const std::vector<double>& c) {
+    ensure(m_row_scalars, c.size());
+    CUDA_CHECK(cudaMemcpyAsync(m_row_scalars.get(), c.data(), c.size() * sizeof(double),
+                               cudaMemcpyHostToDevice, m_stream.get()));
+    m_stream.sync();  // c must outlive the copy
+  }
+
   // --- small helpers ---
   void save_weights() {
     if (m_saved.empty()) m_saved = DeviceArray<float>(size_t(m_m) * m_ld);
-    m_saved_valid = true;
     CUDA_CHECK(cudaMemcpyAsync(m_saved.get(), m_w.get(), size_t(m_m) * m_ld * sizeof(float),
                                cudaMemcpyDeviceToDevice, m_stream.get()));
   }
@@ -616,20 +717,25 @@ class CudaBackend final : public Backend {
 
   // rows x d doubles (no padding) <-> rows x ld floats on the device (padding zero).
   void upload_rows(DeviceArray<float>& dst, const std::vector<double>& src, int rows) {
+    upload_rows_to(dst.get(), src, rows);
+  }
+  void upload_rows_to(float* dst, const std::vector<double>& src, int rows) {
     const int64_t d = m_model.dim;
-    check_row_values(src.size(), rows, d);
     m_staging.assign(size_t(rows) * m_ld, 0.f);
     for (int k = 0; k < rows; ++k)
       for (int64_t i = 0; i < d; ++i)
         m_staging[size_t(k) * m_ld + i] = float(src[size_t(k) * d + i]);
-    CUDA_CHECK(cudaMemcpyAsync(dst.get(), m_staging.data(), m_staging.size() * sizeof(float),
+    CUDA_CHECK(cudaMemcpyAsync(dst, m_staging.data(), m_staging.size() * sizeof(float),
                                cudaMemcpyHostToDevice, m_stream.get()));
     m_stream.sync();  // m_staging is reused by the next upload
   }
 
   void download_rows_into(const DeviceArray<float>& src, int rows, double* out) const {
+    download_rows_from(src.get(), rows, out);
+  }
+  void download_rows_from(const float* src, int rows, double* out) const {
     std::vector<float> host(size_t(rows) * m_ld);
-    copy_to_host(host.data(), src.get(), host.size());
+    copy_to_host(host.data(), src, host.size());
     const int64_t d = m_model.dim;
     for (int k = 0; k < rows; ++k)
       for (int64_t i = 0; i < d; ++i) out[size_t(k) * d + i] = double(host[size_t(k) * m_ld + i]);
@@ -670,10 +776,10 @@ class CudaBackend final : public Backend {
   const CudaPlan m_plan;
   const int64_t m_ld;
   Stream m_stream;
-  Gemm m_gemm;  // after the stream: destroyed before it
+  Gemm m_gemm;        // after the stream: destroyed before it
+  Gemm m_basis_gemm;  // exact FP32 for the curvature bases, whatever the training math
 
   DeviceArray<float> m_w, m_w_next, m_grad, m_momentum, m_momentum_next, m_saved, m_eps;
-  bool m_saved_valid = false;  // a perturbation is waiting for its restore
   DeviceArray<float> m_x[2];
   DeviceArray<int32_t> m_y[2];
   int64_t m_rows[2] = {0, 0};
@@ -690,7 +796,9 @@ class CudaBackend final : public Backend {
   DeviceArray<float> m_curv_x;
   DeviceArray<int32_t> m_curv_y;
   int64_t m_curv_rows = 0;
-  DeviceArray<float> m_pair_w, m_pair_v, m_pair_out;
+  DeviceArray<float> m_pair_w, m_pair_out;  // subset_loss's host points and gradients
+  DeviceArray<double> m_row_scalars;         // per-row dots and coefficients
+  DeviceArray<float> m_small;                // project_out's and combine's small matrices
   std::vector<float> m_staging;
   mutable std::unique_ptr<PinnedBuffer> m_pinned;  // the checkpoint stream's chunk
   DeviceCsrCache m_csr;

@@ -27,15 +27,14 @@ Gemm::~Gemm() {
 }
 
 void Gemm::run(int M, int N, int K, MatrixArg A, MatrixArg B, float beta, float* C, int ldc,
-               long long stride_c, int batch) const {
+               long long stride_c, int batch, float alpha) const {
   if (M == 0 || N == 0 || batch == 0) return;
-  const float one = 1.f;
   const cublasComputeType_t compute =
       m_mode == MathMode::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   // Row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T: B goes first.
   CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       m_handle, B.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, A.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
-      N, M, K, &one, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta, C,
+      N, M, K, &alpha, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta, C,
       CUDA_R_32F, ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 

@@ -29,9 +29,9 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  // C (M x N, row stride ldc, batch stride stride_c) = op(A) (M x K) op(B) (K x N) + beta C.
+  // C (M x N, row stride ldc, batch stride stride_c) = alpha op(A) (M x K) op(B) (K x N) + beta C.
   void run(int M, int N, int K, MatrixArg A, MatrixArg B, float beta, float* C, int ldc,
-           long long stride_c, int batch) const;
+           long long stride_c, int batch, float alpha = 1.f) const;
   MathMode mode() const { return m_mode; }
 
  private:

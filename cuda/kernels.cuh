@@ -6,6 +6,7 @@
 
 #include "cuda_check.cuh"
 #include "gossamer/activations.hpp"
+#include "gossamer/philox.hpp"
 
 namespace gossamer {
 
@@ -112,5 +113,18 @@ void launch_add_scaled_row(float* a, int m, int64_t ld, int64_t d, const double*
 void launch_ensemble_rows(const float* logits, const int32_t* y, int rows, int models, int classes,
                           int total_models, bool first, bool last, double* probs, double* out,
                           cudaStream_t s);
+
+// vectors.cu: the curvature blocks' row operations over rows x ld (first d columns).
+//   a[r][i] = curvature_probe(kind, seed, stream + r / repeat, i) (philox.hpp), as the host draws.
+void launch_fill_probes(float* a, int64_t rows, int64_t ld, int64_t d, Probe kind, uint64_t seed,
+                        uint32_t stream, int64_t repeat, cudaStream_t s);
+//   out[r] = sum_i a[r][i] b[r][i] in double, a fixed order.
+void launch_row_dots(const float* a, const float* b, int64_t rows, int64_t ld, int64_t d,
+                     double* out, cudaStream_t s);
+//   y[r] += c[r] x[broadcast ? 0 : r];  x[r] *= c[r]  (c: rows doubles on the device).
+void launch_axpy_rows(float* y, const float* x, bool broadcast, const double* c, int64_t rows,
+                      int64_t ld, int64_t d, cudaStream_t s);
+void launch_scale_rows(float* x, const double* c, int64_t rows, int64_t ld, int64_t d,
+                       cudaStream_t s);
 
 }  // namespace gossamer

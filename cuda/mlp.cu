@@ -23,7 +23,7 @@ int max_hidden(const ModelSpec& model) {
 
 }  // namespace
 
-// The sizes here are the ones host/cuda_plan.cpp (mlp_workspace_bytes) plans for.
+// The sizes here are the ones core/cuda_plan.cpp (mlp_workspace_bytes) plans for.
 BatchedMlp::BatchedMlp(const ModelSpec& model, int64_t capacity, bool with_r)
     : m_model(model), m_capacity(capacity), m_with_r(with_r) {
   const int layers = int(model.layers.size());

@@ -174,8 +174,8 @@ std::vector<std::pair<std::string, CudaPlanInput>> run_backends(const RunConfig&
   std::vector<std::pair<std::string, RunConfig>> runs = {{"", c}};
   if (c.algorithm.track_adsam) {
     RunConfig csgd = c, adsam = c;
-    csgd.algorithm.name = "csgd";
-    adsam.algorithm.name = "csgd_adsam";
+    csgd.algorithm.kind = Algorithm::Csgd;
+    adsam.algorithm.kind = Algorithm::CsgdAdsam;
     runs.push_back({"tracker's C-SGD: ", csgd});
     runs.push_back({"tracker's ADSAM: ", adsam});
   }
@@ -256,6 +256,194 @@ int plan_command(const RunConfig& c, const std::string* fit) {
 }
 }  // namespace
 
+namespace {
+
+// One subcommand each: add() declares its options on the app, run() does it.
+struct RunCommand {
+  std::string config_path, out_dir, backend_name, resume_dir;
+  std::vector<std::string> overrides;
+  CLI::App* cmd = nullptr;
+  CLI::Option* out_opt = nullptr;
+
+  void add(CLI::App& app) {
+    cmd = app.add_subcommand(
+        "run",
+        "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json, "
+        "checkpoint.bin (and worker_curvature.jsonl, spectral_density.jsonl when measured)");
+    auto* config_opt = cmd->add_option("config", config_path, "The run's JSON config");
+    cmd->add_option("--resume", resume_dir,
+                    "Continue the run in RUN_DIR from its checkpoint (its config.json is the config)")
+        ->excludes(config_opt);
+    cmd->add_option("--set", overrides,
+                    "Override a config key: --set optimizer.lr=0.05 (repeatable)");
+    out_opt = cmd->add_option(
+        "--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
+    cmd->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  }
+
+  int run() {
+    if (!resume_dir.empty()) {
+      if (!overrides.empty() || !out_dir.empty() || !backend_name.empty())
+        throw config_error(
+            "--resume: takes no --set, --out or --backend; the run continues as its config.json "
+            "says");
+      const RunConfig config = load_config_file(resume_dir + "/config.json", {});
+      RunOptions options;
+      options.resume = true;
+      return run_training(config, resume_dir, std::cout, options).exit_code;
+    }
+    if (config_path.empty()) throw config_error("run: give CONFIG.json, or --resume RUN_DIR");
+    if (out_opt->count() > 0 && out_dir.empty())
+      throw config_error("--out: empty; give a folder, or leave --out out for runs/NAME-TIME");
+    if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
+    const RunConfig config = load_config_file(config_path, overrides);
+    return run_training(config, out_dir, std::cout).exit_code;
+  }
+};
+
+struct TopologyCommand {
+  TopologyConfig topo;
+  int workers = 0;
+  uint64_t seed = 1;
+  bool as_json = false;
+  CLI::App* cmd = nullptr;
+
+  void add(CLI::App& app) {
+    topo.name = "ring";
+    topo.weights = "uniform";
+    cmd = app.add_subcommand(
+        "topology", "Print a mixing matrix's properties: degree, stochasticity, spectral gap");
+    cmd->add_option("--name", topo.name, "Topology")
+        ->required()
+        ->check(CLI::IsMember({"ring", "grid", "torus", "exponential", "one_peer_exponential",
+                               "hypercube", "star", "complete", "erdos_renyi"}));
+    cmd->add_option("--workers", workers, "Number of workers m")
+        ->required()
+        ->check(CLI::Range(1, 1 << 20));
+    cmd->add_option("--weights", topo.weights, "uniform | metropolis")
+        ->check(CLI::IsMember({"uniform", "metropolis"}));
+    cmd->add_option("--probability", topo.probability,
+                    "erdos_renyi edge probability (0: 2 ln(m)/m)")
+        ->check(CLI::Range(0.0, 1.0));
+    cmd->add_option("--seed", seed, "Seed (erdos_renyi)");
+    cmd->add_flag("--json", as_json, "Print JSON");
+  }
+
+  int run() const {
+    TopologySchedule schedule(topo, workers, seed);
+    const json j = topology_report(schedule, analyze_topology(schedule), topo.weights, workers);
+    if (as_json)
+      std::cout << j.dump(2) << "\n";
+    else
+      print_topology(j, workers);
+    return kExitOk;
+  }
+};
+
+struct DevicesCommand {
+  bool as_json = false;
+  CLI::App* cmd = nullptr;
+
+  void add(CLI::App& app) {
+    cmd = app.add_subcommand("devices",
+                             "List the GPUs the CUDA runtime sees, or say why none is visible");
+    cmd->add_flag("--json", as_json, "Print JSON");
+  }
+
+  int run() const {
+    const DeviceList list = list_devices();
+    if (as_json) {
+      json j = {{"devices", json::array()}};
+      for (const auto& d : list.devices)
+        j["devices"].push_back(
+            {{"index", d.index},
+             {"name", d.name},
+             {"total_memory_bytes", d.total_memory},
+             {"free_memory_bytes", d.free_memory},
+             {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
+             {"multiprocessors", d.multiprocessors}});
+      if (list.devices.empty()) j["why_none"] = list.why_none;
+      std::cout << j.dump(2) << "\n";
+    } else if (list.devices.empty()) {
+      std::cout << list.why_none << "\n";
+    } else {
+      for (const auto& d : list.devices)
+        std::printf("GPU %d: %s, %.1f GiB (%.1f GiB free), compute capability %d.%d, %d SMs\n",
+                    d.index, d.name.c_str(), d.total_memory / 1073741824.0,
+                    d.free_memory / 1073741824.0, d.major, d.minor, d.multiprocessors);
+    }
+    return kExitOk;
+  }
+};
+
+struct CurvatureCommand {
+  std::string target;
+  std::vector<std::string> what, overrides;
+  bool as_json = false;
+  CLI::App* cmd = nullptr;
+
+  void add(CLI::App& app) {
+    cmd = app.add_subcommand("curvature",
+                             "Measure curvature of a saved run (its checkpoint): trace, top "
+                             "eigenvalues, 1/2 tr(H Xi), sharpness, spectral density");
+    cmd->add_option("target", target, "RUN_DIR or a checkpoint file")->required();
+    cmd->add_option("--what", what,
+                    "trace,topk,reg,avgsharp,samsharp,density (default: the run's curvature.what)")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"trace", "topk", "reg", "avgsharp", "samsharp", "density"}));
+    cmd->add_option("--set", overrides,
+                    "Override a curvature key: --set curvature.probes=256 (repeatable)");
+    cmd->add_flag("--json", as_json, "Print JSON");
+  }
+
+  int run() const { return curvature_command(target, what, overrides, as_json); }
+};
+
+struct SweepCommand {
+  std::string path, out;
+  CLI::App* cmd = nullptr;
+
+  void add(CLI::App& app) {
+    cmd = app.add_subcommand("sweep", "Run every point of SWEEP.json (resumable) and write sweep.csv");
+    cmd->add_option("sweep", path, "The sweep file")->required();
+    cmd->add_option("--out", out,
+                    "Sweep folder (default runs/NAME); run again with the same folder to resume");
+  }
+
+  int run() const {
+    const Sweep sweep = load_sweep(path);
+    return run_sweep(sweep, out.empty() ? "runs/" + sweep.name : out, std::cout);
+  }
+};
+
+struct PlanCommand {
+  std::string path, fit;
+  std::vector<std::string> overrides;
+  CLI::App* cmd = nullptr;
+  CLI::Option* fit_opt = nullptr;
+
+  void add(CLI::App& app) {
+    cmd = app.add_subcommand(
+        "plan",
+        "Print the CUDA backend's device-memory plan for CONFIG.json (no GPU needed); with a "
+        "GPU visible, say whether it fits");
+    cmd->add_option("config", path, "The run config")->required();
+    cmd->add_option("--set", overrides, "Override a key: --set workers=1024 (repeatable)");
+    fit_opt = cmd->add_option(
+        "--fit", fit,
+        "The most workers that fit: in SIZE (80GiB, 141GiB), or with no SIZE in the visible "
+        "GPU's free memory");
+    fit_opt->expected(0, 1);
+  }
+
+  int run() const {
+    return plan_command(load_config_file(path, overrides), fit_opt->count() > 0 ? &fit : nullptr);
+  }
+};
+
+}  // namespace
+
 int cli_main(int argc, char** argv) {
   CLI::App app{
       "gossamer: a simulator of decentralized SGD (D-SGD) with many workers on one machine"};
@@ -263,89 +451,19 @@ int cli_main(int argc, char** argv) {
   app.fallthrough();  // --verbose after the subcommand too
   bool verbose = false;
   app.add_flag("--verbose", verbose, "More detail on errors");
-
-  std::string config_path, out_dir, backend_name, resume_dir;
-  std::vector<std::string> overrides;
-  auto* run = app.add_subcommand(
-      "run",
-      "Train as CONFIG.json says; writes config.json, metrics.jsonl, summary.json, checkpoint.bin");
-  auto* config_opt = run->add_option("config", config_path, "The run's JSON config");
-  run->add_option("--resume", resume_dir,
-                  "Continue the run in RUN_DIR from its checkpoint (its config.json is the config)")
-      ->excludes(config_opt);
-  run->add_option("--set", overrides,
-                  "Override a config key: --set optimizer.lr=0.05 (repeatable)");
-  auto* out_opt = run->add_option(
-      "--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
-  run->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-
-  TopologyConfig topo;
-  topo.name = "ring";
-  topo.weights = "uniform";
-  int topo_workers = 0;
-  uint64_t topo_seed = 1;
-  bool topo_json = false;
-  auto* top = app.add_subcommand(
-      "topology", "Print a mixing matrix's properties: degree, stochasticity, spectral gap");
-  top->add_option("--name", topo.name, "Topology")
-      ->required()
-      ->check(CLI::IsMember({"ring", "grid", "torus", "exponential", "one_peer_exponential",
-                             "hypercube", "star", "complete", "erdos_renyi"}));
-  top->add_option("--workers", topo_workers, "Number of workers m")
-      ->required()
-      ->check(CLI::Range(1, 1 << 20));
-  top->add_option("--weights", topo.weights, "uniform | metropolis")
-      ->check(CLI::IsMember({"uniform", "metropolis"}));
-  top->add_option("--probability", topo.probability, "erdos_renyi edge probability (0: 2 ln(m)/m)")
-      ->check(CLI::Range(0.0, 1.0));
-  top->add_option("--seed", topo_seed, "Seed (erdos_renyi)");
-  top->add_flag("--json", topo_json, "Print JSON");
-
-  bool devices_json = false;
-  auto* dev = app.add_subcommand("devices",
-                                 "List the GPUs the CUDA runtime sees, or say why none is visible");
-  dev->add_flag("--json", devices_json, "Print JSON");
-
-  std::string curv_target;
-  std::vector<std::string> curv_what, curv_overrides;
-  bool curv_json = false;
-  auto* curv = app.add_subcommand("curvature",
-                                  "Measure curvature of a saved run (its checkpoint): trace, top "
-                                  "eigenvalues, 1/2 tr(H Xi), sharpness");
-  curv->add_option("target", curv_target, "RUN_DIR or a checkpoint file")->required();
-  curv->add_option("--what", curv_what,
-                   "trace,topk,reg,avgsharp,samsharp (default: the run's curvature.what)")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"trace", "topk", "reg", "avgsharp", "samsharp"}));
-  curv->add_option("--set", curv_overrides,
-                   "Override a curvature key: --set curvature.probes=256 (repeatable)");
-  curv->add_flag("--json", curv_json, "Print JSON");
-
-  std::string sweep_path, sweep_out;
-  auto* sweep_cmd =
-      app.add_subcommand("sweep", "Run every point of SWEEP.json (resumable) and write sweep.csv");
-  sweep_cmd->add_option("sweep", sweep_path, "The sweep file")->required();
-  sweep_cmd->add_option(
-      "--out", sweep_out,
-      "Sweep folder (default runs/NAME); run again with the same folder to resume");
-
-  std::string plan_path;
-  std::vector<std::string> plan_overrides;
-  auto* plan_cmd = app.add_subcommand(
-      "plan",
-      "Print the CUDA backend's device-memory plan for CONFIG.json (no GPU needed); with a "
-      "GPU visible, say whether it fits");
-  plan_cmd->add_option("config", plan_path, "The run config")->required();
-  plan_cmd->add_option("--set", plan_overrides, "Override a key: --set workers=1024 (repeatable)");
-  std::string plan_fit;
-  auto* fit_opt = plan_cmd->add_option(
-      "--fit", plan_fit,
-      "The most workers that fit: in SIZE (80GiB, 141GiB), or with no SIZE in the visible GPU's "
-      "free memory");
-  fit_opt->expected(0, 1);
-
-  auto* ref =
+  RunCommand run;
+  TopologyCommand topology;
+  DevicesCommand devices;
+  CurvatureCommand curvature;
+  SweepCommand sweep;
+  PlanCommand plan;
+  run.add(app);
+  topology.add(app);
+  devices.add(app);
+  curvature.add(app);
+  sweep.add(app);
+  plan.add(app);
+  auto* reference =
       app.add_subcommand("config-reference", "Print the reference of every config key (Markdown)");
 
   try {
@@ -358,70 +476,16 @@ int cli_main(int argc, char** argv) {
   }
 
   try {
-    if (*run) {
-      if (!resume_dir.empty()) {
-        if (!overrides.empty() || !out_dir.empty() || !backend_name.empty())
-          throw config_error(
-              "--resume: takes no --set, --out or --backend; the run continues as its config.json "
-              "says");
-        const RunConfig config = load_config_file(resume_dir + "/config.json", {});
-        RunOptions options;
-        options.resume = true;
-        return run_training(config, resume_dir, std::cout, options).exit_code;
-      }
-      if (config_path.empty()) throw config_error("run: give CONFIG.json, or --resume RUN_DIR");
-      if (out_opt->count() > 0 && out_dir.empty())
-        throw config_error("--out: empty; give a folder, or leave --out out for runs/NAME-TIME");
-      if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
-      const RunConfig config = load_config_file(config_path, overrides);
-      return run_training(config, out_dir, std::cout).exit_code;
-    }
-    if (*sweep_cmd) {
-      const Sweep sweep = load_sweep(sweep_path);
-      return run_sweep(sweep, sweep_out.empty() ? "runs/" + sweep.name : sweep_out, std::cout);
-    }
-    if (*curv) return curvature_command(curv_target, curv_what, curv_overrides, curv_json);
-    if (*top) {
-      TopologySchedule schedule(topo, topo_workers, topo_seed);
-      const json j =
-          topology_report(schedule, analyze_topology(schedule), topo.weights, topo_workers);
-      if (topo_json)
-        std::cout << j.dump(2) << "\n";
-      else
-        print_topology(j, topo_workers);
-      return kExitOk;
-    }
-    if (*dev) {
-      const DeviceList list = list_devices();
-      if (devices_json) {
-        json j = {{"devices", json::array()}};
-        for (const auto& d : list.devices)
-          j["devices"].push_back(
-              {{"index", d.index},
-               {"name", d.name},
-               {"total_memory_bytes", d.total_memory},
-               {"free_memory_bytes", d.free_memory},
-               {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
-               {"multiprocessors", d.multiprocessors}});
-        if (list.devices.empty()) j["why_none"] = list.why_none;
-        std::cout << j.dump(2) << "\n";
-      } else if (list.devices.empty()) {
-        std::cout << list.why_none << "\n";
-      } else {
-        for (const auto& d : list.devices)
-          std::printf("GPU %d: %s, %.1f GiB (%.1f GiB free), compute capability %d.%d, %d SMs\n",
-                      d.index, d.name.c_str(), d.total_memory / 1073741824.0,
-                      d.free_memory / 1073741824.0, d.major, d.minor, d.multiprocessors);
-      }
-      return kExitOk;
-    }
-    if (*ref) {
+    if (*run.cmd) return run.run();
+    if (*sweep.cmd) return sweep.run();
+    if (*curvature.cmd) return curvature.run();
+    if (*topology.cmd) return topology.run();
+    if (*devices.cmd) return devices.run();
+    if (*plan.cmd) return plan.run();
+    if (*reference) {
       std::cout << config_reference_markdown();
       return kExitOk;
     }
-    if (*plan_cmd)
-      return plan_command(load_config_file(plan_path, plan_overrides),
-                          fit_opt->count() > 0 ? &plan_fit : nullptr);
   } catch (const Error& e) {
     std::cerr << "gossamer: error: " << e.what() << "\n";
     return e.kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;

@@ -101,29 +101,10 @@ T get(const json& resolved, const std::string& path) {
   return resolved.at(pointer_of(path)).get<T>();
 }
 
-}  // namespace
-
-RunConfig load_config(const json& user_in, const std::vector<std::string>& overrides,
-                      const std::string& source) {
-  if (!user_in.is_object())
-    throw config_error(source + ": expected a JSON object at the top level, found " +
-                       user_in.type_name());
-  json user = user_in;
-  for (const auto& o : overrides) {
-    check_utf8(json(o), "--set", source);
-    apply_override(user, o);
-  }
-  check_utf8(user, "", source);
-  validate_object(user, "", source);
-
-  json resolved = json::object();
-  for (const auto& k : config_schema()) resolved[pointer_of(k.path)] = k.default_value;
-  for (const auto& k : config_schema()) {
-    const auto ptr = pointer_of(k.path);
-    if (user.contains(ptr)) resolved[ptr] = user.at(ptr);
-  }
-
-  RunConfig c;
+// load_config's parts: each reads one section of the resolved config into c and checks what
+// the schema's per-key ranges cannot (relations between keys). `resolved` may gain defaults
+// that depend on other keys.
+void read_name(const json& resolved, const std::string& source, RunConfig& c) {
   c.name = get<std::string>(resolved, "name");
   // The name becomes one folder under runs/: one path component of plain characters.
   const bool plain_name =
@@ -136,12 +117,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
     throw config_error(source + ": name: expected 1 to 100 characters without '/', '\\' or "
                        "control characters, not \".\" or \"..\" (it names the run folder "
                        "runs/NAME-TIME), found " + json(c.name).dump());
-  c.seed = get<uint64_t>(resolved, "seed");
-  c.workers = get<int>(resolved, "workers");
-  c.backend = get<std::string>(resolved, "backend");
-  c.precision = get<std::string>(resolved, "precision");
-  c.math = get<std::string>(resolved, "math");
+}
 
+void read_data(json& resolved, const std::string& source, RunConfig& c) {
   auto& d = c.data;
   d.dataset = get<std::string>(resolved, "data.dataset");
   d.path = get<std::string>(resolved, "data.path");
@@ -164,6 +142,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   d.synthetic_teacher_hidden = get<int>(resolved, "data.synthetic.teacher_hidden");
   d.synthetic_label_noise = get<double>(resolved, "data.synthetic.label_noise");
 
+}
+
+void read_model_and_topology(const json& resolved, const std::string& source, RunConfig& c) {
   c.partition.kind = get<std::string>(resolved, "partition.kind");
   c.partition.alpha = get<double>(resolved, "partition.alpha");
   c.partition.classes_per_worker = get<int>(resolved, "partition.classes_per_worker");
@@ -190,17 +171,26 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
     throw config_error(source + ": topology.matrix/edges: given, but topology.name is \"" + t.name +
                        "\"; set topology.name to \"custom\" to use them");
 
-  c.algorithm.name = get<std::string>(resolved, "algorithm.name");
+}
+
+void read_algorithm(const json& resolved, const std::string& source, RunConfig& c) {
+  const std::string algorithm = get<std::string>(resolved, "algorithm.name");
+  for (Algorithm a : {Algorithm::Dsgd, Algorithm::Csgd, Algorithm::LocalSgd, Algorithm::CsgdSam,
+                      Algorithm::CsgdAdsam})
+    if (algorithm == algorithm_name(a)) c.algorithm.kind = a;  // the schema allows only these
   c.algorithm.form = get<std::string>(resolved, "algorithm.form");
   c.algorithm.local_steps = get<int>(resolved, "algorithm.local_steps");
   c.algorithm.sam_rho = get<double>(resolved, "algorithm.sam_rho");
   c.algorithm.adsam_sigma = get<double>(resolved, "algorithm.adsam_sigma");
   c.algorithm.track_adsam = get<bool>(resolved, "algorithm.track_adsam");
-  if (c.algorithm.track_adsam && c.algorithm.name != "dsgd")
+  if (c.algorithm.track_adsam && c.algorithm.kind != Algorithm::Dsgd)
     throw config_error(source +
                        ": algorithm.track_adsam: true needs algorithm.name \"dsgd\", found \"" +
-                       c.algorithm.name + "\"");
+                       algorithm + "\"");
 
+}
+
+void read_optimizer(const json& resolved, const std::string& source, RunConfig& c) {
   auto& o = c.optimizer;
   o.lr = get<double>(resolved, "optimizer.lr");
   o.batch_size = get<int>(resolved, "optimizer.batch_size");
@@ -227,10 +217,14 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   if (o.nesterov && o.momentum == 0)
     throw config_error(source + ": optimizer.nesterov: true needs optimizer.momentum > 0, found 0");
 
+}
+
+// The budget is in steps or in epochs: both in the file is an error; a --set of one replaces
+// the other, so a file in steps can be run in epochs and back.
+void read_train(json& resolved, const json& user_in, const std::vector<std::string>& overrides,
+                const std::string& source, RunConfig& c) {
   c.train.steps = get<int64_t>(resolved, "train.steps");
   c.train.epochs = get<double>(resolved, "train.epochs");
-  // The budget is in steps or in epochs. Both in the file is an error; a --set of one
-  // replaces the other, so a file in steps can be run in epochs and back.
   const auto steps_ptr = pointer_of("train.steps"), epochs_ptr = pointer_of("train.epochs");
   if (user_in.contains(steps_ptr) && user_in.contains(epochs_ptr) && user_in.at(epochs_ptr) != 0)
     throw config_error(source + ": train.steps and train.epochs: give one of them, not both");
@@ -252,6 +246,9 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.metrics.ensemble = get<bool>(resolved, "metrics.ensemble");
   c.metrics.smoothing = get<bool>(resolved, "metrics.smoothing");
 
+}
+
+void read_curvature(const json& resolved, const std::string& source, RunConfig& c) {
   auto& k = c.curvature;
   k.every = get<int64_t>(resolved, "curvature.every");
   k.what = get<std::vector<std::string>>(resolved, "curvature.what");
@@ -276,6 +273,44 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
                        " eigenvalues need curvature.lanczos_steps >= " + std::to_string(k.topk) +
                        ", found " + std::to_string(k.lanczos_steps));
 
+}
+
+}  // namespace
+
+RunConfig load_config(const json& user_in, const std::vector<std::string>& overrides,
+                      const std::string& source) {
+  if (!user_in.is_object())
+    throw config_error(source + ": expected a JSON object at the top level, found " +
+                       user_in.type_name());
+  json user = user_in;
+  for (const auto& o : overrides) {
+    check_utf8(json(o), "--set", source);
+    apply_override(user, o);
+  }
+  check_utf8(user, "", source);
+  validate_object(user, "", source);
+
+  json resolved = json::object();
+  for (const auto& k : config_schema()) resolved[pointer_of(k.path)] = k.default_value;
+  for (const auto& k : config_schema()) {
+    const auto ptr = pointer_of(k.path);
+    if (user.contains(ptr)) resolved[ptr] = user.at(ptr);
+  }
+
+  RunConfig c;
+  read_name(resolved, source, c);
+  c.seed = get<uint64_t>(resolved, "seed");
+  c.workers = get<int>(resolved, "workers");
+  c.backend = get<std::string>(resolved, "backend");
+  c.precision = get<std::string>(resolved, "precision");
+  c.math = get<std::string>(resolved, "math");
+
+  read_data(resolved, source, c);
+  read_model_and_topology(resolved, source, c);
+  read_algorithm(resolved, source, c);
+  read_optimizer(resolved, source, c);
+  read_train(resolved, user_in, overrides, source, c);
+  read_curvature(resolved, source, c);
   if (c.precision == "float64" && c.backend == "cuda")
     throw config_error(
         source + ": precision: \"float64\" is a CPU-backend reference mode; use backend \"cpu\"");
@@ -286,6 +321,17 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
         "\"cpu\" computes exactly in its precision (use backend \"cuda\" or \"auto\")");
   c.resolved = std::move(resolved);
   return c;
+}
+
+const char* algorithm_name(Algorithm a) {
+  switch (a) {
+    case Algorithm::Dsgd: return "dsgd";
+    case Algorithm::Csgd: return "csgd";
+    case Algorithm::LocalSgd: return "local_sgd";
+    case Algorithm::CsgdSam: return "csgd_sam";
+    case Algorithm::CsgdAdsam: return "csgd_adsam";
+  }
+  return "?";
 }
 
 bool CurvatureConfig::wants(const std::string& name) const {

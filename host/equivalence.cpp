@@ -9,7 +9,7 @@ namespace gossamer {
 
 namespace {
 RunConfig as_csgd(RunConfig c) {
-  c.algorithm.name = "csgd";
+  c.algorithm.kind = Algorithm::Csgd;
   c.algorithm.track_adsam = false;
   return c;
 }
@@ -18,7 +18,7 @@ RunConfig as_csgd(RunConfig c) {
 // backend (and the memory plan) holds the saved W a perturbation needs.
 RunConfig as_adsam(RunConfig c) {
   c = as_csgd(c);
-  c.algorithm.name = "csgd_adsam";
+  c.algorithm.kind = Algorithm::CsgdAdsam;
   return c;
 }
 

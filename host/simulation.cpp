@@ -70,7 +70,7 @@ BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const Dat
   setup.seed = c.seed;
   setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
   setup.tf32 = c.math == "tf32";
-  setup.perturbs = c.algorithm.name == "csgd_sam" || c.algorithm.name == "csgd_adsam";
+  setup.perturbs = c.algorithm.perturbs_weights();
   return setup;
 }
 

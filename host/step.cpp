@@ -11,7 +11,8 @@ namespace gossamer {
 void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology, int64_t t,
                 double lr, double* grad_norm) {
   backend.sample(t);
-  if (c.algorithm.name == "csgd_adsam" && c.algorithm.adsam_sigma > 0) {
+  const Algorithm a = c.algorithm.kind;
+  if (a == Algorithm::CsgdAdsam && c.algorithm.adsam_sigma > 0) {
     // Average-direction SAM: the gradient at w + eps, eps ~ N(0, sigma^2 I), one eps for the one
     // model. eps_i of step t: Philox (seed, Curvature domain, stream 0x400000 + t, counter i).
     backend.perturb_gaussian(c.algorithm.adsam_sigma, c.seed, 0x400000u + uint32_t(t));
@@ -21,7 +22,7 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
     backend.local_gradient(true);
   }
   if (grad_norm) *grad_norm = backend.mean_gradient_norm();
-  if (c.algorithm.name == "csgd_sam") {
+  if (a == Algorithm::CsgdSam) {
     // SAM (Foret et al. 2021) on the total batch: ascend to w + rho g/||g||, take the gradient
     // there.
     backend.average_gradients();
@@ -29,11 +30,10 @@ void train_step(Backend& backend, const RunConfig& c, TopologySchedule& topology
     backend.local_gradient(false);  // the same minibatches, at the perturbed weights
     backend.restore_weights();
   }
-  if (c.algorithm.name == "csgd" || c.algorithm.name == "csgd_sam" ||
-      c.algorithm.name == "csgd_adsam") {
+  if (c.algorithm.centralized()) {
     backend.average_gradients();
     backend.mix_update(nullptr, lr, MixForm::Default);
-  } else if (c.algorithm.name == "local_sgd") {
+  } else if (a == Algorithm::LocalSgd) {
     backend.mix_update(nullptr, lr, MixForm::Default);
     if ((t + 1) % c.algorithm.local_steps == 0) backend.average_weights();
   } else {

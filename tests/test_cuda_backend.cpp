@@ -9,8 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
+#include "gossamer/curvature.hpp"
 #include "gossamer/cuda.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
@@ -293,6 +295,80 @@ TEST_F(CudaBackendTest, CurvatureMatchesTheCpu) {
     EXPECT_LT(rel_err(t.gpu->subset_loss(points, nullptr), t.cpu().subset_loss(points, nullptr)),
               1e-5);
   }
+}
+
+// The curvature blocks' operations on the device against the CPU backend's (float32).
+TEST_F(CudaBackendTest, VectorOperationsMatchTheCpu) {
+  Twin t = make_twin({{"workers", 3}});
+  const int64_t d = t.d();
+  const auto both = [&](const std::function<std::vector<double>(Backend&)>& f) {
+    return std::make_pair(f(*t.gpu), f(t.cpu()));
+  };
+  // probes: drawn from the same Philox streams, bit for bit in float
+  auto [pg, pc] = both([](Backend& b) {
+    auto v = b.vectors(5);
+    b.fill_probes(all_rows(*v), Probe::Normal, 3, 11, 2);
+    return b.download(all_rows(*v));
+  });
+  EXPECT_EQ(pg, pc);
+  auto [rg, rc] = both([](Backend& b) {
+    auto v = b.vectors(5);
+    b.fill_probes(all_rows(*v), Probe::Rademacher, 3, 11);
+    return b.download(all_rows(*v));
+  });
+  EXPECT_EQ(rg, rc);
+  // a chain of every operation
+  const auto chain = [&](Backend& b) {
+    auto a = b.vectors(4), c = b.vectors(4), basis = b.vectors(2), out = b.vectors(2),
+         w = b.vectors(3), mean = b.vectors(1), h = b.vectors(4);
+    b.fill_probes(all_rows(*a), Probe::Normal, 5, 1);
+    b.fill_probes(all_rows(*c), Probe::Rademacher, 5, 9);
+    std::vector<double> result = b.dots(all_rows(*a), all_rows(*c));
+    b.axpy(all_rows(*c), {1, -2, 3, 0.5}, row_of(*a, 0));
+    b.scale(all_rows(*c), {0.1, 0.2, 0.3, 0.4});
+    b.copy(all_rows(*basis), rows_of(*a, 1, 2));
+    b.scale(row_of(*basis, 0), {1.0 / std::sqrt(b.dots(row_of(*basis, 0), row_of(*basis, 0))[0])});
+    b.project_out(row_of(*basis, 1), row_of(*basis, 0));
+    b.scale(row_of(*basis, 1), {1.0 / std::sqrt(b.dots(row_of(*basis, 1), row_of(*basis, 1))[0])});
+    b.project_out(all_rows(*c), all_rows(*basis));
+    b.combine(all_rows(*basis), {1, 2, 3, 4}, all_rows(*out));
+    b.copy_weights(all_rows(*w));
+    b.mean_weights(all_rows(*mean));
+    b.hvp(all_rows(*w), rows_of(*a, 0, 3), rows_of(*h, 0, 3));
+    for (auto* v : {&c, &out, &mean, &h}) {
+      const std::vector<double> x = b.download(all_rows(**v));
+      result.insert(result.end(), x.begin(), x.end());
+    }
+    return result;
+  };
+  EXPECT_LT(rel_err(chain(*t.gpu), chain(t.cpu())), 1e-5);
+  (void)d;
+}
+
+// The estimators on device vectors agree with the CPU's (float32): Hutchinson (same probes),
+// power and Lanczos top eigenvalues, every worker's pass and the spectral density's nodes.
+TEST_F(CudaBackendTest, CurvatureEstimatorsMatchTheCpu) {
+  Twin t = make_twin({{"workers", 4}});
+  const auto on = [&](Backend& b) {
+    auto p = b.vectors(1);
+    b.mean_weights(all_rows(*p));
+    const Rows point = all_rows(*p);
+    std::vector<double> out;
+    const Estimate e = hutchinson_trace(b, point, 16, 3);
+    out.push_back(e.value);
+    out.push_back(e.std_error);
+    for (double v : power_top_eigenvalues(b, point, 2, 50, 1e-4, 3).values) out.push_back(v);
+    for (double v : lanczos_top_eigenvalues(b, point, 2, 20, 3).values) out.push_back(v);
+    const WorkerCurvature wc = worker_curvature(b, 4, 50, 1e-4, 3);
+    for (const auto& tr : wc.trace) out.push_back(tr.value);
+    for (double v : wc.top_eigenvalue) out.push_back(v);
+    const SpectralDensity s = spectral_density(b, point, 2, 10, 16, 0.05, 3);
+    for (const auto& run : s.nodes) out.insert(out.end(), run.begin(), run.end());
+    out.push_back(hessian_xi_regularizer(b));
+    return out;
+  };
+  // Float32 on both sides, sums in different orders: a power iteration may stop one step apart.
+  EXPECT_LT(rel_err(on(*t.gpu), on(t.cpu())), 1e-3);
 }
 
 TEST_F(CudaBackendTest, SavedStateResumesBitForBit) {

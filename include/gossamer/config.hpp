@@ -47,13 +47,27 @@ struct TopologyConfig {
   nlohmann::json edges;    // custom: list of [i, j]
 };
 
+// algorithm.name, parsed once.
+enum class Algorithm {
+  Dsgd,      // decentralized SGD over the topology
+  Csgd,      // centralized: every worker applies the mean gradient
+  LocalSgd,  // local steps, then exact averaging
+  CsgdSam,   // C-SGD with SAM (two gradient passes a step)
+  CsgdAdsam  // C-SGD at w + eps, eps ~ N(0, sigma^2 I) (average-direction SAM)
+};
+const char* algorithm_name(Algorithm a);  // as in the config: "dsgd", ...
+
 struct AlgorithmConfig {
-  std::string name;  // dsgd | csgd | local_sgd
-  std::string form;  // default | atc
+  Algorithm kind = Algorithm::Dsgd;
+  std::string form;  // default | atc (dsgd)
   int local_steps = 1;
   double sam_rho = 0;
   double adsam_sigma = 0;
   bool track_adsam = false;
+  // The step perturbs W and restores it (SAM, average-direction SAM): the backend keeps a
+  // saved copy of W. The equivalence tracker's ADSAM companion is a CsgdAdsam run.
+  bool perturbs_weights() const { return kind == Algorithm::CsgdSam || kind == Algorithm::CsgdAdsam; }
+  bool centralized() const { return kind == Algorithm::Csgd || perturbs_weights(); }
 };
 
 struct OptimizerConfig {
