@@ -284,11 +284,14 @@ struct RunCommand {
 
   int run() {
     if (!resume_dir.empty()) {
-      if (!overrides.empty() || !out_dir.empty() || !backend_name.empty())
+      const bool layout_only = std::all_of(overrides.begin(), overrides.end(), [](const std::string& o) {
+        return o.rfind("shards=", 0) == 0;
+      });
+      if (!layout_only || !out_dir.empty() || !backend_name.empty())
         throw config_error(
-            "--resume: takes no --set, --out or --backend; the run continues as its config.json "
-            "says");
-      const RunConfig config = load_config_file(resume_dir + "/config.json", {});
+            "--resume: takes no --out, --backend or --set other than --set shards=N; the run "
+            "continues as its config.json says");
+      const RunConfig config = load_config_file(resume_dir + "/config.json", overrides);
       RunOptions options;
       options.resume = true;
       return run_training(config, resume_dir, std::cout, options).exit_code;

@@ -302,6 +302,13 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
   c.seed = get<uint64_t>(resolved, "seed");
   c.workers = get<int>(resolved, "workers");
   c.backend = get<std::string>(resolved, "backend");
+  c.shards = get<int>(resolved, "shards");
+  if (c.shards > c.workers)
+    throw config_error(source + ": shards: " + std::to_string(c.shards) + " shards for " +
+                       std::to_string(c.workers) + " workers; expected at most one shard a worker");
+  if (c.shards > 1 && c.backend == "cuda")
+    throw config_error(source + ": shards: sharding runs on the cpu backend (backend \"cpu\" or "
+                       "\"auto\"); the CUDA backend's multi-GPU sharding is not built yet");
   c.precision = get<std::string>(resolved, "precision");
   c.math = get<std::string>(resolved, "math");
 
@@ -387,8 +394,12 @@ RunConfig load_config_file(const std::string& path, const std::vector<std::strin
 }
 
 std::string config_hash(const json& resolved) {
+  // The layout keys change where the rows live, not the results: a run resumed with another
+  // number of shards is the same run.
+  json identity = resolved;
+  if (identity.is_object()) identity.erase("shards");
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
-  for (unsigned char ch : resolved.dump()) {
+  for (unsigned char ch : identity.dump()) {
     h ^= ch;
     h *= 1099511628211ull;
   }

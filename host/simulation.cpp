@@ -38,7 +38,9 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const std::strin
     return backend;
 #endif
   }
-  if (gpus.devices.empty()) {
+  if (setup.shards > 1) {
+    *chosen = "cpu (auto: shards > 1 runs the CPU backend's sharded path" + tf32_note(setup) + ")";
+  } else if (gpus.devices.empty()) {
     *chosen = "cpu (auto: " + gpus.why_none + tf32_note(setup) + ")";
   } else if (float64) {
     *chosen = "cpu (auto: precision float64 is a CPU reference mode" + tf32_note(setup) + ")";
@@ -71,6 +73,7 @@ BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const Dat
   setup.optimizer = {c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.nesterov};
   setup.tf32 = c.math == "tf32";
   setup.perturbs = c.algorithm.perturbs_weights();
+  setup.shards = c.shards;
   return setup;
 }
 

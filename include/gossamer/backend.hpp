@@ -42,6 +42,11 @@ struct BackendSetup {
   int batch = 0;  // per worker
   uint64_t seed = 0;
   OptimizerParams optimizer;
+  // A shard of a sharded run (docs/ARCHITECTURE.md, "Shards"): this backend holds workers
+  // [first_worker, first_worker + workers) of the run; minibatch and init streams and partition
+  // shards are those of the global worker ids.
+  int first_worker = 0;
+  int shards = 1;         // the CPU backend: split the workers into this many shards
   bool tf32 = false;      // CUDA backend: TF32 tensor-core GEMMs instead of exact FP32
   bool perturbs = false;  // the algorithm calls perturb_weights (SAM, average-direction SAM)
 };

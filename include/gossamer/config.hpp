@@ -128,6 +128,7 @@ struct RunConfig {
   TrainConfig train;
   MetricsConfig metrics;
   CurvatureConfig curvature;
+  int shards = 1;           // CPU backend: shards of W's rows (a layout: not in config_hash)
   std::string backend;      // auto | cpu | cuda
   std::string precision;    // float32 | float64
   std::string math;         // fp32 | tf32 (cuda backend GEMMs)
