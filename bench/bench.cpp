@@ -31,6 +31,8 @@
 #include "gossamer/devices.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
+#include "gossamer/transport.hpp"
+#include "gossamer/model.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
 #endif
@@ -169,6 +171,7 @@ struct BenchOptions {
   std::string backend = "cpu", math = "fp32", out_dir = "bench/results", export_dir;
   int repeats = 10, calls = 5;
   bool curvature = true, ceilings = true;
+  std::vector<int> shards;  // --shards: the halo table and the CPU transport's cost
 };
 
 // The machine and its measured ceilings (NaN with --no-ceilings).
@@ -375,6 +378,64 @@ json bench_curvature(Simulation& sim) {
           {"density_8x64", {{"seconds", t_density}, {"sigma", density.sigma}}}};
 }
 
+// Sharding (docs/ARCHITECTURE.md, "Shards"): for S shards of the workload's workers, the rows
+// and bytes each shard receives a step (the most over shards, averaged over a period of a
+// time-varying topology, in float32 rows as on a GPU) for its topology and the others of the
+// table; and, on the CPU backend, the sharded gossip + update against the unsharded one (the
+// in-process transport's cost: the halo plan and the row copies).
+json bench_shards(const BenchOptions& o, const std::string& name) {
+  json out = json::array();
+  const RunConfig base = load_config(workload(name, "cpu"), {}, "workload " + name);
+  const int m = base.workers;
+  for (const char* topo : {"ring", "torus", "exponential", "one_peer_exponential"}) {
+    TopologyConfig tc = base.topology;
+    tc.name = topo;
+    TopologySchedule schedule(tc, m, base.seed);
+    const int64_t period = schedule.phases();
+    for (int S : o.shards) {
+      if (S > m) continue;
+      const ShardLayout layout(m, S);
+      double most_rows = 0, total_rows = 0;
+      for (int64_t t = 0; t < period; ++t) {
+        const HaloPlan plan = plan_halo(schedule.phase(int(t)), layout);
+        std::vector<int64_t> per(size_t(S), 0);
+        for (const auto& c : plan.copies) ++per[size_t(c.to)];
+        most_rows += double(*std::max_element(per.begin(), per.end())) / double(period);
+        total_rows += double(plan.copies.size()) / double(period);
+      }
+      const int64_t d = ModelSpec::mlp(base.data.synthetic_features, base.model.hidden,
+                                       base.data.synthetic_classes, base.model.activation).dim;
+      const double row_bytes = double(d) * 4;  // float32 rows, as the CUDA backend sends them
+      out.push_back({{"topology", topo},
+                     {"shards", S},
+                     {"rows_per_shard_step_max", most_rows},
+                     {"bytes_per_shard_step_max", most_rows * row_bytes},
+                     {"rows_per_step_all_shards", total_rows},
+                     {"fraction_of_w_per_shard", most_rows / (double(m) / S)}});
+      std::printf("  %-22s S = %d: %8.1f rows (%7.2f MB) into the busiest shard a step, %5.1f %% of its rows\n",
+                  topo, S, most_rows, most_rows * row_bytes / 1e6, 100 * most_rows / (double(m) / S));
+    }
+  }
+  // The CPU transport: sharded gossip + update against one shard, the workload's own topology.
+  for (int S : o.shards) {
+    if (S > m || S < 2) continue;
+    json cfg = workload(name, "cpu");
+    const auto time_update = [&](int shards) {
+      cfg["shards"] = shards;
+      auto sim = make_simulation(load_config(cfg, {}, "workload " + name));
+      Backend& b = *sim->backend;
+      const Csr& mixing = sim->topology->at(0);
+      return median_per_call(b, [&] { b.mix_update(&mixing, 1e-6, MixForm::Default); }, o.repeats,
+                             o.calls);
+    };
+    const double one = time_update(1), sharded = time_update(S);
+    out.push_back({{"cpu_gossip_update_seconds", {{"shards", S}, {"one_shard", one}, {"sharded", sharded}}}});
+    std::printf("  CPU gossip + update, %s: %.3f ms unsharded, %.3f ms in %d shards (%.2fx)\n",
+                base.topology.name.c_str(), one * 1e3, sharded * 1e3, S, sharded / one);
+  }
+  return out;
+}
+
 int run_bench(int argc, char** argv) {
   CLI::App app{"gossamer-bench: step parts and curvature estimators against the ceilings"};
   BenchOptions o;
@@ -393,6 +454,11 @@ int run_bench(int argc, char** argv) {
                "Skip the ceiling measurements (under a profiler: the workload's own kernels "
                "come first; fractions of the ceilings are then not reported)");
   app.add_option("--out", o.out_dir, "Folder of the JSON result");
+  app.add_option("--shards", o.shards,
+                 "Shard counts for the halo table (rows and bytes a shard receives a step, per "
+                 "topology) and the CPU transport's cost, e.g. --shards 2,4,8")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--export-curvature", o.export_dir,
                  "Write each workload's w-bar, curvature subset and layer sizes here, for the "
                  "PyHessian-style peer to measure the same model on the same data");
@@ -421,6 +487,10 @@ int run_bench(int argc, char** argv) {
                 sim->model.describe().c_str(), cfg.optimizer.batch_size,
                 cfg.topology.name.c_str(), sim->backend->name().c_str());
     json w = bench_step(o, mach, *sim, t_setup);
+    if (!o.shards.empty()) {
+      std::printf("  sharding (halo rows a step):\n");
+      w["shards"] = bench_shards(o, name);
+    }
     if (o.curvature && name[0] != 'm') {
       w["curvature"] = bench_curvature(*sim);
       if (!o.export_dir.empty()) export_curvature_point(o.export_dir, name, *sim);

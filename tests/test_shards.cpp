@@ -213,3 +213,17 @@ TEST(ShardTest, BadShardCountsAreConfigErrorsNamingTheKey) {
             std::string::npos);
   EXPECT_NE(message({{"shards", 0}}).find("shards"), std::string::npos);
 }
+
+// `run --resume` takes a new shard count and nothing else.
+TEST(ShardTest, ResumeTakesShardsAndNoOtherSet) {
+  const auto dir = fresh_temp_dir("shardcli");
+  const Result other = run_cli("run --resume " + dir.string() + " --set optimizer.lr=0.5");
+  EXPECT_EQ(other.code, 2) << other.output;
+  EXPECT_NE(other.output.find("--set shards=N"), std::string::npos) << other.output;
+  // The shard count is taken: the error is now about the folder, which holds no run.
+  const Result shards = run_cli("run --resume " + dir.string() + " --set shards=2");
+  EXPECT_NE(shards.code, 0);
+  EXPECT_EQ(shards.output.find("--set shards=N"), std::string::npos) << shards.output;
+  EXPECT_NE(shards.output.find("config.json"), std::string::npos) << shards.output;
+  std::filesystem::remove_all(dir);
+}
