@@ -405,6 +405,7 @@ struct CurvatureCommand {
 
 struct SweepCommand {
   std::string path, out;
+  int jobs = 1;
   CLI::App* cmd = nullptr;
 
   void add(CLI::App& app) {
@@ -412,11 +413,16 @@ struct SweepCommand {
     cmd->add_option("sweep", path, "The sweep file")->required();
     cmd->add_option("--out", out,
                     "Sweep folder (default runs/NAME); run again with the same folder to resume");
+    cmd->add_option("--jobs", jobs,
+                    "Points run at once (default 1): on the CPU each gets its share of the cores; "
+                    "on a GPU each gets its own stream and checks its memory plan against what is "
+                    "free when it starts (the points share the card's memory)")
+        ->check(CLI::Range(1, 1024));
   }
 
   int run() const {
     const Sweep sweep = load_sweep(path);
-    return run_sweep(sweep, out.empty() ? "runs/" + sweep.name : out, std::cout);
+    return run_sweep(sweep, out.empty() ? "runs/" + sweep.name : out, std::cout, jobs);
   }
 };
 

@@ -1,8 +1,13 @@
 #include "gossamer/sweep.hpp"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "gossamer/checkpoint.hpp"
 #include "gossamer/error.hpp"
@@ -163,7 +168,56 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
   return o.str();
 }
 
-int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log) {
+namespace {
+
+struct PointResult {
+  int exit_code = kExitOk;
+  bool failed = false;
+};
+
+// One point: skipped when finished, resumed from its checkpoint when interrupted, else started.
+// A point that fails (bad data, no memory, a full disk) is recorded and the sweep goes on.
+PointResult run_point(const Sweep& sweep, size_t i, const std::string& out_dir, std::ostream& log) {
+  const SweepPoint& p = sweep.points[i];
+  const fs::path dir = fs::path(out_dir) / p.folder;
+  log << "sweep " << sweep.name << ": point " << i + 1 << "/" << sweep.points.size() << " "
+      << p.values.dump() << "\n";
+  std::string status;
+  if (fs::exists(dir / "summary.json"))
+    status = read_json_file((dir / "summary.json").string(), "summary").value("status", "");
+  if (status == "completed" || status == "diverged") {
+    log << "  " << status << " before; skipped\n";
+    return {};
+  }
+  RunOptions options;
+  RunConfig config = load_config(sweep.base, p.overrides, p.folder);
+  if (fs::exists(dir / "checkpoint.bin")) {
+    options.resume = true;
+    config = load_config_file((dir / "config.json").string(), {});
+    log << "  resuming from its checkpoint\n";
+  } else if (fs::exists(dir)) {
+    fs::remove_all(dir);  // a start that left no checkpoint: nothing to keep
+  }
+  PointResult out;
+  try {
+    out.exit_code = run_training(config, dir.string(), log, options).exit_code;
+  } catch (const std::exception& e) {
+    log << "  failed: " << e.what() << "\n";
+    out.failed = true;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const fs::path summary = dir / "summary.json";
+    const json prior = fs::exists(summary) ? read_json_file(summary.string(), "summary") : json();
+    if (!prior.is_object() || prior.value("status", "") != "failed")  // not recorded yet
+      write_json_atomic(summary.string(), {{"status", "failed"}, {"error", e.what()}});
+  }
+  return out;
+}
+
+}  // namespace
+
+int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log, int jobs) {
+  if (jobs < 1) throw config_error("--jobs: expected at least 1, found " + std::to_string(jobs));
   fs::create_directories(out_dir);
   // The sweep's own record; a rerun into the same folder must be the same sweep.
   const json record = {{"name", sweep.name},
@@ -182,50 +236,42 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log)
                        ": holds another sweep (sweep.json differs); choose another --out");
   write_json_atomic(record_path.string(), record);
 
+  // Points are taken in order by `jobs` workers; the log, the table and the counts are shared.
+  std::mutex mutex;
+  size_t next = 0;
   int code = kExitOk, failed = 0;
-  for (size_t i = 0; i < sweep.points.size(); ++i) {
-    const SweepPoint& p = sweep.points[i];
-    const fs::path dir = fs::path(out_dir) / p.folder;
-    log << "sweep " << sweep.name << ": point " << i + 1 << "/" << sweep.points.size() << " "
-        << p.values.dump() << "\n";
-    std::string status;
-    if (fs::exists(dir / "summary.json"))
-      status = read_json_file((dir / "summary.json").string(), "summary").value("status", "");
-    if (status == "completed" || status == "diverged") {
-      log << "  " << status << " before; skipped\n";
-      continue;
+  const int threads_each = std::max(1, omp_get_max_threads() / std::max(1, jobs));
+  const auto worker = [&] {
+    if (jobs > 1) omp_set_num_threads(threads_each);
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (next >= sweep.points.size() || code == kExitInterrupted) return;
+        i = next++;
+      }
+      std::ostringstream point_log;
+      std::ostream& out = jobs > 1 ? point_log : log;
+      const PointResult r = run_point(sweep, i, out_dir, out);
+      std::lock_guard<std::mutex> lock(mutex);
+      if (jobs > 1) log << point_log.str() << std::flush;
+      failed += r.failed ? 1 : 0;
+      write_file_atomic((fs::path(out_dir) / "sweep.csv").string(),
+                        sweep_csv(sweep, out_dir));  // kept current
+      if (r.exit_code == kExitInterrupted && code != kExitInterrupted) {
+        code = kExitInterrupted;
+        log << "sweep " << sweep.name << ": interrupted; run it again to continue\n";
+      }
     }
-    RunOptions options;
-    RunConfig config = load_config(sweep.base, p.overrides, p.folder);
-    if (fs::exists(dir / "checkpoint.bin")) {
-      options.resume = true;
-      config = load_config_file((dir / "config.json").string(), {});
-      log << "  resuming from its checkpoint\n";
-    } else if (fs::exists(dir)) {
-      fs::remove_all(dir);  // a start that left no checkpoint: nothing to keep
-    }
-    // A point that fails (bad data, no memory, a full disk) is recorded and the sweep goes on;
-    // the sweep exits non-zero at the end. Run it again to retry the failed points.
-    RunResult r;
-    try {
-      r = run_training(config, dir.string(), log, options);
-    } catch (const std::exception& e) {
-      log << "  failed: " << e.what() << "\n";
-      ++failed;
-      std::error_code ec;
-      fs::create_directories(dir, ec);
-      const fs::path summary = dir / "summary.json";
-      const json prior = fs::exists(summary) ? read_json_file(summary.string(), "summary") : json();
-      if (!prior.is_object() || prior.value("status", "") != "failed")  // not recorded yet
-        write_json_atomic(summary.string(), {{"status", "failed"}, {"error", e.what()}});
-    }
-    write_file_atomic((fs::path(out_dir) / "sweep.csv").string(),
-                      sweep_csv(sweep, out_dir));  // kept current
-    if (r.exit_code == kExitInterrupted) {
-      code = kExitInterrupted;
-      log << "sweep " << sweep.name << ": interrupted; run it again to continue\n";
-      break;
-    }
+  };
+  if (jobs <= 1) {
+    worker();
+  } else {
+    log << "sweep " << sweep.name << ": " << jobs << " points at once, " << threads_each
+        << " CPU threads each\n";
+    std::vector<std::thread> pool;
+    for (int j = 0; j < jobs; ++j) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
   }
   write_file_atomic((fs::path(out_dir) / "sweep.csv").string(), sweep_csv(sweep, out_dir));
   log << "sweep " << sweep.name << ": table in " << (fs::path(out_dir) / "sweep.csv").string()

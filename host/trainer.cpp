@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -39,19 +40,30 @@ extern "C" void on_stop_signal(int) {
 // Installs the SIGINT and SIGTERM handlers for the length of a run: Ctrl-C, or the SIGTERM a
 // batch scheduler sends before it kills a job, ends the run cleanly after the current step
 // (checkpoint and summary.json written, metrics kept) instead of killing it mid-write.
+// Runs of a sweep's concurrent jobs share one scope: the first installs the handlers, the last
+// restores them, and a signal stops every run.
 struct StopSignalScope {
-  struct sigaction old_int {}, old_term {};
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static inline int s_active = 0;
+  static inline struct sigaction s_old_int {}, s_old_term {};
   StopSignalScope() {
+    std::lock_guard<std::mutex> lock(mutex());
+    if (s_active++ > 0) return;
     g_interrupted = false;
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &s_old_int);
+    sigaction(SIGTERM, &sa, &s_old_term);
   }
   ~StopSignalScope() {
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
+    std::lock_guard<std::mutex> lock(mutex());
+    if (--s_active > 0) return;
+    sigaction(SIGINT, &s_old_int, nullptr);
+    sigaction(SIGTERM, &s_old_term, nullptr);
   }
 };
 

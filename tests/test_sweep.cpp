@@ -158,3 +158,26 @@ TEST_F(SweepTest, RunsWritesCsvAndSkipsFinishedPointsOnRerun) {
   const Sweep other = load_sweep(sweep_file({{"seed", {7}}}));
   EXPECT_THROW(run_sweep(other, out, resumed), Error);
 }
+
+// --jobs N: the same points, the same metrics (the CPU backend's results do not depend on the
+// thread count), each point's log whole; a failing point among concurrent ones is recorded.
+TEST_F(SweepTest, JobsRunPointsAtOnceWithTheSameResults) {
+  const Sweep s = load_sweep(
+      sweep_file({{"topology.name", {"ring", "exponential"}}, {"seed", {1, 2, 3}}}));
+  std::ostringstream one_log, three_log;
+  const std::string one = (m_dir / "one").string(), three = (m_dir / "three").string();
+  ASSERT_EQ(run_sweep(s, one, one_log, 1), kExitOk);
+  ASSERT_EQ(run_sweep(s, three, three_log, 3), kExitOk);
+  for (const auto& p : s.points)
+    EXPECT_EQ(test_util::metrics_without_times(fs::path(three) / p.folder),
+              test_util::metrics_without_times(fs::path(one) / p.folder))
+        << p.folder;
+  EXPECT_NE(three_log.str().find("3 points at once"), std::string::npos) << three_log.str();
+  // Each point's lines arrive together: its "point i/6" line is followed by its own banner.
+  for (size_t i = 1; i <= 6; ++i) {
+    const size_t at = three_log.str().find("point " + std::to_string(i) + "/6");
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_EQ(three_log.str().find("gossamer: ", at), three_log.str().find("\n", at) + 1);
+  }
+  EXPECT_THROW(run_sweep(s, (m_dir / "zero").string(), one_log, 0), Error);
+}
