@@ -248,63 +248,63 @@ class Training {
  public:
   Training(const RunConfig& c, RunResult result, std::ostream& log, const RunOptions& opt,
            RunRecord& record)
-      : c(c), result(std::move(result)), log(log), opt(opt), record(record),
-        t0(std::chrono::steady_clock::now()) {}
+      : m_c(c), m_result(std::move(result)), m_log(log), m_opt(opt), m_record(record),
+        m_t0(std::chrono::steady_clock::now()) {}
 
   RunResult run() {
-    if (opt.resume && completed_already()) return result;
+    if (m_opt.resume && completed_already()) return m_result;
     check_folder();
-    sim = make_simulation(c);
-    steps = resolve_steps(c, sim->data.train.n);
-    total_batch = int64_t(c.workers) * c.optimizer.batch_size;
-    epochs_per_step = double(total_batch) / double(sim->data.train.n);
-    if (!opt.resume) create_out_dir(result.out_dir);
-    record.folder_ready = opt.resume;
-    if (c.algorithm.track_adsam) equivalence = std::make_unique<EquivalenceTracker>(c);
+    m_sim = make_simulation(m_c);
+    m_steps = resolve_steps(m_c, m_sim->data.train.n);
+    m_total_batch = int64_t(m_c.workers) * m_c.optimizer.batch_size;
+    m_epochs_per_step = double(m_total_batch) / double(m_sim->data.train.n);
+    if (!m_opt.resume) create_out_dir(m_result.out_dir);
+    m_record.folder_ready = m_opt.resume;
+    if (m_c.algorithm.track_adsam) m_equivalence = std::make_unique<EquivalenceTracker>(m_c);
     start_or_resume();
-    metrics = std::make_unique<MetricsWriter>(result.out_dir + "/metrics.jsonl");
+    m_metrics = std::make_unique<MetricsWriter>(m_result.out_dir + "/metrics.jsonl");
     banner();
     loop();
     return finish();
   }
 
  private:
-  Backend& backend() { return *sim->backend; }
+  Backend& backend() { return *m_sim->backend; }
   double seconds() const {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - m_t0).count();
   }
-  double loop_seconds() const { return seconds() - loop_start; }
+  double loop_seconds() const { return seconds() - m_loop_start; }
   bool curvature_due(int64_t step) const {
-    return c.curvature.every > 0 && (step % c.curvature.every == 0 || step == steps);
+    return m_c.curvature.every > 0 && (step % m_c.curvature.every == 0 || step == m_steps);
   }
 
   // A finished run is left as it is: resuming it would rewrite its checkpoint and summary.
   bool completed_already() {
-    const fs::path summary = fs::path(result.out_dir) / "summary.json";
+    const fs::path summary = fs::path(m_result.out_dir) / "summary.json";
     if (!fs::exists(summary)) return false;
     std::ifstream in(summary);
     const json done_summary = json::parse(in, nullptr, false);
     if (done_summary.is_discarded() || done_summary.value("status", "") != "completed") return false;
-    log << "gossamer: " << result.out_dir << " is a completed run ("
+    m_log << "gossamer: " << m_result.out_dir << " is a completed run ("
         << done_summary.value("steps_done", int64_t(0))
         << " steps); nothing to resume, nothing written\n";
-    result.status = "completed";
-    result.exit_code = kExitOk;
-    result.summary = done_summary;
+    m_result.status = "completed";
+    m_result.exit_code = kExitOk;
+    m_result.summary = done_summary;
     return true;
   }
 
   void check_folder() {
-    if (!opt.resume) return refuse_existing_run(result.out_dir);
-    resume_from = read_checkpoint(checkpoint_path(result.out_dir));
-    if (config_hash(resume_from.config) != config_hash(c.resolved))
+    if (!m_opt.resume) return refuse_existing_run(m_result.out_dir);
+    m_resume_from = read_checkpoint(checkpoint_path(m_result.out_dir));
+    if (config_hash(m_resume_from.config) != config_hash(m_c.resolved))
       throw config_error(
-          result.out_dir +
+          m_result.out_dir +
           "/config.json: does not match the config the checkpoint was written with (hash " +
-          config_hash(resume_from.config) + " vs " + config_hash(c.resolved) +
+          config_hash(m_resume_from.config) + " vs " + config_hash(m_c.resolved) +
           "); restore it or start a new run");
-    if (c.algorithm.track_adsam)
-      throw config_error(result.out_dir +
+    if (m_c.algorithm.track_adsam)
+      throw config_error(m_result.out_dir +
                          ": algorithm.track_adsam runs cannot be resumed (the companion models "
                          "are not checkpointed)");
   }
@@ -312,150 +312,150 @@ class Training {
   // A resume loads the checkpoint and cuts the line files back to its step (the lines after it
   // are written again, identically); a new run writes its resolved config.
   void start_or_resume() {
-    if (!opt.resume) {
-      write_json_atomic(result.out_dir + "/config.json", c.resolved);
-      record.folder_ready = true;
+    if (!m_opt.resume) {
+      write_json_atomic(m_result.out_dir + "/config.json", m_c.resolved);
+      m_record.folder_ready = true;
       return;
     }
-    load_checkpoint(checkpoint_path(result.out_dir), resume_from, backend());
-    done = resume_from.step;
-    last = resume_from.trainer.at("last");
-    best_acc = resume_from.trainer.at("best_test_acc");
-    eval_seconds = resume_from.trainer.at("eval_time_s");
-    checkpoint_seconds = resume_from.trainer.value("checkpoint_time_s", 0.0);
-    prior_wall = resume_from.trainer.at("wall_time_s");
-    truncate_metrics(result.out_dir + "/metrics.jsonl", done);
+    load_checkpoint(checkpoint_path(m_result.out_dir), m_resume_from, backend());
+    m_done = m_resume_from.step;
+    m_last = m_resume_from.trainer.at("last");
+    m_best_acc = m_resume_from.trainer.at("best_test_acc");
+    m_eval_seconds = m_resume_from.trainer.at("eval_time_s");
+    m_checkpoint_seconds = m_resume_from.trainer.value("checkpoint_time_s", 0.0);
+    m_prior_wall = m_resume_from.trainer.at("wall_time_s");
+    truncate_metrics(m_result.out_dir + "/metrics.jsonl", m_done);
     for (const char* side : kSideFiles)
-      if (fs::exists(result.out_dir + "/" + side)) truncate_metrics(result.out_dir + "/" + side, done);
+      if (fs::exists(m_result.out_dir + "/" + side)) truncate_metrics(m_result.out_dir + "/" + side, m_done);
   }
 
   void banner() {
     std::ostringstream phases;
-    for (const auto& [name, secs] : sim->setup_seconds)
+    for (const auto& [name, secs] : m_sim->setup_seconds)
       phases << (phases.tellp() > 0 ? ", " : "") << name << " " << std::fixed
              << std::setprecision(3) << secs << " s";
-    log << "gossamer: " << c.name << " -> " << result.out_dir
-        << (opt.resume ? " (resumed at step " + std::to_string(done) + ")" : "") << "\n"
-        << "  data     " << sim->data.train.source << ": " << sim->data.train.n << " train / "
-        << sim->data.test.n << " test, " << sim->data.train.features << " features, "
-        << sim->data.train.classes << " classes\n"
-        << "  model    " << sim->model.describe() << "\n"
-        << "  workers  " << c.workers << " x batch " << c.optimizer.batch_size
-        << " = total batch " << total_batch << ", " << c.partition.kind << " partition\n"
-        << "  algo     " << algorithm_name(c.algorithm.kind)
-        << (c.algorithm.kind == Algorithm::Dsgd ? " (" + c.algorithm.form + ")" : "") << " on "
-        << c.topology.name << ", spectral gap " << sim->mixing.gap.gap_sigma << " ("
-        << sim->mixing.gap.method << ")\n"
-        << "  backend  " << sim->backend_note << "\n"
+    m_log << "gossamer: " << m_c.name << " -> " << m_result.out_dir
+        << (m_opt.resume ? " (resumed at step " + std::to_string(m_done) + ")" : "") << "\n"
+        << "  data     " << m_sim->data.train.source << ": " << m_sim->data.train.n << " train / "
+        << m_sim->data.test.n << " test, " << m_sim->data.train.features << " features, "
+        << m_sim->data.train.classes << " classes\n"
+        << "  model    " << m_sim->model.describe() << "\n"
+        << "  workers  " << m_c.workers << " x batch " << m_c.optimizer.batch_size
+        << " = total batch " << m_total_batch << ", " << m_c.partition.kind << " partition\n"
+        << "  algo     " << algorithm_name(m_c.algorithm.kind)
+        << (m_c.algorithm.kind == Algorithm::Dsgd ? " (" + m_c.algorithm.form + ")" : "") << " on "
+        << m_c.topology.name << ", spectral gap " << m_sim->mixing.gap.gap_sigma << " ("
+        << m_sim->mixing.gap.method << ")\n"
+        << "  backend  " << m_sim->backend_note << "\n"
         << "  setup    " << phases.str() << "\n"
-        << "  steps    " << steps << " (" << steps * epochs_per_step << " epochs), peak lr "
-        << scaled_lr(c.optimizer, total_batch) << "\n";
-    if (c.curvature.every > 0)
-      log << "  curvature every " << c.curvature.every << " steps on "
-          << sim->curvature_subset.size() << " training samples\n";
+        << "  steps    " << m_steps << " (" << m_steps * m_epochs_per_step << " epochs), peak lr "
+        << scaled_lr(m_c.optimizer, m_total_batch) << "\n";
+    if (m_c.curvature.every > 0)
+      m_log << "  curvature every " << m_c.curvature.every << " steps on "
+          << m_sim->curvature_subset.size() << " training samples\n";
   }
 
   // The curvature measurement's own files, opened when first written.
   MetricsWriter& side_file(const std::string& name) {
-    auto& w = side_files[name];
-    if (!w) w = std::make_unique<MetricsWriter>(result.out_dir + "/" + name);
+    auto& w = m_side_files[name];
+    if (!w) w = std::make_unique<MetricsWriter>(m_result.out_dir + "/" + name);
     return *w;
   }
 
   // One metrics line (and the curvature files' lines); returns the first non-finite quantity
   // of the line, "" if none.
   std::string record_metrics(int64_t step, double lr, double grad_norm) {
-    record.set("evaluating at step", step);
+    m_record.set("evaluating at step", step);
     const double e0 = seconds();
-    last = evaluate(backend(), c, step, double(step) * epochs_per_step, lr, grad_norm,
-                    prior_wall + e0);
+    m_last = evaluate(backend(), m_c, step, double(step) * m_epochs_per_step, lr, grad_norm,
+                    m_prior_wall + e0);
     // The last line: w-bar on the whole training set too, for the generalization gap.
-    if (step == steps) {
+    if (step == m_steps) {
       const EvalStats train = backend().evaluate_mean(Split::Train);
-      last["train_loss_wbar"] = train.loss;
-      last["train_acc_wbar"] = train.accuracy;
-      last["generalization_gap"] = last["test_loss"].get<double>() - train.loss;
+      m_last["train_loss_wbar"] = train.loss;
+      m_last["train_acc_wbar"] = train.accuracy;
+      m_last["generalization_gap"] = m_last["test_loss"].get<double>() - train.loss;
     }
-    if (equivalence) last["equivalence"] = equivalence->report(backend());
+    if (m_equivalence) m_last["equivalence"] = m_equivalence->report(backend());
     if (curvature_due(step)) {
       CurvatureFiles files;
-      last["curvature"] = measure_curvature(backend(), c.curvature, c.seed, step, &files);
+      m_last["curvature"] = measure_curvature(backend(), m_c.curvature, m_c.seed, step, &files);
       if (!files.workers.is_null()) side_file("worker_curvature.jsonl").write(files.workers);
       if (!files.density.is_null()) side_file("spectral_density.jsonl").write(files.density);
     }
-    eval_seconds += seconds() - e0;
-    session_eval_seconds += seconds() - e0;
-    best_acc = std::max(best_acc, last["test_acc"].get<double>());
-    const std::string bad = nonfinite_quantity(last);
-    metrics->write(last);
-    progress->eval(last, loop_seconds());
+    m_eval_seconds += seconds() - e0;
+    m_session_eval_seconds += seconds() - e0;
+    m_best_acc = std::max(m_best_acc, m_last["test_acc"].get<double>());
+    const std::string bad = nonfinite_quantity(m_last);
+    m_metrics->write(m_last);
+    m_progress->eval(m_last, loop_seconds());
     return bad;
   }
 
   double save_checkpoint() {
-    record.set("writing the checkpoint at step", done);
+    m_record.set("writing the checkpoint at step", m_done);
     const double c0 = seconds();
     Checkpoint ck;
-    ck.step = done;
-    ck.config = c.resolved;
-    ck.trainer = {{"last", last},
-                  {"best_test_acc", best_acc},
-                  {"eval_time_s", eval_seconds},
-                  {"checkpoint_time_s", checkpoint_seconds},
-                  {"wall_time_s", prior_wall + seconds()}};
+    ck.step = m_done;
+    ck.config = m_c.resolved;
+    ck.trainer = {{"last", m_last},
+                  {"best_test_acc", m_best_acc},
+                  {"eval_time_s", m_eval_seconds},
+                  {"checkpoint_time_s", m_checkpoint_seconds},
+                  {"wall_time_s", m_prior_wall + seconds()}};
     ck.loss = backend().loss_window();
-    write_checkpoint(result.out_dir + "/checkpoint.bin", ck, backend());
-    if (opt.after_checkpoint) opt.after_checkpoint();
+    write_checkpoint(m_result.out_dir + "/checkpoint.bin", ck, backend());
+    if (m_opt.after_checkpoint) m_opt.after_checkpoint();
     const double took = seconds() - c0;
-    checkpoint_seconds += took;
+    m_checkpoint_seconds += took;
     return took;
   }
 
   // The steps, with their checks, evaluations and checkpoints; sets status and divergence.
   void loop() {
-    progress = std::make_unique<Progress>(log, &log == &std::cout && isatty(STDOUT_FILENO), steps);
+    m_progress = std::make_unique<Progress>(m_log, &m_log == &std::cout && isatty(STDOUT_FILENO), m_steps);
     StopSignalScope stop_signals;
     // The progress display's ETA counts from the first step, not from the data loading.
-    loop_start = seconds();
-    if (!opt.resume) record_metrics(0, learning_rate(c.optimizer, 0, steps, total_batch), NAN);
-    for (int64_t t = done; t < steps; ++t) {
-      const double lr = learning_rate(c.optimizer, t, steps, total_batch);
+    m_loop_start = seconds();
+    if (!m_opt.resume) record_metrics(0, learning_rate(m_c.optimizer, 0, m_steps, m_total_batch), NAN);
+    for (int64_t t = m_done; t < m_steps; ++t) {
+      const double lr = learning_rate(m_c.optimizer, t, m_steps, m_total_batch);
       const bool eval_now =
-          (t + 1) % c.train.eval_every == 0 || t + 1 == steps || curvature_due(t + 1);
+          (t + 1) % m_c.train.eval_every == 0 || t + 1 == m_steps || curvature_due(t + 1);
       double grad_norm = NAN;
-      if (equivalence) equivalence->step(backend(), t, lr);
-      record.set("training step", t);
-      train_step(backend(), c, *sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
-      done = record.steps_done = t + 1;
-      if (done % c.train.check_every == 0 || eval_now) {
+      if (m_equivalence) m_equivalence->step(backend(), t, lr);
+      m_record.set("training step", t);
+      train_step(backend(), m_c, *m_sim->topology, t, lr, eval_now ? &grad_norm : nullptr);
+      m_done = m_record.steps_done = t + 1;
+      if (m_done % m_c.train.check_every == 0 || eval_now) {
         // The loss of every step, and every value the update wrote into W and the momentum.
-        if (divergence = backend().first_nonfinite().describe(); !divergence.empty()) break;
+        if (m_divergence = backend().first_nonfinite().describe(); !m_divergence.empty()) break;
       }
       if (eval_now && !evaluate_step(lr, grad_norm)) break;
-      if (opt.after_step) opt.after_step(backend(), done);
-      if (c.train.checkpoint_every > 0 && done % c.train.checkpoint_every == 0 && done < steps)
-        loop_checkpoint_seconds += save_checkpoint();
-      progress->step(done, loop_seconds());
-      if (g_interrupted || done == opt.stop_after) {
-        status = "interrupted";
+      if (m_opt.after_step) m_opt.after_step(backend(), m_done);
+      if (m_c.train.checkpoint_every > 0 && m_done % m_c.train.checkpoint_every == 0 && m_done < m_steps)
+        m_loop_checkpoint_seconds += save_checkpoint();
+      m_progress->step(m_done, loop_seconds());
+      if (g_interrupted || m_done == m_opt.stop_after) {
+        m_status = "interrupted";
         break;
       }
     }
-    progress->finish();
-    loop_end = seconds();
-    if (!divergence.empty()) status = "diverged";
+    m_progress->finish();
+    m_loop_end = seconds();
+    if (!m_divergence.empty()) m_status = "diverged";
     // A diverged state is not worth continuing from; the last good checkpoint stays.
-    if (status != "diverged" && c.train.checkpoint_every >= 0) save_checkpoint();
+    if (m_status != "diverged" && m_c.train.checkpoint_every >= 0) save_checkpoint();
   }
 
   // The evaluation after a step; false (with divergence set) where something is NaN or Inf.
   bool evaluate_step(double lr, double grad_norm) {
     if (!backend().weights_finite()) {
-      divergence = "weights contain NaN or Inf at step " + std::to_string(done);
+      m_divergence = "weights contain NaN or Inf at step " + std::to_string(m_done);
       return false;
     }
-    if (const std::string bad = record_metrics(done, lr, grad_norm); !bad.empty()) {
-      divergence = bad + " is NaN or Inf at step " + std::to_string(done);
+    if (const std::string bad = record_metrics(m_done, lr, grad_norm); !bad.empty()) {
+      m_divergence = bad + " is NaN or Inf at step " + std::to_string(m_done);
       return false;
     }
     return true;
@@ -463,87 +463,87 @@ class Training {
 
   json summary(double wall) const {
     json s;
-    s["status"] = status;
-    s["steps_done"] = done;
-    s["steps_planned"] = steps;
-    s["final"] = last;
-    s["best_test_acc"] = best_acc;
-    s["wall_time_s"] = prior_wall + wall;
-    s["eval_time_s"] = eval_seconds;
-    s["checkpoint_time_s"] = checkpoint_seconds;
+    s["status"] = m_status;
+    s["steps_done"] = m_done;
+    s["steps_planned"] = m_steps;
+    s["final"] = m_last;
+    s["best_test_acc"] = m_best_acc;
+    s["wall_time_s"] = m_prior_wall + wall;
+    s["eval_time_s"] = m_eval_seconds;
+    s["checkpoint_time_s"] = m_checkpoint_seconds;
     s["setup_phases_s"] = json::object();
-    for (const auto& [name, secs] : sim->setup_seconds) s["setup_phases_s"][name] = secs;
+    for (const auto& [name, secs] : m_sim->setup_seconds) s["setup_phases_s"][name] = secs;
     // data loading, partition, topology analysis, backend set-up (this session)
-    s["setup_time_s"] = loop_start;
+    s["setup_time_s"] = m_loop_start;
     // The step loop of this session only: its evaluations, curvature and checkpoints excluded,
     // and nothing after the last step (the final checkpoint, the summary).
     s["steps_per_second"] =
-        double(done - (opt.resume ? resume_from.step : 0)) /
-        std::max(loop_end - loop_start - session_eval_seconds - loop_checkpoint_seconds, 1e-9);
-    s["config_hash"] = config_hash(c.resolved);
-    s["backend"] = sim->backend->name();
-    s["backend_choice"] = sim->backend_note;  // why this backend, and what it does with `math`
-    s["model"] = {{"layers", sim->model.describe()}, {"parameters", sim->model.dim}};
-    s["total_batch"] = total_batch;
-    s["peak_lr"] = scaled_lr(c.optimizer, total_batch);
-    s["topology"] = {{"name", c.topology.name},
-                     {"time_varying", sim->topology->time_varying()},
-                     {"spectral_gap_sigma", sim->mixing.gap.gap_sigma},
-                     {"spectral_gap_lambda", sim->mixing.gap.gap_lambda},
-                     {"period_gap_sigma", sim->mixing.period_gap_sigma},
-                     {"spectrum_method", sim->mixing.gap.method}};
-    if (!divergence.empty()) s["divergence"] = divergence;
+        double(m_done - (m_opt.resume ? m_resume_from.step : 0)) /
+        std::max(m_loop_end - m_loop_start - m_session_eval_seconds - m_loop_checkpoint_seconds, 1e-9);
+    s["config_hash"] = config_hash(m_c.resolved);
+    s["backend"] = m_sim->backend->name();
+    s["backend_choice"] = m_sim->backend_note;  // why this backend, and what it does with `math`
+    s["model"] = {{"layers", m_sim->model.describe()}, {"parameters", m_sim->model.dim}};
+    s["total_batch"] = m_total_batch;
+    s["peak_lr"] = scaled_lr(m_c.optimizer, m_total_batch);
+    s["topology"] = {{"name", m_c.topology.name},
+                     {"time_varying", m_sim->topology->time_varying()},
+                     {"spectral_gap_sigma", m_sim->mixing.gap.gap_sigma},
+                     {"spectral_gap_lambda", m_sim->mixing.gap.gap_lambda},
+                     {"period_gap_sigma", m_sim->mixing.period_gap_sigma},
+                     {"spectrum_method", m_sim->mixing.gap.method}};
+    if (!m_divergence.empty()) s["divergence"] = m_divergence;
     return s;
   }
 
   RunResult finish() {
     const double wall = seconds();
     const json s = summary(wall);
-    write_json_atomic(result.out_dir + "/summary.json", s);
-    if (status == "diverged")
-      log << "gossamer: diverged: " << divergence << "; summary in " << result.out_dir << "\n";
-    else if (status == "interrupted" && c.train.checkpoint_every < 0)
-      log << "gossamer: interrupted at step " << done << "; metrics and summary kept in "
-          << result.out_dir << " (no checkpoint: train.checkpoint_every is -1)\n";
-    else if (status == "interrupted")
-      log << "gossamer: interrupted at step " << done
-          << "; checkpoint, metrics and summary kept in " << result.out_dir
-          << " (continue with: gossamer run --resume " << result.out_dir << ")\n";
+    write_json_atomic(m_result.out_dir + "/summary.json", s);
+    if (m_status == "diverged")
+      m_log << "gossamer: diverged: " << m_divergence << "; summary in " << m_result.out_dir << "\n";
+    else if (m_status == "interrupted" && m_c.train.checkpoint_every < 0)
+      m_log << "gossamer: interrupted at step " << m_done << "; metrics and summary kept in "
+          << m_result.out_dir << " (no checkpoint: train.checkpoint_every is -1)\n";
+    else if (m_status == "interrupted")
+      m_log << "gossamer: interrupted at step " << m_done
+          << "; checkpoint, metrics and summary kept in " << m_result.out_dir
+          << " (continue with: gossamer run --resume " << m_result.out_dir << ")\n";
     else
-      log << "gossamer: done: " << done << " steps in " << prior_wall + wall << " s ("
+      m_log << "gossamer: done: " << m_done << " steps in " << m_prior_wall + wall << " s ("
           << s["steps_per_second"].get<double>()
           << " steps/s excluding evaluation), test accuracy of w-bar "
-          << last["test_acc"].get<double>() << "\n";
-    result.status = status;
-    result.exit_code = status == "diverged"      ? kExitDiverged
-                       : status == "interrupted" ? kExitInterrupted
+          << m_last["test_acc"].get<double>() << "\n";
+    m_result.status = m_status;
+    m_result.exit_code = m_status == "diverged"      ? kExitDiverged
+                       : m_status == "interrupted" ? kExitInterrupted
                                                  : kExitOk;
-    result.summary = s;
-    return result;
+    m_result.summary = s;
+    return m_result;
   }
 
-  const RunConfig& c;
-  RunResult result;
-  std::ostream& log;
-  const RunOptions& opt;
-  RunRecord& record;
-  const std::chrono::steady_clock::time_point t0;
+  const RunConfig& m_c;
+  RunResult m_result;
+  std::ostream& m_log;
+  const RunOptions& m_opt;
+  RunRecord& m_record;
+  const std::chrono::steady_clock::time_point m_t0;
 
-  Checkpoint resume_from;
-  std::unique_ptr<Simulation> sim;
-  std::unique_ptr<EquivalenceTracker> equivalence;
-  std::unique_ptr<MetricsWriter> metrics;
-  std::map<std::string, std::unique_ptr<MetricsWriter>> side_files;
-  std::unique_ptr<Progress> progress;
-  int64_t steps = 0, total_batch = 0, done = 0;
-  double epochs_per_step = 0;
-  json last;
-  double eval_seconds = 0, session_eval_seconds = 0, best_acc = -1, prior_wall = 0;
+  Checkpoint m_resume_from;
+  std::unique_ptr<Simulation> m_sim;
+  std::unique_ptr<EquivalenceTracker> m_equivalence;
+  std::unique_ptr<MetricsWriter> m_metrics;
+  std::map<std::string, std::unique_ptr<MetricsWriter>> m_side_files;
+  std::unique_ptr<Progress> m_progress;
+  int64_t m_steps = 0, m_total_batch = 0, m_done = 0;
+  double m_epochs_per_step = 0;
+  json m_last;
+  double m_eval_seconds = 0, m_session_eval_seconds = 0, m_best_acc = -1, m_prior_wall = 0;
   // Checkpoint writes: all sessions (reported), and this session's inside the step loop
   // (taken out of steps_per_second, as the evaluations are).
-  double checkpoint_seconds = 0, loop_checkpoint_seconds = 0;
-  double loop_start = 0, loop_end = 0;
-  std::string status = "completed", divergence;
+  double m_checkpoint_seconds = 0, m_loop_checkpoint_seconds = 0;
+  double m_loop_start = 0, m_loop_end = 0;
+  std::string m_status = "completed", m_divergence;
 };
 
 RunResult train_in_folder(const RunConfig& c, RunResult result, std::ostream& log,
