@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
         m_batch(s.batch),
         m_seed(s.seed),
         m_opt(s.optimizer),
+        m_augment(s.augment),
         m_options(options),
         m_plan(make_plan(s)),
         m_ld(m_plan.row_stride),
@@ -562,8 +563,13 @@ class CudaBackend final : public Backend {
   void gradient_pass(bool record_loss) {
     cudaStream_t s = m_stream.get();
     const int64_t rows = int64_t(m_m) * m_batch;
-    launch_gather_rows(m_x[0].get(), m_y[0].get(), m_model.input, m_indices.get(), rows,
-                       m_batch_x.get(), m_batch_y.get(), s);
+    if (m_augment.on())
+      launch_gather_augmented(m_x[0].get(), m_y[0].get(), m_model.input, m_indices.get(), rows,
+                              m_batch, 0, m_augment, m_seed, m_state.get(), m_batch_x.get(),
+                              m_batch_y.get(), s);
+    else
+      launch_gather_rows(m_x[0].get(), m_y[0].get(), m_model.input, m_indices.get(), rows,
+                         m_batch_x.get(), m_batch_y.get(), s);
     if (m_options.poison) m_train->poison(s);
     const ModelBatch workers{m_w.get(), m_ld, nullptr, 0, m_m};
     const RowBatch batch{m_batch_x.get(), int64_t(m_batch) * m_model.input, m_batch_y.get(),
@@ -771,6 +777,7 @@ class CudaBackend final : public Backend {
   const int m_m, m_batch;
   const uint64_t m_seed;
   const OptimizerParams m_opt;
+  const AugmentShape m_augment;
   const CudaOptions m_options;
   std::string m_device;
   const CudaPlan m_plan;

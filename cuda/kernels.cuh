@@ -6,6 +6,7 @@
 
 #include "cuda_check.cuh"
 #include "gossamer/activations.hpp"
+#include "gossamer/augment.hpp"
 #include "gossamer/philox.hpp"
 
 namespace gossamer {
@@ -32,6 +33,13 @@ void launch_sample(const int64_t* offsets, const int64_t* shard_indices, bool sh
 // sample.cu: x_out[r] = x[idx[r]] (features floats), y_out[r] = y[idx[r]], r < rows.
 void launch_gather_rows(const float* x, const int32_t* y, int features, const int64_t* idx,
                         int64_t rows, float* x_out, int32_t* y_out, cudaStream_t s);
+
+// sample.cu: the gather with each row cropped and flipped (augment.hpp) by the draws of worker
+// first_worker + r / batch, slot r % batch, at state->step (written by the sampler).
+void launch_gather_augmented(const float* x, const int32_t* y, int features, const int64_t* idx,
+                             int64_t rows, int batch, int first_worker, const AugmentShape& a,
+                             uint64_t seed, const DeviceLossState* state, float* x_out,
+                             int32_t* y_out, cudaStream_t s);
 
 // gossip.cu: the fused gossip + update (see there). row_ptr == nullptr: P = I. With state, a
 // NaN or Inf written into W' or buf' sets its first_nonfinite_{weights,momentum} to state->step.

@@ -3,6 +3,7 @@
 // then the drawn rows are gathered into one [m][batch][features] block for the GEMMs.
 #include "device_array.cuh"
 #include "gossamer/cuda.hpp"
+#include "gossamer/augment.hpp"
 #include "gossamer/philox.hpp"
 #include "kernels.cuh"
 
@@ -31,6 +32,35 @@ static __global__ void gather_rows_f32(const float* x, const int32_t* y, int fea
     x_out[t] = x[src * features + f];
     if (f == 0) y_out[r] = y[src];
   }
+}
+
+// The same gather with each row augmented (augment.hpp): row r is worker first + r / batch's
+// slot r % batch, at the step the sampler wrote into the state (so a captured graph replays it
+// with each step's draws).
+static __global__ void gather_augmented_f32(const float* x, const int32_t* y, int features,
+                                            const int64_t* idx, int64_t rows, int batch,
+                                            int first_worker, AugmentShape a, uint64_t seed,
+                                            const DeviceLossState* state, float* x_out,
+                                            int32_t* y_out) {
+  const uint64_t step = uint64_t(state->step);
+  GRID_STRIDE(t, rows * features) {
+    const int64_t r = t / features, f = t % features;
+    const int64_t src = idx[r];
+    const AugmentDraw d = augment_draw(a, seed, uint32_t(first_worker + int(r / batch)), step,
+                                       uint32_t(batch), uint32_t(r % batch));
+    x_out[t] = augment_value(x + src * features, a, d, f);
+    if (f == 0) y_out[r] = y[src];
+  }
+}
+
+void launch_gather_augmented(const float* x, const int32_t* y, int features, const int64_t* idx,
+                             int64_t rows, int batch, int first_worker, const AugmentShape& a,
+                             uint64_t seed, const DeviceLossState* state, float* x_out,
+                             int32_t* y_out, cudaStream_t s) {
+  if (rows == 0 || features == 0) return;
+  gather_augmented_f32<<<linear_blocks(rows * features), kLinearBlock, 0, s>>>(
+      x, y, features, idx, rows, batch, first_worker, a, seed, state, x_out, y_out);
+  CUDA_CHECK_LAUNCH();
 }
 
 void launch_sample(const int64_t* offsets, const int64_t* shard_indices, bool shared, uint64_t seed,

@@ -131,6 +131,11 @@ void read_data(json& resolved, const std::string& source, RunConfig& c) {
     throw config_error(source + ": data.path: expected the folder of the " + d.dataset +
                        " files for data.dataset \"" + d.dataset + "\", found nothing");
   d.normalize = get<std::string>(resolved, "data.normalize");
+  d.augment_crop = get<int>(resolved, "data.augment.crop");
+  d.augment_flip = get<bool>(resolved, "data.augment.flip");
+  if ((d.augment_crop > 0 || d.augment_flip) && d.dataset == "synthetic")
+    throw config_error(source + ": data.augment: crops and flips need image data (data.dataset "
+                       "idx, mnist, fashion-mnist or cifar10), found \"synthetic\"");
   d.train_samples = get<int64_t>(resolved, "data.train_samples");
   d.test_samples = get<int64_t>(resolved, "data.test_samples");
   d.synthetic_kind = get<std::string>(resolved, "data.synthetic.kind");

@@ -29,6 +29,8 @@ std::vector<KeySpec> build_schema() {
       {"data.normalize", K::Choice, "feature", "feature: subtract the per-feature mean and divide by the per-feature std of the training set (std 0 -> 1); none: raw values (bytes scaled to [0,1]).", {"feature", "none"}},
       {"data.train_samples", K::Int, 0, "Use only the first N training samples (0: all).", {}, 0, kInf},
       {"data.test_samples", K::Int, 0, "Evaluate on only the first N test samples (0: all).", {}, 0, kInf},
+      {"data.augment.crop", K::Int, 0, "Augmentation (image data: idx, mnist, fashion-mnist, cifar10): random crop with this padding on each side (the image shifts by up to this many pixels, zeros of the normalized data, i.e. the mean pixel, fill in; 0: off), drawn per worker, step and sample from Philox, identical on both backends.", {}, 0, 64},
+      {"data.augment.flip", K::Bool, false, "Augmentation (image data): random horizontal flip, half of the samples, after the crop."},
       {"data.synthetic.kind", K::Choice, "gaussian_mixture", "gaussian_mixture: x = mu_y + N(0, I), mu_c ~ N(0, separation^2/features I); teacher: x ~ N(0, I), y = argmax of a random one-hidden-layer tanh teacher.", {"gaussian_mixture", "teacher"}},
       {"data.synthetic.train", K::Int, 4096, "Synthetic training samples.", {}, 1, kInf},
       {"data.synthetic.test", K::Int, 1024, "Synthetic test samples.", {}, 1, kInf},

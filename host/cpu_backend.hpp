@@ -43,6 +43,7 @@ class CpuBackend final : public Backend {
         m_batch(s.batch),
         m_seed(s.seed),
         m_opt(s.optimizer),
+        m_augment(s.augment),
         m_ld(row_stride(m_model.dim, sizeof(T))) {
     // W, W' and G (and the momentum), the data in T, the minibatch indices, and per thread a
     // minibatch with its activations (pre-activation and activation of every layer).
@@ -159,7 +160,13 @@ class CpuBackend final : public Backend {
       by.resize(m_batch);
       for (int j = 0; j < m_batch; ++j) {
         const int64_t i = m_indices[size_t(k) * m_batch + j];
-        bx.row(j) = x.row(i);
+        if (m_augment.on()) {
+          const AugmentDraw d = augment_draw(m_augment, m_seed, uint32_t(m_first + k),
+                                             uint64_t(m_step), uint32_t(m_batch), uint32_t(j));
+          for (int64_t f = 0; f < x.cols(); ++f) bx(j, f) = augment_value(x.row(i).data(), m_augment, d, f);
+        } else {
+          bx.row(j) = x.row(i);
+        }
         by[j] = y[i];
       }
       const BatchResult r =
@@ -566,6 +573,7 @@ class CpuBackend final : public Backend {
   const int m_m, m_first, m_batch;
   const uint64_t m_seed;
   const OptimizerParams m_opt;
+  const AugmentShape m_augment;
   const int64_t m_ld;
   RowMat<T> m_w, m_next, m_grad, m_momentum, m_saved;
   RowMat<T> m_x[2];

@@ -9,6 +9,8 @@ Dataset read_cifar10(const std::vector<std::string>& paths) {
   Dataset d;
   d.source = paths.empty() ? "" : paths.front();
   d.features = kPixels;
+  d.height = d.width = 32;
+  d.channels = 3;  // the R, G and B planes, as the records store them
   d.classes = kClasses;
   for (const auto& path : paths) {
     const auto bytes = read_file_bytes(path);

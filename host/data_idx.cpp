@@ -68,6 +68,9 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   d.source = images_path;
   d.n = images.dims[0];
   d.features = int(images.dims[1] * images.dims[2]);
+  d.height = int(images.dims[1]);
+  d.width = int(images.dims[2]);
+  d.channels = 1;
   d.classes = classes;
   d.x.resize(size_t(d.n) * d.features);
   for (size_t i = 0; i < d.x.size(); ++i) d.x[i] = images.bytes[images.data_offset + i] / 255.0f;

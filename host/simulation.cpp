@@ -74,6 +74,8 @@ BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const Dat
   setup.tf32 = c.math == "tf32";
   setup.perturbs = c.algorithm.perturbs_weights();
   setup.shards = c.shards;
+  setup.augment = {data.train.height, data.train.width, data.train.channels, c.data.augment_crop,
+                   c.data.augment_flip};
   return setup;
 }
 

@@ -17,6 +17,7 @@
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
+#include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
 #include "helpers.hpp"
 
@@ -369,6 +370,40 @@ TEST_F(CudaBackendTest, CurvatureEstimatorsMatchTheCpu) {
   };
   // Float32 on both sides, sums in different orders: a power iteration may stop one step apart.
   EXPECT_LT(rel_err(on(*t.gpu), on(t.cpu())), 1e-3);
+}
+
+// Augmented minibatches (crop and flip drawn per worker, step and slot) give the CPU's
+// gradients; the second and third steps replay the captured graph, which must read each step's
+// draws from the device state.
+TEST_F(CudaBackendTest, AugmentedMinibatchesMatchTheCpu) {
+  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
+  const std::string dir = fmnist ? fmnist : "/usr/share/datasets/fashion-mnist";
+  json c = {{"workers", 4},
+            {"backend", "cpu"},
+            {"data",
+             {{"dataset", "fashion-mnist"},
+              {"path", dir},
+              {"train_samples", 512},
+              {"test_samples", 128},
+              {"augment", {{"crop", 4}, {"flip", true}}}}},
+            {"model", {{"hidden", {16}}, {"same_init", false}}},
+            {"optimizer", {{"batch_size", 8}}}};
+  std::unique_ptr<Simulation> sim;
+  try {
+    sim = make_simulation(load_config(c, {}, "test"));
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "Fashion-MNIST not loadable: " << e.what();
+  }
+  auto gpu = make_cuda_backend(backend_setup(*sim), CudaOptions{true, true});
+  gpu->set_weights(sim->backend->weights());
+  for (int64_t step : {0, 3, 4}) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    for (Backend* b : {sim->backend.get(), gpu.get()}) {
+      b->sample(step);
+      b->local_gradient(true);
+    }
+    EXPECT_LT(rel_err(gpu->gradients(), sim->backend->gradients()), 1e-5);
+  }
 }
 
 TEST_F(CudaBackendTest, SavedStateResumesBitForBit) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "gossamer/augment.hpp"
 #include "gossamer/calibration.hpp"
 #include "gossamer/dataset.hpp"
 #include "gossamer/model.hpp"
@@ -47,6 +48,7 @@ struct BackendSetup {
   // shards are those of the global worker ids.
   int first_worker = 0;
   int shards = 1;         // the CPU backend: split the workers into this many shards
+  AugmentShape augment;   // the training minibatches' crops and flips (off by default)
   bool tf32 = false;      // CUDA backend: TF32 tensor-core GEMMs instead of exact FP32
   bool perturbs = false;  // the algorithm calls perturb_weights (SAM, average-direction SAM)
 };

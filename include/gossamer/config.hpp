@@ -22,6 +22,8 @@ struct DataConfig {
   int64_t synthetic_train = 0, synthetic_test = 0;
   int synthetic_features = 0, synthetic_classes = 0, synthetic_teacher_hidden = 0;
   double synthetic_separation = 0, synthetic_label_noise = 0;
+  int augment_crop = 0;  // padding of the random crop; 0: off
+  bool augment_flip = false;
 };
 
 struct PartitionConfig {

@@ -13,6 +13,8 @@ struct Dataset {
   int64_t n = 0;
   int features = 0;
   int classes = 0;
+  // Image rows (IDX: 1 x 28 x 28; CIFAR-10: 3 x 32 x 32, channel planes); 0 for other data.
+  int height = 0, width = 0, channels = 0;
   std::vector<float> x;  // n x features, row-major
   std::vector<int32_t> y;
 

@@ -41,6 +41,7 @@ enum class RngDomain : uint32_t {
   Topology = 4,
   Data = 5,       // synthetic data
   Curvature = 6,  // probes and perturbations of the curvature estimators
+  Augment = 7,    // data augmentation: (domain, worker, counter lo, counter hi)
 };
 
 GOSSAMER_HD Philox4 philox_draw(uint64_t seed, RngDomain domain, uint32_t a, uint64_t b) {
