@@ -246,26 +246,48 @@ WorkerCurvature worker_curvature(Backend& b, int probes, int max_iters, double t
     for (const auto& q : quad) out.trace.push_back(mean_and_error(q));
   }
   if (max_iters > 0) {
-    auto v = b.vectors(m), hv = b.vectors(m);
-    const Rows vr = all_rows(*v), hr = all_rows(*hv);
-    b.fill_probes(vr, Probe::Normal, seed, kPowerStream, m);  // w-bar's first start vector
-    b.scale(vr, inverse_norms(b.dots(vr, vr)));
+    // All m workers iterate as one batch; when half of the batch has stopped, the running
+    // workers' points and vectors are packed into smaller blocks, so the HVPs follow the running
+    // workers only.
+    std::unique_ptr<Vectors> pts, v = b.vectors(m), hv = b.vectors(m);
+    Rows pr = w;
+    b.fill_probes(all_rows(*v), Probe::Normal, seed, kPowerStream, m);  // w-bar's first start
+    b.scale(all_rows(*v), inverse_norms(b.dots(all_rows(*v), all_rows(*v))));
     out.top_eigenvalue.assign(m, 0.0);
     out.power_iterations.assign(m, 0);
+    std::vector<int> ids(m);  // the worker of each row of the blocks
+    for (int k = 0; k < m; ++k) ids[size_t(k)] = k;
     std::vector<bool> done(m, false);
     int running = m;
     for (int it = 0; it < max_iters && running > 0; ++it) {
-      b.hvp(w, vr, hr);
+      if (running * 2 <= int(ids.size()) && ids.size() > 1) {
+        auto p2 = b.vectors(running), v2 = b.vectors(running);
+        std::vector<int> kept;
+        for (size_t r = 0; r < ids.size(); ++r)
+          if (!done[size_t(ids[r])]) {
+            b.copy(row_of(*p2, int64_t(kept.size())), {pr.block, pr.first + int64_t(r), 1});
+            b.copy(row_of(*v2, int64_t(kept.size())), row_of(*v, int64_t(r)));
+            kept.push_back(ids[r]);
+          }
+        pts = std::move(p2);
+        v = std::move(v2);
+        hv = b.vectors(running);
+        pr = all_rows(*pts);
+        ids = kept;
+      }
+      const Rows vr = all_rows(*v), hr = all_rows(*hv);
+      b.hvp(pr, vr, hr);
       const std::vector<double> next = b.dots(hr, vr);
       b.copy(vr, hr);
       b.scale(vr, inverse_norms(b.dots(vr, vr)));
-      for (int k = 0; k < m; ++k) {
-        if (done[k]) continue;
-        const double prev = out.top_eigenvalue[k];
-        out.top_eigenvalue[k] = next[k];
-        out.power_iterations[k] = it + 1;
-        if (it > 0 && std::fabs(next[k] - prev) <= tol * (std::fabs(prev) + 1e-6)) {
-          done[k] = true;
+      for (size_t r = 0; r < ids.size(); ++r) {
+        const int k = ids[r];
+        if (done[size_t(k)]) continue;
+        const double prev = out.top_eigenvalue[size_t(k)];
+        out.top_eigenvalue[size_t(k)] = next[r];
+        out.power_iterations[size_t(k)] = it + 1;
+        if (it > 0 && std::fabs(next[r] - prev) <= tol * (std::fabs(prev) + 1e-6)) {
+          done[size_t(k)] = true;
           --running;
         }
       }

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -395,6 +396,32 @@ TEST(CurvatureTest, EveryWorkerInOnePassEqualsEachWorkerAlone) {
     EXPECT_GE(wc.power_iterations[k], 2);
   }
   EXPECT_NE(wc.trace[0].value, wc.trace[1].value);  // the workers differ
+}
+
+// Eight ReLU workers that converge at very different iterations: once half have stopped, the
+// running ones are packed into smaller blocks, and every worker still gets its own figure.
+TEST(CurvatureTest, PackingTheRunningWorkersKeepsEachWorkersFigure) {
+  Sim s = make_sim({{"workers", 8},
+                    {"model", {{"hidden", {12}}, {"activation", "relu"}, {"same_init", false}}},
+                    {"optimizer", {{"lr", 0.05}}}},
+                   true);
+  TopologySchedule topo(s->config.topology, 8, s->config.seed);
+  for (int t = 0; t < 5; ++t) train_step(*s->backend, s->config, topo, t, 0.05);
+  std::vector<int64_t> all(s->data.train.n);
+  std::iota(all.begin(), all.end(), 0);
+  s->backend->set_curvature_subset(all);
+  const WorkerCurvature wc = worker_curvature(*s->backend, 0, 200, 1e-6, 21);
+  std::vector<int> sorted = wc.power_iterations;
+  std::sort(sorted.begin(), sorted.end());
+  ASSERT_LT(sorted[3], sorted[7]) << "no packing: half of the workers did not stop first "
+                                  << ::testing::PrintToString(wc.power_iterations);
+  const std::vector<double> w = s->backend->weights();
+  const int64_t d = s->model.dim;
+  for (int k = 0; k < 8; ++k) {
+    const std::vector<double> wk(w.begin() + k * d, w.begin() + (k + 1) * d);
+    const TopEigen p = power_top_eigenvalues(*s->backend, wk, 1, 200, 1e-6, 21);
+    EXPECT_NEAR(wc.top_eigenvalue[k], p.values[0], 1e-9 * std::fabs(p.values[0])) << "worker " << k;
+  }
 }
 
 // Lanczos quadrature is exact for polynomials of degree < 2 x steps: with steps = d,

@@ -50,7 +50,8 @@ TopEigen power_top_eigenvalues(Backend& backend, const std::vector<double>& w, i
 // Hutchinson's trace with its standard error over (worker, probe) pairs, batched (the same
 // probes as w-bar's hutchinson_trace, so identical workers give w-bar's figures), and the top
 // eigenvalue by power iteration on all m workers at once, each stopping by power_top_eigenvalues'
-// rule (the batch runs until every worker has stopped or max_iters).
+// rule (the batch runs until every worker has stopped or max_iters; when half of it has stopped,
+// the running workers are packed into smaller blocks).
 struct WorkerCurvature {
   std::vector<Estimate> trace;        // m; empty when probes == 0
   std::vector<double> top_eigenvalue; // m; empty when max_iters == 0
