@@ -165,44 +165,8 @@ int curvature_command(const std::string& target, const std::vector<std::string>&
 }  // namespace
 
 namespace {
+
 // `gossamer plan`: the memory plan of the CUDA backend for a config, from its shapes.
-// Every backend a run builds: the run's own and, with algorithm.track_adsam, the equivalence
-// tracker's two companions (C-SGD, and ADSAM, which holds a saved W) of the same shape.
-std::vector<std::pair<std::string, CudaPlanInput>> run_backends(const RunConfig& c,
-                                                                const ModelSpec& model,
-                                                                const DataSplit& data) {
-  std::vector<std::pair<std::string, RunConfig>> runs = {{"", c}};
-  if (c.algorithm.track_adsam) {
-    RunConfig csgd = c, adsam = c;
-    csgd.algorithm.kind = Algorithm::Csgd;
-    adsam.algorithm.kind = Algorithm::CsgdAdsam;
-    runs.push_back({"tracker's C-SGD: ", csgd});
-    runs.push_back({"tracker's ADSAM: ", adsam});
-  }
-  std::vector<std::pair<std::string, CudaPlanInput>> out;
-  for (const auto& [label, config] : runs)
-    out.push_back({label, cuda_plan_input(backend_setup(config, model, data, /*partition=*/nullptr))});
-  return out;
-}
-
-// Their plans at `workers`, as one (the companions' parts labelled).
-CudaPlan run_plan(const std::vector<std::pair<std::string, CudaPlanInput>>& backends, int workers) {
-  CudaPlan plan;
-  for (auto [label, in] : backends) {
-    in.workers = workers;
-    const CudaPlan one = plan_cuda_memory(in);
-    if (label.empty()) {
-      plan = one;
-      continue;
-    }
-    for (MemoryPart part : one.parts) {
-      part.name = label + part.name;
-      plan.parts.push_back(part);
-    }
-  }
-  return plan;
-}
-
 // With `fit` (a memory size, or "" for the visible GPU's free memory): the most workers of the
 // config that fit, and what limits them.
 int plan_command(const RunConfig& c, const std::string* fit) {
@@ -415,8 +379,8 @@ struct SweepCommand {
                     "Sweep folder (default runs/NAME); run again with the same folder to resume");
     cmd->add_option("--jobs", jobs,
                     "Points run at once (default 1): on the CPU each gets its share of the cores; "
-                    "on a GPU each gets its own stream and checks its memory plan against what is "
-                    "free when it starts (the points share the card's memory)")
+                    "on a GPU each gets its own stream, and the N largest points' memory plans "
+                    "must fit on the card together")
         ->check(CLI::Range(1, 1024));
   }
 

@@ -2,6 +2,7 @@
 // and backend, each phase timed, and the backend factory behind `backend`: "auto" | "cpu" | "cuda".
 #include "gossamer/simulation.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 
@@ -115,6 +116,57 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
     s->backend->set_curvature_subset(s->curvature_subset);
   });
   return s;
+}
+
+// Every backend a run builds: the run's own and, with algorithm.track_adsam, the equivalence
+// tracker's two companions (C-SGD, and ADSAM, which holds a saved W) of the same shape.
+std::vector<std::pair<std::string, CudaPlanInput>> run_backends(const RunConfig& c,
+                                                                const ModelSpec& model,
+                                                                const DataSplit& data) {
+  std::vector<std::pair<std::string, RunConfig>> runs = {{"", c}};
+  if (c.algorithm.track_adsam) {
+    RunConfig csgd = c, adsam = c;
+    csgd.algorithm.kind = Algorithm::Csgd;
+    adsam.algorithm.kind = Algorithm::CsgdAdsam;
+    runs.push_back({"tracker's C-SGD: ", csgd});
+    runs.push_back({"tracker's ADSAM: ", adsam});
+  }
+  std::vector<std::pair<std::string, CudaPlanInput>> out;
+  for (const auto& [label, config] : runs)
+    out.push_back({label, cuda_plan_input(backend_setup(config, model, data, /*partition=*/nullptr))});
+  return out;
+}
+
+CudaPlan run_plan(const std::vector<std::pair<std::string, CudaPlanInput>>& backends, int workers) {
+  CudaPlan plan;
+  for (auto [label, in] : backends) {
+    in.workers = workers;
+    const CudaPlan one = plan_cuda_memory(in);
+    if (label.empty()) {
+      plan = one;
+      continue;
+    }
+    for (MemoryPart part : one.parts) {
+      part.name = label + part.name;
+      plan.parts.push_back(part);
+    }
+  }
+  return plan;
+}
+
+void check_concurrent_plans(std::vector<int64_t> totals, int jobs, int64_t free_bytes,
+                            const std::string& device) {
+  if (jobs <= 1 || totals.empty()) return;
+  std::sort(totals.begin(), totals.end(), std::greater<int64_t>());
+  const size_t n = std::min(totals.size(), size_t(jobs));
+  int64_t need = 0;
+  for (size_t i = 0; i < n; ++i) need += totals[i] + kCudaHeadroom;
+  if (need > free_bytes)
+    throw config_error("--jobs " + std::to_string(jobs) + ": the " + std::to_string(n) +
+                       " largest points need " + std::to_string(double(need) / 1073741824.0) +
+                       " GiB of device memory together (plans and headroom), " + device + " has " +
+                       std::to_string(double(free_bytes) / 1073741824.0) +
+                       " GiB free; lower --jobs");
 }
 
 }  // namespace gossamer

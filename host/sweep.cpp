@@ -4,12 +4,15 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "gossamer/checkpoint.hpp"
+#include "gossamer/devices.hpp"
+#include "gossamer/simulation.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/trainer.hpp"
 #include "sinks.hpp"
@@ -170,6 +173,29 @@ std::string sweep_csv(const Sweep& sweep, const std::string& out_dir) {
 
 namespace {
 
+// sweep --jobs on a GPU: the points that will run on the CUDA backend (backend "cuda", or "auto"
+// for a float32 unsharded run where a GPU is visible) must fit on it `jobs` at a time; each
+// data set's shapes are read once.
+void check_points_fit_together(const Sweep& sweep, int jobs) {
+  const DeviceList gpus = list_devices();
+  if (gpus.devices.empty()) return;
+  std::map<std::string, DataSplit> data;
+  std::vector<int64_t> totals;
+  for (const auto& p : sweep.points) {
+    const RunConfig c = load_config(sweep.base, p.overrides, p.folder);
+    const bool cuda = c.backend == "cuda" ||
+                      (c.backend == "auto" && c.precision == "float32" && c.shards == 1);
+    if (!cuda) continue;
+    const std::string key = c.resolved["data"].dump();
+    if (!data.count(key)) data[key] = load_data(c.data, c.seed);
+    const DataSplit& d = data[key];
+    const ModelSpec model =
+        ModelSpec::mlp(d.train.features, c.model.hidden, d.train.classes, c.model.activation);
+    totals.push_back(run_plan(run_backends(c, model, d), c.workers).total());
+  }
+  check_concurrent_plans(totals, jobs, int64_t(gpus.devices[0].free_memory), gpus.devices[0].name);
+}
+
 struct PointResult {
   int exit_code = kExitOk;
   bool failed = false;
@@ -236,6 +262,7 @@ int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log,
                        ": holds another sweep (sweep.json differs); choose another --out");
   write_json_atomic(record_path.string(), record);
 
+  if (jobs > 1) check_points_fit_together(sweep, jobs);
   // Points are taken in order by `jobs` workers; the log, the table and the counts are shared.
   std::mutex mutex;
   size_t next = 0;

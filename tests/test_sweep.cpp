@@ -181,3 +181,20 @@ TEST_F(SweepTest, JobsRunPointsAtOnceWithTheSameResults) {
   }
   EXPECT_THROW(run_sweep(s, (m_dir / "zero").string(), one_log, 0), Error);
 }
+
+// sweep --jobs on one GPU: the N largest plans (each with the headroom) must fit together.
+TEST(SweepPlanTest, ConcurrentPointsMustFitTogether) {
+  const int64_t gib = int64_t(1) << 30;
+  EXPECT_NO_THROW(check_concurrent_plans({10 * gib, 20 * gib, 5 * gib}, 1, 21 * gib, "GPU"));
+  EXPECT_NO_THROW(check_concurrent_plans({10 * gib, 20 * gib, 5 * gib}, 2, 31 * gib, "GPU"));
+  try {
+    check_concurrent_plans({10 * gib, 20 * gib, 5 * gib}, 2, 30 * gib, "NVIDIA H200");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Config);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--jobs 2: the 2 largest points need 31"), std::string::npos) << m;
+    EXPECT_NE(m.find("NVIDIA H200 has 30"), std::string::npos) << m;
+    EXPECT_NE(m.find("lower --jobs"), std::string::npos) << m;
+  }
+}

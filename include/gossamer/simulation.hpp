@@ -8,6 +8,7 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/topology.hpp"
 
 namespace gossamer {
@@ -35,6 +36,19 @@ BackendSetup backend_setup(const Simulation& s);
 // The same from the pieces (partition may be null where no backend is built: `gossamer plan`).
 BackendSetup backend_setup(const RunConfig& config, const ModelSpec& model, const DataSplit& data,
                            const Partition* partition);
+
+// The CUDA memory plan of a run (`gossamer plan`, sweep --jobs): every backend it builds, the
+// run's own and, with algorithm.track_adsam, the equivalence tracker's two companions (C-SGD, and
+// ADSAM, which holds a saved W) of the same shape; and their plans at `workers`, as one (the
+// companions' parts labelled).
+std::vector<std::pair<std::string, CudaPlanInput>> run_backends(const RunConfig& c,
+                                                                const ModelSpec& model,
+                                                                const DataSplit& data);
+CudaPlan run_plan(const std::vector<std::pair<std::string, CudaPlanInput>>& backends, int workers);
+// sweep --jobs on one GPU: the `jobs` largest plan totals (each with kCudaHeadroom) must fit in
+// free_bytes together, else a config error with the need, the free memory and the knob.
+void check_concurrent_plans(std::vector<int64_t> totals, int jobs, int64_t free_bytes,
+                            const std::string& device);
 
 // The lines a curvature measurement adds to files of its own (null where not measured):
 // worker_curvature.jsonl (curvature.workers: every worker's arrays) and spectral_density.jsonl

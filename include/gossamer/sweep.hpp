@@ -36,8 +36,8 @@ Sweep load_sweep(const std::string& path);
 // Runs every point not yet finished into out_dir/point-NNN (a finished point is skipped;
 // an interrupted one resumes from its checkpoint), then writes out_dir/sweep.csv. With jobs > 1,
 // that many points run at once, each with its share of the CPU threads (the CPU backend's results
-// do not depend on the thread count) or its own stream on the GPU (each point checks its memory
-// plan against the memory free when it starts, not the N plans together); each point's log lines reach
+// do not depend on the thread count) or its own stream on the GPU (the N largest points' memory
+// plans must fit on it together, checked before the first starts); each point's log lines reach
 // `log` whole when it ends. Returns the exit code: 0, 1 when a point failed, 130 when interrupted.
 int run_sweep(const Sweep& sweep, const std::string& out_dir, std::ostream& log, int jobs = 1);
 
