@@ -79,8 +79,9 @@ if want tests; then
   say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
   # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
-  # Inf detection for every activation, steps/s without checkpoints, auto with math tf32).
-  timeout 60 $B/tests/gossamer_tests --gtest_filter='TrainerTest.*:CheckpointTest.*:CudaPlanTest.*' \
+  # Inf detection for every activation, steps/s without checkpoints, auto with math tf32), and
+  # sweep --jobs 3 with three CUDA backends on the card at once (the same metrics as --jobs 1).
+  timeout 60 $B/tests/gossamer_tests --gtest_filter='TrainerTest.*:CheckpointTest.*:CudaPlanTest.*:SweepTest.Jobs*:SweepPlanTest.*' \
     > "$V/trainer-tests.txt" 2>&1
   say "trainer tests on auto (GPU) exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$V/trainer-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure" "$V/trainer-tests.txt" | head -10 | tee -a "$SUMMARY"
