@@ -175,9 +175,7 @@ class CpuBackend final : public Backend {
       m_losses[k] = r.loss_sum / m_batch;
     });
     if (!record_loss) return;
-    double sum = 0;
-    for (double l : m_losses) sum += l;
-    const double mean = sum / m_m;
+    const double mean = add_losses(0.0) / m_m;
     if (!std::isfinite(mean) && m_nonfinite.loss < 0) m_nonfinite.loss = m_step;
     m_loss_sum += mean;
     ++m_loss.steps;
@@ -292,10 +290,7 @@ class CpuBackend final : public Backend {
   }
 
   double do_consensus_distance() override {
-    const Eigen::Matrix<double, 1, Eigen::Dynamic> mean = row_mean(m_w);
-    double sum = 0;
-    for (int k = 0; k < m_m; ++k) sum += (m_w.row(k).template cast<double>() - mean).squaredNorm();
-    return sum / m_m;
+    return add_squared_distances(row_mean(m_w), 0.0) / m_m;
   }
 
   EvalStats do_evaluate_mean(Split split) override {
@@ -553,12 +548,33 @@ class CpuBackend final : public Backend {
 
   // Mean over workers in double, summed in worker order.
   Eigen::Matrix<double, 1, Eigen::Dynamic> row_mean(const RowMat<T>& a) const {
-    Eigen::Matrix<double, 1, Eigen::Dynamic> mean =
+    Eigen::Matrix<double, 1, Eigen::Dynamic> sum =
         Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_model.dim);
-    for (int k = 0; k < m_m; ++k) mean += a.row(k).head(m_model.dim).template cast<double>();
+    add_rows(a, sum);
+    return padded_mean(sum, m_m);
+  }
+
+  // The serial sums over this backend's workers, in worker order, continuing a running sum (a
+  // sharded run passes it from shard to shard, so its sums are one backend's).
+  template <class Sum>  // a row vector of d doubles, or a Map of one
+  void add_rows(const RowMat<T>& a, Sum&& sum) const {
+    for (int k = 0; k < m_m; ++k) sum += a.row(k).head(m_model.dim).template cast<double>();
+  }
+  double add_squared_distances(const Eigen::Matrix<double, 1, Eigen::Dynamic>& mean,
+                               double sum) const {
+    for (int k = 0; k < m_m; ++k) sum += (m_w.row(k).template cast<double>() - mean).squaredNorm();
+    return sum;
+  }
+  double add_losses(double sum) const {
+    for (double l : m_losses) sum += l;
+    return sum;
+  }
+  // sum / workers, padded with zeros to the row stride.
+  Eigen::Matrix<double, 1, Eigen::Dynamic> padded_mean(
+      const Eigen::Matrix<double, 1, Eigen::Dynamic>& sum, int workers) const {
     Eigen::Matrix<double, 1, Eigen::Dynamic> padded =
         Eigen::Matrix<double, 1, Eigen::Dynamic>::Zero(m_ld);
-    padded.head(m_model.dim) = mean / double(m_m);
+    padded.head(m_model.dim) = sum / double(workers);
     return padded;
   }
 

@@ -89,18 +89,14 @@ class ShardedBackend final : public Backend {
   }
 
   // (1/m) sum_k a[k] over all workers in worker order (a: W or G), padded to the row stride as
-  // CpuBackend::row_mean.
+  // CpuBackend::row_mean: the shards continue one running sum.
   Mean ordered_mean(bool grads) {
     std::vector<double> acc(size_t(m_d), 0.0);
     m_transport->ordered_sum(acc, [&](int s, std::vector<double>& a) {
       const Shard& sh = *m_shards[size_t(s)];
-      const RowMat<T>& rows = grads ? sh.m_grad : sh.m_w;
-      Eigen::Map<Mean> am(a.data(), m_d);
-      for (int k = 0; k < sh.m_m; ++k) am += rows.row(k).head(m_d).template cast<double>();
+      sh.add_rows(grads ? sh.m_grad : sh.m_w, Eigen::Map<Mean>(a.data(), m_d));
     });
-    Mean padded = Mean::Zero(m_shards[0]->m_ld);
-    padded.head(m_d) = Eigen::Map<const Mean>(acc.data(), m_d) / double(workers());
-    return padded;
+    return m_shards[0]->padded_mean(Eigen::Map<const Mean>(acc.data(), m_d), workers());
   }
 
   // --- state and stepping ---
@@ -156,7 +152,7 @@ class ShardedBackend final : public Backend {
     if (!record_loss) return;
     std::vector<double> sum(1, 0.0);
     m_transport->ordered_sum(sum, [&](int s, std::vector<double>& a) {
-      for (double l : m_shards[size_t(s)]->m_losses) a[0] += l;
+      a[0] = m_shards[size_t(s)]->add_losses(a[0]);
     });
     const double mean = sum[0] / workers();
     if (!std::isfinite(mean) && m_loss.first_nonfinite < 0) m_loss.first_nonfinite = m_step;
@@ -229,8 +225,7 @@ class ShardedBackend final : public Backend {
     const Mean mean = ordered_mean(false);
     std::vector<double> sum(1, 0.0);
     m_transport->ordered_sum(sum, [&](int s, std::vector<double>& a) {
-      const Shard& sh = *m_shards[size_t(s)];
-      for (int k = 0; k < sh.m_m; ++k) a[0] += (sh.m_w.row(k).template cast<double>() - mean).squaredNorm();
+      a[0] = m_shards[size_t(s)]->add_squared_distances(mean, a[0]);
     });
     return sum[0] / workers();
   }
