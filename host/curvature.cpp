@@ -134,20 +134,34 @@ std::vector<double> mean_row(const std::vector<double>& rows, int m) {
   return mean;
 }
 
-Estimate hutchinson_trace(Backend& b, Rows point, int probes, uint64_t seed) {
+namespace {
+
+// Hutchinson at each of the P rows of `points`: every point's z^T H z for probes 0 .. probes-1
+// (probe p: stream kTraceStream + p, the same for every point), in batches of (probe, point)
+// pairs at row p P + k, so that hvp pairs row i with point i mod P.
+std::vector<Estimate> hutchinson_traces(Backend& b, Rows points, int probes, uint64_t seed) {
   if (probes < 1) throw runtime_error("hutchinson_trace: probes must be >= 1");
-  const int64_t chunk = std::min<int64_t>(probes, batch_rows(b.dim(), 2));
-  auto z = b.vectors(chunk), hz = b.vectors(chunk);
-  std::vector<double> quad;
+  const int64_t P = points.count;
+  const int64_t chunk = std::clamp<int64_t>(batch_rows(b.dim(), 2) / P, 1, probes);
+  auto z = b.vectors(chunk * P), hz = b.vectors(chunk * P);
+  std::vector<std::vector<double>> quad(static_cast<size_t>(P));
   for (int64_t p0 = 0; p0 < probes; p0 += chunk) {
-    const int64_t n = std::min<int64_t>(chunk, probes - p0);
+    const int64_t n = std::min<int64_t>(chunk, probes - p0) * P;
     const Rows zr = rows_of(*z, 0, n), hr = rows_of(*hz, 0, n);
-    b.fill_probes(zr, Probe::Rademacher, seed, kTraceStream + uint32_t(p0));
-    b.hvp(point, zr, hr);
+    b.fill_probes(zr, Probe::Rademacher, seed, kTraceStream + uint32_t(p0), P);
+    b.hvp(points, zr, hr);
     const std::vector<double> q = b.dots(zr, hr);
-    quad.insert(quad.end(), q.begin(), q.end());
+    for (int64_t i = 0; i < n; ++i) quad[size_t(i % P)].push_back(q[size_t(i)]);
   }
-  return mean_and_error(quad);
+  std::vector<Estimate> out;
+  for (const auto& q : quad) out.push_back(mean_and_error(q));
+  return out;
+}
+
+}  // namespace
+
+Estimate hutchinson_trace(Backend& b, Rows point, int probes, uint64_t seed) {
+  return hutchinson_traces(b, point, probes, seed).at(0);
 }
 
 Estimate hutchinson_trace(Backend& b, const std::vector<double>& w, int probes, uint64_t seed) {
@@ -230,21 +244,7 @@ WorkerCurvature worker_curvature(Backend& b, int probes, int max_iters, double t
   auto points = b.vectors(m);
   const Rows w = all_rows(*points);
   b.copy_weights(w);
-  if (probes > 0) {
-    // Pair (worker k, probe p) at row p m + k: row i's point is worker i mod m, as hvp pairs them.
-    const int64_t chunk = std::clamp<int64_t>(batch_rows(b.dim(), 2) / m, 1, probes);
-    auto z = b.vectors(chunk * m), hz = b.vectors(chunk * m);
-    std::vector<std::vector<double>> quad(m);
-    for (int64_t p0 = 0; p0 < probes; p0 += chunk) {
-      const int64_t n = std::min<int64_t>(chunk, probes - p0) * m;
-      const Rows zr = rows_of(*z, 0, n), hr = rows_of(*hz, 0, n);
-      b.fill_probes(zr, Probe::Rademacher, seed, kTraceStream + uint32_t(p0), m);
-      b.hvp(w, zr, hr);
-      const std::vector<double> q = b.dots(zr, hr);
-      for (int64_t i = 0; i < n; ++i) quad[i % m].push_back(q[i]);
-    }
-    for (const auto& q : quad) out.trace.push_back(mean_and_error(q));
-  }
+  if (probes > 0) out.trace = hutchinson_traces(b, w, probes, seed);
   if (max_iters > 0) {
     // All m workers iterate as one batch; when half of the batch has stopped, the running
     // workers' points and vectors are packed into smaller blocks, so the HVPs follow the running
