@@ -6,7 +6,7 @@
 
 namespace gossamer {
 
-constexpr int kRowThreads = 256;
+constexpr int kRowThreads = 256;  // row_dots: one block a row, a tree over its threads
 
 static __global__ void fill_probes_f32(float* a, int64_t rows, int64_t ld, int64_t d, Probe kind,
                                        uint64_t seed, uint32_t stream, int64_t repeat) {
@@ -51,38 +51,34 @@ static __global__ void scale_rows_f32(float* x, const double* c, int64_t rows, i
   }
 }
 
-static int grid_for(int64_t n) {
-  return int(std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535 * 8));
-}
-
 void launch_fill_probes(float* a, int64_t rows, int64_t ld, int64_t d, Probe kind, uint64_t seed,
                         uint32_t stream, int64_t repeat, cudaStream_t s) {
   if (rows * d == 0) return;
-  fill_probes_f32<<<grid_for(rows * d), kRowThreads, 0, s>>>(a, rows, ld, d, kind, seed, stream,
+  fill_probes_f32<<<linear_blocks(rows * d), kLinearBlock, 0, s>>>(a, rows, ld, d, kind, seed, stream,
                                                                repeat);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH();
 }
 
 void launch_row_dots(const float* a, const float* b, int64_t rows, int64_t ld, int64_t d,
                      double* out, cudaStream_t s) {
   if (rows == 0) return;
   row_dots_f32<<<int(std::min<int64_t>(rows, 65535)), kRowThreads, 0, s>>>(a, b, rows, ld, d, out);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH();
 }
 
 void launch_axpy_rows(float* y, const float* x, bool broadcast, const double* c, int64_t rows,
                       int64_t ld, int64_t d, cudaStream_t s) {
   if (rows * d == 0) return;
-  axpy_rows_f32<<<grid_for(rows * d), kRowThreads, 0, s>>>(y, x, broadcast ? 0 : ld, c, rows, ld,
+  axpy_rows_f32<<<linear_blocks(rows * d), kLinearBlock, 0, s>>>(y, x, broadcast ? 0 : ld, c, rows, ld,
                                                              d);
-  CUDA_CHECK(cudaGetLastError());
+  CUDA_CHECK_LAUNCH();
 }
 
 void launch_scale_rows(float* x, const double* c, int64_t rows, int64_t ld, int64_t d,
                        cudaStream_t s) {
   if (rows * d == 0) return;
-  scale_rows_f32<<<grid_for(rows * d), kRowThreads, 0, s>>>(x, c, rows, ld, d);
-  CUDA_CHECK(cudaGetLastError());
+  scale_rows_f32<<<linear_blocks(rows * d), kLinearBlock, 0, s>>>(x, c, rows, ld, d);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace gossamer

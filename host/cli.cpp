@@ -12,6 +12,7 @@
 #include "gossamer/sweep.hpp"
 #include "gossamer/topology.hpp"
 #include "gossamer/trainer.hpp"
+#include "config_schema.hpp"
 
 namespace gossamer {
 
@@ -243,7 +244,7 @@ struct RunCommand {
     out_opt = cmd->add_option(
         "--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
     cmd->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+        ->check(CLI::IsMember(find_key("backend")->choices));
   }
 
   int run() {
@@ -289,7 +290,7 @@ struct TopologyCommand {
         ->required()
         ->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--weights", topo.weights, "uniform | metropolis")
-        ->check(CLI::IsMember({"uniform", "metropolis"}));
+        ->check(CLI::IsMember(find_key("topology.weights")->choices));
     cmd->add_option("--probability", topo.probability,
                     "erdos_renyi edge probability (0: 2 ln(m)/m)")
         ->check(CLI::Range(0.0, 1.0));
@@ -358,7 +359,7 @@ struct CurvatureCommand {
     cmd->add_option("--what", what,
                     "trace,topk,reg,avgsharp,samsharp,density (default: the run's curvature.what)")
         ->delimiter(',')
-        ->check(CLI::IsMember({"trace", "topk", "reg", "avgsharp", "samsharp", "density"}));
+        ->check(CLI::IsMember(find_key("curvature.what")->choices));
     cmd->add_option("--set", overrides,
                     "Override a curvature key: --set curvature.probes=256 (repeatable)");
     cmd->add_flag("--json", as_json, "Print JSON");
