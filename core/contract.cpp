@@ -185,6 +185,11 @@ void Curvature::check_rows(Rows r, const char* what) const {
                         count(r.first + r.count) + ") of a block of " + count(r.block->rows()));
 }
 
+void Curvature::check_subset() const {
+  if (m_subset == 0)
+    throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+}
+
 void Curvature::upload(Rows dst, const std::vector<double>& values) {
   check_rows(dst, "upload");
   check_row_values(values.size(), dst.count, dim(), "upload");
@@ -226,8 +231,7 @@ void Curvature::hvp(Rows points, Rows dirs, Rows out) {
                         " outputs (the points must divide the directions; one output each)");
   if (out.block == dirs.block || out.block == points.block)
     throw runtime_error("hvp: out must be a block apart from the points and the directions");
-  if (m_subset == 0)
-    throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+  check_subset();
   do_hvp(points, dirs, out);
 }
 
@@ -302,8 +306,7 @@ void Curvature::hvp_into(const std::vector<double>& points, const std::vector<do
 std::vector<double> Curvature::subset_loss(const std::vector<double>& points,
                                            std::vector<double>* grads) {
   whole_rows(points.size(), dim(), "subset_loss: points");
-  if (m_subset == 0)
-    throw runtime_error("curvature: the curvature subset is empty (set_curvature_subset first)");
+  check_subset();
   return do_subset_loss(points, grads);
 }
 

@@ -340,6 +340,7 @@ class Curvature : public virtual BackendShape {
 
  private:
   void check_rows(Rows r, const char* what) const;
+  void check_subset() const;  // HVPs and subset losses need a curvature subset
   int64_t m_subset = 0;
 };
 
