@@ -5,6 +5,9 @@
 // thread reads its neighbours' old momentum while their threads write the new one. float4 loads and
 // stores: rows are padded to 256 bytes (row_stride).
 // row_ptr == nullptr is P = I (C-SGD and local SGD's local steps: the update alone).
+// A shard of a sharded run passes its rows of P with columns >= m naming halo rows: copies of
+// the foreign neighbours' W (and, with atc, G and momentum) in separate arrays of the same
+// stride. The arithmetic per entry is the same, so a sharded gossip is bit-identical.
 // Every value written is checked for NaN/Inf on the way out (free in a bandwidth-bound pass):
 // a NaN weight can leave the loss finite (a ReLU maps it to 0), so the loss alone misses it.
 #include "device_array.cuh"
@@ -44,8 +47,10 @@ static __device__ __forceinline__ float4 update_of(const float4* W, const float4
 }
 
 static __global__ void gossip_update_f32(const int* row_ptr, const int* col, const float* val,
-                                         const float4* W, const float4* G, const float4* buf,
-                                         float4* buf_out, float4* W_out, int64_t groups_per_row,
+                                         int m, const float4* W, const float4* G,
+                                         const float4* buf, float4* buf_out, float4* W_out,
+                                         const float4* halo_W, const float4* halo_G,
+                                         const float4* halo_buf, int64_t groups_per_row,
                                          GossipParams p, DeviceLossState* state) {
   // Rows on grid.x (the fastest-varying block index): the blocks in flight at once work on
   // one column tile of many consecutive rows, so a neighbour row's tile, read by up to
@@ -60,14 +65,19 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
   } else if (p.atc) {
     // W' = P (W - lr U): every neighbour's update is needed; only the own buffer is written.
     for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
-      const int64_t idx = int64_t(col[e]) * groups_per_row + c;
-      const float4 u = update_of(W, G, buf, nullptr, idx, p, state);
-      acc = axpy4(val[e], axpy4(-p.lr, u, W[idx]), acc);
+      const bool far = col[e] >= m;  // a halo row (a sharded run's foreign neighbour)
+      const int64_t idx = int64_t(far ? col[e] - m : col[e]) * groups_per_row + c;
+      const float4 u = far ? update_of(halo_W, halo_G, halo_buf, nullptr, idx, p, state)
+                           : update_of(W, G, buf, nullptr, idx, p, state);
+      acc = axpy4(val[e], axpy4(-p.lr, u, far ? halo_W[idx] : W[idx]), acc);
     }
     if (p.mu != 0.f) update_of(W, G, buf, buf_out, own, p, state);
   } else {
-    for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e)
-      acc = axpy4(val[e], W[int64_t(col[e]) * groups_per_row + c], acc);
+    for (int e = row_ptr[k]; e < row_ptr[k + 1]; ++e) {
+      const bool far = col[e] >= m;
+      const int64_t idx = int64_t(far ? col[e] - m : col[e]) * groups_per_row + c;
+      acc = axpy4(val[e], far ? halo_W[idx] : W[idx], acc);
+    }
     acc = axpy4(-p.lr, update_of(W, G, buf, buf_out, own, p, state), acc);
   }
   W_out[own] = acc;
@@ -76,15 +86,16 @@ static __global__ void gossip_update_f32(const int* row_ptr, const int* col, con
 
 void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
                           const float* w, const float* g, const float* buf, float* buf_out,
-                          float* w_out, const GossipParams& p, DeviceLossState* state,
-                          cudaStream_t s) {
+                          float* w_out, const HaloRows& halo, const GossipParams& p,
+                          DeviceLossState* state, cudaStream_t s) {
   const GossipGrid shape = gossip_grid(m, ld, kLinearBlock);
   if (shape.rows == 0 || shape.groups_per_row == 0) return;
   const dim3 grid(unsigned(shape.rows), unsigned(shape.tiles));
+  const auto in = [](const float* a) { return reinterpret_cast<const float4*>(a); };
   gossip_update_f32<<<grid, kLinearBlock, 0, s>>>(
-      row_ptr, col, val, reinterpret_cast<const float4*>(w), reinterpret_cast<const float4*>(g),
-      reinterpret_cast<const float4*>(buf), reinterpret_cast<float4*>(buf_out),
-      reinterpret_cast<float4*>(w_out), shape.groups_per_row, p, state);
+      row_ptr, col, val, m, in(w), in(g), in(buf), reinterpret_cast<float4*>(buf_out),
+      reinterpret_cast<float4*>(w_out), in(halo.w), in(halo.g), in(halo.buf),
+      shape.groups_per_row, p, state);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -107,8 +118,8 @@ void cuda_gossip_update(const Csr& mixing, int64_t ld, std::vector<float>& W,
   if (momentum > 0) d_buf_out.poison();
   const GossipParams p{float(lr), float(momentum), float(weight_decay), nesterov, atc};
   launch_gossip_update(row_ptr.get(), col.get(), d_val.get(), m, ld, d_w.get(), d_g.get(),
-                       d_buf.get(), momentum > 0 ? d_buf_out.get() : nullptr, d_out.get(), p,
-                       nullptr, nullptr);
+                       d_buf.get(), momentum > 0 ? d_buf_out.get() : nullptr, d_out.get(),
+                       HaloRows{}, p, nullptr, nullptr);
   W = d_out.fetch();
   if (momentum > 0) buf = d_buf_out.fetch();
 }

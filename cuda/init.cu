@@ -7,10 +7,11 @@
 
 namespace gossamer {
 
-static __global__ void init_weights_f32(float* W, int m, int64_t ld, InitLayers layers,
-                                        bool kaiming, uint64_t seed, bool same_init) {
+static __global__ void init_weights_f32(float* W, int first_worker, int m, int64_t ld,
+                                        InitLayers layers, bool kaiming, uint64_t seed,
+                                        bool same_init) {
   GRID_STRIDE(idx, int64_t(m) * ld) {
-    const int k = int(idx / ld);
+    const int k = first_worker + int(idx / ld);  // the worker's global id
     const int64_t i = idx % ld;
     float v = 0.f;
     for (int l = 0; l < layers.count; ++l)
@@ -21,12 +22,12 @@ static __global__ void init_weights_f32(float* W, int m, int64_t ld, InitLayers 
   }
 }
 
-void launch_init_weights(float* W, int m, int64_t ld, const InitLayers& layers, bool kaiming,
-                         uint64_t seed, bool same_init, cudaStream_t s) {
+void launch_init_weights(float* W, int first_worker, int m, int64_t ld, const InitLayers& layers,
+                         bool kaiming, uint64_t seed, bool same_init, cudaStream_t s) {
   const int64_t n = int64_t(m) * ld;
   if (n == 0) return;
-  init_weights_f32<<<linear_blocks(n), kLinearBlock, 0, s>>>(W, m, ld, layers, kaiming, seed,
-                                                             same_init);
+  init_weights_f32<<<linear_blocks(n), kLinearBlock, 0, s>>>(W, first_worker, m, ld, layers,
+                                                             kaiming, seed, same_init);
   CUDA_CHECK_LAUNCH();
 }
 

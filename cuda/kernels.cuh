@@ -25,11 +25,12 @@ struct DeviceLossState {
 };
 constexpr DeviceLossState kFreshLossState{0, 0, -1, 0, -1, -1};
 
-// sample.cu: idx[k*batch + j] = worker k's j-th training index at `step` (Philox, as the CPU),
-// from shard k (shard 0 for every worker when shared); state->step = step when state is given.
+// sample.cu: idx[k*batch + j] = worker g = first_worker + k's j-th training index at `step`
+// (Philox, as the CPU), from partition part g (part 0 for every worker when shared);
+// state->step = step when state is given.
 void launch_sample(const int64_t* offsets, const int64_t* shard_indices, bool shared, uint64_t seed,
-                   int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
-                   cudaStream_t s);
+                   int64_t step, int first_worker, int workers, int batch, int64_t* idx,
+                   DeviceLossState* state, cudaStream_t s);
 // sample.cu: x_out[r] = x[idx[r]] (features floats), y_out[r] = y[idx[r]], r < rows.
 void launch_gather_rows(const float* x, const int32_t* y, int features, const int64_t* idx,
                         int64_t rows, float* x_out, int32_t* y_out, cudaStream_t s);
@@ -43,14 +44,21 @@ void launch_gather_augmented(const float* x, const int32_t* y, int features, con
 
 // gossip.cu: the fused gossip + update (see there). row_ptr == nullptr: P = I. With state, a
 // NaN or Inf written into W' or buf' sets its first_nonfinite_{weights,momentum} to state->step.
+// A shard's CSR columns >= m read row (column - m) of the halo arrays (ld floats a row): the
+// foreign neighbours' W, and with atc their G and momentum.
 struct GossipParams {
   float lr, mu, wd;
   bool nesterov, atc;
 };
+struct HaloRows {
+  const float* w = nullptr;
+  const float* g = nullptr;
+  const float* buf = nullptr;
+};
 void launch_gossip_update(const int* row_ptr, const int* col, const float* val, int m, int64_t ld,
                           const float* w, const float* g, const float* buf, float* buf_out,
-                          float* w_out, const GossipParams& p, DeviceLossState* state,
-                          cudaStream_t s);
+                          float* w_out, const HaloRows& halo, const GossipParams& p,
+                          DeviceLossState* state, cudaStream_t s);
 
 // softmax_xent.cu: rows = models * rows_per_model logit rows of `classes`; the label of row r
 // of model k is y[k * y_stride + r]. Loss and correctness per row; logits replaced by
@@ -73,22 +81,31 @@ void launch_act_backward(const float* da, const float* rda, const float* z, cons
 void launch_column_sums(const float* dz, int rows, int out, int models, float* dst,
                         int64_t dst_stride, float beta, cudaStream_t s);
 
-// init.cu: W[k][i] = the initial weight i of worker k (philox.hpp initial_weight) inside each
-// layer's weights, 0 elsewhere (biases, padding). At most kMaxInitLayers layers.
+// init.cu: W[k][i] = the initial weight i of worker first_worker + k (philox.hpp
+// initial_weight) inside each layer's weights, 0 elsewhere (biases, padding). At most
+// kMaxInitLayers layers.
 constexpr int kMaxInitLayers = 16;
 struct InitLayers {
   int count;
   int in[kMaxInitLayers], out[kMaxInitLayers];
   long long w_offset[kMaxInitLayers], b_offset[kMaxInitLayers];
 };
-void launch_init_weights(float* W, int m, int64_t ld, const InitLayers& layers, bool kaiming,
-                         uint64_t seed, bool same_init, cudaStream_t s);
+void launch_init_weights(float* W, int first_worker, int m, int64_t ld, const InitLayers& layers,
+                         bool kaiming, uint64_t seed, bool same_init, cudaStream_t s);
 
 // reduce.cu: reductions over the m rows of an m x ld matrix (first d columns), in double, in
 // a fixed order (same bits every run).
 //   mean64[i] = (1/m) sum_k a[k][i], and mean32 the same in float (either may be null).
 void launch_row_mean(const float* a, int m, int64_t ld, int64_t d, double* mean64, float* mean32,
                      cudaStream_t s);
+//   sum64[i] = sum_k a[k][i] in worker order (a shard's part of a sharded mean; the padding 0).
+void launch_row_sum(const float* a, int m, int64_t ld, int64_t d, double* sum64, cudaStream_t s);
+//   mean64[i] = sum[i] / divisor, and mean32 the same in float (either may be null; ld values,
+//   the padding 0): a sharded mean from the shards' summed sums.
+void launch_divide_row(const double* sum, int64_t ld, int64_t d, double divisor, double* mean64,
+                       float* mean32, cudaStream_t s);
+//   a[k][i] = row[i] for every k, i < d.
+void launch_set_rows(float* a, int m, int64_t ld, int64_t d, const float* row, cudaStream_t s);
 //   a[k][i] = (1/m) sum_j a[j][i] for every k (C-SGD's gradient, local SGD's averaging).
 void launch_average_rows(float* a, int m, int64_t ld, int64_t d, cudaStream_t s);
 // Sum of squares, deterministic: *result = sum_k sum_i (a[k][i] - mean[i])^2 over an m x ld

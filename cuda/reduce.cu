@@ -21,16 +21,33 @@ static __device__ double block_sum(double v) {
   return total;
 }
 
-// One thread a column; the m rows summed in worker order.
-static __global__ void row_mean_f32(const float* a, int m, int64_t ld, int64_t d, double* mean64,
-                                    float* mean32) {
+// One thread a column; the m rows summed in worker order, divided by `divisor` (m for the mean,
+// 1 for a shard's sum).
+static __global__ void row_mean_f32(const float* a, int m, int64_t ld, int64_t d, double divisor,
+                                    double* mean64, float* mean32) {
   GRID_STRIDE(i, ld) {
     double sum = 0;
     if (i < d)
       for (int k = 0; k < m; ++k) sum += double(a[int64_t(k) * ld + i]);
-    const double mean = i < d ? sum / m : 0.0;
+    const double mean = i < d ? sum / divisor : 0.0;
     if (mean64 && i < d) mean64[i] = mean;
     if (mean32) mean32[i] = float(mean);
+  }
+}
+
+static __global__ void divide_row(const double* sum, int64_t ld, int64_t d, double divisor,
+                                  double* mean64, float* mean32) {
+  GRID_STRIDE(i, ld) {
+    const double mean = i < d ? sum[i] / divisor : 0.0;
+    if (mean64 && i < d) mean64[i] = mean;
+    if (mean32) mean32[i] = float(mean);
+  }
+}
+
+static __global__ void set_rows_f32(float* a, int m, int64_t ld, int64_t d, const float* row) {
+  GRID_STRIDE(t, int64_t(m) * d) {
+    const int64_t i = t % d;
+    a[(t / d) * ld + i] = row[i];
   }
 }
 
@@ -155,7 +172,27 @@ static __global__ void ensemble_rows_f32(const float* logits, const int32_t* y, 
 void launch_row_mean(const float* a, int m, int64_t ld, int64_t d, double* mean64, float* mean32,
                      cudaStream_t s) {
   if (ld == 0) return;
-  row_mean_f32<<<linear_blocks(ld), kLinearBlock, 0, s>>>(a, m, ld, d, mean64, mean32);
+  row_mean_f32<<<linear_blocks(ld), kLinearBlock, 0, s>>>(a, m, ld, d, double(m), mean64, mean32);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_row_sum(const float* a, int m, int64_t ld, int64_t d, double* sum64, cudaStream_t s) {
+  if (ld == 0) return;
+  row_mean_f32<<<linear_blocks(ld), kLinearBlock, 0, s>>>(a, m, ld, d, 1.0, sum64, nullptr);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_divide_row(const double* sum, int64_t ld, int64_t d, double divisor, double* mean64,
+                       float* mean32, cudaStream_t s) {
+  if (ld == 0) return;
+  divide_row<<<linear_blocks(ld), kLinearBlock, 0, s>>>(sum, ld, d, divisor, mean64, mean32);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_set_rows(float* a, int m, int64_t ld, int64_t d, const float* row, cudaStream_t s) {
+  const int64_t n = int64_t(m) * d;
+  if (n == 0) return;
+  set_rows_f32<<<linear_blocks(n), kLinearBlock, 0, s>>>(a, m, ld, d, row);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -11,11 +11,11 @@ namespace gossamer {
 
 static __global__ void sample_minibatches_i64(const int64_t* offsets, const int64_t* shard_indices,
                                               bool shared, uint64_t seed, uint64_t step,
-                                              int workers, int batch, int64_t* out,
-                                              DeviceLossState* state) {
+                                              int first_worker, int workers, int batch,
+                                              int64_t* out, DeviceLossState* state) {
   if (blockIdx.x == 0 && threadIdx.x == 0 && state) state->step = (long long)step;
   GRID_STRIDE(t, int64_t(workers) * batch) {
-    const int k = int(t / batch), j = int(t % batch), shard = shared ? 0 : k;
+    const int k = first_worker + int(t / batch), j = int(t % batch), shard = shared ? 0 : k;
     const int64_t base = offsets[shard], size = offsets[shard + 1] - base;
     out[t] =
         shard_indices[base + int64_t(minibatch_position(seed, uint32_t(k), step, uint32_t(batch),
@@ -64,12 +64,13 @@ void launch_gather_augmented(const float* x, const int32_t* y, int features, con
 }
 
 void launch_sample(const int64_t* offsets, const int64_t* shard_indices, bool shared, uint64_t seed,
-                   int64_t step, int workers, int batch, int64_t* idx, DeviceLossState* state,
-                   cudaStream_t s) {
+                   int64_t step, int first_worker, int workers, int batch, int64_t* idx,
+                   DeviceLossState* state, cudaStream_t s) {
   const int64_t n = int64_t(workers) * batch;
   // linear_blocks gives at least one block, so the step is written even for an empty batch.
   sample_minibatches_i64<<<linear_blocks(n), kLinearBlock, 0, s>>>(
-      offsets, shard_indices, shared, seed, uint64_t(step), workers, batch, idx, state);
+      offsets, shard_indices, shared, seed, uint64_t(step), first_worker, workers, batch, idx,
+      state);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -88,8 +89,8 @@ std::vector<int64_t> cuda_sample_minibatches(const Partition& p, uint64_t seed, 
   if (n == 0) return {};
   DeviceArray<int64_t> offsets(p.offsets), indices(p.indices), result(n);
   result.poison();  // an unwritten index reads -1
-  launch_sample(offsets.get(), indices.get(), p.shared, seed, step, m, batch, result.get(), nullptr,
-                nullptr);
+  launch_sample(offsets.get(), indices.get(), p.shared, seed, step, 0, m, batch, result.get(),
+                nullptr, nullptr);
   return result.fetch();
 }
 

@@ -1,6 +1,8 @@
 #include "gossamer/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 
@@ -225,8 +227,9 @@ namespace {
 
 // One subcommand each: add() declares its options on the app, run() does it.
 struct RunCommand {
-  std::string config_path, out_dir, backend_name, resume_dir;
+  std::string config_path, out_dir, backend_name, resume_dir, devices;
   std::vector<std::string> overrides;
+  Processes processes;
   CLI::App* cmd = nullptr;
   CLI::Option* out_opt = nullptr;
 
@@ -245,18 +248,56 @@ struct RunCommand {
         "--out", out_dir, "Run folder (default runs/NAME-TIMESTAMP); must not hold a run already");
     cmd->add_option("--backend", backend_name, "auto | cpu | cuda (overrides the config's backend)")
         ->check(CLI::IsMember(find_key("backend")->choices));
+    cmd->add_option("--devices", devices,
+                    "GPUs of this process, one shard each: --devices 0,1,2,3 (sets the config's "
+                    "devices; an ordinal may repeat)");
+    cmd->add_option("--world", processes.world,
+                    "Number of processes of a multi-process run (each with --rank and the same "
+                    "--rendezvous and --out)")
+        ->check(CLI::Range(1, 1 << 16));
+    cmd->add_option("--rank", processes.rank, "This process's rank, 0 to world - 1 (rank 0 writes the run folder)")
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--rendezvous", processes.rendezvous,
+                    "A file path on a filesystem every rank sees: rank 0 writes NCCL's id there, the "
+                    "others wait for it (use a fresh path a run)");
+    cmd->add_option("--rendezvous-timeout", processes.timeout_seconds,
+                    "Seconds ranks > 0 wait for the rendezvous file (default 300)")
+        ->check(CLI::PositiveNumber);
+  }
+
+  // --devices 0,1 as the config key; the processes checked against each other.
+  void layout_options() {
+    if (!devices.empty()) {
+      for (char ch : devices)
+        if (!(std::isdigit(static_cast<unsigned char>(ch)) || ch == ','))
+          throw config_error("--devices: \"" + devices +
+                             "\": expected GPU ordinals separated by commas, e.g. 0,1,2,3");
+      overrides.push_back("devices=[" + devices + "]");
+    }
+    if (processes.rank >= processes.world)
+      throw config_error("--rank " + std::to_string(processes.rank) + ": expected 0 to --world - 1 (" +
+                         std::to_string(processes.world - 1) + ")");
+    if (processes.world > 1 && processes.rendezvous.empty())
+      throw config_error("--world " + std::to_string(processes.world) +
+                         ": give --rendezvous FILE, a path every rank sees");
+    if (processes.world > 1 && out_dir.empty() && resume_dir.empty())
+      throw config_error("--world " + std::to_string(processes.world) +
+                         ": give every rank the same --out RUN_DIR (or --resume RUN_DIR)");
   }
 
   int run() {
     if (!resume_dir.empty()) {
       const bool layout_only = std::all_of(overrides.begin(), overrides.end(), [](const std::string& o) {
-        return o.rfind("shards=", 0) == 0;
+        return o.rfind("shards=", 0) == 0 || o.rfind("devices=", 0) == 0 ||
+               o.rfind("transport=", 0) == 0;
       });
       if (!layout_only || !out_dir.empty() || !backend_name.empty())
         throw config_error(
-            "--resume: takes no --out, --backend or --set other than --set shards=N; the run "
-            "continues as its config.json says");
-      const RunConfig config = load_config_file(resume_dir + "/config.json", overrides);
+            "--resume: takes no --out, --backend or --set other than the layout (--set shards=N, "
+            "devices=[...], transport=...); the run continues as its config.json says");
+      layout_options();
+      RunConfig config = load_config_file(resume_dir + "/config.json", overrides);
+      config.processes = processes;
       RunOptions options;
       options.resume = true;
       return run_training(config, resume_dir, std::cout, options).exit_code;
@@ -265,7 +306,9 @@ struct RunCommand {
     if (out_opt->count() > 0 && out_dir.empty())
       throw config_error("--out: empty; give a folder, or leave --out out for runs/NAME-TIME");
     if (!backend_name.empty()) overrides.push_back("backend=" + backend_name);
-    const RunConfig config = load_config_file(config_path, overrides);
+    layout_options();
+    RunConfig config = load_config_file(config_path, overrides);
+    config.processes = processes;
     return run_training(config, out_dir, std::cout).exit_code;
   }
 };

@@ -312,8 +312,19 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
     throw config_error(source + ": shards: " + std::to_string(c.shards) + " shards for " +
                        std::to_string(c.workers) + " workers; expected at most one shard a worker");
   if (c.shards > 1 && c.backend == "cuda")
-    throw config_error(source + ": shards: sharding runs on the cpu backend (backend \"cpu\" or "
-                       "\"auto\"); the CUDA backend's multi-GPU sharding is not built yet");
+    throw config_error(source + ": shards: the CPU backend's shards; the CUDA backend shards over "
+                       "\"devices\" (e.g. [0, 0] for two shards on GPU 0)");
+  c.devices = get<std::vector<int>>(resolved, "devices");
+  c.transport = get<std::string>(resolved, "transport");
+  if (!c.devices.empty() && c.backend == "cpu")
+    throw config_error(source + ": devices: GPUs for the cuda backend, but backend is \"cpu\" "
+                       "(the CPU backend shards with \"shards\")");
+  if (!c.devices.empty() && c.shards > 1)
+    throw config_error(source + ": devices and shards: give one (devices shards the CUDA backend, "
+                       "shards the CPU backend)");
+  if (int(c.devices.size()) > c.workers)
+    throw config_error(source + ": devices: " + std::to_string(c.devices.size()) + " shards for " +
+                       std::to_string(c.workers) + " workers; expected at most one shard a worker");
   c.precision = get<std::string>(resolved, "precision");
   c.math = get<std::string>(resolved, "math");
 
@@ -400,9 +411,10 @@ RunConfig load_config_file(const std::string& path, const std::vector<std::strin
 
 std::string config_hash(const json& resolved) {
   // The layout keys change where the rows live, not the results: a run resumed with another
-  // number of shards is the same run.
+  // number of shards, on other GPUs or over another transport is the same run.
   json identity = resolved;
-  if (identity.is_object()) identity.erase("shards");
+  if (identity.is_object())
+    for (const char* layout : {"shards", "devices", "transport"}) identity.erase(layout);
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
   for (unsigned char ch : identity.dump()) {
     h ^= ch;

@@ -26,16 +26,23 @@ std::string tf32_note(const BackendSetup& setup) {
 std::unique_ptr<Backend> make_backend(const std::string& which, const std::string& precision,
                                       const BackendSetup& setup, std::string* chosen) {
   const bool float64 = precision == "float64";
+  if (setup.processes.world > 1 && (which == "cpu" || float64 || setup.shards > 1))
+    throw config_error("--world " + std::to_string(setup.processes.world) +
+                       ": several processes run the CUDA backend's shards (NCCL); the CPU backend "
+                       "runs in one process (shards: S for its shards)");
   if (which == "cpu") {
     *chosen = "cpu (asked for)";
     return make_cpu_backend(setup, float64);
   }
   const DeviceList gpus = list_devices();
-  if (which == "cuda") {
-    if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
+  // Devices, several processes or NCCL name the CUDA backend, whatever `backend` says.
+  const bool gpu_layout = !setup.devices.empty() || setup.processes.world > 1 || setup.transport == "nccl";
+  if (which == "cuda" || gpu_layout) {
+    const std::string why = which == "cuda" ? "--backend cuda" : "devices / --world / transport nccl";
+    if (gpus.devices.empty()) throw runtime_error(why + ": " + gpus.why_none);
 #ifdef GOSSAMER_HAVE_CUDA
     auto backend = make_cuda_backend(setup, CudaOptions{});
-    *chosen = backend->name() + " (asked for)";
+    *chosen = backend->name() + " (asked for: " + why + ")";
     return backend;
 #endif
   }
@@ -75,6 +82,9 @@ BackendSetup backend_setup(const RunConfig& c, const ModelSpec& model, const Dat
   setup.tf32 = c.math == "tf32";
   setup.perturbs = c.algorithm.perturbs_weights();
   setup.shards = c.shards;
+  setup.devices = c.devices;
+  setup.transport = c.transport;
+  setup.processes = c.processes;
   setup.augment = {data.train.height, data.train.width, data.train.channels, c.data.augment_crop,
                    c.data.augment_flip};
   return setup;

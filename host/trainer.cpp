@@ -214,8 +214,10 @@ void write_failed_summary(const RunConfig& c, const std::string& dir, const RunR
 
 }  // namespace
 
-RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log,
-                       const RunOptions& opt) {
+namespace {
+
+RunResult run_in_folder(const RunConfig& c, const std::string& out_arg, std::ostream& log,
+                        const RunOptions& opt) {
   RunResult result;
   const bool claimed = out_arg.empty();
   result.out_dir = claimed ? claim_default_out_dir(c.name) : out_arg;
@@ -237,6 +239,48 @@ RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostr
     if (error == e.what()) throw;
     throw runtime_error(error);
   }
+}
+
+// A rank > 0 of a multi-process run takes part in every collective of the run, so it runs the
+// same trainer, but in a private scratch folder that it removes at the end: rank 0 alone writes
+// the run folder. A resume starts from a copy of the run folder (its checkpoint and metrics).
+RunResult run_follower(const RunConfig& c, const std::string& out_arg, std::ostream& log,
+                       const RunOptions& opt) {
+  const fs::path scratch = fs::temp_directory_path() /
+                           ("gossamer-rank-" + std::to_string(c.processes.rank) + "-" +
+                            std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(scratch, ec);
+  if (opt.resume) {
+    fs::copy(out_arg, scratch, fs::copy_options::recursive, ec);
+    if (ec)
+      throw runtime_error("rank " + std::to_string(c.processes.rank) + ": cannot copy the run folder " +
+                          out_arg + " to " + scratch.string() + " to resume: " + ec.message());
+  }
+  std::ostream quiet(nullptr);  // rank 0 reports progress
+  RunResult r;
+  try {
+    r = run_in_folder(c, scratch.string(), quiet, opt);
+  } catch (...) {
+    fs::remove_all(scratch, ec);
+    throw;
+  }
+  fs::remove_all(scratch, ec);
+  log << "gossamer: rank " << c.processes.rank << " of " << c.processes.world << ": " << r.status
+      << " (rank 0 writes " << out_arg << ")\n";
+  r.out_dir = out_arg;
+  return r;
+}
+
+}  // namespace
+
+RunResult run_training(const RunConfig& c, const std::string& out_arg, std::ostream& log,
+                       const RunOptions& opt) {
+  if (c.processes.world > 1 && out_arg.empty())
+    throw config_error("--world " + std::to_string(c.processes.world) +
+                       ": every rank needs the same run folder (--out RUN_DIR)");
+  if (c.processes.rank > 0) return run_follower(c, out_arg, log, opt);
+  return run_in_folder(c, out_arg, log, opt);
 }
 
 namespace {

@@ -4,11 +4,14 @@
 // the number of shards.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <thread>
 
 #include "gossamer/checkpoint.hpp"
+#include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/transport.hpp"
 #include "gossamer/trainer.hpp"
@@ -209,7 +212,7 @@ TEST(ShardTest, BadShardCountsAreConfigErrorsNamingTheKey) {
     return std::string("(accepted)");
   };
   EXPECT_NE(message({{"shards", 5}}).find("f.json: shards: 5 shards for 4 workers"), std::string::npos);
-  EXPECT_NE(message({{"shards", 2}, {"backend", "cuda"}}).find("shards: sharding runs on the cpu"),
+  EXPECT_NE(message({{"shards", 2}, {"backend", "cuda"}}).find("shards: the CPU backend's shards"),
             std::string::npos);
   EXPECT_NE(message({{"shards", 0}}).find("shards"), std::string::npos);
 }
@@ -225,5 +228,162 @@ TEST(ShardTest, ResumeTakesShardsAndNoOtherSet) {
   EXPECT_NE(shards.code, 0);
   EXPECT_EQ(shards.output.find("--set shards=N"), std::string::npos) << shards.output;
   EXPECT_NE(shards.output.find("config.json"), std::string::npos) << shards.output;
+  std::filesystem::remove_all(dir);
+}
+
+// Consecutive copies between the same two shards become one run; anything else starts a new one.
+TEST(ShardTest, RowRunsJoinConsecutiveCopies) {
+  const std::vector<RowCopy> copies = {{1, 0, 4, 0}, {1, 0, 5, 1}, {1, 0, 6, 2},  // one run
+                                       {2, 0, 8, 3},                              // another owner
+                                       {0, 1, 0, 0}, {0, 1, 2, 1},                // a gap
+                                       {2, 1, 9, 2}};
+  const std::vector<RowRun> runs = row_runs(copies);
+  ASSERT_EQ(runs.size(), 5u);
+  EXPECT_EQ(runs[0].from, 1);
+  EXPECT_EQ(runs[0].worker, 4);
+  EXPECT_EQ(runs[0].count, 3);
+  EXPECT_EQ(runs[1].worker, 8);
+  EXPECT_EQ(runs[1].slot, 3);
+  EXPECT_EQ(runs[2].count, 1);
+  EXPECT_EQ(runs[3].worker, 2);
+  EXPECT_EQ(runs[4].to, 1);
+  // Every copy is covered once, in order.
+  int64_t rows = 0;
+  for (const RowRun& r : runs) rows += r.count;
+  EXPECT_EQ(rows, int64_t(copies.size()));
+  // A ring's halo over 4 shards of 12 workers: each shard reads one row on each side, 8 runs.
+  Csr ring;
+  ring.n = 12;
+  for (int k = 0; k < 12; ++k) ring.add_row({{(k + 11) % 12, 1.0 / 3}, {k, 1.0 / 3}, {(k + 1) % 12, 1.0 / 3}});
+  EXPECT_EQ(row_runs(plan_halo(ring, ShardLayout(12, 4)).copies).size(), 8u);
+}
+
+// Rank 0 writes the id, the other ranks read it back, waiting for it; the file goes when all
+// have joined.
+TEST(RendezvousTest, RankZeroWritesAndTheOthersReadTheSameBytes) {
+  const auto dir = fresh_temp_dir("rendezvous");
+  Processes p;
+  p.world = 3;
+  p.rendezvous = (dir / "id").string();
+  p.timeout_seconds = 10;
+  std::string payload(128, '\0');
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = char(i * 37 + 5);  // every byte value kind
+  std::string got1, got2;
+  Processes p1 = p, p2 = p;
+  p1.rank = 1;
+  p2.rank = 2;
+  std::thread r1([&] { got1 = rendezvous(p1, ""); });  // before rank 0: they wait
+  std::thread r2([&] { got2 = rendezvous(p2, ""); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(rendezvous(p, payload), payload);
+  r1.join();
+  r2.join();
+  EXPECT_EQ(got1, payload);
+  EXPECT_EQ(got2, payload);
+  EXPECT_FALSE(std::filesystem::exists(dir / "id.tmp"));
+  remove_rendezvous(p1);  // only rank 0 removes it
+  EXPECT_TRUE(std::filesystem::exists(dir / "id"));
+  remove_rendezvous(p);
+  EXPECT_FALSE(std::filesystem::exists(dir / "id"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(RendezvousTest, AFileThatNeverAppearsTimesOutNamingThePath) {
+  const auto dir = fresh_temp_dir("rendezvous");
+  Processes p;
+  p.rank = 2;
+  p.world = 4;
+  p.rendezvous = (dir / "never").string();
+  p.timeout_seconds = 0.2;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    rendezvous(p, "");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(p.rendezvous), std::string::npos) << what;
+    EXPECT_NE(what.find("did not appear within 0.2 s"), std::string::npos) << what;
+    EXPECT_NE(what.find("rank 2 of 4"), std::string::npos) << what;
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(waited, 0.2);
+  EXPECT_LT(waited, 5.0);
+  // A file of another run's size, or not one rank 0 wrote, is named and refused.
+  Processes writer = p;
+  writer.rank = 0;
+  writer.world = 3;
+  rendezvous(writer, "ab");
+  try {
+    rendezvous(p, "");
+    ADD_FAILURE() << "a file for 3 ranks was taken by a run of 4";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("world 4"), std::string::npos) << e.what();
+  }
+  std::ofstream(p.rendezvous) << "hello\n";
+  EXPECT_THROW(rendezvous(p, ""), Error);
+  Processes none = p;
+  none.rendezvous.clear();
+  EXPECT_THROW(rendezvous(none, ""), Error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ShardTest, BadDeviceLayoutsAreConfigErrorsNamingTheKey) {
+  const auto message = [](const json& patch) {
+    try {
+      load_config(tiny_config(patch), {}, "f.json");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Config);
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_NE(message({{"devices", {0, 0, 0, 0, 0}}}).find("f.json: devices: 5 shards for 4 workers"),
+            std::string::npos);
+  EXPECT_NE(message({{"devices", {0}}, {"backend", "cpu"}}).find("devices: GPUs for the cuda backend"),
+            std::string::npos);
+  EXPECT_NE(message({{"devices", {0, 1}}, {"shards", 2}}).find("devices and shards"), std::string::npos);
+  EXPECT_NE(message({{"devices", {-1}}}).find("devices"), std::string::npos);
+  EXPECT_NE(message({{"transport", "mpi"}}).find("transport"), std::string::npos);
+  EXPECT_EQ(message({{"devices", {0, 0}}, {"transport", "copy"}}), "(accepted)");
+  // The layout keys are not the run's identity: a resume may change them.
+  const RunConfig a = load_config(tiny_config(), {}, "a"),
+                  b = load_config(tiny_config({{"devices", {0, 0}}, {"transport", "nccl"}}), {}, "b");
+  EXPECT_EQ(config_hash(a.resolved), config_hash(b.resolved));
+}
+
+TEST(ShardTest, MultiProcessCommandLinesAreCheckedBeforeAnythingRuns) {
+  const auto dir = fresh_temp_dir("multiproc");
+  const std::string config = (dir / "c.json").string();
+  std::ofstream(config) << tiny_config().dump();
+  const auto expect_error = [&](const std::string& args, const std::string& text) {
+    const Result r = run_cli("run " + config + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(text), std::string::npos) << args << "\n" << r.output;
+  };
+  expect_error("--devices 0,x", "--devices: \"0,x\": expected GPU ordinals");
+  expect_error("--world 2 --rank 2 --rendezvous " + (dir / "id").string() + " --out " + (dir / "r").string(),
+               "--rank 2: expected 0 to --world - 1 (1)");
+  expect_error("--world 2 --rank 1 --out " + (dir / "r").string(), "give --rendezvous FILE");
+  expect_error("--world 2 --rank 1 --rendezvous " + (dir / "id").string(), "the same --out RUN_DIR");
+  expect_error("--backend cpu --world 2 --rank 1 --rendezvous " + (dir / "id").string() + " --out " +
+                   (dir / "r").string(),
+               "--world 2: several processes run the CUDA backend's shards");
+  // Nothing was written.
+  EXPECT_FALSE(std::filesystem::exists(dir / "r"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "id"));
+  std::filesystem::remove_all(dir);
+}
+
+// A device that does not exist: where no GPU is visible the run stops with the runtime's reason
+// and the key that asked for a GPU (the GPU suite checks the ordinal's own message).
+TEST(ShardTest, DevicesWithoutAGpuSayWhy) {
+  if (!list_devices().devices.empty()) GTEST_SKIP() << "a GPU is visible here (CudaShardTest checks it)";
+  const auto dir = fresh_temp_dir("nodevice");
+  const std::string config = (dir / "c.json").string();
+  std::ofstream(config) << tiny_config().dump();
+  const Result r = run_cli("run " + config + " --devices 7 --out " + (dir / "r").string());
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("devices"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(list_devices().why_none), std::string::npos) << r.output;
   std::filesystem::remove_all(dir);
 }

@@ -48,6 +48,11 @@ struct BackendSetup {
   // shards are those of the global worker ids.
   int first_worker = 0;
   int shards = 1;         // the CPU backend: split the workers into this many shards
+  // The CUDA backend: one shard per entry, on that GPU (an ordinal may repeat: several shards on
+  // one GPU); empty: GPU 0, unsharded. The transport between shards: "auto", "copy", "nccl".
+  std::vector<int> devices;
+  std::string transport = "auto";
+  Processes processes;    // a multi-process run: this process's rank among `world`
   AugmentShape augment;   // the training minibatches' crops and flips (off by default)
   bool tf32 = false;      // CUDA backend: TF32 tensor-core GEMMs instead of exact FP32
   bool perturbs = false;  // the algorithm calls perturb_weights (SAM, average-direction SAM)

@@ -117,6 +117,14 @@ struct CurvatureConfig {
   bool wants(const std::string& name) const;
 };
 
+// The processes of a multi-process run (gossamer run --rank --world --rendezvous): each holds
+// the shards of its devices; rank 0 writes the run folder.
+struct Processes {
+  int rank = 0, world = 1;
+  std::string rendezvous;        // the file on a shared filesystem that carries NCCL's id
+  double timeout_seconds = 300;  // how long ranks > 0 wait for it
+};
+
 struct RunConfig {
   std::string name;
   uint64_t seed = 0;
@@ -131,6 +139,9 @@ struct RunConfig {
   MetricsConfig metrics;
   CurvatureConfig curvature;
   int shards = 1;           // CPU backend: shards of W's rows (a layout: not in config_hash)
+  std::vector<int> devices; // CUDA backend: a shard per entry on that GPU (a layout, as shards)
+  std::string transport;    // auto | copy | nccl: between the CUDA backend's shards (a layout)
+  Processes processes;      // a multi-process run (the command line's, not the file's)
   std::string backend;      // auto | cpu | cuda
   std::string precision;    // float32 | float64
   std::string math;         // fp32 | tf32 (cuda backend GEMMs)

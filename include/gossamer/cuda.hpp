@@ -17,10 +17,14 @@ struct CudaOptions {
   // Fill every output buffer with NaN before the kernels that write it, so that an element a
   // kernel forgets to write shows up (agreement tests; slower).
   bool poison = false;
+  // The GPU ordinal (an unsharded backend; a sharded one sets it per shard from setup.devices).
+  int device = 0;
 };
 
-// The CUDA backend on device 0 (cuda/cuda_backend.cu). Checks the memory plan against free
-// device memory before allocating; throws a clear error when no GPU is visible.
+// The CUDA backend (cuda/cuda_backend.cu): on GPU setup.devices[0] (0 when empty), or sharded
+// over setup.devices and setup.processes (cuda/sharded_backend.cu). Checks the memory plan
+// against free device memory before allocating; throws a clear error when no GPU is visible or
+// a device does not exist.
 std::unique_ptr<Backend> make_cuda_backend(const BackendSetup& setup, const CudaOptions& options);
 
 // The card's ceilings for the benchmark: device-to-device copy (bytes read + written, GB/s)

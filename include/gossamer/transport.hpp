@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gossamer/backend.hpp"
 #include "gossamer/topology.hpp"
 
 namespace gossamer {
@@ -43,6 +44,16 @@ struct ShardMixing {
   std::vector<int> halo;     // global worker of each halo slot, ascending
 };
 
+// Consecutive copies between the same two shards (workers w, w+1, ... into slots s, s+1, ...) as
+// one run: rows are contiguous in W and in the halo, so a run is one copy or one message.
+struct RowRun {
+  int from = 0, to = 0;
+  int worker = 0;
+  int64_t slot = 0;
+  int64_t count = 0;
+};
+std::vector<RowRun> row_runs(const std::vector<RowCopy>& copies);
+
 // Every shard's part of P (rows in order, columns renumbered) and the copies that fill the halos.
 struct HaloPlan {
   std::vector<ShardMixing> shards;
@@ -69,5 +80,14 @@ class Transport {
  protected:
   int64_t m_bytes = 0;
 };
+
+// The rendezvous of a multi-process run through a file on a shared filesystem: rank 0 writes
+// `payload` (NCCL's unique id) to `path` atomically (a temporary file renamed into place) and
+// returns it; every other rank waits for the file, up to timeout_seconds, and returns what it
+// holds. A rank that waits longer throws an error naming the path and the wait; a file that is
+// not what rank 0 writes is an error naming it. Rank 0 removes the file when every rank has
+// joined (remove_rendezvous), so a later run cannot read a stale id.
+std::string rendezvous(const Processes& p, const std::string& payload);
+void remove_rendezvous(const Processes& p);
 
 }  // namespace gossamer

@@ -56,4 +56,20 @@ HaloPlan plan_halo(const Csr& mixing, const ShardLayout& layout) {
   return plan;
 }
 
+std::vector<RowRun> row_runs(const std::vector<RowCopy>& copies) {
+  std::vector<RowRun> runs;
+  for (const RowCopy& c : copies) {
+    if (!runs.empty()) {
+      RowRun& r = runs.back();
+      if (r.from == c.from && r.to == c.to && r.worker + r.count == c.worker &&
+          r.slot + r.count == c.slot) {
+        ++r.count;
+        continue;
+      }
+    }
+    runs.push_back({c.from, c.to, c.worker, c.slot, 1});
+  }
+  return runs;
+}
+
 }  // namespace gossamer
