@@ -171,7 +171,7 @@ struct BenchOptions {
   std::string backend = "cpu", math = "fp32", out_dir = "bench/results", export_dir;
   int repeats = 10, calls = 5;
   bool curvature = true, ceilings = true;
-  std::vector<int> shards;  // --shards: the halo table and the CPU transport's cost
+  std::vector<int> shards;  // --shards: the halo table and the transport's cost
 };
 
 // The machine and its measured ceilings (NaN with --no-ceilings).
@@ -381,7 +381,7 @@ json bench_curvature(Simulation& sim) {
 // Sharding (docs/ARCHITECTURE.md, "Shards"): for S shards of the workload's workers, the rows
 // and bytes each shard receives a step (the most over shards, averaged over a period of a
 // time-varying topology, in float32 rows as on a GPU) for its topology and the others of the
-// table; and, on the CPU backend, the sharded gossip + update against the unsharded one (the
+// table; and the sharded gossip + update against the unsharded one on the bench's backend (the
 // in-process transport's cost: the halo plan and the row copies).
 json bench_shards(const BenchOptions& o, const std::string& name) {
   json out = json::array();
@@ -416,10 +416,16 @@ json bench_shards(const BenchOptions& o, const std::string& name) {
                   topo, S, most_rows, most_rows * row_bytes / 1e6, 100 * most_rows / (double(m) / S));
     }
   }
-  // The CPU transport: sharded gossip + update against one shard, the workload's own topology.
-  json cfg = workload(name, "cpu");
+  // The transport's cost: the sharded gossip + update against one shard, the workload's own
+  // topology, on the bench's backend: CPU shards (in-process copies), or CUDA shards on GPU 0
+  // (device copies between shards on one GPU: the halo plan, the copies and S smaller launches).
   const auto time_update = [&](int shards) {
-    cfg["shards"] = shards;
+    json cfg = workload(name, o.backend);
+    if (o.backend == "cuda") {
+      if (shards > 1) cfg["devices"] = std::vector<int>(size_t(shards), 0);
+    } else {
+      cfg["shards"] = shards;
+    }
     auto sim = make_simulation(load_config(cfg, {}, "workload " + name));
     Backend& b = *sim->backend;
     const Csr& mixing = sim->topology->at(0);
@@ -431,9 +437,11 @@ json bench_shards(const BenchOptions& o, const std::string& name) {
     if (S > m || S < 2) continue;
     if (std::isnan(one)) one = time_update(1);
     const double sharded = time_update(S);
-    out.push_back({{"cpu_gossip_update_seconds", {{"shards", S}, {"one_shard", one}, {"sharded", sharded}}}});
-    std::printf("  CPU gossip + update, %s: %.3f ms unsharded, %.3f ms in %d shards (%.2fx)\n",
-                base.topology.name.c_str(), one * 1e3, sharded * 1e3, S, sharded / one);
+    out.push_back({{"gossip_update_seconds",
+                    {{"backend", o.backend}, {"shards", S}, {"one_shard", one}, {"sharded", sharded}}}});
+    std::printf("  %s gossip + update, %s: %.3f ms unsharded, %.3f ms in %d shards (%.2fx)\n",
+                o.backend.c_str(), base.topology.name.c_str(), one * 1e3, sharded * 1e3, S,
+                sharded / one);
   }
   return out;
 }
@@ -458,7 +466,8 @@ int run_bench(int argc, char** argv) {
   app.add_option("--out", o.out_dir, "Folder of the JSON result");
   app.add_option("--shards", o.shards,
                  "Shard counts for the halo table (rows and bytes a shard receives a step, per "
-                 "topology) and the CPU transport's cost, e.g. --shards 2,4,8")
+                 "topology) and the transport's cost on the backend (CPU shards, or CUDA shards on "
+                 "GPU 0), e.g. --shards 2,4,8")
       ->delimiter(',')
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--export-curvature", o.export_dir,

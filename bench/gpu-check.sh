@@ -11,15 +11,17 @@
 # Steps (each capped by `timeout`; a step whose cap would end past BUDGET = 540 s is skipped, so
 # the visit ends within it; the expected total is ~120 s without the peers and ~280 s with them:
 # the fourth visit's tests, runs and benchmark took 80 s):
-#   tests     the GPU agreement suite, and the trainer, checkpoint and plan suites with backend
-#             auto (so on the GPU: checkpoints streamed through the pinned buffer)          90+60
+#   tests     the GPU agreement suite (with the sharded suite: 2-4 shards on the one GPU and
+#             NCCL with one rank against one shard), and the trainer, checkpoint and plan
+#             suites with backend auto (so on the GPU: checkpoints through the pinned buffer) 130+60
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
 #   bench     plan --fit on the card; gossamer-bench, workloads a and b with the curvature rows
 #             (HVP vs gradient, Hutchinson, power, Lanczos, every worker's trace and top
-#             eigenvalue, spectral density), then the m16 ... m65536 series (setup, ns a
-#             worker-step, checkpoint GB/s), FP32; a, b in TF32                            80+60+30
+#             eigenvalue, spectral density) and the shard rows (halo bytes, 2 and 4 shards'
+#             gossip on the one GPU against one shard), then the m16 ... m65536 series (setup,
+#             ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                       90+60+30
 #   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
 #             the checkpoint stream through the pinned buffer, the sampler)                2 x 60
@@ -50,7 +52,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=150 [runs]=240 [bench]=180 [peers]=160 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=190 [runs]=240 [bench]=190 [peers]=160 [sanitize]=120 [ncu]=90)
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -63,9 +65,9 @@ FMNIST=/usr/share/datasets/fashion-mnist
 [ -d $FMNIST ] || { FMNIST=$PWD/$B/fashion-mnist; export GOSSAMER_FASHION_MNIST=$FMNIST; }
 QS="configs/quickstart.json --set data.path=$FMNIST"
 nvidia-smi -L | tee "$V/nvidia-smi.txt"
-# The CUDA runtime is static; cuBLAS comes from the image's Python packages.
+# The CUDA runtime is static; cuBLAS and NCCL come from the image's Python packages.
 lib() { dirname "$(find / -name "$1" -print -quit 2>/dev/null)"; }
-export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libcublas.so.13):${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$(lib libcublasLt.so.13):$(lib libcublas.so.13):$(lib libnccl.so.2):${LD_LIBRARY_PATH:-}"
 ldd $B/tests/gossamer_cuda_tests | grep "not found" | tee "$V/missing-libs.txt"
 $B/gossamer devices | tee "$V/devices.txt"
 SUMMARY="$OUT/summary.txt"
@@ -75,7 +77,7 @@ say "gossamer gpu-check at $(cat $B/REVISION 2>/dev/null || echo unknown) on $(n
 
 if want tests; then
   echo "=== agreement tests"
-  timeout 90 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+  timeout 130 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
   say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
   # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
@@ -144,7 +146,7 @@ if want bench; then
   $B/gossamer plan $QS --fit | tee -a "$SUMMARY"
   # Workloads a and b with every curvature row (the peers compare against this JSON), then the
   # m-series on its own, so that a slow curvature row cannot cost the series.
-  timeout 80 $B/gossamer-bench --backend cuda --workload a,b \
+  timeout 90 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
     --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
   RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
