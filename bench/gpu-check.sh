@@ -172,7 +172,7 @@ fi
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   echo "=== sanitizers (short filter)"
   F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*:CudaBackendTest.VectorOperations*:CudaBackendTest.AugmentedMinibatches*'
-  F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*"
+  F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*:CudaShardTest.TheShardedGossipIsBitIdentical"
   timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
   timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
   say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/memcheck.txt" | tr '\n' ' ')"

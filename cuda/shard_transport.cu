@@ -108,14 +108,21 @@ class NcclTransport final : public ShardTransport {
     if (p.world == 1) {
       NCCL_CHECK(ncclGetUniqueId(&id));
     } else {
+      // One file a communicator: a run may make several (the equivalence tracker's companion
+      // backends), in the same order on every rank; FILE, then FILE.1, FILE.2, ...
+      static int made = 0;
+      Processes q = p;
+      if (made > 0) q.rendezvous += "." + std::to_string(made);
+      ++made;
       std::string bytes;
       if (p.rank == 0) {
         NCCL_CHECK(ncclGetUniqueId(&id));
         bytes.assign(reinterpret_cast<const char*>(&id), sizeof id);
       }
-      bytes = rendezvous(p, bytes);
+      bytes = rendezvous(q, bytes);
+      m_rendezvous = q;
       if (bytes.size() != sizeof id)
-        throw runtime_error("rendezvous file " + p.rendezvous + ": holds " +
+        throw runtime_error("rendezvous file " + q.rendezvous + ": holds " +
                             std::to_string(bytes.size()) + " bytes, NCCL's id has " +
                             std::to_string(sizeof id) + " (a file of another NCCL version?)");
       std::memcpy(&id, bytes.data(), sizeof id);
@@ -127,7 +134,7 @@ class NcclTransport final : public ShardTransport {
       NCCL_CHECK(ncclCommInitRank(&m_comms[i], total_shards, id, local[i].shard));
     }
     NCCL_CHECK(ncclGroupEnd());
-    remove_rendezvous(p);  // every rank has joined: the id is spent
+    remove_rendezvous(m_rendezvous);  // every rank has joined: the id is spent
   }
   ~NcclTransport() override {
     for (ncclComm_t c : m_comms)
@@ -194,6 +201,7 @@ class NcclTransport final : public ShardTransport {
 
  private:
   int m_world;
+  Processes m_rendezvous;  // this communicator's rendezvous file (none with one process)
   std::vector<ncclComm_t> m_comms;
   std::vector<DeviceArray<double>> m_scratch;
 };
