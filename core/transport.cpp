@@ -36,6 +36,15 @@ HaloPlan plan_halo(const Csr& mixing, const ShardLayout& layout) {
       }
     std::sort(sm.halo.begin(), sm.halo.end());
     sm.halo.erase(std::unique(sm.halo.begin(), sm.halo.end()), sm.halo.end());
+    // Where the shard reads most foreign rows (a shuffled ring's scattered neighbours, dense
+    // graphs), it takes all of them: one contiguous run from each other shard (an all-gather)
+    // instead of many single rows; the rows it reads and their order are the same.
+    const int foreign = layout.first(layout.shards()) - count;
+    if (int64_t(sm.halo.size()) * 2 > foreign) {
+      sm.halo.clear();
+      for (int k = 0; k < layout.first(layout.shards()); ++k)
+        if (k < first || k >= first + count) sm.halo.push_back(k);
+    }
     sm.local.n = count;
     for (int k = first; k < first + count; ++k) {
       for (int e = mixing.row_ptr[size_t(k)]; e < mixing.row_ptr[size_t(k) + 1]; ++e) {

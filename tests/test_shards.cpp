@@ -256,6 +256,31 @@ TEST(ShardTest, RowRunsJoinConsecutiveCopies) {
   ring.n = 12;
   for (int k = 0; k < 12; ++k) ring.add_row({{(k + 11) % 12, 1.0 / 3}, {k, 1.0 / 3}, {(k + 1) % 12, 1.0 / 3}});
   EXPECT_EQ(row_runs(plan_halo(ring, ShardLayout(12, 4)).copies).size(), 8u);
+  // A shuffled ring reads scattered rows: where a shard reads most of the foreign rows, its halo
+  // is all of them, one run from each other shard, and its rows of P read the same workers.
+  Csr scattered;
+  scattered.n = 12;
+  for (int k = 0; k < 12; ++k) scattered.add_row({{k, 0.5}, {(k * 5 + 1) % 12, 0.25}, {(k * 7 + 3) % 12, 0.25}});
+  const ShardLayout four(12, 4);
+  const HaloPlan wide = plan_halo(scattered, four);
+  for (int s = 0; s < 4; ++s) {
+    const ShardMixing& sm = wide.shards[size_t(s)];
+    if (sm.halo.size() != 9u) continue;  // this shard reads few foreign rows: single rows
+    for (int r = 0; r < sm.local.n; ++r)
+      for (int e = sm.local.row_ptr[size_t(r)]; e < sm.local.row_ptr[size_t(r) + 1]; ++e) {
+        const int c = sm.local.col[size_t(e)];
+        const int global = c < sm.local.n ? four.first(s) + c : sm.halo[size_t(c - sm.local.n)];
+        EXPECT_EQ(global, scattered.col[size_t(scattered.row_ptr[size_t(four.first(s) + r)] + (e - sm.local.row_ptr[size_t(r)]))]);
+      }
+  }
+  int widened = 0;
+  std::vector<RowCopy> to_shard0;
+  for (const RowCopy& c : wide.copies) if (c.to == 0) to_shard0.push_back(c);
+  for (const auto& sm : wide.shards) widened += sm.halo.size() == 9u;
+  EXPECT_GE(widened, 1);
+  // Shard 0 (workers 0-2) reads 5 of its 9 foreign rows (1, 3, 5, 6, 10, 11 less its own 1).
+  EXPECT_EQ(wide.shards[0].halo.size(), 9u);
+  EXPECT_EQ(row_runs(to_shard0).size(), 3u);
 }
 
 // Rank 0 writes the id, the other ranks read it back, waiting for it; the file goes when all

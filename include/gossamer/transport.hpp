@@ -55,6 +55,8 @@ struct RowRun {
 std::vector<RowRun> row_runs(const std::vector<RowCopy>& copies);
 
 // Every shard's part of P (rows in order, columns renumbered) and the copies that fill the halos.
+// A shard that reads more than half of the foreign rows gets all of them (an all-gather: one
+// run from each other shard rather than many single rows).
 struct HaloPlan {
   std::vector<ShardMixing> shards;
   std::vector<RowCopy> copies;
