@@ -29,6 +29,7 @@ class ShardedCudaBackend final : public Backend {
         m_processes(s.processes),
         m_layout(check_layout(s, int(m_devices.size()))),
         m_d(s.model->dim) {
+    const std::string transport = choose_transport(s);  // refuse a bad layout before allocating
     const int per_process = int(m_devices.size());
     for (int i = 0; i < per_process; ++i) {
       const int g = m_processes.rank * per_process + i;  // the global shard id
@@ -45,10 +46,10 @@ class ShardedCudaBackend final : public Backend {
       p.first = m_layout.first(g);
       p.count = m_layout.count(g);
       p.sum = DeviceArray<double>(size_t(p.b->m_ld));
+      p.sum.zero(p.b->m_stream.get());  // the padding is all-reduced too
       m_parts.push_back(std::move(p));
     }
     m_ld = m_parts[0].b->m_ld;
-    const std::string transport = choose_transport(s);
     m_transport = transport == "nccl"
                       ? make_nccl_transport(ends(0), m_layout.shards(), m_processes)
                       : make_copy_transport(ends(0));
@@ -316,6 +317,16 @@ class ShardedCudaBackend final : public Backend {
       for (int a = 0; a < arrays; ++a)
         if (p.halo[a].size() < need) {
           p.b->m_stream.sync();  // the old halo may still be read by a queued gossip
+          p.halo[a] = DeviceArray<float>();
+          size_t free_b = 0, total_b = 0;
+          CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+          if (double(need) * sizeof(float) > double(free_b))
+            throw runtime_error(
+                "devices: shard " + std::to_string(p.shard) + "'s halo (" +
+                std::to_string(m_plan.shards[size_t(p.shard)].halo.size()) + " foreign rows of " +
+                std::to_string(m_d) + " floats) does not fit in the " +
+                std::to_string(double(free_b) / 1e9) + " GB free on GPU " + std::to_string(p.device) +
+                "; use more devices, fewer workers or a sparser topology (gossamer plan shows the halo)");
           p.halo[a] = DeviceArray<float>(need);
           p.halo[a].zero(p.b->m_stream.get());  // the padding the exchange copies over stays 0
         }
