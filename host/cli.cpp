@@ -13,6 +13,7 @@
 #include "gossamer/simulation.hpp"
 #include "gossamer/sweep.hpp"
 #include "gossamer/topology.hpp"
+#include "gossamer/transport.hpp"
 #include "gossamer/trainer.hpp"
 #include "config_schema.hpp"
 
@@ -175,7 +176,11 @@ namespace {
 int plan_command(const RunConfig& c, const std::string* fit) {
   const DataSplit data = load_data(c.data, c.seed);
   const ModelSpec model =
-      ModelSpec::mlp(data.train.features, c.model.hidden, data.train.classes, c.model.activation);
+      make_model(c.model, data.train.features, data.train.classes, data.train.channels,
+                 data.train.height, data.train.width);
+  if (model.kind == ModelKind::Cnn)
+    throw config_error("plan: model.kind \"cnn\" runs on the cpu backend (the CUDA backend's "
+                       "convolutions are not built yet): there is no device-memory plan to show");
   const auto backends = run_backends(c, model, data);
   if (fit) {
     int64_t bytes = 0;
@@ -204,13 +209,36 @@ int plan_command(const RunConfig& c, const std::string* fit) {
                 largest->name.c_str(), largest->knob.c_str());
     return kExitOk;
   }
-  const CudaPlan plan = run_plan(backends, c.workers);
-  std::printf("CUDA backend plan: %d workers, %s, per-worker batch %d%s\n%s", c.workers,
+  // Sharded over devices: the plan of the largest shard, the busiest shard's halo on top.
+  const int shards = std::max(1, int(c.devices.size()));
+  const int per_gpu = (c.workers + shards - 1) / shards;
+  const CudaPlan plan = run_plan(backends, per_gpu);
+  std::printf("CUDA backend plan: %d workers%s, %s, per-worker batch %d%s\n%s", per_gpu,
+              shards > 1 ? (" a shard (" + std::to_string(c.workers) + " in " +
+                            std::to_string(shards) + " shards)").c_str()
+                         : "",
               model.describe().c_str(), c.optimizer.batch_size,
               c.algorithm.track_adsam ? ", with the equivalence tracker's two companions" : "",
               plan.table().c_str());
   std::printf("  %.2f GiB in all, plus %.2f GiB headroom for the CUDA context and cuBLAS\n",
               double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0);
+  if (shards > 1) {
+    TopologySchedule schedule(c.topology, c.workers, c.seed);
+    const ShardLayout layout(c.workers, shards);
+    // Every phase of a time-varying graph; a shuffled one's first 16 steps.
+    const int steps = c.topology.shuffle ? 16 : schedule.phases();
+    size_t most = 0;
+    for (int t = 0; t < steps; ++t)
+      for (const ShardMixing& sm : plan_halo(schedule.at(t), layout).shards)
+        most = std::max(most, sm.halo.size());
+    const int arrays = c.algorithm.form == "atc" ? (c.optimizer.momentum > 0 ? 3 : 2) : 1;
+    const double bytes = double(most) * double(row_stride(model.dim, 4)) * 4 * arrays;
+    std::printf("  + the halo: up to %zu foreign rows a shard for %s%s (%.2f GiB)\n", most,
+                c.topology.name.c_str(),
+                c.topology.shuffle ? " (shuffled: its first 16 steps)"
+                : schedule.phases() > 1 ? " over its phases" : "",
+                bytes / 1073741824.0);
+  }
   const DeviceList gpus = list_devices();
   if (gpus.devices.empty()) {
     std::printf("(%s)\n", gpus.why_none.c_str());

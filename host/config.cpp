@@ -1,6 +1,7 @@
 #include "gossamer/config.hpp"
 
 #include <algorithm>
+#include <map>
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -149,11 +150,73 @@ void read_data(json& resolved, const std::string& source, RunConfig& c) {
 
 }
 
+// model.layers, each layer checked: a config_error names the layer, its type and the field.
+std::vector<CnnLayerConfig> read_cnn_layers(const json& layers, const std::string& source) {
+  const std::string key = source + ": model.layers";
+  if (!layers.is_array()) throw config_error(key + ": expected a list of layer objects, found " + layers.dump());
+  const std::map<std::string, std::vector<std::string>> fields = {
+      {"conv", {"channels", "kernel", "stride"}}, {"act", {}}, {"maxpool", {}}, {"avgpool", {}},
+      {"residual", {"channels", "stride"}},       {"gap", {}}, {"linear", {"out"}}};
+  std::vector<CnnLayerConfig> out;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const json& l = layers[i];
+    const std::string at = key + "[" + std::to_string(i) + "]";
+    if (!l.is_object() || !l.contains("type") || !l["type"].is_string())
+      throw config_error(at + ": expected an object with a \"type\" (conv, act, maxpool, avgpool, "
+                         "residual, gap, linear), found " + l.dump());
+    CnnLayerConfig c;
+    c.type = l["type"].get<std::string>();
+    const auto allowed = fields.find(c.type);
+    if (allowed == fields.end())
+      throw config_error(at + ": type: expected one of conv, act, maxpool, avgpool, residual, gap, "
+                         "linear, found \"" + c.type + "\"");
+    const std::string here = at + " (" + c.type + ")";
+    for (const auto& [name, value] : l.items()) {
+      if (name == "type") continue;
+      if (std::find(allowed->second.begin(), allowed->second.end(), name) == allowed->second.end()) {
+        std::string list;
+        for (const auto& f : allowed->second) list += (list.empty() ? "" : ", ") + f;
+        throw config_error(here + ": " + name + ": not a field of this layer (" +
+                           (list.empty() ? std::string("it has none") : "fields: " + list) + ")");
+      }
+    }
+    const auto integer = [&](const char* name, int lo, int hi, bool required, int fallback,
+                             const char* what) {
+      if (!l.contains(name)) {
+        if (required) throw config_error(here + ": " + name + ": missing; expected " + what);
+        return fallback;
+      }
+      const json& v = l[name];
+      if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+        throw config_error(here + ": " + name + ": expected " + what + ", found " + v.dump());
+      return int(v.get<int64_t>());
+    };
+    if (c.type == "conv" || c.type == "residual") {
+      c.channels = integer("channels", 1, 4096, true, 0, "an integer from 1 to 4096");
+      c.stride = integer("stride", 1, 2, false, 1, "1 or 2");
+    }
+    if (c.type == "conv") {
+      c.kernel = integer("kernel", 1, 7, false, 3, "an odd integer from 1 to 7");
+      if (c.kernel % 2 == 0)
+        throw config_error(here + ": kernel: expected an odd integer from 1 to 7 (same padding), found " +
+                           std::to_string(c.kernel));
+    }
+    if (c.type == "linear") c.channels = integer("out", 1, 1 << 20, true, 0, "an integer from 1 to 1048576");
+    out.push_back(c);
+  }
+  return out;
+}
+
 void read_model_and_topology(const json& resolved, const std::string& source, RunConfig& c) {
   c.partition.kind = get<std::string>(resolved, "partition.kind");
   c.partition.alpha = get<double>(resolved, "partition.alpha");
   c.partition.classes_per_worker = get<int>(resolved, "partition.classes_per_worker");
 
+  c.model.kind = get<std::string>(resolved, "model.kind");
+  c.model.layers = read_cnn_layers(resolved.at(pointer_of("model.layers")), source);
+  if (c.model.kind == "mlp" && !c.model.layers.empty())
+    throw config_error(source + ": model.layers: layers of a cnn, but model.kind is \"mlp\" "
+                       "(whose layers are model.hidden); set model.kind to \"cnn\"");
   c.model.hidden = get<std::vector<int>>(resolved, "model.hidden");
   c.model.activation_name = get<std::string>(resolved, "model.activation");
   c.model.activation = c.model.activation_name == "relu"   ? Activation::Relu

@@ -11,7 +11,7 @@
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "host_memory.hpp"
-#include "mlp.hpp"
+#include "network.hpp"
 #include "parallel.hpp"
 
 namespace gossamer {
@@ -170,7 +170,7 @@ class CpuBackend final : public Backend {
         by[j] = y[i];
       }
       const BatchResult r =
-          mlp_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
+          net_loss_grad(m_model, m_w.row(k).data(), ConstRowMap<T>(bx.data(), bx.rows(), bx.cols()),
                         by.data(), m_grad.row(k).data(), m_ws[t]);
       m_losses[k] = r.loss_sum / m_batch;
     });
@@ -344,13 +344,13 @@ class CpuBackend final : public Backend {
     parallel_for(chunks, [&](int64_t c) {
       const int64_t start = c * kEvalChunk, rows = std::min(n, start + kEvalChunk) - start;
       const ConstRowMap<T> xs(x.row(start).data(), rows, x.cols());
-      MlpWorkspace<T>& ws = m_ws[omp_get_thread_num()];
+      NetWorkspace<T>& ws = m_ws[omp_get_thread_num()];
       Eigen::MatrixXd avg = Eigen::MatrixXd::Zero(rows, m_model.classes);
       for (int p = 0; p < count; ++p)
         for (int k = 0; k < parts[p]->m_m; ++k)
-          avg += softmax(mlp_logits(m_model, parts[p]->m_w.row(k).data(), xs, ws));
+          avg += softmax(net_logits(m_model, parts[p]->m_w.row(k).data(), xs, ws));
       score(avg / double(m), start, ens[c]);
-      score(softmax(mlp_logits(m_model, mean.data(), xs, ws)), start, single[c]);
+      score(softmax(net_logits(m_model, mean.data(), xs, ws)), start, single[c]);
     });
     for (int64_t c = 1; c < chunks; ++c) ens[0].merge(ens[c]), single[0].merge(single[c]);
     return {ens[0].stats(), single[0].stats()};
@@ -416,7 +416,7 @@ class CpuBackend final : public Backend {
       const T* dir = v.row(i).data();
       c.sum_over_subset(*this,
                         [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-                          return mlp_hvp(m_model, w, dir, x, y, result, ws.hvp);
+                          return net_hvp(m_model, w, dir, x, y, result, ws.net);
                         });
       o.row(i) = Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(c.acc.data(), m_model.dim)
                      .template cast<T>();
@@ -466,8 +466,8 @@ class CpuBackend final : public Backend {
       c.point.assign(points.begin() + i * d, points.begin() + (i + 1) * d);
       losses[i] = c.sum_over_subset(
           *this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-            return grads ? mlp_loss_grad(m_model, c.point.data(), x, y, result, ws.hvp.base)
-                         : mlp_loss(m_model, c.point.data(), x, y, ws.hvp.base);
+            return grads ? net_loss_grad(m_model, c.point.data(), x, y, result, ws.net)
+                         : net_loss(m_model, c.point.data(), x, y, ws.net);
           });
       if (grads) std::copy(c.acc.begin(), c.acc.end(), grads->begin() + i * d);
     });
@@ -494,7 +494,7 @@ class CpuBackend final : public Backend {
   static constexpr int64_t kEvalChunk = 1024;
 
   struct Workspace {
-    HvpWorkspace<T> hvp;
+    NetWorkspace<T> net;
     std::vector<T> part;
   };
 
@@ -580,7 +580,7 @@ class CpuBackend final : public Backend {
 
   BatchResult eval_rows(const T* w, Split split, int64_t begin, int64_t end) {
     const RowMat<T>& x = m_x[int(split)];
-    return mlp_loss(m_model, w, ConstRowMap<T>(x.row(begin).data(), end - begin, x.cols()),
+    return net_loss(m_model, w, ConstRowMap<T>(x.row(begin).data(), end - begin, x.cols()),
                     m_y[int(split)]->data() + begin, m_ws[omp_get_thread_num()]);
   }
 
@@ -599,7 +599,7 @@ class CpuBackend final : public Backend {
   std::vector<int32_t> m_curv_y;
   std::vector<RowMat<T>> m_batch_x;
   std::vector<std::vector<int32_t>> m_batch_y;
-  std::vector<MlpWorkspace<T>> m_ws;
+  std::vector<NetWorkspace<T>> m_ws;
   std::vector<double> m_losses;
   int64_t m_step = 0;
   NonFiniteSteps m_nonfinite;  // the loss's is checkpointed (the loss window)

@@ -34,6 +34,14 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const std::strin
     *chosen = "cpu (asked for)";
     return make_cpu_backend(setup, float64);
   }
+  // The CUDA backend has no convolutions yet: a cnn runs on the CPU.
+  if (setup.model->kind == ModelKind::Cnn) {
+    if (which == "cuda" || !setup.devices.empty() || setup.processes.world > 1)
+      throw config_error("model.kind: \"cnn\" runs on the cpu backend (the CUDA backend's "
+                         "convolutions are not built yet); use backend \"cpu\" or \"auto\"");
+    *chosen = "cpu (auto: model.kind cnn runs on the cpu backend" + tf32_note(setup) + ")";
+    return make_cpu_backend(setup, float64);
+  }
   const DeviceList gpus = list_devices();
   // Devices, several processes or NCCL name the CUDA backend, whatever `backend` says.
   const bool gpu_layout = !setup.devices.empty() || setup.processes.world > 1 || setup.transport == "nccl";
@@ -107,8 +115,8 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   phase("data", [&] { s->data = load_data(c.data, c.seed); });
   phase("partition",
         [&] { s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed); });
-  s->model = ModelSpec::mlp(s->data.train.features, c.model.hidden, s->data.train.classes,
-                            c.model.activation);
+  s->model = make_model(c.model, s->data.train.features, s->data.train.classes,
+                        s->data.train.channels, s->data.train.height, s->data.train.width);
   phase("topology", [&] {
     s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
   });

@@ -183,14 +183,15 @@ void check_points_fit_together(const Sweep& sweep, int jobs) {
   std::vector<int64_t> totals;
   for (const auto& p : sweep.points) {
     const RunConfig c = load_config(sweep.base, p.overrides, p.folder);
-    const bool cuda = c.backend == "cuda" ||
-                      (c.backend == "auto" && c.precision == "float32" && c.shards == 1);
+    const bool cuda = c.model.kind != "cnn" &&  // a cnn runs on the cpu backend
+                      (c.backend == "cuda" ||
+                       (c.backend == "auto" && c.precision == "float32" && c.shards == 1));
     if (!cuda) continue;
     const std::string key = c.resolved["data"].dump();
     if (!data.count(key)) data[key] = load_data(c.data, c.seed);
     const DataSplit& d = data[key];
-    const ModelSpec model =
-        ModelSpec::mlp(d.train.features, c.model.hidden, d.train.classes, c.model.activation);
+    const ModelSpec model = make_model(c.model, d.train.features, d.train.classes,
+                                       d.train.channels, d.train.height, d.train.width);
     totals.push_back(run_plan(run_backends(c, model, d), c.workers).total());
   }
   check_concurrent_plans(totals, jobs, int64_t(gpus.devices[0].free_memory), gpus.devices[0].name);

@@ -32,7 +32,18 @@ struct PartitionConfig {
   int classes_per_worker = 0;
 };
 
+// One entry of model.layers (model.kind "cnn"), in order; a linear classifier to the classes
+// follows the last. Spatial sizes: "same" padding, stride 1 or 2; pools are 2 x 2, stride 2.
+struct CnnLayerConfig {
+  std::string type;  // conv | act | maxpool | avgpool | residual | gap | linear
+  int channels = 0;  // conv, residual: output channels; linear: outputs
+  int kernel = 3;    // conv: k x k, odd
+  int stride = 1;    // conv, residual: 1 or 2
+};
+
 struct ModelConfig {
+  std::string kind = "mlp";  // mlp | cnn
+  std::vector<CnnLayerConfig> layers;  // cnn
   std::vector<int> hidden;
   Activation activation = Activation::Relu;
   std::string activation_name;

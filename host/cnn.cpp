@@ -1,0 +1,396 @@
+// The passes of cnn.hpp: one function walks the nodes forward (with R where an HVP is asked) and
+// back, so the loss, the gradient and the HVP share every line of the layers' math.
+#include "cnn.hpp"
+
+#include <algorithm>
+
+namespace gossamer {
+namespace {
+
+template <class T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+enum class Mode { Logits, Loss, Grad, Hvp };
+
+// col[(c, i, j)][(b, oh, ow)] = x[c][b, oh s + i - pad, ow s + j - pad] (0 outside).
+template <class T>
+void im2col(const ConvShape& s, int batch, const RowMat<T>& x, RowMat<T>& col) {
+  const int64_t in_hw = int64_t(s.in_h) * s.in_w;
+  col.resize(int64_t(s.cin) * s.kh * s.kw, int64_t(batch) * s.out_h * s.out_w);
+  for (int c = 0; c < s.cin; ++c)
+    for (int i = 0; i < s.kh; ++i)
+      for (int j = 0; j < s.kw; ++j) {
+        T* dst = col.row((int64_t(c) * s.kh + i) * s.kw + j).data();
+        for (int b = 0; b < batch; ++b)
+          for (int oh = 0; oh < s.out_h; ++oh) {
+            T* out = dst + (int64_t(b) * s.out_h + oh) * s.out_w;
+            const int ih = oh * s.stride + i - s.pad;
+            if (ih < 0 || ih >= s.in_h) {
+              std::fill(out, out + s.out_w, T(0));
+              continue;
+            }
+            const T* in = x.row(c).data() + b * in_hw + int64_t(ih) * s.in_w;
+            for (int ow = 0; ow < s.out_w; ++ow) {
+              const int iw = ow * s.stride + j - s.pad;
+              out[ow] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
+            }
+          }
+      }
+}
+
+// The adjoint of im2col: dx += col2im(dcol).
+template <class T>
+void col2im_add(const ConvShape& s, int batch, const RowMat<T>& dcol, RowMat<T>& dx) {
+  const int64_t in_hw = int64_t(s.in_h) * s.in_w;
+  for (int c = 0; c < s.cin; ++c)
+    for (int i = 0; i < s.kh; ++i)
+      for (int j = 0; j < s.kw; ++j) {
+        const T* src = dcol.row((int64_t(c) * s.kh + i) * s.kw + j).data();
+        for (int b = 0; b < batch; ++b)
+          for (int oh = 0; oh < s.out_h; ++oh) {
+            const int ih = oh * s.stride + i - s.pad;
+            if (ih < 0 || ih >= s.in_h) continue;
+            const T* d = src + (int64_t(b) * s.out_h + oh) * s.out_w;
+            T* in = dx.row(c).data() + b * in_hw + int64_t(ih) * s.in_w;
+            for (int ow = 0; ow < s.out_w; ++ow) {
+              const int iw = ow * s.stride + j - s.pad;
+              if (iw >= 0 && iw < s.in_w) in[iw] += d[ow];
+            }
+          }
+      }
+}
+
+template <class T>
+class Pass {
+ public:
+  Pass(const ModelSpec& m, const T* w, const T* v, int batch, Mode mode, CnnWorkspace<T>& ws)
+      : m_m(m), m_w(w), m_v(v), m_b(batch), m_mode(mode), ws(ws) {
+    const size_t n = m.nodes.size();
+    for (auto* a : {&ws.y, &ws.ry, &ws.dy, &ws.rdy, &ws.col, &ws.rcol}) a->resize(n);
+    ws.arg.resize(n);
+  }
+
+  // The image rows (batch x c h w) as [c][sample h w].
+  void load(const ConstRowMap<T>& x) {
+    const int64_t hw = int64_t(m_m.image_h) * m_m.image_w;
+    ws.image.resize(m_m.image_c, int64_t(m_b) * hw);
+    for (int b = 0; b < m_b; ++b)
+      for (int c = 0; c < m_m.image_c; ++c)
+        std::copy_n(x.row(b).data() + c * hw, hw, ws.image.row(c).data() + b * hw);
+  }
+
+  void forward() {
+    for (size_t i = 0; i < m_m.nodes.size(); ++i) forward_node(int(i));
+  }
+
+  // The loss of the last node's logits; with a backward mode, dY (and R{dY}) of the last node.
+  BatchResult loss(const int32_t* y) {
+    const int last = int(m_m.nodes.size()) - 1;
+    RowMat<T>& logits = ws.logits;
+    logits = ws.y[size_t(last)].transpose();
+    const T scale = m_mode == Mode::Loss ? T(1) : T(1) / T(m_b);
+    BatchResult r;
+    for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+      bool correct = false;
+      r.loss_sum += double(softmax_xent_row(logits.row(i).data(), int(logits.cols()), y[i], scale, &correct));
+      r.correct += correct;
+    }
+    if (m_mode == Mode::Loss) return r;
+    ws.dy[size_t(last)] = logits.transpose();
+    if (m_mode == Mode::Hvp) {
+      // R{dZ} = P .* (R{Z} - rowsum(P .* R{Z})) / B with P the softmax (rows: samples).
+      RowMat<T> p = logits * T(m_b);
+      for (Eigen::Index i = 0; i < p.rows(); ++i) p(i, y[i]) += T(1);
+      const RowMat<T> rz = ws.ry[size_t(last)].transpose();
+      const Vec<T> dot = p.cwiseProduct(rz).rowwise().sum();
+      ws.rdy[size_t(last)] = (p.cwiseProduct(rz.colwise() - dot) / T(m_b)).transpose();
+    }
+    return r;
+  }
+
+  // Every parameter's gradient (or, for an HVP, R{gradient} = H v) into out.
+  void backward(T* out) {
+    const int last = int(m_m.nodes.size()) - 1;
+    for (int i = 0; i < last; ++i) {
+      const CnnNode& n = m_m.nodes[size_t(i)];
+      ws.dy[size_t(i)].setZero(n.c, int64_t(m_b) * n.h * n.w);
+      if (hvp()) ws.rdy[size_t(i)].setZero(n.c, int64_t(m_b) * n.h * n.w);
+    }
+    for (int i = last; i >= 0; --i) backward_node(i, out);
+  }
+
+ private:
+  bool hvp() const { return m_mode == Mode::Hvp; }
+  const RowMat<T>& in(int j) const { return j < 0 ? ws.image : ws.y[size_t(j)]; }
+  const RowMat<T>* r_in(int j) const { return j < 0 || !hvp() ? nullptr : &ws.ry[size_t(j)]; }
+  static ConstRowMap<T> weight(const T* p, const ConvShape& s) {
+    return ConstRowMap<T>(p + s.w_offset, s.cout, int64_t(s.cin) * s.kh * s.kw);
+  }
+  static Eigen::Map<const Vec<T>> bias(const T* p, const ConvShape& s) {
+    return Eigen::Map<const Vec<T>>(p + s.b_offset, s.cout);
+  }
+
+  // y (and ry) = the convolution of input j; its columns kept in slot i for the backward pass.
+  void conv_forward(const ConvShape& s, int j, int i, RowMat<T>& y, RowMat<T>* ry) {
+    im2col(s, m_b, in(j), ws.col[size_t(i)]);
+    y.noalias() = weight(m_w, s) * ws.col[size_t(i)];
+    y.colwise() += bias(m_w, s);
+    if (!ry) return;
+    ry->noalias() = weight(m_v, s) * ws.col[size_t(i)];
+    ry->colwise() += bias(m_v, s);
+    if (const RowMat<T>* rx = r_in(j)) {
+      im2col(s, m_b, *rx, ws.rcol[size_t(i)]);
+      ry->noalias() += weight(m_w, s) * ws.rcol[size_t(i)];
+    }
+  }
+
+  // The convolution's parameters' gradient (or H v) from dY (and R{dY}), and dX (R{dX}) into
+  // input j's gradients.
+  void conv_backward(const ConvShape& s, int j, int i, const RowMat<T>& dy, const RowMat<T>* rdy,
+                     T* out) {
+    Eigen::Map<RowMat<T>> gw(out + s.w_offset, s.cout, int64_t(s.cin) * s.kh * s.kw);
+    Eigen::Map<Vec<T>> gb(out + s.b_offset, s.cout);
+    if (hvp()) {
+      gw.noalias() = *rdy * ws.col[size_t(i)].transpose();
+      if (r_in(j)) gw.noalias() += dy * ws.rcol[size_t(i)].transpose();
+      gb = rdy->rowwise().sum();
+    } else {
+      gw.noalias() = dy * ws.col[size_t(i)].transpose();
+      gb = dy.rowwise().sum();
+    }
+    if (j < 0) return;  // the image needs no gradient
+    ws.dcol.noalias() = weight(m_w, s).transpose() * dy;
+    col2im_add(s, m_b, ws.dcol, ws.dy[size_t(j)]);
+    if (!hvp()) return;
+    ws.rdcol.noalias() = weight(m_w, s).transpose() * *rdy;
+    ws.rdcol.noalias() += weight(m_v, s).transpose() * dy;
+    col2im_add(s, m_b, ws.rdcol, ws.rdy[size_t(j)]);
+  }
+
+  // The 2 x 2 pools' and the global average's maps from input element to output element.
+  template <class F>
+  void each_window(const CnnNode& n, const CnnNode* src, F&& f) const {
+    const int ih = src ? src->h : m_m.image_h, iw = src ? src->w : m_m.image_w;
+    for (int b = 0; b < m_b; ++b)
+      for (int oh = 0; oh < n.h; ++oh)
+        for (int ow = 0; ow < n.w; ++ow) {
+          const int64_t o = (int64_t(b) * n.h + oh) * n.w + ow;
+          if (n.op == CnnNode::Op::Gap) {
+            for (int64_t p = 0; p < int64_t(ih) * iw; ++p) f(o, int64_t(b) * ih * iw + p);
+          } else {
+            const int64_t base = (int64_t(b) * ih + 2 * oh) * iw + 2 * ow;
+            for (int64_t e : {base, base + 1, base + iw, base + iw + 1}) f(o, e);
+          }
+        }
+  }
+  const CnnNode* node(int j) const { return j < 0 ? nullptr : &m_m.nodes[size_t(j)]; }
+  int64_t window(const CnnNode& n, int j) const {
+    return n.op == CnnNode::Op::Gap ? int64_t(node(j) ? node(j)->h * node(j)->w : m_m.image_h * m_m.image_w) : 4;
+  }
+
+  void forward_node(int i) {
+    const CnnNode& n = m_m.nodes[size_t(i)];
+    RowMat<T>& y = ws.y[size_t(i)];
+    RowMat<T>* ry = hvp() ? &ws.ry[size_t(i)] : nullptr;
+    const int j = n.input;
+    const int64_t cols = int64_t(m_b) * n.h * n.w;
+    const RowMat<T>* rx = r_in(j);
+    const Activation act = m_m.activation;
+    switch (n.op) {
+      case CnnNode::Op::Conv:
+        conv_forward(n.conv, j, i, y, ry);
+        break;
+      case CnnNode::Op::Act:
+        y = in(j).unaryExpr([act](T z) { return activate(act, z); });
+        if (ry) {
+          if (rx)
+            *ry = in(j).unaryExpr([act](T z) { return activate_derivative(act, z); }).cwiseProduct(*rx);
+          else
+            ry->setZero(n.c, cols);
+        }
+        break;
+      case CnnNode::Op::MaxPool: {
+        y.resize(n.c, cols);
+        std::vector<int64_t>& arg = ws.arg[size_t(i)];
+        arg.assign(size_t(n.c * cols), -1);
+        for (int c = 0; c < n.c; ++c) {
+          const T* x = in(j).row(c).data();
+          int64_t* a = arg.data() + int64_t(c) * cols;
+          each_window(n, node(j), [&](int64_t o, int64_t e) {
+            if (a[o] < 0 || x[e] > x[a[o]]) a[o] = e;  // the first of equal maxima
+          });
+          for (int64_t o = 0; o < cols; ++o) y(c, o) = x[a[o]];
+        }
+        if (ry) {
+          ry->setZero(n.c, cols);
+          if (rx)
+            for (int c = 0; c < n.c; ++c)
+              for (int64_t o = 0; o < cols; ++o) (*ry)(c, o) = (*rx)(c, arg[size_t(int64_t(c) * cols + o)]);
+        }
+        break;
+      }
+      case CnnNode::Op::AvgPool:
+      case CnnNode::Op::Gap: {
+        const T scale = T(1) / T(window(n, j));
+        const auto average = [&](const RowMat<T>& x, RowMat<T>& out) {
+          out.setZero(n.c, cols);
+          for (int c = 0; c < n.c; ++c) {
+            const T* src = x.row(c).data();
+            T* dst = out.row(c).data();
+            each_window(n, node(j), [&](int64_t o, int64_t e) { dst[o] += src[e]; });
+          }
+          out *= scale;
+        };
+        average(in(j), y);
+        if (ry) {
+          if (rx)
+            average(*rx, *ry);
+          else
+            ry->setZero(n.c, cols);
+        }
+        break;
+      }
+      case CnnNode::Op::Add:
+        if (n.conv.w_offset >= 0) {
+          conv_forward(n.conv, n.other, i, y, ry);
+        } else {
+          y = in(n.other);
+          if (ry) {
+            if (const RowMat<T>* r_other = r_in(n.other))
+              *ry = *r_other;
+            else
+              ry->setZero(n.c, cols);  // the image's R is 0
+          }
+        }
+        y += in(j);
+        if (ry && rx) *ry += *rx;
+        break;
+    }
+  }
+
+  void backward_node(int i, T* out) {
+    const CnnNode& n = m_m.nodes[size_t(i)];
+    const RowMat<T>& dy = ws.dy[size_t(i)];
+    const RowMat<T>* rdy = hvp() ? &ws.rdy[size_t(i)] : nullptr;
+    const int j = n.input;
+    const Activation act = m_m.activation;
+    switch (n.op) {
+      case CnnNode::Op::Conv:
+        conv_backward(n.conv, j, i, dy, rdy, out);
+        break;
+      case CnnNode::Op::Act: {
+        if (j < 0) break;
+        const RowMat<T> d1 = in(j).unaryExpr([act](T z) { return activate_derivative(act, z); });
+        ws.dy[size_t(j)] += d1.cwiseProduct(dy);
+        if (rdy) {
+          ws.rdy[size_t(j)] += d1.cwiseProduct(*rdy);
+          if (const RowMat<T>* rx = r_in(j))
+            ws.rdy[size_t(j)] += in(j)
+                                     .unaryExpr([act](T z) { return activate_second_derivative(act, z); })
+                                     .cwiseProduct(*rx)
+                                     .cwiseProduct(dy);
+        }
+        break;
+      }
+      case CnnNode::Op::MaxPool: {
+        if (j < 0) break;
+        const int64_t cols = dy.cols();
+        const std::vector<int64_t>& arg = ws.arg[size_t(i)];
+        for (int c = 0; c < n.c; ++c)
+          for (int64_t o = 0; o < cols; ++o) {
+            const int64_t e = arg[size_t(int64_t(c) * cols + o)];
+            ws.dy[size_t(j)](c, e) += dy(c, o);
+            if (rdy) ws.rdy[size_t(j)](c, e) += (*rdy)(c, o);
+          }
+        break;
+      }
+      case CnnNode::Op::AvgPool:
+      case CnnNode::Op::Gap: {
+        if (j < 0) break;
+        const T scale = T(1) / T(window(n, j));
+        const auto spread = [&](const RowMat<T>& d, RowMat<T>& target) {
+          for (int c = 0; c < n.c; ++c) {
+            const T* src = d.row(c).data();
+            T* dst = target.row(c).data();
+            each_window(n, node(j), [&](int64_t o, int64_t e) { dst[e] += scale * src[o]; });
+          }
+        };
+        spread(dy, ws.dy[size_t(j)]);
+        if (rdy) spread(*rdy, ws.rdy[size_t(j)]);
+        break;
+      }
+      case CnnNode::Op::Add:
+        ws.dy[size_t(j)] += dy;  // an Add's input is its block's last convolution, never the image
+        if (rdy) ws.rdy[size_t(j)] += *rdy;
+        if (n.conv.w_offset >= 0) {
+          conv_backward(n.conv, n.other, i, dy, rdy, out);
+        } else if (n.other >= 0) {
+          ws.dy[size_t(n.other)] += dy;
+          if (rdy) ws.rdy[size_t(n.other)] += *rdy;
+        }
+        break;
+    }
+  }
+
+  const ModelSpec& m_m;
+  const T* m_w;
+  const T* m_v;
+  const int m_b;
+  const Mode m_mode;
+  CnnWorkspace<T>& ws;
+};
+
+template <class T>
+BatchResult run(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x,
+                const int32_t* y, T* out, Mode mode, CnnWorkspace<T>& ws) {
+  Pass<T> pass(model, w, v, int(x.rows()), mode, ws);
+  pass.load(x);
+  pass.forward();
+  if (mode == Mode::Logits) return {};
+  const BatchResult r = pass.loss(y);
+  if (mode == Mode::Grad || mode == Mode::Hvp) pass.backward(out);
+  return r;
+}
+
+}  // namespace
+
+template <class T>
+const RowMat<T>& cnn_logits(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                            CnnWorkspace<T>& ws) {
+  run<T>(model, w, nullptr, x, nullptr, nullptr, Mode::Logits, ws);
+  ws.logits = ws.y.back().transpose();
+  return ws.logits;
+}
+
+template <class T>
+BatchResult cnn_loss(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, const int32_t* y,
+                     CnnWorkspace<T>& ws) {
+  return run<T>(model, w, nullptr, x, y, nullptr, Mode::Loss, ws);
+}
+
+template <class T>
+BatchResult cnn_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<T>& x,
+                          const int32_t* y, T* g, CnnWorkspace<T>& ws) {
+  return run<T>(model, w, nullptr, x, y, g, Mode::Grad, ws);
+}
+
+template <class T>
+BatchResult cnn_hvp(const ModelSpec& model, const T* w, const T* v, const ConstRowMap<T>& x,
+                    const int32_t* y, T* hv, CnnWorkspace<T>& ws) {
+  return run<T>(model, w, v, x, y, hv, Mode::Hvp, ws);
+}
+
+#define GOSSAMER_CNN(T)                                                                           \
+  template const RowMat<T>& cnn_logits<T>(const ModelSpec&, const T*, const ConstRowMap<T>&,      \
+                                          CnnWorkspace<T>&);                                      \
+  template BatchResult cnn_loss<T>(const ModelSpec&, const T*, const ConstRowMap<T>&,             \
+                                   const int32_t*, CnnWorkspace<T>&);                             \
+  template BatchResult cnn_loss_grad<T>(const ModelSpec&, const T*, const ConstRowMap<T>&,        \
+                                        const int32_t*, T*, CnnWorkspace<T>&);                    \
+  template BatchResult cnn_hvp<T>(const ModelSpec&, const T*, const T*, const ConstRowMap<T>&,    \
+                                  const int32_t*, T*, CnnWorkspace<T>&);
+GOSSAMER_CNN(float)
+GOSSAMER_CNN(double)
+#undef GOSSAMER_CNN
+
+}  // namespace gossamer

@@ -1,0 +1,244 @@
+// Convolutional models (model.kind "cnn", host/cnn.cpp) in float64 against independent truth:
+// every layer kind's gradient against central differences of the loss, its Hessian-vector
+// product against central differences of the gradient, an explicit Hessian's symmetry; the
+// float32 passes against float64; the layer list's errors; training on Fashion-MNIST.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "cnn.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/philox.hpp"
+#include "helpers.hpp"
+
+using namespace gossamer;
+using namespace gossamer::test_util;
+using nlohmann::json;
+
+namespace {
+
+CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3, int stride = 1) {
+  CnnLayerConfig l;
+  l.type = type;
+  l.channels = channels;
+  l.kernel = kernel;
+  l.stride = stride;
+  return l;
+}
+
+std::vector<double> normals(size_t n, uint32_t stream, double scale) {
+  std::vector<double> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Philox4 r = philox_draw(29, RngDomain::Data, stream, i);
+    v[i] = scale * philox_normal(r.v[0], r.v[1]);
+  }
+  return v;
+}
+
+// A model on 2-channel 6 x 5 images (odd and unequal sides), a batch of 3, 3 classes.
+struct Problem {
+  ModelSpec model;
+  RowMat<double> x;
+  std::vector<int32_t> y{0, 2, 1};
+  std::vector<double> w;
+  explicit Problem(const std::vector<CnnLayerConfig>& layers, Activation act = Activation::Tanh)
+      : model(ModelSpec::cnn(2, 6, 5, layers, 3, act)) {
+    const std::vector<double> xs = normals(3 * 60, 1, 1.0);
+    x = Eigen::Map<const RowMat<double>>(xs.data(), 3, 60);
+    w = normals(size_t(model.dim), 2, 0.4);
+  }
+  ConstRowMap<double> xmap() const { return ConstRowMap<double>(x.data(), x.rows(), x.cols()); }
+  double loss(const std::vector<double>& p) {
+    CnnWorkspace<double> ws;
+    return cnn_loss(model, p.data(), xmap(), y.data(), ws).loss_sum / 3.0;
+  }
+  std::vector<double> grad(const std::vector<double>& p) {
+    CnnWorkspace<double> ws;
+    std::vector<double> g(size_t(model.dim), NAN);
+    cnn_loss_grad(model, p.data(), xmap(), y.data(), g.data(), ws);
+    return g;
+  }
+  std::vector<double> hvp(const std::vector<double>& v) {
+    CnnWorkspace<double> ws;
+    std::vector<double> out(size_t(model.dim), NAN);
+    cnn_hvp(model, w.data(), v.data(), xmap(), y.data(), out.data(), ws);
+    return out;
+  }
+};
+
+double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Every layer kind, alone before the classifier and in a whole network.
+const std::vector<std::pair<std::string, std::vector<CnnLayerConfig>>> kNets = {
+    {"conv 3x3", {layer("conv", 4)}},
+    {"conv 5x5 stride 2, act", {layer("conv", 3, 5, 2), layer("act")}},
+    {"conv 1x1", {layer("conv", 3, 1)}},
+    {"act on the image", {layer("act"), layer("conv", 2)}},
+    {"maxpool", {layer("conv", 3), layer("act"), layer("maxpool")}},
+    {"avgpool", {layer("conv", 3), layer("avgpool")}},
+    {"gap", {layer("conv", 4), layer("act"), layer("gap")}},
+    {"linear", {layer("linear", 5), layer("act")}},
+    {"residual, identity shortcut", {layer("conv", 3), layer("residual", 3)}},
+    {"residual, 1x1 stride-2 shortcut", {layer("conv", 3), layer("residual", 4, 3, 2)}},
+    {"residual on the image", {layer("residual", 2)}},
+    {"whole network",
+     {layer("conv", 4), layer("act"), layer("maxpool"), layer("residual", 5, 3, 2), layer("gap"),
+      layer("linear", 6), layer("act")}},
+};
+
+}  // namespace
+
+TEST(CnnTest, GradientsMatchCentralDifferences) {
+  for (const auto& [name, layers] : kNets) {
+    SCOPED_TRACE(name);
+    Problem p(layers);
+    const std::vector<double> g = p.grad(p.w);
+    std::vector<double> fd(g.size());
+    const double h = 1e-5;
+    for (size_t i = 0; i < g.size(); ++i) {
+      std::vector<double> plus = p.w, minus = p.w;
+      plus[i] += h;
+      minus[i] -= h;
+      fd[i] = (p.loss(plus) - p.loss(minus)) / (2 * h);
+    }
+    EXPECT_LT(rel_err(g, fd), 1e-7) << p.model.describe();
+  }
+}
+
+TEST(CnnTest, HessianVectorProductsMatchCentralDifferencesOfTheGradient) {
+  for (const auto& [name, layers] : kNets) {
+    SCOPED_TRACE(name);
+    Problem p(layers);
+    const std::vector<double> v = normals(p.w.size(), 3, 1.0);
+    const std::vector<double> hv = p.hvp(v);
+    const double h = 1e-5;
+    std::vector<double> plus = p.w, minus = p.w;
+    for (size_t i = 0; i < v.size(); ++i) {
+      plus[i] += h * v[i];
+      minus[i] -= h * v[i];
+    }
+    const std::vector<double> gp = p.grad(plus), gm = p.grad(minus);
+    std::vector<double> fd(v.size());
+    for (size_t i = 0; i < v.size(); ++i) fd[i] = (gp[i] - gm[i]) / (2 * h);
+    EXPECT_LT(rel_err(hv, fd), 1e-6) << p.model.describe();
+  }
+}
+
+// The HVP of every unit vector is a column of the Hessian: it must be symmetric.
+TEST(CnnTest, ExplicitHessianOfASmallNetworkIsSymmetric) {
+  Problem p({layer("conv", 2), layer("act"), layer("maxpool"), layer("residual", 2), layer("gap")},
+            Activation::Gelu);
+  const size_t d = p.w.size();
+  ASSERT_LT(d, 200u);
+  std::vector<std::vector<double>> H(d);
+  for (size_t j = 0; j < d; ++j) {
+    std::vector<double> e(d, 0.0);
+    e[j] = 1;
+    H[j] = p.hvp(e);
+  }
+  double asym = 0, norm = 0;
+  for (size_t i = 0; i < d; ++i)
+    for (size_t j = 0; j < d; ++j) {
+      asym = std::max(asym, std::abs(H[j][i] - H[i][j]));
+      norm = std::max(norm, std::abs(H[j][i]));
+    }
+  EXPECT_GT(norm, 1e-3);
+  EXPECT_LT(asym, 1e-12 * std::max(1.0, norm));
+}
+
+// ReLU networks: gradients are exact (piecewise linear), and float32 agrees with float64.
+TEST(CnnTest, Float32PassesAgreeWithFloat64) {
+  Problem p(kNets.back().second, Activation::Relu);
+  const std::vector<double> g64 = p.grad(p.w);
+  const std::vector<float> w32(p.w.begin(), p.w.end());
+  const RowMat<float> x32 = p.x.cast<float>();
+  CnnWorkspace<float> ws;
+  std::vector<float> g32(w32.size());
+  const BatchResult r = cnn_loss_grad(p.model, w32.data(), ConstRowMap<float>(x32.data(), 3, 60),
+                                      p.y.data(), g32.data(), ws);
+  EXPECT_NEAR(r.loss_sum / 3, p.loss(p.w), 1e-5);
+  EXPECT_LT(rel_err(std::vector<double>(g32.begin(), g32.end()), g64), 1e-5);
+  const RowMat<float>& logits = cnn_logits(p.model, w32.data(), ConstRowMap<float>(x32.data(), 3, 60), ws);
+  EXPECT_EQ(logits.rows(), 3);
+  EXPECT_EQ(logits.cols(), 3);
+}
+
+TEST(CnnTest, ShapesAndParameterCounts) {
+  // 2 x 6 x 5: conv 4 (2*9*4 + 4 = 76), maxpool -> 3 x 2, residual 5 stride 2 -> 2 x 1 with a
+  // 1x1 shortcut (4*9*5+5 + 5*9*5+5 + 4*5+5 = 440), gap, classifier 5 -> 3 (18).
+  const ModelSpec m = ModelSpec::cnn(2, 6, 5, {layer("conv", 4), layer("maxpool"), layer("residual", 5, 3, 2), layer("gap")}, 3,
+                                     Activation::Relu);
+  EXPECT_EQ(m.dim, 76 + 440 + 18);
+  EXPECT_EQ(m.nodes[5].h, 2);
+  EXPECT_EQ(m.nodes[5].w, 1);
+  EXPECT_EQ(m.nodes[1].h, 3);
+  EXPECT_EQ(m.nodes[1].w, 2);
+  EXPECT_EQ(m.nodes.back().c, 3);
+  EXPECT_EQ(m.layers.size(), 5u);  // conv, residual's two convs and its shortcut, classifier
+  try {
+    ModelSpec::cnn(1, 3, 3, {layer("maxpool"), layer("maxpool")}, 3, Activation::Relu);
+    ADD_FAILURE() << "a 1 x 1 image was pooled";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Config);
+    EXPECT_NE(std::string(e.what()).find("model.layers[1] (maxpool): the input is 1 x 1"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(CnnTest, MalformedLayerListsNameTheLayerAndTheField) {
+  const auto message = [](const json& layers) {
+    try {
+      load_config(tiny_config({{"model", {{"kind", "cnn"}, {"layers", layers}}}}), {}, "f.json");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Config);
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const auto has = [&](const json& layers, const std::string& text) {
+    const std::string m = message(layers);
+    EXPECT_NE(m.find(text), std::string::npos) << layers.dump() << " -> " << m;
+  };
+  has(json::array({{{"type", "conv"}, {"channels", 8}}, {{"type", "conv"}, {"channels", 8}, {"kernel", 4}}}),
+      "f.json: model.layers[1] (conv): kernel: expected an odd integer from 1 to 7");
+  has(json::array({{{"type", "conv"}}}), "model.layers[0] (conv): channels: missing");
+  has(json::array({{{"type", "conv"}, {"channels", "8"}}}), "model.layers[0] (conv): channels: expected an integer");
+  has(json::array({{{"type", "residual"}, {"channels", 8}, {"stride", 3}}}), "model.layers[0] (residual): stride: expected 1 or 2");
+  has(json::array({{{"type", "maxpool"}, {"size", 3}}}), "model.layers[0] (maxpool): size: not a field of this layer");
+  has(json::array({{{"type", "dense"}}}), "model.layers[0]: type: expected one of conv");
+  has(json::array({"conv"}), "model.layers[0]: expected an object with a \"type\"");
+  has(json::object(), "model.layers: expected a list");
+  EXPECT_NE(message(json::array({{{"type", "conv"}, {"channels", 8}}})).find("(accepted)"), std::string::npos);
+  // Layers without kind cnn, and a cnn on data without an image shape.
+  try {
+    load_config(tiny_config({{"model", {{"layers", json::array({{{"type", "gap"}}})}}}}), {}, "f.json");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.kind is \"mlp\""), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_sim({{"model", {{"kind", "cnn"}}}}, false), Error);
+}
+
+// The command line: exit 2, the layer and the field named, nothing written.
+TEST(CnnTest, TheCliRefusesAMalformedLayerWithExitTwo) {
+  const auto dir = fresh_temp_dir("cnncli");
+  const std::string config = (dir / "c.json").string();
+  std::ofstream(config) << tiny_config({{"model", {{"kind", "cnn"}, {"layers", json::array({{{"type", "conv"}, {"channels", 0}}})}}}}).dump();
+  const Result r = run_cli("run " + config + " --out " + (dir / "r").string());
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.layers[0] (conv): channels: expected an integer from 1 to 4096, found 0"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "r" / "metrics.jsonl"));
+  std::filesystem::remove_all(dir);
+}
