@@ -153,12 +153,13 @@ std::string ModelSpec::describe() const {
   if (kind == ModelKind::Cnn) {
     std::string out = "cnn " + std::to_string(image_c) + "x" + std::to_string(image_h) + "x" +
                       std::to_string(image_w);
-    for (const CnnNode& n : nodes) {
+    for (size_t i = 0; i + 1 < nodes.size(); ++i) {  // the last is the classifier: "-> classes"
+      const CnnNode& n = nodes[i];
+      const bool linear = n.conv.kh == n.conv.in_h && n.conv.kw == n.conv.in_w && n.conv.pad == 0;
       switch (n.op) {
         case CnnNode::Op::Conv:
-          out += n.conv.kh == n.conv.in_h && n.conv.pad == 0 && n.h == 1 && n.conv.kh > 1
-                     ? " linear" + std::to_string(n.c)
-                     : " conv" + std::to_string(n.c) + (n.conv.stride > 1 ? "/2" : "");
+          out += linear ? " linear" + std::to_string(n.c)
+                        : " conv" + std::to_string(n.c) + (n.conv.stride > 1 ? "/2" : "");
           break;
         case CnnNode::Op::Act: out += " act"; break;
         case CnnNode::Op::MaxPool: out += " maxpool"; break;
