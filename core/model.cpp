@@ -116,6 +116,17 @@ ModelSpec ModelSpec::cnn(int channels, int height, int width,
       simple(CnnNode::Op::Act, c, h, w);
     } else if (l.type == "maxpool" || l.type == "avgpool") {
       simple(l.type == "maxpool" ? CnnNode::Op::MaxPool : CnnNode::Op::AvgPool, c, h / 2, w / 2);
+    } else if (l.type == "groupnorm") {
+      if (c % l.groups != 0)
+        throw config_error(at + ": groups: " + std::to_string(l.groups) + " does not divide the " +
+                           std::to_string(c) + " channels here");
+      CnnNode n;
+      n.op = CnnNode::Op::GroupNorm;
+      n.groups = l.groups;
+      n.conv.b_offset = s.dim;  // scales - 1 and shifts: both start at 0 (the init's biases)
+      s.dim += 2 * int64_t(c);
+      n.c = c, n.h = h, n.w = w;
+      push(n);
     } else if (l.type == "gap") {
       simple(CnnNode::Op::Gap, c, 1, 1);
     } else if (l.type == "linear") {
@@ -165,6 +176,7 @@ std::string ModelSpec::describe() const {
         case CnnNode::Op::MaxPool: out += " maxpool"; break;
         case CnnNode::Op::AvgPool: out += " avgpool"; break;
         case CnnNode::Op::Gap: out += " gap"; break;
+        case CnnNode::Op::GroupNorm: out += " gn" + std::to_string(n.groups); break;
         case CnnNode::Op::Add: out += " +res"; break;
       }
     }

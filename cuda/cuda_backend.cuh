@@ -596,6 +596,8 @@ class CudaBackend final : public Backend {
 
  private:
   CudaPlan make_plan(const BackendSetup& s) {
+    if (s.model->kind != ModelKind::Mlp)
+      throw config_error("model.kind: the CUDA backend runs MLPs; a cnn runs on the cpu backend");
     const DeviceList gpus = list_devices();
     if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
     if (m_options.device < 0 || size_t(m_options.device) >= gpus.devices.size())

@@ -3,6 +3,7 @@
 #include "cnn.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace gossamer {
 namespace {
@@ -68,6 +69,7 @@ class Pass {
     const size_t n = m.nodes.size();
     for (auto* a : {&ws.y, &ws.ry, &ws.dy, &ws.rdy, &ws.col, &ws.rcol}) a->resize(n);
     ws.arg.resize(n);
+    ws.stats.resize(n);
   }
 
   // The image rows (batch x c h w) as [c][sample h w].
@@ -188,6 +190,117 @@ class Pass {
     return n.op == CnnNode::Op::Gap ? int64_t(node(j) ? node(j)->h * node(j)->w : m_m.image_h * m_m.image_w) : 4;
   }
 
+  // f(c, e) over the elements (channel c, column e) of sample b's group g.
+  template <class F>
+  static void each_in_group(const CnnNode& n, int b, int g, F&& f) {
+    const int cg = n.c / n.groups;
+    const int64_t hw = int64_t(n.h) * n.w;
+    for (int c = g * cg; c < (g + 1) * cg; ++c)
+      for (int64_t p = 0; p < hw; ++p) f(c, int64_t(b) * hw + p);
+  }
+  static double group_size(const CnnNode& n) { return double(n.c / n.groups) * n.h * n.w; }
+
+  // x^ kept in col[i] (R{x^} in rcol[i]), sigma and R{sigma} in stats[i].
+  void group_norm_forward(const CnnNode& n, int j, int i, RowMat<T>& y, RowMat<T>* ry) {
+    const RowMat<T>& x = in(j);
+    const RowMat<T>* rx = r_in(j);
+    RowMat<T>& xh = ws.col[size_t(i)];
+    RowMat<T>& rxh = ws.rcol[size_t(i)];
+    std::vector<T>& st = ws.stats[size_t(i)];
+    const int G = n.groups;
+    st.assign(size_t(2 * m_b * G), T(0));
+    xh.resize(x.rows(), x.cols());
+    y.resize(x.rows(), x.cols());
+    if (ry) rxh.setZero(x.rows(), x.cols()), ry->resize(x.rows(), x.cols());
+    const T* scale = m_w + n.conv.b_offset;
+    const T* shift = scale + n.c;
+    const double size = group_size(n);
+    for (int b = 0; b < m_b; ++b)
+      for (int g = 0; g < G; ++g) {
+        double sum = 0, sq = 0;
+        each_in_group(n, b, g, [&](int c, int64_t e) { sum += double(x(c, e)); });
+        const double mu = sum / size;
+        each_in_group(n, b, g, [&](int c, int64_t e) { sq += (double(x(c, e)) - mu) * (double(x(c, e)) - mu); });
+        const double sigma = std::sqrt(sq / size + 1e-5);
+        st[size_t(b * G + g)] = T(sigma);
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          xh(c, e) = T((double(x(c, e)) - mu) / sigma);
+          y(c, e) = (T(1) + scale[c]) * xh(c, e) + shift[c];
+        });
+        if (!ry || !rx) continue;
+        double rsum = 0, a = 0;
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          rsum += double((*rx)(c, e));
+          a += double(xh(c, e)) * double((*rx)(c, e));
+        });
+        const double rmu = rsum / size, rsigma = a / size;
+        st[size_t(m_b * G + b * G + g)] = T(rsigma);
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          rxh(c, e) = T((double((*rx)(c, e)) - rmu - double(xh(c, e)) * rsigma) / sigma);
+        });
+      }
+    if (!ry) return;
+    const T* rscale = m_v + n.conv.b_offset;
+    const T* rshift = rscale + n.c;
+    for (int c = 0; c < n.c; ++c)
+      ry->row(c) = rscale[c] * xh.row(c) + (T(1) + scale[c]) * rxh.row(c) +
+                   RowMat<T>::Constant(1, x.cols(), rshift[c]);
+  }
+
+  void group_norm_backward(const CnnNode& n, int j, int i, const RowMat<T>& dy,
+                           const RowMat<T>* rdy, T* out) {
+    const RowMat<T>& xh = ws.col[size_t(i)];
+    const RowMat<T>& rxh = ws.rcol[size_t(i)];
+    const std::vector<T>& st = ws.stats[size_t(i)];
+    const T* scale = m_w + n.conv.b_offset;
+    for (int c = 0; c < n.c; ++c) {  // the scales' and shifts' gradients (or H v)
+      T* gs = out + n.conv.b_offset;
+      if (rdy) {
+        gs[c] = rdy->row(c).dot(xh.row(c)) + dy.row(c).dot(rxh.row(c));
+        gs[n.c + c] = rdy->row(c).sum();
+      } else {
+        gs[c] = dy.row(c).dot(xh.row(c));
+        gs[n.c + c] = dy.row(c).sum();
+      }
+    }
+    if (j < 0) return;
+    const T* rscale = rdy ? m_v + n.conv.b_offset : nullptr;
+    const int G = n.groups;
+    const double size = group_size(n);
+    for (int b = 0; b < m_b; ++b)
+      for (int g = 0; g < G; ++g) {
+        const double sigma = double(st[size_t(b * G + g)]);
+        double a = 0, bb = 0;  // mean(dx^), mean(dx^ x^)
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          const double dxh = double(dy(c, e)) * (1 + double(scale[c]));
+          a += dxh;
+          bb += dxh * double(xh(c, e));
+        });
+        a /= size, bb /= size;
+        const auto dx_of = [&](int c, int64_t e) {
+          return (double(dy(c, e)) * (1 + double(scale[c])) - a - double(xh(c, e)) * bb) / sigma;
+        };
+        each_in_group(n, b, g, [&](int c, int64_t e) { ws.dy[size_t(j)](c, e) += T(dx_of(c, e)); });
+        if (!rdy) continue;
+        const double rsigma = double(st[size_t(m_b * G + b * G + g)]);
+        const auto rdxh_of = [&](int c, int64_t e) {
+          return double((*rdy)(c, e)) * (1 + double(scale[c])) + double(dy(c, e)) * double(rscale[c]);
+        };
+        double ra = 0, rb = 0;
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          const double rdxh = rdxh_of(c, e), dxh = double(dy(c, e)) * (1 + double(scale[c]));
+          ra += rdxh;
+          rb += rdxh * double(xh(c, e)) + dxh * double(rxh(c, e));
+        });
+        ra /= size, rb /= size;
+        each_in_group(n, b, g, [&](int c, int64_t e) {
+          const double rdx = -rsigma / sigma * dx_of(c, e) +
+                             (rdxh_of(c, e) - ra - double(rxh(c, e)) * bb - double(xh(c, e)) * rb) / sigma;
+          ws.rdy[size_t(j)](c, e) += T(rdx);
+        });
+      }
+  }
+
   void forward_node(int i) {
     const CnnNode& n = m_m.nodes[size_t(i)];
     RowMat<T>& y = ws.y[size_t(i)];
@@ -250,6 +363,9 @@ class Pass {
         }
         break;
       }
+      case CnnNode::Op::GroupNorm:
+        group_norm_forward(n, j, i, y, ry);
+        break;
       case CnnNode::Op::Add:
         if (n.conv.w_offset >= 0) {
           conv_forward(n.conv, n.other, i, y, ry);
@@ -319,6 +435,9 @@ class Pass {
         if (rdy) spread(*rdy, ws.rdy[size_t(j)]);
         break;
       }
+      case CnnNode::Op::GroupNorm:
+        group_norm_backward(n, j, i, dy, rdy, out);
+        break;
       case CnnNode::Op::Add:
         ws.dy[size_t(j)] += dy;  // an Add's input is its block's last convolution, never the image
         if (rdy) ws.rdy[size_t(j)] += *rdy;

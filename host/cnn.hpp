@@ -11,7 +11,12 @@
 //   R{dW} = R{dY} col(X)^T + dY col(R{X})^T,   R{dX} = col^T(W^T R{dY} + V^T dY);
 // an activation: R{A} = f'(Z) R{Z}, R{dZ} = f'(Z) R{dA} + f''(Z) R{Z} dA; the pools and the
 // additions are linear (a max pool in the argmax it took), so R passes through them as the
-// gradient does.
+// gradient does. GroupNorm (per sample and group of channels, x^ = (x - mu) / sigma,
+// y = (1 + g) x^ + b; means over the group's elements):
+//   R{sigma} = mean(x^ R{x}),  R{x^} = (R{x} - mean(R{x}) - x^ R{sigma}) / sigma,
+//   dx = (dx^ - mean(dx^) - x^ mean(dx^ x^)) / sigma with dx^ = (1 + g) dy, and R{dx} its
+//   derivative: -R{sigma}/sigma dx + (R{dx^} - mean(R{dx^}) - R{x^} mean(dx^ x^)
+//   - x^ mean(R{dx^} x^ + dx^ R{x^})) / sigma.
 #pragma once
 #include <vector>
 
@@ -24,6 +29,7 @@ struct CnnWorkspace {
   std::vector<RowMat<T>> y, ry, dy, rdy;  // per node: output, its R, and their gradients
   std::vector<RowMat<T>> col, rcol;       // per node with a convolution: its input's columns
   std::vector<std::vector<int64_t>> arg;  // per max pool: the input element of each output
+  std::vector<std::vector<T>> stats;      // per GroupNorm: sigma, then R{sigma}, per (sample, group)
   RowMat<T> image, logits, dcol, rdcol;
 };
 

@@ -156,20 +156,21 @@ std::vector<CnnLayerConfig> read_cnn_layers(const json& layers, const std::strin
   if (!layers.is_array()) throw config_error(key + ": expected a list of layer objects, found " + layers.dump());
   const std::map<std::string, std::vector<std::string>> fields = {
       {"conv", {"channels", "kernel", "stride"}}, {"act", {}}, {"maxpool", {}}, {"avgpool", {}},
-      {"residual", {"channels", "stride"}},       {"gap", {}}, {"linear", {"out"}}};
+      {"residual", {"channels", "stride"}},       {"gap", {}}, {"linear", {"out"}},
+      {"groupnorm", {"groups"}}};
   std::vector<CnnLayerConfig> out;
   for (size_t i = 0; i < layers.size(); ++i) {
     const json& l = layers[i];
     const std::string at = key + "[" + std::to_string(i) + "]";
     if (!l.is_object() || !l.contains("type") || !l["type"].is_string())
       throw config_error(at + ": expected an object with a \"type\" (conv, act, maxpool, avgpool, "
-                         "residual, gap, linear), found " + l.dump());
+                         "residual, groupnorm, gap, linear), found " + l.dump());
     CnnLayerConfig c;
     c.type = l["type"].get<std::string>();
     const auto allowed = fields.find(c.type);
     if (allowed == fields.end())
-      throw config_error(at + ": type: expected one of conv, act, maxpool, avgpool, residual, gap, "
-                         "linear, found \"" + c.type + "\"");
+      throw config_error(at + ": type: expected one of conv, act, maxpool, avgpool, residual, "
+                         "groupnorm, gap, linear, found \"" + c.type + "\"");
     const std::string here = at + " (" + c.type + ")";
     for (const auto& [name, value] : l.items()) {
       if (name == "type") continue;
@@ -202,6 +203,7 @@ std::vector<CnnLayerConfig> read_cnn_layers(const json& layers, const std::strin
                            std::to_string(c.kernel));
     }
     if (c.type == "linear") c.channels = integer("out", 1, 1 << 20, true, 0, "an integer from 1 to 1048576");
+    if (c.type == "groupnorm") c.groups = integer("groups", 1, 4096, true, 0, "an integer from 1 to 4096");
     out.push_back(c);
   }
   return out;

@@ -28,6 +28,12 @@ CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3, 
   return l;
 }
 
+CnnLayerConfig groupnorm(int groups) {
+  CnnLayerConfig l = layer("groupnorm");
+  l.groups = groups;
+  return l;
+}
+
 std::vector<double> normals(size_t n, uint32_t stream, double scale) {
   std::vector<double> v(n);
   for (size_t i = 0; i < n; ++i) {
@@ -91,9 +97,11 @@ const std::vector<std::pair<std::string, std::vector<CnnLayerConfig>>> kNets = {
     {"residual, identity shortcut", {layer("conv", 3), layer("residual", 3)}},
     {"residual, 1x1 stride-2 shortcut", {layer("conv", 3), layer("residual", 4, 3, 2)}},
     {"residual on the image", {layer("residual", 2)}},
+    {"groupnorm", {layer("conv", 4), groupnorm(2), layer("act")}},
+    {"groupnorm on the image, one group", {groupnorm(1), layer("conv", 2)}},
     {"whole network",
-     {layer("conv", 4), layer("act"), layer("maxpool"), layer("residual", 5, 3, 2), layer("gap"),
-      layer("linear", 6), layer("act")}},
+     {layer("conv", 4), groupnorm(2), layer("act"), layer("maxpool"), layer("residual", 6, 3, 2),
+      groupnorm(3), layer("gap"), layer("linear", 6), layer("act")}},
 };
 
 }  // namespace
@@ -136,7 +144,7 @@ TEST(CnnTest, HessianVectorProductsMatchCentralDifferencesOfTheGradient) {
 
 // The HVP of every unit vector is a column of the Hessian: it must be symmetric.
 TEST(CnnTest, ExplicitHessianOfASmallNetworkIsSymmetric) {
-  Problem p({layer("conv", 2), layer("act"), layer("maxpool"), layer("residual", 2), layer("gap")},
+  Problem p({layer("conv", 2), groupnorm(1), layer("act"), layer("maxpool"), layer("residual", 2), layer("gap")},
             Activation::Gelu);
   const size_t d = p.w.size();
   ASSERT_LT(d, 200u);
@@ -186,6 +194,14 @@ TEST(CnnTest, ShapesAndParameterCounts) {
   EXPECT_EQ(m.nodes.back().c, 3);
   EXPECT_EQ(m.layers.size(), 5u);  // conv, residual's two convs and its shortcut, classifier
   try {
+    ModelSpec::cnn(1, 4, 4, {layer("conv", 6), groupnorm(4)}, 3, Activation::Relu);
+    ADD_FAILURE() << "4 groups of 6 channels";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers[1] (groupnorm): groups: 4 does not divide the 6 channels"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
     ModelSpec::cnn(1, 3, 3, {layer("maxpool"), layer("maxpool")}, 3, Activation::Relu);
     ADD_FAILURE() << "a 1 x 1 image was pooled";
   } catch (const Error& e) {
@@ -216,6 +232,7 @@ TEST(CnnTest, MalformedLayerListsNameTheLayerAndTheField) {
   has(json::array({{{"type", "residual"}, {"channels", 8}, {"stride", 3}}}), "model.layers[0] (residual): stride: expected 1 or 2");
   has(json::array({{{"type", "maxpool"}, {"size", 3}}}), "model.layers[0] (maxpool): size: not a field of this layer");
   has(json::array({{{"type", "dense"}}}), "model.layers[0]: type: expected one of conv");
+  has(json::array({{{"type", "groupnorm"}}}), "model.layers[0] (groupnorm): groups: missing");
   has(json::array({"conv"}), "model.layers[0]: expected an object with a \"type\"");
   has(json::object(), "model.layers: expected a list");
   EXPECT_NE(message(json::array({{{"type", "conv"}, {"channels", 8}}})).find("(accepted)"), std::string::npos);

@@ -35,8 +35,9 @@ struct PartitionConfig {
 // One entry of model.layers (model.kind "cnn"), in order; a linear classifier to the classes
 // follows the last. Spatial sizes: "same" padding, stride 1 or 2; pools are 2 x 2, stride 2.
 struct CnnLayerConfig {
-  std::string type;  // conv | act | maxpool | avgpool | residual | gap | linear
+  std::string type;  // conv | act | maxpool | avgpool | residual | groupnorm | gap | linear
   int channels = 0;  // conv, residual: output channels; linear: outputs
+  int groups = 0;    // groupnorm: groups of channels (dividing the channels)
   int kernel = 3;    // conv: k x k, odd
   int stride = 1;    // conv, residual: 1 or 2
 };

@@ -29,11 +29,13 @@ struct ConvShape {
 // One node of a convolutional model: its output is the activation tensor of every sample,
 // stored [channels][sample][row][column]. Nodes run in order; node 0 reads the image.
 struct CnnNode {
-  enum class Op { Conv, Act, MaxPool, AvgPool, Gap, Add };
+  enum class Op { Conv, Act, MaxPool, AvgPool, Gap, Add, GroupNorm };
   Op op = Op::Conv;
   int input = -1;   // the node it reads; -1: the image
   int other = -1;   // Add: the node added to the input, through `conv` when that has weights
-  ConvShape conv;   // Conv (a linear layer too), and an Add's shortcut
+  ConvShape conv;   // Conv (a linear layer too), and an Add's shortcut; GroupNorm: its c scales
+                    // (1 + g) then c shifts at conv.b_offset
+  int groups = 0;   // GroupNorm
   int c = 0, h = 0, w = 0;  // the output's shape
 };
 
