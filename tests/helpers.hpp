@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 
 #include <filesystem>
@@ -15,6 +16,8 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/philox.hpp"
 #include "gossamer/simulation.hpp"
 
 namespace gossamer::test_util {
@@ -55,6 +58,86 @@ inline std::vector<std::string> metrics_without_times(const std::filesystem::pat
     lines.push_back(j.dump());
   }
   return lines;
+}
+
+// Seven workers that differ (their own inits, a Dirichlet split), with ensemble metrics: the
+// sharding tests' run (7 workers make uneven shards for 2, 3 and 4).
+inline nlohmann::json seven_workers(const nlohmann::json& patch) {
+  nlohmann::json c = {{"workers", 7},
+                      {"model", {{"same_init", false}}},
+                      {"partition", {{"kind", "dirichlet"}}},
+                      {"metrics", {{"ensemble", true}}}};
+  c.merge_patch(patch);
+  return c;
+}
+
+// n draws of scale N(0, 1) from Philox stream (seed, Data, stream): test inputs, never zeros.
+inline std::vector<double> random_normals(size_t n, uint64_t seed, uint32_t stream, double scale) {
+  std::vector<double> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Philox4 r = philox_draw(seed, RngDomain::Data, stream, i);
+    v[i] = scale * philox_normal(r.v[0], r.v[1]);
+  }
+  return v;
+}
+
+// ||a - b|| / ||b||, the relative error of a result a against its reference b; a non-finite
+// element of a (unwritten, NaN) fails the test and gives infinity.
+inline double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    if (!std::isfinite(a[i])) {
+      ADD_FAILURE() << "element " << i << " is " << a[i] << " (unwritten or non-finite)";
+      return INFINITY;
+    }
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+inline double rel_err(double a, double b) { return rel_err(std::vector<double>{a}, std::vector<double>{b}); }
+
+// The message of the config_error that tiny_config(patch) gets from load_config (source
+// "f.json"), or "(accepted)".
+inline std::string config_message(const nlohmann::json& patch) {
+  try {
+    load_config(tiny_config(patch), {}, "f.json");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Config) << e.what();
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+// What a backend holds after some steps, everything the contract returns for all workers and
+// the metrics: the sharding tests compare these between layouts.
+struct Snapshot {
+  std::vector<double> weights, gradients;
+  std::vector<int64_t> indices;
+  double consensus = 0, loss = 0, mean_grad_norm = 0;
+  EvalStats mean;
+  std::vector<EvalStats> workers;
+  double ens_nll = 0, ens_ece = 0, mean_nll = 0;
+  int64_t nonfinite_weights = -1;
+};
+
+inline Snapshot snapshot(Backend& b, double mean_grad_norm) {
+  Snapshot out;
+  out.weights = b.weights();
+  out.gradients = b.gradients();
+  out.indices = b.minibatch_indices();
+  out.consensus = b.consensus_distance();
+  out.loss = b.take_train_loss().mean;
+  out.mean_grad_norm = mean_grad_norm;
+  out.mean = b.evaluate_mean(Split::Test);
+  out.workers = b.evaluate_workers(Split::Test);
+  const auto ens = b.evaluate_ensemble(Split::Test);
+  out.ens_nll = ens.ensemble.nll;
+  out.ens_ece = ens.ensemble.ece;
+  out.mean_nll = ens.mean_model.nll;
+  out.nonfinite_weights = b.first_nonfinite().weights;
+  return out;
 }
 
 // A fresh folder per test, named after it, removed afterwards.

@@ -26,31 +26,10 @@ using nlohmann::json;
 
 namespace {
 
-double rel_err(const std::vector<double>& gpu, const std::vector<double>& cpu) {
-  EXPECT_EQ(gpu.size(), cpu.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
-    if (!std::isfinite(gpu[i])) {
-      ADD_FAILURE() << "element " << i << " is " << gpu[i] << " (unwritten or non-finite)";
-      return INFINITY;
-    }
-    num += (gpu[i] - cpu[i]) * (gpu[i] - cpu[i]);
-    den += cpu[i] * cpu[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-double rel(double gpu, double cpu) {
-  return rel_err({gpu}, {cpu});
-}
+double rel(double gpu, double cpu) { return rel_err(gpu, cpu); }
 
 std::vector<double> random_rows(size_t n, uint64_t stream, double scale) {
-  std::vector<double> v(n);
-  for (size_t i = 0; i < n; ++i) {
-    const Philox4 r = philox_draw(17, RngDomain::Data, stream, i);
-    v[i] = scale * philox_normal(r.v[0], r.v[1]);
-  }
-  return v;
+  return random_normals(n, 17, uint32_t(stream), scale);
 }
 
 // A CPU float32 simulation and a CUDA backend built from the same setup, at the same

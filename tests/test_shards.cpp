@@ -23,46 +23,13 @@ using nlohmann::json;
 
 namespace {
 
-// Seven workers (uneven shards), workers that differ, 12 steps.
-json base(const json& patch) {
-  json c = {{"workers", 7},
-            {"model", {{"same_init", false}}},
-            {"partition", {{"kind", "dirichlet"}}},
-            {"metrics", {{"ensemble", true}}}};
-  c.merge_patch(patch);
-  return c;
-}
-
-struct Snapshot {
-  std::vector<double> weights, gradients;
-  std::vector<int64_t> indices;
-  double consensus, loss, mean_grad_norm;
-  EvalStats mean;
-  std::vector<EvalStats> workers;
-  double ens_nll, ens_ece, mean_nll;
-  int64_t nonfinite_weights;
-};
 
 Snapshot run_steps(const json& patch, bool float64, int steps = 12) {
   Sim s = make_sim(patch, float64);
   Backend& b = *s->backend;
   double norm = 0;
   for (int t = 0; t < steps; ++t) train_step(b, s->config, *s->topology, t, 0.1, &norm);
-  Snapshot out;
-  out.weights = b.weights();
-  out.gradients = b.gradients();
-  out.indices = b.minibatch_indices();
-  out.consensus = b.consensus_distance();
-  out.loss = b.take_train_loss().mean;
-  out.mean_grad_norm = norm;
-  out.mean = b.evaluate_mean(Split::Test);
-  out.workers = b.evaluate_workers(Split::Test);
-  const auto ens = b.evaluate_ensemble(Split::Test);
-  out.ens_nll = ens.ensemble.nll;
-  out.ens_ece = ens.ensemble.ece;
-  out.mean_nll = ens.mean_model.nll;
-  out.nonfinite_weights = b.first_nonfinite().weights;
-  return out;
+  return snapshot(b, norm);
 }
 
 void expect_identical(const Snapshot& a, const Snapshot& b) {
@@ -104,10 +71,10 @@ class ShardEqualityTest : public ::testing::TestWithParam<int> {};
 TEST_P(ShardEqualityTest, ShardedRunsAreBitIdenticalToOneShard) {
   for (const json& c : kCases) {
     SCOPED_TRACE(c.dump());
-    const Snapshot one = run_steps(base(c), false);
+    const Snapshot one = run_steps(seven_workers(c), false);
     for (int shards : {2, 3, 4}) {
       SCOPED_TRACE("shards " + std::to_string(shards));
-      json sharded = base(c);
+      json sharded = seven_workers(c);
       sharded["shards"] = shards;
       expect_identical(run_steps(sharded, false), one);
     }
@@ -117,7 +84,7 @@ TEST_P(ShardEqualityTest, ShardedRunsAreBitIdenticalToOneShard) {
 INSTANTIATE_TEST_SUITE_P(Once, ShardEqualityTest, ::testing::Values(0));
 
 TEST(ShardTest, Float64ShardsAreBitIdenticalToo) {
-  json c = base({{"topology", {{"name", "exponential"}}}, {"optimizer", {{"momentum", 0.5}}}});
+  json c = seven_workers({{"topology", {{"name", "exponential"}}}, {"optimizer", {{"momentum", 0.5}}}});
   const Snapshot one = run_steps(c, true);
   c["shards"] = 3;
   expect_identical(run_steps(c, true), one);
@@ -127,7 +94,7 @@ TEST(ShardTest, Float64ShardsAreBitIdenticalToo) {
 // that changes the number of shards.
 TEST(ShardTest, RunsAndResumesWithAnyNumberOfShardsGiveTheSameFiles) {
   const auto dir = fresh_temp_dir("shards");
-  json cfg = tiny_config(base({{"topology", {{"name", "one_peer_exponential"}}},
+  json cfg = tiny_config(seven_workers({{"topology", {{"name", "one_peer_exponential"}}},
                                {"train", {{"steps", 20}, {"eval_every", 5}, {"checkpoint_every", 10}}},
                                {"curvature",
                                 {{"every", 10},
@@ -202,19 +169,10 @@ TEST(ShardTest, HaloPlanOfARingAndAnExponentialGraph) {
 }
 
 TEST(ShardTest, BadShardCountsAreConfigErrorsNamingTheKey) {
-  const auto message = [](const json& patch) {
-    try {
-      load_config(tiny_config(patch), {}, "f.json");
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Config);
-      return std::string(e.what());
-    }
-    return std::string("(accepted)");
-  };
-  EXPECT_NE(message({{"shards", 5}}).find("f.json: shards: 5 shards for 4 workers"), std::string::npos);
-  EXPECT_NE(message({{"shards", 2}, {"backend", "cuda"}}).find("shards: the CPU backend's shards"),
+  EXPECT_NE(config_message({{"shards", 5}}).find("f.json: shards: 5 shards for 4 workers"), std::string::npos);
+  EXPECT_NE(config_message({{"shards", 2}, {"backend", "cuda"}}).find("shards: the CPU backend's shards"),
             std::string::npos);
-  EXPECT_NE(message({{"shards", 0}}).find("shards"), std::string::npos);
+  EXPECT_NE(config_message({{"shards", 0}}).find("shards"), std::string::npos);
 }
 
 // `run --resume` takes a new shard count and nothing else.
@@ -353,23 +311,14 @@ TEST(RendezvousTest, AFileThatNeverAppearsTimesOutNamingThePath) {
 }
 
 TEST(ShardTest, BadDeviceLayoutsAreConfigErrorsNamingTheKey) {
-  const auto message = [](const json& patch) {
-    try {
-      load_config(tiny_config(patch), {}, "f.json");
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Config);
-      return std::string(e.what());
-    }
-    return std::string("(accepted)");
-  };
-  EXPECT_NE(message({{"devices", {0, 0, 0, 0, 0}}}).find("f.json: devices: 5 shards for 4 workers"),
+  EXPECT_NE(config_message({{"devices", {0, 0, 0, 0, 0}}}).find("f.json: devices: 5 shards for 4 workers"),
             std::string::npos);
-  EXPECT_NE(message({{"devices", {0}}, {"backend", "cpu"}}).find("devices: GPUs for the cuda backend"),
+  EXPECT_NE(config_message({{"devices", {0}}, {"backend", "cpu"}}).find("devices: GPUs for the cuda backend"),
             std::string::npos);
-  EXPECT_NE(message({{"devices", {0, 1}}, {"shards", 2}}).find("devices and shards"), std::string::npos);
-  EXPECT_NE(message({{"devices", {-1}}}).find("devices"), std::string::npos);
-  EXPECT_NE(message({{"transport", "mpi"}}).find("transport"), std::string::npos);
-  EXPECT_EQ(message({{"devices", {0, 0}}, {"transport", "copy"}}), "(accepted)");
+  EXPECT_NE(config_message({{"devices", {0, 1}}, {"shards", 2}}).find("devices and shards"), std::string::npos);
+  EXPECT_NE(config_message({{"devices", {-1}}}).find("devices"), std::string::npos);
+  EXPECT_NE(config_message({{"transport", "mpi"}}).find("transport"), std::string::npos);
+  EXPECT_EQ(config_message({{"devices", {0, 0}}, {"transport", "copy"}}), "(accepted)");
   // The layout keys are not the run's identity: a resume may change them.
   const RunConfig a = load_config(tiny_config(), {}, "a"),
                   b = load_config(tiny_config({{"devices", {0, 0}}, {"transport", "nccl"}}), {}, "b");
