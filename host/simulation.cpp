@@ -47,11 +47,17 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const std::strin
   const bool gpu_layout = !setup.devices.empty() || setup.processes.world > 1 || setup.transport == "nccl";
   if (which == "cuda" || gpu_layout) {
     const std::string why = which == "cuda" ? "--backend cuda" : "devices / --world / transport nccl";
+    if (float64)
+      throw config_error(why + ": the CUDA backend computes in float32; precision \"float64\" is "
+                               "a CPU reference mode");
     if (gpus.devices.empty()) throw runtime_error(why + ": " + gpus.why_none);
 #ifdef GOSSAMER_HAVE_CUDA
     auto backend = make_cuda_backend(setup, CudaOptions{});
     *chosen = backend->name() + " (asked for: " + why + ")";
     return backend;
+#else
+    throw config_error(why + ": this build has no CUDA backend (nvcc was not found when it was "
+                             "configured, or -DGOSSAMER_CUDA=OFF)");
 #endif
   }
   if (setup.shards > 1) {

@@ -359,5 +359,9 @@ TEST(ShardTest, DevicesWithoutAGpuSayWhy) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("devices"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(list_devices().why_none), std::string::npos) << r.output;
+  // The CUDA shards compute in float32: float64 with devices is a config error, before any GPU.
+  const Result f64 = run_cli("run " + config + " --devices 0 --set precision=float64 --out " + (dir / "r64").string());
+  EXPECT_EQ(f64.code, 2) << f64.output;
+  EXPECT_NE(f64.output.find("the CUDA backend computes in float32"), std::string::npos) << f64.output;
   std::filesystem::remove_all(dir);
 }
