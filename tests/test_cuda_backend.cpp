@@ -22,6 +22,7 @@
 #include "helpers.hpp"
 
 using namespace gossamer;
+using namespace gossamer::test_util;
 using nlohmann::json;
 
 namespace {
