@@ -4,7 +4,8 @@
 //
 // Formulas (per step, m workers, per-worker batch B, layer sizes in_l x out_l, d params):
 //   local gradient  FLOPs = m B (6 sum_l in_l out_l - 2 in_0 out_0)  (forward, dW, dA; no dA
-//                   for layer 0)
+//                   for layer 0); a CNN's in_l out_l is a convolution's multiply-adds a sample,
+//                   cout cin k k out_h out_w (im2col and the element-wise nodes not counted)
 //   gossip+update   bytes >= (5 with momentum, else 3) m d sizeof(float): read W, G (, buf),
 //                   write W' (, buf'); neighbours' rows are re-read from cache, not counted
 //   HVP over K points: about twice the gradient's FLOPs; reported as the time ratio HVP / gradient
@@ -110,6 +111,21 @@ json workload(const std::string& name, const std::string& backend) {
                    {"model", {{"hidden", {128}}}},
                    {"optimizer", {{"batch_size", 32}}},
                    {"topology", {{"name", "ring"}}}});
+  } else if (name == "c" || name == "c1024") {
+    // Workload (c): the CNN quickstart's network (conv 16, max pool, residual 32 at stride 2,
+    // linear 32; 65,130 parameters) on Fashion-MNIST images, 16 or 1,024 workers.
+    c["data"] = {{"dataset", "fashion-mnist"}, {"train_samples", 16384}, {"test_samples", 1024}};
+    c.merge_patch({{"workers", name == "c" ? 16 : 1024},
+                   {"model",
+                    {{"kind", "cnn"},
+                     {"layers", json::array({{{"type", "conv"}, {"channels", 16}},
+                                             {{"type", "act"}},
+                                             {{"type", "maxpool"}},
+                                             {{"type", "residual"}, {"channels", 32}, {"stride", 2}},
+                                             {{"type", "linear"}, {"out", 32}},
+                                             {{"type", "act"}}})}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "ring"}}}});
   } else if (name.size() > 1 && name[0] == 'm' &&
              name.find_first_not_of("0123456789", 1) == std::string::npos) {
     const int m = std::stoi(name.substr(1));
@@ -120,7 +136,7 @@ json workload(const std::string& name, const std::string& backend) {
                    // every worker samples the one shared set: any m, data of a fixed size
                    {"partition", {{"kind", "shared"}}}});
   } else {
-    throw std::runtime_error("unknown workload " + name + " (a, b, quickstart, m<N>)");
+    throw std::runtime_error("unknown workload " + name + " (a, b, c, c1024, quickstart, m<N>)");
   }
   return c;
 }
@@ -225,10 +241,21 @@ json bench_step(const BenchOptions& o, const Machine& mach, Simulation& sim, dou
   Backend& b = *sim.backend;
   const ModelSpec& model = sim.model;
   const int m = cfg.workers, batch = cfg.optimizer.batch_size;
-  double weight_macs = 0;
-  for (const auto& l : model.layers) weight_macs += double(l.in) * l.out;
-  const double grad_flops =
-      double(m) * batch * (6 * weight_macs - 2.0 * model.layers[0].in * model.layers[0].out);
+  // Multiply-adds a sample of the weight products, and of those that read the input (no dX).
+  double weight_macs = 0, input_macs = 0;
+  if (model.kind == ModelKind::Cnn) {
+    for (const CnnNode& n : model.nodes) {
+      const ConvShape& s = n.conv;
+      if (s.w_offset < 0 || (n.op != CnnNode::Op::Conv && n.op != CnnNode::Op::Add)) continue;
+      const double macs = double(s.cout) * s.cin * s.kh * s.kw * s.out_h * s.out_w;
+      weight_macs += macs;
+      if ((n.op == CnnNode::Op::Conv ? n.input : n.other) < 0) input_macs += macs;
+    }
+  } else {
+    for (const auto& l : model.layers) weight_macs += double(l.in) * l.out;
+    input_macs = double(model.layers[0].in) * model.layers[0].out;
+  }
+  const double grad_flops = double(m) * batch * (6 * weight_macs - 2.0 * input_macs);
   const double update_bytes =
       (cfg.optimizer.momentum > 0 ? 5.0 : 3.0) * m * double(model.dim) * sizeof(float);
   int64_t step = 0;
@@ -453,7 +480,8 @@ int run_bench(int argc, char** argv) {
   app.add_option("--math", o.math, "GEMM math of the cuda backend")
       ->check(CLI::IsMember({"fp32", "tf32"}));
   app.add_option("--workload", o.names,
-                 "Workloads: quickstart, a, b, and m<N> (the scaling series: N workers of "
+                 "Workloads: quickstart, a, b, c and c1024 (the CNN quickstart's network on "
+                 "Fashion-MNIST, 16 or 1,024 workers), and m<N> (the scaling series: N workers of "
                  "784-128-10, batch 32, ring)")
       ->delimiter(',');
   app.add_option("--repeats", o.repeats, "Timed batches per part (median reported)")
