@@ -81,4 +81,13 @@ std::vector<RowRun> row_runs(const std::vector<RowCopy>& copies) {
   return runs;
 }
 
+const HaloPlan& HaloPlanner::plan(const Csr& mixing) {
+  if (!(mixing == m_for)) {
+    m_plan = plan_halo(mixing, m_layout);
+    m_runs = row_runs(m_plan.copies);
+    m_for = mixing;
+  }
+  return m_plan;
+}
+
 }  // namespace gossamer

@@ -21,8 +21,7 @@ uint64_t csr_hash(const Csr& c) {
 const DeviceCsr& DeviceCsrCache::get(const Csr& c, cudaStream_t s) {
   const uint64_t key = csr_hash(c);
   auto it = m_entries.find(key);
-  if (it != m_entries.end() && it->second.host.row_ptr == c.row_ptr &&
-      it->second.host.col == c.col && it->second.host.val == c.val)
+  if (it != m_entries.end() && it->second.host == c)
     return it->second;
   if (m_entries.size() >= kEntries || it != m_entries.end()) {
     CUDA_CHECK(cudaStreamSynchronize(s));

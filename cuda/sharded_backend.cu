@@ -28,7 +28,8 @@ class ShardedCudaBackend final : public Backend {
         m_devices(s.devices.empty() ? std::vector<int>{0} : s.devices),
         m_processes(s.processes),
         m_layout(check_layout(s, int(m_devices.size()))),
-        m_d(s.model->dim) {
+        m_d(s.model->dim),
+        m_halo(m_layout) {
     const std::string transport = choose_transport(s);  // refuse a bad layout before allocating
     const int per_process = int(m_devices.size());
     for (int i = 0; i < per_process; ++i) {
@@ -305,15 +306,11 @@ class ShardedCudaBackend final : public Backend {
       each([&](Part& p) { p.b->gossip(nullptr, lr, form, HaloRows{}); });
       return;
     }
-    if (!same_csr(*mixing, m_planned)) {
-      m_plan = plan_halo(*mixing, m_layout);
-      m_runs = row_runs(m_plan.copies);
-      m_planned = *mixing;
-    }
+    const HaloPlan& plan = m_halo.plan(*mixing);
     const bool atc = form == MixForm::Atc;
     const int arrays = atc ? (has_momentum() ? 3 : 2) : 1;
     each([&](Part& p) {
-      const size_t need = m_plan.shards[size_t(p.shard)].halo.size() * size_t(m_ld);
+      const size_t need = plan.shards[size_t(p.shard)].halo.size() * size_t(m_ld);
       for (int a = 0; a < arrays; ++a)
         if (p.halo[a].size() < need) {
           p.b->m_stream.sync();  // the old halo may still be read by a queued gossip
@@ -323,7 +320,7 @@ class ShardedCudaBackend final : public Backend {
           if (double(need) * sizeof(float) > double(free_b))
             throw runtime_error(
                 "devices: shard " + std::to_string(p.shard) + "'s halo (" +
-                std::to_string(m_plan.shards[size_t(p.shard)].halo.size()) + " foreign rows of " +
+                std::to_string(plan.shards[size_t(p.shard)].halo.size()) + " foreign rows of " +
                 std::to_string(m_d) + " floats) does not fit in the " +
                 std::to_string(double(free_b) / 1e9) + " GB free on GPU " + std::to_string(p.device) +
                 "; use more devices, fewer workers or a sparser topology (gossamer plan shows the halo)");
@@ -331,16 +328,13 @@ class ShardedCudaBackend final : public Backend {
           p.halo[a].zero(p.b->m_stream.get());  // the padding the exchange copies over stays 0
         }
     });
-    m_transport->exchange(m_runs, ends(arrays), arrays, m_ld);
+    m_transport->exchange(m_halo.runs(), ends(arrays), arrays, m_ld);
     each([&](Part& p) {
-      const DeviceCsr& local = p.b->m_csr.get(m_plan.shards[size_t(p.shard)].local, p.b->m_stream.get());
+      const DeviceCsr& local = p.b->m_csr.get(plan.shards[size_t(p.shard)].local, p.b->m_stream.get());
       p.b->gossip(&local, lr, form,
                   HaloRows{p.halo[0].get(), atc ? p.halo[1].get() : nullptr,
                            atc && has_momentum() ? p.halo[2].get() : nullptr});
     });
-  }
-  static bool same_csr(const Csr& a, const Csr& b) {
-    return a.n == b.n && a.row_ptr == b.row_ptr && a.col == b.col && a.val == b.val;
   }
   void do_average_weights() override {
     global_mean(false);
@@ -488,9 +482,7 @@ class ShardedCudaBackend final : public Backend {
   mutable std::vector<Part> m_parts;
   std::unique_ptr<ShardTransport> m_transport;
   LossWindow m_base;
-  Csr m_planned;                     // the mixing matrix m_plan was made for
-  HaloPlan m_plan;
-  std::vector<RowRun> m_runs;
+  HaloPlanner m_halo;                // each step's halo, planned when the mixing matrix changes
 };
 
 std::unique_ptr<Backend> make_sharded_cuda_backend(const BackendSetup& setup,

@@ -46,7 +46,10 @@ class ShardedBackend final : public Backend {
   using Mean = Eigen::Matrix<double, 1, Eigen::Dynamic>;
 
   explicit ShardedBackend(const BackendSetup& s)
-      : BackendShape(backend_shape(s)), m_layout(s.workers, s.shards), m_d(s.model->dim) {
+      : BackendShape(backend_shape(s)),
+        m_layout(s.workers, s.shards),
+        m_d(s.model->dim),
+        m_halo_plan(m_layout) {
     for (int i = 0; i < m_layout.shards(); ++i) {
       BackendSetup sub = s;
       sub.workers = m_layout.count(i);
@@ -172,7 +175,7 @@ class ShardedBackend final : public Backend {
   void do_mix_update(const Csr* mixing, double lr, MixForm form) override {
     each([&](Shard& sh, int) { sh.apply_update(lr, form, mixing != nullptr); });
     if (!mixing) return;
-    const HaloPlan plan = plan_halo(*mixing, m_layout);
+    const HaloPlan& plan = m_halo_plan.plan(*mixing);
     each([&](Shard& sh, int s) {
       RowMat<T>& halo = m_halo[size_t(s)];
       const int64_t rows = int64_t(plan.shards[size_t(s)].halo.size());
@@ -287,6 +290,7 @@ class ShardedBackend final : public Backend {
   const int64_t m_d;
   std::vector<std::unique_ptr<Shard>> m_shards;
   std::vector<RowMat<T>> m_halo;  // each shard's copies of the foreign rows it reads
+  HaloPlanner m_halo_plan;        // each step's halo, planned when the mixing matrix changes
   std::unique_ptr<InProcessTransport> m_transport;
   LossWindow m_loss;
   int64_t m_step = 0;

@@ -27,8 +27,6 @@ using nlohmann::json;
 
 namespace {
 
-double rel(double gpu, double cpu) { return rel_err(gpu, cpu); }
-
 std::vector<double> random_rows(size_t n, uint64_t stream, double scale) {
   return random_normals(n, 17, uint32_t(stream), scale);
 }
@@ -93,12 +91,12 @@ TEST_F(CudaBackendTest, LocalGradientsAndLossMatchTheCpu) {
         t.cpu().local_gradient(true);
         t.gpu->local_gradient(true);
         EXPECT_LT(rel_err(t.gpu->gradients(), t.cpu().gradients()), 1e-5) << "step " << step;
-        EXPECT_LT(rel(t.gpu->mean_gradient_norm(), t.cpu().mean_gradient_norm()), 1e-5);
+        EXPECT_LT(rel_err(t.gpu->mean_gradient_norm(), t.cpu().mean_gradient_norm()), 1e-5);
         EXPECT_LT(rel_err(t.gpu->mean_gradient(), t.cpu().mean_gradient()), 1e-5);
       }
       const TrainLoss g = t.gpu->take_train_loss(), c = t.cpu().take_train_loss();
       EXPECT_EQ(g.steps, c.steps);
-      EXPECT_LT(rel(g.mean, c.mean), 1e-5);
+      EXPECT_LT(rel_err(g.mean, c.mean), 1e-5);
     }
 }
 
@@ -160,21 +158,21 @@ TEST_F(CudaBackendTest, MetricsMatchTheCpu) {
   for (const json& shape : kShapes) {
     SCOPED_TRACE(shape.dump());
     Twin t = make_twin(shape);
-    EXPECT_LT(rel(t.gpu->consensus_distance(), t.cpu().consensus_distance()), 1e-5);
+    EXPECT_LT(rel_err(t.gpu->consensus_distance(), t.cpu().consensus_distance()), 1e-5);
     EXPECT_TRUE(t.gpu->weights_finite());
     for (Split split : {Split::Train, Split::Test}) {
       const EvalStats g = t.gpu->evaluate_mean(split), c = t.cpu().evaluate_mean(split);
-      EXPECT_LT(rel(g.loss, c.loss), 1e-5);
+      EXPECT_LT(rel_err(g.loss, c.loss), 1e-5);
       EXPECT_NEAR(g.accuracy, c.accuracy, 1.0 / 128);  // a near-tie may flip one sample
       const auto gw = t.gpu->evaluate_workers(split), cw = t.cpu().evaluate_workers(split);
       ASSERT_EQ(gw.size(), cw.size());
       for (size_t k = 0; k < gw.size(); ++k) {
-        EXPECT_LT(rel(gw[k].loss, cw[k].loss), 1e-5) << "worker " << k;
+        EXPECT_LT(rel_err(gw[k].loss, cw[k].loss), 1e-5) << "worker " << k;
         EXPECT_NEAR(gw[k].accuracy, cw[k].accuracy, 1.0 / 128) << "worker " << k;
       }
       const auto ge = t.gpu->evaluate_ensemble(split), ce = t.cpu().evaluate_ensemble(split);
-      EXPECT_LT(rel(ge.ensemble.nll, ce.ensemble.nll), 1e-5);
-      EXPECT_LT(rel(ge.mean_model.nll, ce.mean_model.nll), 1e-5);
+      EXPECT_LT(rel_err(ge.ensemble.nll, ce.ensemble.nll), 1e-5);
+      EXPECT_LT(rel_err(ge.mean_model.nll, ce.mean_model.nll), 1e-5);
       EXPECT_NEAR(ge.ensemble.ece, ce.ensemble.ece, 1e-3);
       EXPECT_NEAR(ge.ensemble.accuracy, ce.ensemble.accuracy, 1.0 / 128);
     }
@@ -433,7 +431,7 @@ TEST_F(CudaBackendTest, QuickstartHundredStepsAgreeWithTheCpu) {
   }
   for (const char* key : {"train_loss", "consensus_distance", "test_loss"}) {
     ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
-    EXPECT_LT(rel(finals[1][key].get<double>(), finals[0][key].get<double>()), 1e-3) << key;
+    EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), 1e-3) << key;
   }
 }
 

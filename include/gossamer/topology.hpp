@@ -21,6 +21,9 @@ struct Csr {
   std::vector<double> dense() const;                        // n x n row-major
   static Csr from_dense(const std::vector<double>& p, int n);
   int64_t nnz() const { return int64_t(col.size()); }
+  bool operator==(const Csr& o) const {
+    return n == o.n && row_ptr == o.row_ptr && col == o.col && val == o.val;
+  }
 };
 
 // P_t for every step t: a list of `phases` matrices cycled by step (one for a static

@@ -64,6 +64,21 @@ struct HaloPlan {
 };
 HaloPlan plan_halo(const Csr& mixing, const ShardLayout& layout);
 
+// The halo plan (and its row runs) of the last mixing matrix seen, made again only when the
+// matrix changes: a static topology is planned once, a time-varying one at each change of phase.
+class HaloPlanner {
+ public:
+  explicit HaloPlanner(const ShardLayout& layout) : m_layout(layout) {}
+  const HaloPlan& plan(const Csr& mixing);
+  const std::vector<RowRun>& runs() const { return m_runs; }
+
+ private:
+  ShardLayout m_layout;
+  Csr m_for;  // the matrix m_plan was made for
+  HaloPlan m_plan;
+  std::vector<RowRun> m_runs;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
