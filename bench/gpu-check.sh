@@ -12,17 +12,22 @@
 # the visit ends within it; the expected total is ~120 s without the peers and ~280 s with them:
 # the fourth visit's tests, runs and benchmark took 80 s):
 #   tests     the GPU agreement suite (with the sharded suite: 2-4 shards on the one GPU and
-#             NCCL with one rank against one shard), and the trainer, checkpoint and plan
-#             suites with backend auto (so on the GPU: checkpoints through the pinned buffer) 130+60
+#             NCCL with one rank against one shard; the CNN's gradients, steps, HVPs and
+#             evaluations for four networks, and its quickstart through the trainer), and the
+#             trainer, checkpoint and plan suites with backend auto (so on the GPU: checkpoints
+#             through the pinned buffer)                                                   170+60
+#   cnn       configs/quickstart-cnn.json on the GPU: accuracy, steps/s, wall time              50
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
-#   bench     plan --fit on the card; gossamer-bench, workloads a and b with the curvature rows
+#   bench     plan --fit on the card; gossamer-bench, workloads a, b and the CNN's c (16 workers)
+#             and c1024 with the curvature rows
 #             (HVP vs gradient, Hutchinson, power, Lanczos, every worker's trace and top
 #             eigenvalue, spectral density) and the shard rows (halo bytes, 2 and 4 shards'
 #             gossip on the one GPU against one shard), then the m16 ... m65536 series (setup,
 #             ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                       90+60+30
-#   peers     the PyTorch peers on the same card (skip with SKIP=peers)                         160
+#   peers     the PyTorch peers on the same card, workloads PEER_WORKLOADS (default a,b,c,c1024;
+#             skip with SKIP=peers)                                                             190
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
 #             the checkpoint stream through the pinned buffer, the sampler)                2 x 60
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
@@ -52,7 +57,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=190 [runs]=240 [bench]=190 [peers]=160 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=230 [cnn]=60 [runs]=240 [bench]=190 [peers]=200 [sanitize]=120 [ncu]=90)
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -77,9 +82,10 @@ say "gossamer gpu-check at $(cat $B/REVISION 2>/dev/null || echo unknown) on $(n
 
 if want tests; then
   echo "=== agreement tests"
-  timeout 130 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+  timeout 170 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
   say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
+  grep -E "^cnn " "$OUT/cuda-tests.txt" | tail -30 | tee -a "$SUMMARY"
   # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
   # Inf detection for every activation, steps/s without checkpoints, auto with math tf32), and
   # sweep --jobs 3 with three CUDA backends on the card at once (the same metrics as --jobs 1).
@@ -87,6 +93,24 @@ if want tests; then
     > "$V/trainer-tests.txt" 2>&1
   say "trainer tests on auto (GPU) exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$V/trainer-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure" "$V/trainer-tests.txt" | head -10 | tee -a "$SUMMARY"
+fi
+
+if want cnn; then
+  echo "=== cnn quickstart"
+  # configs/quickstart-cnn.json on the GPU (1,500 steps, 16 workers): accuracy and wall time
+  # against the CPU's 90.06 % in 2 min 17 s on the 2-core VM.
+  timeout 50 $B/gossamer run configs/quickstart-cnn.json --set data.path=$FMNIST --backend cuda \
+    --out "$V/qs-cnn" > "$V/qs-cnn.txt" 2>&1
+  python3 - "$V/qs-cnn" <<'EOF' | tee -a "$SUMMARY"
+import json, sys
+try:
+    s = json.load(open(sys.argv[1] + "/summary.json"))
+    print(f"cnn quickstart on cuda: test acc {s['final']['test_acc']*100:.2f} %, {s['steps_per_second']:.0f} steps/s, "
+          f"setup {s['setup_time_s']:.1f} s, wall {s['wall_time_s']:.1f} s")
+except Exception as e:
+    print(f"cnn quickstart on cuda: no summary ({e})")
+EOF
+  grep -E "^  backend|rror" "$V/qs-cnn.txt" | tail -3 | tee -a "$SUMMARY"
 fi
 
 if want runs; then
@@ -146,7 +170,7 @@ if want bench; then
   $B/gossamer plan $QS --fit | tee -a "$SUMMARY"
   # Workloads a and b with every curvature row (the peers compare against this JSON), then the
   # m-series on its own, so that a slow curvature row cannot cost the series.
-  timeout 90 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
+  timeout 120 $B/gossamer-bench --backend cuda --workload a,b,c,c1024 --shards 2,4 \
     --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
   RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
@@ -163,16 +187,18 @@ fi
 
 if want peers && [ -n "$RESULT" ]; then
   echo "=== PyTorch peers"
-  timeout 160 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+  timeout 190 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+    --workloads "${PEER_WORKLOADS:-a,b,c,c1024}" \
     > "$V/peers.txt" 2>&1; echo "peers exit $?" >> "$V/peers.txt"
   cp bench/results/*peers*.json "$OUT/peers.json" 2>/dev/null
-  tail -12 "$V/peers.txt" | tee -a "$SUMMARY"
+  tail -24 "$V/peers.txt" | tee -a "$SUMMARY"
 fi
 
 if want sanitize && command -v compute-sanitizer > /dev/null; then
   echo "=== sanitizers (short filter)"
   F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*:CudaBackendTest.VectorOperations*:CudaBackendTest.AugmentedMinibatches*'
   F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*:CudaShardTest.TheShardedGossipIsBitIdentical"
+  F="$F:CudaBackendTest.CnnGradients*:CudaBackendTest.CnnCurvature*"
   timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
   timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
   say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/memcheck.txt" | tr '\n' ' ')"

@@ -13,6 +13,10 @@ constexpr int64_t kFloat = 4;
 // The (model, row) pairs of one evaluation or curvature pass: at least the training step's
 // own, so evaluating costs no more memory than training.
 constexpr int64_t kMinEvalCapacity = 16384;
+// A CNN's evaluation and curvature passes: their buffers stay under kCnnEvalBytes unless one
+// pass of kMinCnnEvalCapacity pairs needs more.
+constexpr int64_t kCnnEvalBytes = int64_t(2) << 30;
+constexpr int64_t kMinCnnEvalCapacity = 256;
 // Curvature pair buffers (points, directions, results: 3 x pairs x ld floats) stay under this.
 constexpr int64_t kCurvatureBytes = int64_t(512) << 20;
 
@@ -33,6 +37,41 @@ int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
   floats += 2 * widest_hidden;
   if (with_r) floats *= 2;
   return capacity * (floats * kFloat + kFloat + 1);
+}
+
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model) {
+  CnnPairSizes z;
+  z.image = int64_t(model.image_c) * model.image_h * model.image_w;
+  z.logits = model.classes;
+  const auto col_of = [](const ConvShape& s) {
+    return s.w_offset < 0 ? 0 : int64_t(s.cin) * s.kh * s.kw * s.out_h * s.out_w;
+  };
+  for (const CnnNode& n : model.nodes) {
+    const int64_t chw = int64_t(n.c) * n.h * n.w;
+    const bool gn = n.op == CnnNode::Op::GroupNorm;
+    z.node.push_back(chw);
+    z.normed.push_back(gn ? chw : 0);
+    z.stats.push_back(gn ? 2 * int64_t(n.groups) : 0);
+    z.arg.push_back(n.op == CnnNode::Op::MaxPool ? chw : 0);
+    if (n.op == CnnNode::Op::Conv || n.op == CnnNode::Op::Add) z.col = std::max(z.col, col_of(n.conv));
+  }
+  return z;
+}
+
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
+  const CnnPairSizes z = cnn_pair_sizes(model);
+  const int64_t twins = with_r ? 2 : 1;
+  int64_t floats = z.image + twins * (z.col + z.logits), ints = 0;
+  for (size_t i = 0; i < z.node.size(); ++i) {
+    floats += twins * (2 * z.node[i] + z.normed[i]) + z.stats[i];
+    ints += z.arg[i];
+  }
+  return capacity * ((floats + ints) * kFloat + kFloat + 1);
+}
+
+int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
+  return model.kind == ModelKind::Cnn ? cnn_workspace_bytes(model, capacity, with_r)
+                                      : mlp_workspace_bytes(model, capacity, with_r);
 }
 
 PassShape pass_shape(int64_t models, int64_t rows, int64_t capacity) {
@@ -91,10 +130,16 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   p.parts.push_back({"minibatches (indices, rows, labels)",
                      rows * (8 + int64_t(model.input) * kFloat + 4), "the per-worker batch"});
   p.parts.push_back({"training activations (m x batch rows)",
-                     mlp_workspace_bytes(model, rows, false), "the per-worker batch or workers"});
-  p.eval_capacity = std::max(rows, kMinEvalCapacity);
+                     net_workspace_bytes(model, rows, false), "the per-worker batch or workers"});
+  // A CNN's (model, row) pair holds every layer's image (and its im2col columns): its passes
+  // take as many pairs as fit in kCnnEvalBytes, at least kMinCnnEvalCapacity.
+  p.eval_capacity =
+      model.kind == ModelKind::Cnn
+          ? std::clamp(kCnnEvalBytes / std::max<int64_t>(1, cnn_workspace_bytes(model, 1, true)),
+                       kMinCnnEvalCapacity, kMinEvalCapacity)
+          : std::max(rows, kMinEvalCapacity);
   p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
-                     mlp_workspace_bytes(model, p.eval_capacity, true),
+                     net_workspace_bytes(model, p.eval_capacity, true),
                      "the per-worker batch or workers"});
   p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (3 * ld * kFloat), 1, 1024));
   p.parts.push_back({"curvature points, directions and results",

@@ -21,7 +21,7 @@
 #include "gossamer/cuda_plan.hpp"
 #include "gossamer/devices.hpp"
 #include "kernels.cuh"
-#include "mlp.cuh"
+#include "batched_net.cuh"
 
 namespace gossamer {
 
@@ -80,8 +80,8 @@ class CudaBackend final : public Backend {
     m_indices = DeviceArray<int64_t>(batch_rows);
     m_batch_x = DeviceArray<float>(batch_rows * m_model.input);
     m_batch_y = DeviceArray<int32_t>(batch_rows);
-    m_train = std::make_unique<BatchedMlp>(m_model, int64_t(batch_rows), false);
-    m_eval = std::make_unique<BatchedMlp>(m_model, m_plan.eval_capacity, true);
+    m_train = make_batched_net(m_model, int64_t(batch_rows), false);
+    m_eval = make_batched_net(m_model, m_plan.eval_capacity, true);
     m_state = DeviceArray<DeviceLossState>(1);
     put_state(kFreshLossState);
     m_partials = DeviceArray<double>(kReduceBlocks);
@@ -114,8 +114,8 @@ class CudaBackend final : public Backend {
     }
     InitLayers layers{};
     if (m_model.layers.size() > size_t(kMaxInitLayers))
-      throw config_error("model.hidden: the CUDA backend initializes at most " +
-                         std::to_string(kMaxInitLayers) + " layers, found " +
+      throw config_error("model: the CUDA backend initializes at most " +
+                         std::to_string(kMaxInitLayers) + " weight layers, found " +
                          std::to_string(m_model.layers.size()));
     layers.count = int(m_model.layers.size());
     for (int l = 0; l < layers.count; ++l) {
@@ -596,8 +596,6 @@ class CudaBackend final : public Backend {
 
  private:
   CudaPlan make_plan(const BackendSetup& s) {
-    if (s.model->kind != ModelKind::Mlp)
-      throw config_error("model.kind: the CUDA backend runs MLPs; a cnn runs on the cpu backend");
     const DeviceList gpus = list_devices();
     if (gpus.devices.empty()) throw runtime_error("--backend cuda: " + gpus.why_none);
     if (m_options.device < 0 || size_t(m_options.device) >= gpus.devices.size())
@@ -850,7 +848,7 @@ class CudaBackend final : public Backend {
   bool m_shared = false;  // every worker samples the one shard (partition.kind "shared")
   DeviceArray<float> m_batch_x;
   DeviceArray<int32_t> m_batch_y;
-  std::unique_ptr<BatchedMlp> m_train, m_eval;
+  std::unique_ptr<BatchedNet> m_train, m_eval;
   DeviceArray<DeviceLossState> m_state;
   DeviceArray<double> m_partials, m_result, m_mean64, m_model_loss, m_model_correct;
   DeviceArray<int> m_flag;

@@ -7,6 +7,7 @@
 #include "cuda_check.cuh"
 #include "gossamer/activations.hpp"
 #include "gossamer/augment.hpp"
+#include "gossamer/model.hpp"
 #include "gossamer/philox.hpp"
 
 namespace gossamer {
@@ -80,6 +81,57 @@ void launch_act_backward(const float* da, const float* rda, const float* z, cons
 //   out[k*out_stride + o] = beta out + sum_r dz[k][r][o]  (the bias gradient).
 void launch_column_sums(const float* dz, int rows, int out, int models, float* dst,
                         int64_t dst_stride, float beta, cudaStream_t s);
+
+// cnn_kernels.cu, the batched CNN's parts (cnn.cu) over activations [model][channel][row][h][w]:
+//   out = the rows of x (model k's `rows` rows of c x hw at x + k * x_stride) as [k][c][row][hw].
+void launch_load_image(const float* x, int64_t x_stride, int rows, int models, int c, int64_t hw,
+                       float* out, cudaStream_t s);
+//   col[k][(ch, i, j)][(row, oh, ow)] = x at (oh stride + i - pad, ow stride + j - pad), 0 outside;
+//   col2im_add: dx += its adjoint.
+void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
+                   cudaStream_t s);
+void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
+                       cudaStream_t s);
+//   y[k][c][:] += w_k[b_offset + c]; ry (when set) += v_k[b_offset + c].
+void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
+                         int64_t v_stride, int64_t b_offset, int channels, int64_t cols,
+                         int models, cudaStream_t s);
+//   out[k * out_stride + offset + c] = beta out + sum over the cols of [k][c] of
+//   a (b or 1) + a2 (b2 or 1)  (a2 may be null): biases', GroupNorm's parameters' gradients.
+void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,
+                         int channels, int64_t cols, int models, float* out, int64_t out_stride,
+                         int64_t offset, float beta, cudaStream_t s);
+//   y = act(x); ry = act'(x) rx (0 without rx).  Backward: dx += act'(x) dy;
+//   rdx += act'(x) rdy + act''(x) rx dy.
+void launch_act_forward(const float* x, const float* rx, float* y, float* ry, int64_t n,
+                        Activation act, cudaStream_t s);
+void launch_act_backward_add(const float* x, const float* rx, const float* dy, const float* rdy,
+                             float* dx, float* rdx, int64_t n, Activation act, cudaStream_t s);
+//   2 x 2 max / average pools (stride 2) and the global average over `planes` planes of
+//   ih x iw; the max pool keeps each output's input element (arg); backward adds into dx.
+enum class PoolKind { Max, Avg, Gap };
+void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
+                 int64_t planes, int ih, int iw, int oh, int ow, cudaStream_t s);
+void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
+                          float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
+                          cudaStream_t s);
+//   y += x over n floats.
+void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
+//   GroupNorm of each (model, row, group), the parameters (c scales 1 + g, then c shifts) at
+//   p_offset: x^ into xh, y; with ry: R{x^} into rxh and R{y}; stats: sigma, then R{sigma}
+//   (2 x models x rows x groups floats). Backward: dx (and rdx) += the input's gradient.
+void launch_group_norm(const float* x, const float* rx, float* xh, float* rxh, float* y, float* ry,
+                       float* stats, const float* w, int64_t w_stride, const float* v,
+                       int64_t v_stride, int64_t p_offset, int channels, int groups, int rows,
+                       int hw, int models, cudaStream_t s);
+void launch_group_norm_backward(const float* dy, const float* rdy, const float* xh,
+                                const float* rxh, const float* stats, const float* w,
+                                int64_t w_stride, const float* v, int64_t v_stride,
+                                int64_t p_offset, int channels, int groups, int rows, int hw,
+                                int models, float* dx, float* rdx, cudaStream_t s);
+//   dst[k][j][i] = src[k][i][j] for i < a, j < b.
+void launch_batched_transpose(const float* src, float* dst, int models, int a, int b,
+                              cudaStream_t s);
 
 // init.cu: W[k][i] = the initial weight i of worker first_worker + k (philox.hpp
 // initial_weight) inside each layer's weights, 0 elsewhere (biases, padding). At most

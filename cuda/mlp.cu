@@ -25,7 +25,7 @@ int max_hidden(const ModelSpec& model) {
 
 // The sizes here are the ones core/cuda_plan.cpp (mlp_workspace_bytes) plans for.
 BatchedMlp::BatchedMlp(const ModelSpec& model, int64_t capacity, bool with_r)
-    : m_model(model), m_capacity(capacity), m_with_r(with_r) {
+    : BatchedNet(capacity, with_r), m_model(model) {
   const int layers = int(model.layers.size());
   for (int l = 0; l < layers; ++l) {
     const size_t n = size_t(capacity) * model.layers[l].out;
@@ -42,26 +42,13 @@ BatchedMlp::BatchedMlp(const ModelSpec& model, int64_t capacity, bool with_r)
     m_rdz = DeviceArray<float>(scratch);
     m_rda = DeviceArray<float>(scratch);
   }
-  m_row_loss = DeviceArray<float>(size_t(capacity));
-  m_row_correct = DeviceArray<unsigned char>(size_t(capacity));
 }
 
 void BatchedMlp::poison(cudaStream_t s) {
-  auto nan = [s](DeviceArray<float>& a) {
-    CUDA_CHECK(cudaMemsetAsync(a.get(), 0xFF, a.size() * sizeof(float), s));
-  };
   for (auto* group : {&m_z, &m_a, &m_rz, &m_ra})
-    for (auto& a : *group) nan(a);
-  for (auto* a : {&m_dz, &m_rdz, &m_da, &m_rda, &m_row_loss}) nan(*a);
-}
-
-void BatchedMlp::check_fits(const ModelBatch& models, const RowBatch& rows) const {
-  if (int64_t(models.count) * rows.count > m_capacity)
-    throw runtime_error("BatchedMlp: " + std::to_string(models.count) + " models x " +
-                        std::to_string(rows.count) + " rows exceed the capacity of " +
-                        std::to_string(m_capacity) + " (model, row) pairs");
-  if (models.v && !m_with_r)
-    throw runtime_error("BatchedMlp: an R-operator pass on buffers built without one");
+    for (auto& a : *group) poison_floats(a, s);
+  for (auto* a : {&m_dz, &m_rdz, &m_da, &m_rda}) poison_floats(*a, s);
+  poison_outputs(s);
 }
 
 void BatchedMlp::forward(const ModelBatch& mb, const RowBatch& rb, const Gemm& gemm,

@@ -1,25 +1,10 @@
 // Reductions over workers and over rows, in double and in a fixed order: the same inputs give
 // the same bits on every run (no atomics), as the CPU backend's serial worker-order sums.
+#include "block_sum.cuh"
 #include "gossamer/philox.hpp"
 #include "kernels.cuh"
 
 namespace gossamer {
-
-constexpr int kReduceThreads = 256;
-
-// Sum of one double per thread of the block, by a fixed tree; the total is valid in thread 0.
-static __device__ double block_sum(double v) {
-  __shared__ double partial[kReduceThreads];
-  partial[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double total = partial[0];
-  __syncthreads();  // the buffer may be reused by the next call
-  return total;
-}
 
 // One thread a column; the m rows summed in worker order, divided by `divisor` (m for the mean,
 // 1 for a shard's sum).

@@ -178,9 +178,6 @@ int plan_command(const RunConfig& c, const std::string* fit) {
   const ModelSpec model =
       make_model(c.model, data.train.features, data.train.classes, data.train.channels,
                  data.train.height, data.train.width);
-  if (model.kind == ModelKind::Cnn)
-    throw config_error("plan: model.kind \"cnn\" runs on the cpu backend (the CUDA backend's "
-                       "convolutions are not built yet): there is no device-memory plan to show");
   const auto backends = run_backends(c, model, data);
   if (fit) {
     int64_t bytes = 0;

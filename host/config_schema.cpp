@@ -46,7 +46,7 @@ std::vector<KeySpec> build_schema() {
       {"partition.alpha", K::Number, 0.5, "dirichlet: concentration alpha (small: more heterogeneous).", {}, 0, kInf, true},
       {"partition.classes_per_worker", K::Int, 2, "shards: label shards per worker.", {}, 1, 1 << 16},
 
-      {"model.kind", K::Choice, "mlp", "mlp (layers of model.hidden) or cnn (layers of model.layers; image data only; the cpu backend).", {"mlp", "cnn"}},
+      {"model.kind", K::Choice, "mlp", "mlp (layers of model.hidden) or cnn (layers of model.layers; image data only; both backends).", {"mlp", "cnn"}},
       {"model.layers", K::Json, json::array(), "cnn: the layers in order, each an object with a type: {\"type\": \"conv\", \"channels\": C, \"kernel\": 3, \"stride\": 1} (k x k, odd k up to 7, same padding, stride 1 or 2), {\"type\": \"act\"} (model.activation), {\"type\": \"maxpool\"} or \"avgpool\" (2 x 2, stride 2), {\"type\": \"residual\", \"channels\": C, \"stride\": 1} (conv 3x3 (stride), act, conv 3x3, plus the input (through a 1x1 conv of that stride where the shape changes), act), {\"type\": \"groupnorm\", \"groups\": G} (GroupNorm over groups of channels of each sample, eps 1e-5, a per-channel scale 1 + g and shift b, both starting at 0; parameters only, no running statistics), {\"type\": \"gap\"} (global average pooling), {\"type\": \"linear\", \"out\": N} (over the flattened input). A linear classifier to the classes follows the last layer."},
       {"model.hidden", K::IntList, json::array({128}), "Hidden layer widths of the MLP; [] is softmax regression.", {}, 1, 1 << 20},
       {"model.activation", K::Choice, "relu", "Hidden activation.", {"relu", "tanh", "gelu"}},

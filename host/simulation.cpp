@@ -34,14 +34,6 @@ std::unique_ptr<Backend> make_backend(const std::string& which, const std::strin
     *chosen = "cpu (asked for)";
     return make_cpu_backend(setup, float64);
   }
-  // The CUDA backend has no convolutions yet: a cnn runs on the CPU.
-  if (setup.model->kind == ModelKind::Cnn) {
-    if (which == "cuda" || !setup.devices.empty() || setup.processes.world > 1)
-      throw config_error("model.kind: \"cnn\" runs on the cpu backend (the CUDA backend's "
-                         "convolutions are not built yet); use backend \"cpu\" or \"auto\"");
-    *chosen = "cpu (auto: model.kind cnn runs on the cpu backend" + tf32_note(setup) + ")";
-    return make_cpu_backend(setup, float64);
-  }
   const DeviceList gpus = list_devices();
   // Devices, several processes or NCCL name the CUDA backend, whatever `backend` says.
   const bool gpu_layout = !setup.devices.empty() || setup.processes.world > 1 || setup.transport == "nccl";

@@ -183,9 +183,8 @@ void check_points_fit_together(const Sweep& sweep, int jobs) {
   std::vector<int64_t> totals;
   for (const auto& p : sweep.points) {
     const RunConfig c = load_config(sweep.base, p.overrides, p.folder);
-    const bool cuda = c.model.kind != "cnn" &&  // a cnn runs on the cpu backend
-                      (c.backend == "cuda" ||
-                       (c.backend == "auto" && c.precision == "float32" && c.shards == 1));
+    const bool cuda = c.backend == "cuda" ||
+                      (c.backend == "auto" && c.precision == "float32" && c.shards == 1);
     if (!cuda) continue;
     const std::string key = c.resolved["data"].dump();
     if (!data.count(key)) data[key] = load_data(c.data, c.seed);

@@ -384,6 +384,159 @@ TEST_F(CudaBackendTest, AugmentedMinibatchesMatchTheCpu) {
   }
 }
 
+// Convolutional workers (model.kind "cnn", cuda/cnn.cu) on Fashion-MNIST images against the
+// CPU's passes (host/cnn.cpp): every layer kind; a strided 5 x 5 convolution; pools of odd
+// inputs (7 -> 3, 3 -> 1); residual blocks with an identity and a 1 x 1 shortcut, one straight
+// from the image; GroupNorm with one and two groups, one on a 1 x 1 convolution of the
+// activated image; tanh, gelu and relu; one worker and one image a worker. The data is the
+// real images: a CNN needs an image shape, which synthetic data has not.
+json cnn_patch(const json& layers, const std::string& act, int workers, int batch) {
+  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
+  return {{"workers", workers},
+          {"data",
+           {{"dataset", "fashion-mnist"},
+            {"path", fmnist ? fmnist : "/usr/share/datasets/fashion-mnist"},
+            {"train_samples", 512},
+            {"test_samples", 96},
+            {"synthetic", nullptr}}},
+          {"model", {{"kind", "cnn"}, {"activation", act}, {"layers", layers}}},
+          {"curvature", {{"samples", 40}}},
+          {"optimizer", {{"batch_size", batch}}}};
+}
+
+json cnn_layer(const std::string& type, int channels = 0, int kernel = 3, int stride = 1) {
+  json l = {{"type", type}};
+  if (type == "conv" || type == "residual") l["channels"] = channels;
+  if (type == "conv") l["kernel"] = kernel;
+  if (type == "conv" || type == "residual") l["stride"] = stride;
+  if (type == "linear") l["out"] = channels;
+  if (type == "groupnorm") l["groups"] = channels;
+  return l;
+}
+
+const std::vector<json> kCnnShapes = {
+    cnn_patch({cnn_layer("conv", 4), cnn_layer("act"), cnn_layer("maxpool"),
+               cnn_layer("conv", 6, 5, 2), cnn_layer("act"), cnn_layer("avgpool"),
+               cnn_layer("linear", 12), cnn_layer("act")},
+              "tanh", 3, 5),
+    cnn_patch({cnn_layer("residual", 4), cnn_layer("groupnorm", 2), cnn_layer("residual", 4),
+               cnn_layer("residual", 8, 3, 2), cnn_layer("gap")},
+              "gelu", 2, 3),
+    cnn_patch({cnn_layer("act"), cnn_layer("conv", 3, 1), cnn_layer("groupnorm", 1),
+               cnn_layer("maxpool"), cnn_layer("maxpool"), cnn_layer("maxpool"),
+               cnn_layer("avgpool")},
+              "tanh", 1, 1),
+    cnn_patch({cnn_layer("conv", 16), cnn_layer("act"), cnn_layer("maxpool"),
+               cnn_layer("residual", 32, 3, 2), cnn_layer("linear", 32), cnn_layer("act")},
+              "relu", 4, 8),  // the CNN quickstart's network
+};
+
+// A twin for a cnn shape, or a skip where the images are missing.
+std::unique_ptr<Twin> cnn_twin(const json& shape, CudaOptions options = {true, true}) {
+  try {
+    return std::make_unique<Twin>(make_twin(shape, options));
+  } catch (const Error& e) {
+    if (std::string(e.what()).find("fashion") == std::string::npos) throw;
+    return nullptr;
+  }
+}
+
+#define CNN_TWIN_OR_SKIP(t, ...)                                            \
+  std::unique_ptr<Twin> t = cnn_twin(__VA_ARGS__);                          \
+  if (!t) GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST"
+
+// Gradients and losses of every worker's minibatch, eager and from the captured graph (steps 1
+// and 2 replay it); then a step of D-SGD with momentum on the ring.
+TEST_F(CudaBackendTest, CnnGradientsAndStepsMatchTheCpu) {
+  for (const json& shape : kCnnShapes)
+    for (bool graphs : {false, true}) {
+      SCOPED_TRACE(shape["model"].dump() + (graphs ? " graphs" : " eager"));
+      CNN_TWIN_OR_SKIP(t, shape, {graphs, true});
+      for (int64_t step : {0, 1, 2}) {
+        for (Backend* b : {&t->cpu(), t->gpu.get()}) {
+          b->sample(step);
+          b->local_gradient(true);
+        }
+        ASSERT_EQ(t->gpu->minibatch_indices(), t->cpu().minibatch_indices());
+        const double e = rel_err(t->gpu->gradients(), t->cpu().gradients());
+        EXPECT_LT(e, 2e-5) << "step " << step;
+        std::printf("cnn gradients, %s, step %lld: relative error %.2e\n",
+                    shape["model"]["activation"].get<std::string>().c_str(), (long long)step, e);
+        const Csr& p = t->sim->topology->at(step);
+        t->cpu().mix_update(&p, 0.05, MixForm::Default);
+        t->gpu->mix_update(&p, 0.05, MixForm::Default);
+        EXPECT_LT(rel_err(t->gpu->weights(), t->cpu().weights()), 2e-5) << "step " << step;
+      }
+      const TrainLoss g = t->gpu->take_train_loss(), c = t->cpu().take_train_loss();
+      EXPECT_EQ(g.steps, c.steps);
+      EXPECT_LT(rel_err(g.mean, c.mean), 2e-5);
+    }
+}
+
+// Exact HVPs through every layer (shared point and a point a direction), the subset's loss and
+// gradient, and the evaluations (every worker and w-bar on both splits).
+TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
+  for (const json& shape : kCnnShapes) {
+    SCOPED_TRACE(shape["model"].dump());
+    CNN_TWIN_OR_SKIP(t, shape);
+    const int64_t d = t->d();
+    const int pairs = 3;
+    const std::vector<double> w = t->cpu().weights();
+    const std::vector<double> point(w.begin(), w.begin() + d);
+    const std::vector<double> points = random_rows(size_t(pairs) * d, 8, 0.3);
+    const std::vector<double> dirs = random_rows(size_t(pairs) * d, 9, 1.0);
+    const double shared = rel_err(t->gpu->hvp(point, dirs), t->cpu().hvp(point, dirs));
+    EXPECT_LT(shared, 1e-4);
+    EXPECT_LT(rel_err(t->gpu->hvp(points, dirs), t->cpu().hvp(points, dirs)), 1e-4);
+    std::printf("cnn hvp, %s: relative error %.2e\n",
+                shape["model"]["activation"].get<std::string>().c_str(), shared);
+    std::vector<double> gg, cg;
+    EXPECT_LT(rel_err(t->gpu->subset_loss(points, &gg), t->cpu().subset_loss(points, &cg)), 2e-5);
+    EXPECT_LT(rel_err(gg, cg), 2e-5);
+    for (Split split : {Split::Train, Split::Test}) {
+      const EvalStats gm = t->gpu->evaluate_mean(split), cm = t->cpu().evaluate_mean(split);
+      EXPECT_LT(rel_err(gm.loss, cm.loss), 2e-5);
+      EXPECT_NEAR(gm.accuracy, cm.accuracy, 1.5 / double(t->sim->data.test.n));
+      const std::vector<EvalStats> gw = t->gpu->evaluate_workers(split),
+                                   cw = t->cpu().evaluate_workers(split);
+      ASSERT_EQ(gw.size(), cw.size());
+      for (size_t k = 0; k < gw.size(); ++k) EXPECT_LT(rel_err(gw[k].loss, cw[k].loss), 2e-5) << k;
+    }
+  }
+}
+
+// The CNN quickstart through the trainer on each backend (200 steps on 4,096 images, momentum,
+// cosine schedule): losses and consensus distance agree to 1e-3, and the CUDA backend was the
+// one that ran.
+TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
+  const char* source = std::getenv("GOSSAMER_SOURCE_DIR");
+  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
+  const std::string config =
+      std::string(source ? source : GOSSAMER_SOURCE_DIR) + "/configs/quickstart-cnn.json";
+  json finals[2];
+  int i = 0;
+  for (const char* backend : {"cpu", "cuda"}) {
+    std::vector<std::string> overrides = {std::string("backend=") + backend, "train.steps=200",
+                                          "train.eval_every=200", "data.train_samples=4096",
+                                          "data.test_samples=1000"};
+    if (fmnist) overrides.push_back(std::string("data.path=") + fmnist);
+    const RunConfig c = load_config_file(config, overrides);
+    const auto dir = test_util::fresh_temp_dir(backend);
+    std::ostringstream log;
+    const RunResult r = run_training(c, dir.string(), log);
+    ASSERT_EQ(r.status, "completed") << log.str();
+    EXPECT_NE(log.str().find(i == 0 ? "cpu" : "cuda ("), std::string::npos) << log.str();
+    finals[i++] = r.summary["final"];
+    std::filesystem::remove_all(dir);
+  }
+  for (const char* key : {"train_loss", "consensus_distance", "test_loss"}) {
+    ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
+    EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), 1e-3) << key;
+  }
+  std::printf("cnn quickstart, 200 steps: test accuracy cpu %.4f, cuda %.4f\n",
+              finals[0]["test_acc"].get<double>(), finals[1]["test_acc"].get<double>());
+}
+
 TEST_F(CudaBackendTest, SavedStateResumesBitForBit) {
   const json patch = {{"workers", 4}, {"optimizer", {{"momentum", 0.9}}}};
   Twin a = make_twin(patch);

@@ -1,6 +1,8 @@
 // The CUDA backend's memory plan and pass shapes: arithmetic checked by hand, no GPU needed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "gossamer/backend.hpp"
 #include "gossamer/cuda_plan.hpp"
 #include "gossamer/devices.hpp"
@@ -38,6 +40,38 @@ TEST(CudaPlanTest, MlpWorkspaceIsCountedByHand) {
   // Softmax regression has no hidden layer: only the logits.
   EXPECT_EQ(mlp_workspace_bytes(ModelSpec::mlp(7, {}, 3, Activation::Relu), 2, false),
             2 * (3 * 4 + 5));
+}
+
+TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
+  // 1 x 4 x 4 images, conv 2 (3 x 3), max pool, the classifier to 3 classes. Per (model, row):
+  // the image (16), the largest im2col columns (the conv's 1 x 9 x 16 = 144; the classifier's
+  // are 2 x 2 x 2 = 8), the logits (3); each node's output and gradient (conv 32, pool 8,
+  // classifier 3); the pool's 8 chosen inputs (int32); the row's loss and flag.
+  CnnLayerConfig conv, pool;
+  conv.type = "conv", conv.channels = 2, conv.kernel = 3;
+  pool.type = "maxpool";
+  const ModelSpec model = ModelSpec::cnn(1, 4, 4, {conv, pool}, 3, Activation::Relu);
+  const CnnPairSizes z = cnn_pair_sizes(model);
+  EXPECT_EQ(z.node, (std::vector<int64_t>{32, 8, 3}));
+  EXPECT_EQ(z.arg, (std::vector<int64_t>{0, 8, 0}));
+  EXPECT_EQ(z.col, 144);
+  const int64_t plain = 16 + 144 + 3 + 2 * (32 + 8 + 3) + 8;       // 257 four-byte values
+  const int64_t with_r = 16 + 2 * (144 + 3) + 4 * (32 + 8 + 3) + 8;  // R twins of all but the image
+  EXPECT_EQ(cnn_workspace_bytes(model, 1, false), plain * 4 + 5);
+  EXPECT_EQ(net_workspace_bytes(model, 10, true), 10 * (with_r * 4 + 5));
+  // GroupNorm keeps x^ (and R{x^}) and sigma, R{sigma} per group.
+  CnnLayerConfig gn;
+  gn.type = "groupnorm", gn.groups = 2;
+  const CnnPairSizes g = cnn_pair_sizes(ModelSpec::cnn(1, 4, 4, {conv, gn}, 3, Activation::Relu));
+  EXPECT_EQ(g.normed, (std::vector<int64_t>{0, 32, 0}));
+  EXPECT_EQ(g.stats, (std::vector<int64_t>{0, 4, 0}));
+  // A CNN's evaluation passes take what fits in 2 GiB (at least 256, at most 16,384 pairs).
+  const ModelSpec big = ModelSpec::cnn(1, 28, 28, {conv, pool}, 10, Activation::Relu);
+  CudaPlanInput in = input(big, 16, 32);
+  const CudaPlan p = plan_cuda_memory(in);
+  EXPECT_EQ(p.eval_capacity, std::clamp<int64_t>((int64_t(2) << 30) / cnn_workspace_bytes(big, 1, true), 256, 16384));
+  EXPECT_EQ(part_named(p, "evaluation").bytes, cnn_workspace_bytes(big, p.eval_capacity, true));
+  EXPECT_EQ(part_named(p, "training activations").bytes, cnn_workspace_bytes(big, 16 * 32, false));
 }
 
 TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {

@@ -29,9 +29,12 @@ import torch.nn as nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 WORKLOADS = {
-    # name: workers, hidden widths, per-worker batch, topology, momentum
+    # name: workers, hidden widths (or "cnn"), per-worker batch, topology, momentum
     "a": dict(m=64, hidden=[256, 256], batch=64, topology="ring", momentum=0.9),
     "b": dict(m=1024, hidden=[128], batch=32, topology="exponential", momentum=0.0),
+    # (c): the CNN quickstart's network (gossamer-bench --workload c / c1024) on 28 x 28 images
+    "c": dict(m=16, hidden="cnn", batch=32, topology="ring", momentum=0.0),
+    "c1024": dict(m=1024, hidden="cnn", batch=32, topology="ring", momentum=0.0),
 }
 FEATURES, CLASSES, TRAIN = 784, 10, 16384
 
@@ -54,7 +57,30 @@ def mixing_matrix(name, m, device):
     return P.to(device)
 
 
+class QuickstartCnn(nn.Module):
+    """configs/quickstart-cnn.json's layers: conv 16, act, maxpool, residual 32 at stride 2 (conv,
+    act, conv, plus a 1x1 shortcut of stride 2, act), linear 32, act, classifier; 65,130
+    parameters, as gossamer's ModelSpec::cnn."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.block1 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.block2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.shortcut = nn.Conv2d(16, 32, 1, stride=2)
+        self.linear = nn.Linear(32 * 7 * 7, 32)
+        self.classifier = nn.Linear(32, CLASSES)
+
+    def forward(self, x):
+        relu = nn.functional.relu
+        x = nn.functional.max_pool2d(relu(self.conv(x.reshape(-1, 1, 28, 28))), 2)
+        x = relu(self.block2(relu(self.block1(x))) + self.shortcut(x))
+        return self.classifier(relu(self.linear(x.flatten(1))))
+
+
 def make_mlp(hidden):
+    if hidden == "cnn":
+        return QuickstartCnn()
     layers, width = [], FEATURES
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]
@@ -250,7 +276,7 @@ def pyhessian_style(w, x, y, device, probes=64, topk=10, max_iter=100, tol=1e-3,
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gossamer", help="gossamer-bench result JSON of the same GPU (for the ratio table)")
-    ap.add_argument("--workloads", default="a,b")
+    ap.add_argument("--workloads", default="a,b")  # also c, c1024 (the CNN)
     ap.add_argument("--peers", default="loop,vmap,compile")  # compile last: the slowest to warm up
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default="bench/results")
@@ -260,6 +286,7 @@ def main():
     device = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True  # the fastest convolution algorithms: the strongest peer
     name = torch.cuda.get_device_name(0)
     gen = torch.Generator(device=device).manual_seed(1)
     ours = {}

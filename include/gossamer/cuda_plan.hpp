@@ -60,6 +60,23 @@ int64_t parse_memory_size(const std::string& text);
 // (the R-operator twins).
 int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
 
+// The batched CNN's buffers (cuda/cnn.cu allocates exactly these) per (model, row) pair, in
+// floats unless said; with the R-operator the node outputs, x^ , the columns and the logits have
+// R twins.
+struct CnnPairSizes {
+  std::vector<int64_t> node;    // each node's output c h w (its value y and its gradient dy)
+  std::vector<int64_t> normed;  // per node: a GroupNorm's x^ (c h w), else 0
+  std::vector<int64_t> stats;   // per node: a GroupNorm's sigma and R{sigma} (2 x groups), else 0
+  std::vector<int64_t> arg;     // per node: a max pool's chosen inputs (int32, c h w), else 0
+  int64_t image = 0;            // the input rows as [c][row][h w]
+  int64_t col = 0;              // the largest convolution's im2col columns (cin kh kw oh ow)
+  int64_t logits = 0;           // classes
+};
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model);
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
+// The model's kind's: mlp_workspace_bytes or cnn_workspace_bytes.
+int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
+
 // How a job of `models` x `rows` (model, row) pairs is cut into passes of at most
 // `capacity`: all rows of as many models as fit, else as many rows as fit for all models.
 struct PassShape {

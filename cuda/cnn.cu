@@ -1,0 +1,250 @@
+// The passes of the batched CNN (cnn.cuh). For model k of a pass (K models, R rows each), with
+// N = R oh ow output columns and kc = cin kh kw:
+//   forward    col_k = im2col(X_k)  (kc x N),  Y_k = W_k col_k + b_k           (cout x N)
+//   R-forward  R{Y_k} = V_k col_k + W_k im2col(R{X_k}) + v_k
+//   backward   dW_k = dY_k col_k^T,  db_k = rowsum dY_k,  dX_k += col2im(W_k^T dY_k)
+//   R-backward R{dW_k} = R{dY_k} col_k^T + dY_k im2col(R{X_k})^T,
+//              R{dX_k} += col2im(W_k^T R{dY_k} + V_k^T dY_k)
+// Each is one strided-batched GEMM over the K models (W_k at w + k w_stride inside W[m][d]). The
+// columns are recomputed in the backward pass rather than kept per layer: one buffer of the
+// largest layer's columns (and its R twin) serves every convolution. Every node's gradient
+// accumulates (a node's output may feed two nodes: a residual block's input), so the backward
+// pass zeroes them first. Everything is queued on the stream: the training step is captured in
+// a CUDA graph with it.
+#include "cnn.cuh"
+#include "gossamer/cuda_plan.hpp"
+#include "kernels.cuh"
+
+namespace gossamer {
+namespace {
+
+int64_t count(const CnnNode& n, int models, int rows) {
+  return int64_t(models) * rows * n.c * n.h * n.w;
+}
+
+PoolKind pool_kind(CnnNode::Op op) {
+  return op == CnnNode::Op::MaxPool ? PoolKind::Max
+                                    : op == CnnNode::Op::AvgPool ? PoolKind::Avg : PoolKind::Gap;
+}
+
+}  // namespace
+
+BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r)
+    : BatchedNet(capacity, with_r), m_model(model) {
+  const CnnPairSizes z = cnn_pair_sizes(model);
+  const size_t P = size_t(capacity);
+  const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
+  for (size_t i = 0; i < z.node.size(); ++i) {
+    m_y.emplace_back(P * size_t(z.node[i]));
+    m_dy.emplace_back(P * size_t(z.node[i]));
+    m_ry.emplace_back(twin(z.node[i]));
+    m_rdy.emplace_back(twin(z.node[i]));
+    m_xh.emplace_back(P * size_t(z.normed[i]));
+    m_rxh.emplace_back(twin(z.normed[i]));
+    m_stats.emplace_back(P * size_t(z.stats[i]));
+    m_arg.emplace_back(P * size_t(z.arg[i]));
+  }
+  m_image = DeviceArray<float>(P * size_t(z.image));
+  m_col = DeviceArray<float>(P * size_t(z.col));
+  m_rcol = DeviceArray<float>(twin(z.col));
+  m_logits = DeviceArray<float>(P * size_t(z.logits));
+  m_rlogits = DeviceArray<float>(twin(z.logits));
+}
+
+void BatchedCnn::poison(cudaStream_t s) {
+  for (auto* group : {&m_y, &m_dy, &m_ry, &m_rdy, &m_xh, &m_rxh, &m_stats})
+    for (auto& a : *group) poison_floats(a, s);
+  for (auto* a : {&m_image, &m_col, &m_rcol, &m_logits, &m_rlogits}) poison_floats(*a, s);
+  poison_outputs(s);
+}
+
+void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry,
+                              const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s) {
+  const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
+  const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
+  launch_im2col(in(j), c, rows, K, m_col.get(), s);
+  const MatrixArg col{m_col.get(), N, col_stride, false};
+  const MatrixArg weight{mb.w + c.w_offset, kc, mb.w_stride, false};
+  gemm.run(c.cout, N, kc, weight, col, 0.f, y, N, y_stride, K);
+  if (ry) {
+    gemm.run(c.cout, N, kc, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, false}, col, 0.f, ry, N,
+             y_stride, K);
+    if (const float* rx = r_in(j, true)) {
+      launch_im2col(rx, c, rows, K, m_rcol.get(), s);
+      gemm.run(c.cout, N, kc, weight, MatrixArg{m_rcol.get(), N, col_stride, false}, 1.f, ry, N,
+               y_stride, K);
+    }
+  }
+  launch_channel_bias(y, ry, mb.w, mb.w_stride, mb.v, mb.v_stride, c.b_offset, c.cout, N, K, s);
+}
+
+void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const float* rdy,
+                               const ModelBatch& mb, int rows, float* out, int64_t out_stride,
+                               float beta, const Gemm& gemm, cudaStream_t s) {
+  const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
+  const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
+  const MatrixArg col_t{m_col.get(), N, col_stride, true}, rcol_t{m_rcol.get(), N, col_stride, true};
+  launch_im2col(in(j), c, rows, K, m_col.get(), s);
+  const float* rx = r_in(j, rdy != nullptr);
+  // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums.
+  gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
+           out + c.w_offset, kc, out_stride, K);
+  if (rx) {
+    launch_im2col(rx, c, rows, K, m_rcol.get(), s);
+    gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset, kc,
+             out_stride, K);
+  }
+  launch_channel_sums(rdy ? rdy : dy, nullptr, nullptr, nullptr, c.cout, N, K, out, out_stride,
+                      c.b_offset, beta, s);
+  if (j < 0) return;  // the image needs no gradient
+  // The input: dX += col2im(W^T dY) (R: col2im(W^T R{dY} + V^T dY)); the columns are free now.
+  const MatrixArg weight_t{mb.w + c.w_offset, kc, mb.w_stride, true};
+  gemm.run(kc, N, c.cout, weight_t, MatrixArg{dy, N, y_stride, false}, 0.f, m_col.get(), N,
+           col_stride, K);
+  launch_col2im_add(m_col.get(), c, rows, K, m_dy[size_t(j)].get(), s);
+  if (!rdy) return;
+  gemm.run(kc, N, c.cout, weight_t, MatrixArg{rdy, N, y_stride, false}, 0.f, m_rcol.get(), N,
+           col_stride, K);
+  gemm.run(kc, N, c.cout, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, true},
+           MatrixArg{dy, N, y_stride, false}, 1.f, m_rcol.get(), N, col_stride, K);
+  launch_col2im_add(m_rcol.get(), c, rows, K, m_rdy[size_t(j)].get(), s);
+}
+
+void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm,
+                              cudaStream_t s) {
+  const CnnNode& n = m_model.nodes[size_t(i)];
+  const bool r = mb.v != nullptr;
+  const int K = mb.count, j = n.input;
+  float* y = m_y[size_t(i)].get();
+  float* ry = r ? m_ry[size_t(i)].get() : nullptr;
+  const int64_t cnt = count(n, K, rows);
+  switch (n.op) {
+    case CnnNode::Op::Conv:
+      conv_forward(n.conv, j, y, ry, mb, rows, gemm, s);
+      break;
+    case CnnNode::Op::Act:
+      launch_act_forward(in(j), r_in(j, r), y, ry, cnt, m_model.activation, s);
+      break;
+    case CnnNode::Op::MaxPool:
+    case CnnNode::Op::AvgPool:
+    case CnnNode::Op::Gap: {
+      const int ih = j < 0 ? m_model.image_h : m_model.nodes[size_t(j)].h;
+      const int iw = j < 0 ? m_model.image_w : m_model.nodes[size_t(j)].w;
+      launch_pool(pool_kind(n.op), in(j), r_in(j, r), y, ry, m_arg[size_t(i)].get(),
+                  int64_t(K) * rows * n.c, ih, iw, n.h, n.w, s);
+      break;
+    }
+    case CnnNode::Op::GroupNorm:
+      launch_group_norm(in(j), r_in(j, r), m_xh[size_t(i)].get(), r ? m_rxh[size_t(i)].get() : nullptr,
+                        y, ry, m_stats[size_t(i)].get(), mb.w, mb.w_stride, mb.v, mb.v_stride,
+                        n.conv.b_offset, n.c, n.groups, rows, n.h * n.w, K, s);
+      break;
+    case CnnNode::Op::Add:
+      if (n.conv.w_offset >= 0) {  // the 1 x 1 shortcut
+        conv_forward(n.conv, n.other, y, ry, mb, rows, gemm, s);
+      } else {
+        CUDA_CHECK(cudaMemcpyAsync(y, in(n.other), size_t(cnt) * sizeof(float),
+                                   cudaMemcpyDeviceToDevice, s));
+        if (ry) {
+          if (const float* r_other = r_in(n.other, r))
+            CUDA_CHECK(cudaMemcpyAsync(ry, r_other, size_t(cnt) * sizeof(float),
+                                       cudaMemcpyDeviceToDevice, s));
+          else
+            CUDA_CHECK(cudaMemsetAsync(ry, 0, size_t(cnt) * sizeof(float), s));
+        }
+      }
+      launch_add(y, in(j), cnt, s);
+      if (const float* rx = r_in(j, r)) launch_add(ry, rx, cnt, s);
+      break;
+  }
+}
+
+void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out,
+                               int64_t out_stride, float beta, const Gemm& gemm, cudaStream_t s) {
+  const CnnNode& n = m_model.nodes[size_t(i)];
+  const bool r = mb.v != nullptr;
+  const int K = mb.count, j = n.input;
+  const float* dy = m_dy[size_t(i)].get();
+  const float* rdy = r ? m_rdy[size_t(i)].get() : nullptr;
+  float* dx = j < 0 ? nullptr : m_dy[size_t(j)].get();
+  float* rdx = j < 0 || !r ? nullptr : m_rdy[size_t(j)].get();
+  const int64_t cnt = count(n, K, rows);
+  switch (n.op) {
+    case CnnNode::Op::Conv:
+      conv_backward(n.conv, j, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
+      break;
+    case CnnNode::Op::Act:
+      if (dx) launch_act_backward_add(in(j), r_in(j, r), dy, rdy, dx, rdx, cnt, m_model.activation, s);
+      break;
+    case CnnNode::Op::MaxPool:
+    case CnnNode::Op::AvgPool:
+    case CnnNode::Op::Gap:
+      if (dx)
+        launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx,
+                             int64_t(K) * rows * n.c, m_model.nodes[size_t(j)].h,
+                             m_model.nodes[size_t(j)].w, n.h, n.w, s);
+      break;
+    case CnnNode::Op::GroupNorm: {
+      // The scales' gradient sum dY x^ (R: R{dY} x^ + dY R{x^}), the shifts' sum dY (R{dY}).
+      const float* xh = m_xh[size_t(i)].get();
+      const float* rxh = r ? m_rxh[size_t(i)].get() : nullptr;
+      const int64_t cols = int64_t(rows) * n.h * n.w;
+      launch_channel_sums(r ? rdy : dy, xh, r ? dy : nullptr, rxh, n.c, cols, K, out, out_stride,
+                          n.conv.b_offset, beta, s);
+      launch_channel_sums(r ? rdy : dy, nullptr, nullptr, nullptr, n.c, cols, K, out, out_stride,
+                          n.conv.b_offset + n.c, beta, s);
+      if (dx)
+        launch_group_norm_backward(dy, rdy, xh, rxh, m_stats[size_t(i)].get(), mb.w, mb.w_stride,
+                                   mb.v, mb.v_stride, n.conv.b_offset, n.c, n.groups, rows,
+                                   n.h * n.w, K, dx, rdx, s);
+      break;
+    }
+    case CnnNode::Op::Add:
+      if (dx) launch_add(dx, dy, cnt, s);
+      if (rdx) launch_add(rdx, rdy, cnt, s);
+      if (n.conv.w_offset >= 0) {
+        conv_backward(n.conv, n.other, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
+      } else if (n.other >= 0) {
+        launch_add(m_dy[size_t(n.other)].get(), dy, cnt, s);
+        if (r) launch_add(m_rdy[size_t(n.other)].get(), rdy, cnt, s);
+      }
+      break;
+  }
+}
+
+void BatchedCnn::forward(const ModelBatch& mb, const RowBatch& rb, const Gemm& gemm,
+                         cudaStream_t s) {
+  check_fits(mb, rb);
+  const int K = mb.count, R = rb.count, last = int(m_model.nodes.size()) - 1;
+  launch_load_image(rb.x, rb.x_stride, R, K, m_model.image_c,
+                    int64_t(m_model.image_h) * m_model.image_w, m_image.get(), s);
+  for (int i = 0; i <= last; ++i) forward_node(i, mb, R, gemm, s);
+  // The classifier's [k][classes][row] as the loss's [k][row][classes].
+  launch_batched_transpose(m_y[size_t(last)].get(), m_logits.get(), K, m_model.classes, R, s);
+  if (mb.v)
+    launch_batched_transpose(m_ry[size_t(last)].get(), m_rlogits.get(), K, m_model.classes, R, s);
+}
+
+void BatchedCnn::loss(const ModelBatch& mb, const RowBatch& rb, float scale, cudaStream_t s) {
+  check_fits(mb, rb);
+  launch_softmax_xent(m_logits.get(), mb.v ? m_rlogits.get() : nullptr, rb.y, rb.y_stride, rb.count,
+                      mb.count, m_model.classes, scale, m_row_loss.get(), m_row_correct.get(), s);
+}
+
+void BatchedCnn::backward(const ModelBatch& mb, const RowBatch& rb, float* out, int64_t out_stride,
+                          float beta, const Gemm& gemm, cudaStream_t s) {
+  check_fits(mb, rb);
+  const bool r = mb.v != nullptr;
+  const int K = mb.count, R = rb.count, last = int(m_model.nodes.size()) - 1;
+  for (int i = 0; i < last; ++i) {
+    const size_t bytes = size_t(count(m_model.nodes[size_t(i)], K, R)) * sizeof(float);
+    CUDA_CHECK(cudaMemsetAsync(m_dy[size_t(i)].get(), 0, bytes, s));
+    if (r) CUDA_CHECK(cudaMemsetAsync(m_rdy[size_t(i)].get(), 0, bytes, s));
+  }
+  // dL/dz (and R{dL/dz}) that loss() left in place of the logits, back as [k][classes][row].
+  launch_batched_transpose(m_logits.get(), m_dy[size_t(last)].get(), K, R, m_model.classes, s);
+  if (r) launch_batched_transpose(m_rlogits.get(), m_rdy[size_t(last)].get(), K, R, m_model.classes, s);
+  for (int i = last; i >= 0; --i) backward_node(i, mb, R, out, out_stride, beta, gemm, s);
+}
+
+}  // namespace gossamer

@@ -1,0 +1,47 @@
+// The CNN of many models at once (batched_net.cuh; model.kind "cnn", the nodes of
+// ModelSpec::cnn), with the algebra of host/cnn.cpp: a convolution is one strided-batched GEMM
+// over all models, Y_k = W_k col(X_k) + b_k, on the im2col columns of model k's input (a linear
+// layer is the convolution that covers its whole input); activations, pools, residual additions
+// and GroupNorm are kernels over all models (cnn_kernels.cu). The R-operator runs through every
+// node, so the Hessian-vector products are exact.
+#pragma once
+#include <vector>
+
+#include "batched_net.cuh"
+
+namespace gossamer {
+
+class BatchedCnn : public BatchedNet {
+ public:
+  // The buffers of core/cuda_plan.cpp's cnn_pair_sizes for `capacity` (model, row) pairs.
+  BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r);
+  void poison(cudaStream_t s) override;
+  void forward(const ModelBatch& models, const RowBatch& rows, const Gemm& gemm,
+               cudaStream_t s) override;
+  void loss(const ModelBatch& models, const RowBatch& rows, float scale, cudaStream_t s) override;
+  void backward(const ModelBatch& models, const RowBatch& rows, float* out, int64_t out_stride,
+                float beta, const Gemm& gemm, cudaStream_t s) override;
+  const float* logits() const override { return m_logits.get(); }
+
+ private:
+  const float* in(int j) const { return j < 0 ? m_image.get() : m_y[size_t(j)].get(); }
+  // R{input j}: null for the image (its R is 0) or without the R-operator.
+  const float* r_in(int j, bool r) const { return j < 0 || !r ? nullptr : m_ry[size_t(j)].get(); }
+  void forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s);
+  void backward_node(int i, const ModelBatch& mb, int rows, float* out, int64_t out_stride,
+                     float beta, const Gemm& gemm, cudaStream_t s);
+  void conv_forward(const ConvShape& c, int j, float* y, float* ry, const ModelBatch& mb, int rows,
+                    const Gemm& gemm, cudaStream_t s);
+  void conv_backward(const ConvShape& c, int j, const float* dy, const float* rdy,
+                     const ModelBatch& mb, int rows, float* out, int64_t out_stride, float beta,
+                     const Gemm& gemm, cudaStream_t s);
+
+  ModelSpec m_model;
+  // Per node: output, gradient and their R twins; a GroupNorm's x^ (R{x^}) and sigma, R{sigma};
+  // a max pool's chosen inputs.
+  std::vector<DeviceArray<float>> m_y, m_dy, m_ry, m_rdy, m_xh, m_rxh, m_stats;
+  std::vector<DeviceArray<int32_t>> m_arg;
+  DeviceArray<float> m_image, m_col, m_rcol, m_logits, m_rlogits;
+};
+
+}  // namespace gossamer

@@ -1,0 +1,434 @@
+// The element-wise and reduction parts of the batched CNN (cuda/cnn.cu), each with its
+// R-operator twin, with the algebra of host/cnn.cpp. Activations are [model][channel][row][h][w]:
+// a (model, channel, row) "plane" of h x w floats, so one model's channel is a contiguous
+// rows x h x w run and one model's tensor is the [channel][row h w] matrix the GEMMs use.
+// Every sum runs in a fixed order (no atomics): the same inputs give the same bits.
+#include "block_sum.cuh"
+#include "kernels.cuh"
+
+namespace gossamer {
+
+static __global__ void load_image_f32(const float* x, int64_t x_stride, int rows, int c,
+                                     int64_t hw, int64_t n, float* out) {
+  GRID_STRIDE(t, n) {
+    const int64_t e = t % hw, plane = t / hw;
+    const int r = int(plane % rows);
+    const int64_t kc = plane / rows;
+    const int ch = int(kc % c);
+    const int64_t k = kc / c;
+    out[t] = x[k * x_stride + int64_t(r) * c * hw + ch * hw + e];
+  }
+}
+
+// col[k][(ch, i, j)][(r, oh, ow)] = x[k][ch][r][oh s + i - pad][ow s + j - pad] (0 outside).
+static __global__ void im2col_f32(const float* x, ConvShape s, int rows, int64_t n, float* col) {
+  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = rows * ohw;
+  const int64_t kc = int64_t(s.cin) * s.kh * s.kw;
+  GRID_STRIDE(t, n) {
+    const int64_t q = t % cols, row = (t / cols) % kc, k = t / (cols * kc);
+    const int r = int(q / ohw), oh = int(q % ohw / s.out_w), ow = int(q % s.out_w);
+    const int ch = int(row / (s.kh * s.kw)), i = int(row / s.kw % s.kh), j = int(row % s.kw);
+    const int ih = oh * s.stride + i - s.pad, iw = ow * s.stride + j - s.pad;
+    float v = 0.f;
+    if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w)
+      v = x[((k * s.cin + ch) * rows + r) * s.in_h * s.in_w + int64_t(ih) * s.in_w + iw];
+    col[t] = v;
+  }
+}
+
+// The adjoint: each input element gathers the columns that read it (no two threads write one).
+static __global__ void col2im_add_f32(const float* col, ConvShape s, int rows, int64_t n,
+                                      float* dx) {
+  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = rows * ohw;
+  const int64_t kc = int64_t(s.cin) * s.kh * s.kw, ihw = int64_t(s.in_h) * s.in_w;
+  GRID_STRIDE(t, n) {
+    const int64_t e = t % ihw, plane = t / ihw;
+    const int r = int(plane % rows);
+    const int64_t kch = plane / rows;
+    const int ch = int(kch % s.cin);
+    const int64_t k = kch / s.cin;
+    const int ih = int(e / s.in_w), iw = int(e % s.in_w);
+    float sum = 0.f;
+    for (int i = 0; i < s.kh; ++i) {
+      const int oy = ih + s.pad - i;
+      if (oy < 0 || oy % s.stride != 0 || oy / s.stride >= s.out_h) continue;
+      for (int j = 0; j < s.kw; ++j) {
+        const int ox = iw + s.pad - j;
+        if (ox < 0 || ox % s.stride != 0 || ox / s.stride >= s.out_w) continue;
+        const int64_t row = (int64_t(ch) * s.kh + i) * s.kw + j;
+        sum += col[(k * kc + row) * cols + int64_t(r) * ohw + int64_t(oy / s.stride) * s.out_w +
+                   ox / s.stride];
+      }
+    }
+    dx[t] += sum;
+  }
+}
+
+static __global__ void channel_bias_f32(float* y, float* ry, const float* w, int64_t w_stride,
+                                        const float* v, int64_t v_stride, int64_t b_offset,
+                                        int channels, int64_t cols, int64_t n) {
+  GRID_STRIDE(t, n) {
+    const int64_t kc = t / cols, k = kc / channels;
+    const int c = int(kc % channels);
+    y[t] += w[k * w_stride + b_offset + c];
+    if (ry) ry[t] += v[k * v_stride + b_offset + c];
+  }
+}
+
+// One block a (model, channel): out = beta out + sum over the channel's cols of
+// a (b or 1) + a2 (b2 or 1), in double.
+static __global__ void channel_sums_f32(const float* a, const float* b, const float* a2,
+                                        const float* b2, int channels, int64_t cols, float* out,
+                                        int64_t out_stride, int64_t offset, float beta) {
+  const int64_t kc = blockIdx.x, k = kc / channels;
+  const int c = int(kc % channels);
+  const int64_t base = kc * cols;
+  double sum = 0;
+  for (int64_t q = threadIdx.x; q < cols; q += blockDim.x) {
+    sum += double(a[base + q]) * (b ? double(b[base + q]) : 1.0);
+    if (a2) sum += double(a2[base + q]) * (b2 ? double(b2[base + q]) : 1.0);
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x != 0) return;
+  float* target = out + k * out_stride + offset + c;
+  *target = beta == 0.f ? float(sum) : beta * *target + float(sum);  // beta 0 never reads
+}
+
+static __global__ void act_forward_f32(const float* x, const float* rx, float* y, float* ry,
+                                       int64_t n, Activation act) {
+  GRID_STRIDE(t, n) {
+    y[t] = activate(act, x[t]);
+    if (ry) ry[t] = rx ? activate_derivative(act, x[t]) * rx[t] : 0.f;
+  }
+}
+
+static __global__ void act_backward_add_f32(const float* x, const float* rx, const float* dy,
+                                            const float* rdy, float* dx, float* rdx, int64_t n,
+                                            Activation act) {
+  GRID_STRIDE(t, n) {
+    const float d1 = activate_derivative(act, x[t]);
+    dx[t] += d1 * dy[t];
+    if (!rdx) continue;
+    float r = d1 * rdy[t];
+    if (rx) r += activate_second_derivative(act, x[t]) * rx[t] * dy[t];
+    rdx[t] += r;
+  }
+}
+
+// One thread an output element of a 2 x 2 pool (stride 2) or a plane of the global average.
+static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, float* y, float* ry,
+                                int32_t* arg, int64_t planes, int ih, int iw, int oh, int ow) {
+  const int64_t ihw = int64_t(ih) * iw, ohw = int64_t(oh) * ow;
+  GRID_STRIDE(t, planes * ohw) {
+    const int64_t p = t / ohw, o = t % ohw;
+    const float* xp = x + p * ihw;
+    if (kind == PoolKind::Gap) {
+      float s = 0.f, rs = 0.f;
+      for (int64_t e = 0; e < ihw; ++e) {
+        s += xp[e];
+        if (rx) rs += rx[p * ihw + e];
+      }
+      y[t] = s / float(ihw);
+      if (ry) ry[t] = rs / float(ihw);
+      continue;
+    }
+    const int64_t base = int64_t(2 * (o / ow)) * iw + 2 * (o % ow);
+    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
+    if (kind == PoolKind::Max) {
+      int64_t best = window[0];
+      for (int q = 1; q < 4; ++q)
+        if (xp[window[q]] > xp[best]) best = window[q];  // the first of equal maxima
+      arg[t] = int32_t(best);
+      y[t] = xp[best];
+      if (ry) ry[t] = rx ? rx[p * ihw + best] : 0.f;
+    } else {
+      float s = 0.f, rs = 0.f;
+      for (int q = 0; q < 4; ++q) {
+        s += xp[window[q]];
+        if (rx) rs += rx[p * ihw + window[q]];
+      }
+      y[t] = s * 0.25f;
+      if (ry) ry[t] = rs * 0.25f;
+    }
+  }
+}
+
+// The 2 x 2 windows do not overlap, so one thread an output adds to its own inputs; the global
+// average runs one thread an input element.
+static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const float* rdy,
+                                         const int32_t* arg, float* dx, float* rdx, int64_t planes,
+                                         int ih, int iw, int oh, int ow) {
+  const int64_t ihw = int64_t(ih) * iw, ohw = int64_t(oh) * ow;
+  if (kind == PoolKind::Gap) {
+    GRID_STRIDE(t, planes * ihw) {
+      const int64_t p = t / ihw;
+      dx[t] += dy[p] / float(ihw);
+      if (rdx) rdx[t] += rdy[p] / float(ihw);
+    }
+    return;
+  }
+  GRID_STRIDE(t, planes * ohw) {
+    const int64_t p = t / ohw, o = t % ohw;
+    if (kind == PoolKind::Max) {
+      dx[p * ihw + arg[t]] += dy[t];
+      if (rdx) rdx[p * ihw + arg[t]] += rdy[t];
+      continue;
+    }
+    const int64_t base = p * ihw + int64_t(2 * (o / ow)) * iw + 2 * (o % ow);
+    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
+    for (int64_t e : window) {
+      dx[e] += 0.25f * dy[t];
+      if (rdx) rdx[e] += 0.25f * rdy[t];
+    }
+  }
+}
+
+static __global__ void add_f32(float* y, const float* x, int64_t n) {
+  GRID_STRIDE(t, n) y[t] += x[t];
+}
+
+// GroupNorm (host/cnn.cpp has the formulas): one block a (model, row, group); the group's
+// elements are cg channels' planes of that row.
+struct GroupIndex {
+  int64_t base, plane_stride;  // element q = (channel c0 + q / hw, e = q % hw) at base + (q / hw) plane_stride + e
+  int c0, hw;
+  int64_t size;
+  __device__ int64_t at(int64_t q) const { return base + (q / hw) * plane_stride + q % hw; }
+  __device__ int channel(int64_t q) const { return c0 + int(q / hw); }
+};
+
+static __device__ GroupIndex group_of(int channels, int groups, int rows, int hw) {
+  const int64_t b = blockIdx.x;
+  const int g = int(b % groups);
+  const int r = int(b / groups % rows);
+  const int64_t k = b / (int64_t(groups) * rows);
+  const int cg = channels / groups;
+  GroupIndex gi;
+  gi.c0 = g * cg;
+  gi.hw = hw;
+  gi.plane_stride = int64_t(rows) * hw;
+  gi.base = ((k * channels + gi.c0) * rows + r) * hw;
+  gi.size = int64_t(cg) * hw;
+  return gi;
+}
+
+// Every thread of the block gets the block's total.
+static __device__ double block_total(double v) {
+  __shared__ double total;
+  v = block_sum(v);
+  if (threadIdx.x == 0) total = v;
+  __syncthreads();
+  v = total;
+  __syncthreads();
+  return v;
+}
+
+static __global__ void group_norm_f32(const float* x, const float* rx, float* xh, float* rxh,
+                                      float* y, float* ry, float* stats, const float* w,
+                                      int64_t w_stride, const float* v, int64_t v_stride,
+                                      int64_t p_offset, int channels, int groups, int rows,
+                                      int hw, int64_t blocks) {
+  const GroupIndex gi = group_of(channels, groups, rows, hw);
+  const int64_t k = blockIdx.x / (int64_t(groups) * rows);
+  const float* scale = w + k * w_stride + p_offset;
+  const float* shift = scale + channels;
+  const double size = double(gi.size);
+  double sum = 0;
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) sum += double(x[gi.at(q)]);
+  const double mu = block_total(sum) / size;
+  double sq = 0;
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+    const double d = double(x[gi.at(q)]) - mu;
+    sq += d * d;
+  }
+  const double sigma = sqrt(block_total(sq) / size + 1e-5);
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+    const int64_t e = gi.at(q);
+    const int c = gi.channel(q);
+    const float h = float((double(x[e]) - mu) / sigma);
+    xh[e] = h;
+    y[e] = (1.f + scale[c]) * h + shift[c];
+  }
+  if (threadIdx.x == 0) stats[blockIdx.x] = float(sigma);
+  if (!ry) return;
+  double rsum = 0, a = 0;
+  if (rx)
+    for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+      const int64_t e = gi.at(q);
+      rsum += double(rx[e]);
+      a += double(xh[e]) * double(rx[e]);  // xh[e] written by this thread above
+    }
+  const double rmu = block_total(rsum) / size, rsigma = block_total(a) / size;
+  if (threadIdx.x == 0) stats[blocks + blockIdx.x] = float(rsigma);
+  const float* rscale = v + k * v_stride + p_offset;
+  const float* rshift = rscale + channels;
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+    const int64_t e = gi.at(q);
+    const int c = gi.channel(q);
+    const float rh = rx ? float((double(rx[e]) - rmu - double(xh[e]) * rsigma) / sigma) : 0.f;
+    rxh[e] = rh;
+    ry[e] = rscale[c] * xh[e] + (1.f + scale[c]) * rh + rshift[c];
+  }
+}
+
+static __global__ void group_norm_backward_f32(const float* dy, const float* rdy, const float* xh,
+                                               const float* rxh, const float* stats,
+                                               const float* w, int64_t w_stride, const float* v,
+                                               int64_t v_stride, int64_t p_offset, int channels,
+                                               int groups, int rows, int hw, int64_t blocks,
+                                               float* dx, float* rdx) {
+  const GroupIndex gi = group_of(channels, groups, rows, hw);
+  const int64_t k = blockIdx.x / (int64_t(groups) * rows);
+  const float* scale = w + k * w_stride + p_offset;
+  const float* rscale = rdx ? v + k * v_stride + p_offset : nullptr;
+  const double size = double(gi.size), sigma = double(stats[blockIdx.x]);
+  const auto dxh_of = [&](int64_t e, int c) { return double(dy[e]) * (1.0 + double(scale[c])); };
+  const auto rdxh_of = [&](int64_t e, int c) {
+    return double(rdy[e]) * (1.0 + double(scale[c])) + double(dy[e]) * double(rscale[c]);
+  };
+  double a = 0, bb = 0;
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+    const int64_t e = gi.at(q);
+    const double d = dxh_of(e, gi.channel(q));
+    a += d;
+    bb += d * double(xh[e]);
+  }
+  a = block_total(a) / size;
+  bb = block_total(bb) / size;
+  double ra = 0, rb = 0;
+  if (rdx)
+    for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+      const int64_t e = gi.at(q);
+      const int c = gi.channel(q);
+      const double rd = rdxh_of(e, c);
+      ra += rd;
+      rb += rd * double(xh[e]) + dxh_of(e, c) * double(rxh[e]);
+    }
+  if (rdx) {
+    ra = block_total(ra) / size;
+    rb = block_total(rb) / size;
+  }
+  const double rsigma = rdx ? double(stats[blocks + blockIdx.x]) : 0.0;
+  for (int64_t q = threadIdx.x; q < gi.size; q += blockDim.x) {
+    const int64_t e = gi.at(q);
+    const int c = gi.channel(q);
+    const double d = (dxh_of(e, c) - a - double(xh[e]) * bb) / sigma;
+    dx[e] += float(d);
+    if (rdx)
+      rdx[e] += float(-rsigma / sigma * d +
+                      (rdxh_of(e, c) - ra - double(rxh[e]) * bb - double(xh[e]) * rb) / sigma);
+  }
+}
+
+static __global__ void batched_transpose_f32(const float* src, float* dst, int a, int b,
+                                             int64_t n) {
+  GRID_STRIDE(t, n) {
+    const int64_t ab = int64_t(a) * b, k = t / ab, q = t % ab;
+    const int i = int(q / b), j = int(q % b);  // src[k][i][j]
+    dst[k * ab + int64_t(j) * a + i] = src[t];
+  }
+}
+
+#define LINEAR_LAUNCH(kernel, n, ...)                                       \
+  do {                                                                      \
+    if ((n) > 0) {                                                          \
+      kernel<<<linear_blocks(n), kLinearBlock, 0, s>>>(__VA_ARGS__);        \
+      CUDA_CHECK_LAUNCH();                                                  \
+    }                                                                       \
+  } while (0)
+
+void launch_load_image(const float* x, int64_t x_stride, int rows, int models, int c, int64_t hw,
+                       float* out, cudaStream_t s) {
+  const int64_t n = int64_t(models) * c * rows * hw;
+  LINEAR_LAUNCH(load_image_f32, n, x, x_stride, rows, c, hw, n, out);
+}
+
+void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
+                   cudaStream_t s) {
+  const int64_t n = int64_t(models) * shape.cin * shape.kh * shape.kw * rows * shape.out_h *
+                    shape.out_w;
+  LINEAR_LAUNCH(im2col_f32, n, x, shape, rows, n, col);
+}
+
+void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
+                       cudaStream_t s) {
+  const int64_t n = int64_t(models) * shape.cin * rows * shape.in_h * shape.in_w;
+  LINEAR_LAUNCH(col2im_add_f32, n, col, shape, rows, n, dx);
+}
+
+void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
+                         int64_t v_stride, int64_t b_offset, int channels, int64_t cols,
+                         int models, cudaStream_t s) {
+  const int64_t n = int64_t(models) * channels * cols;
+  LINEAR_LAUNCH(channel_bias_f32, n, y, ry, w, w_stride, v, v_stride, b_offset, channels, cols, n);
+}
+
+void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,
+                         int channels, int64_t cols, int models, float* out, int64_t out_stride,
+                         int64_t offset, float beta, cudaStream_t s) {
+  const int64_t blocks = int64_t(models) * channels;
+  if (blocks == 0) return;
+  channel_sums_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(a, b, a2, b2, channels, cols, out,
+                                                               out_stride, offset, beta);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_act_forward(const float* x, const float* rx, float* y, float* ry, int64_t n,
+                        Activation act, cudaStream_t s) {
+  LINEAR_LAUNCH(act_forward_f32, n, x, rx, y, ry, n, act);
+}
+
+void launch_act_backward_add(const float* x, const float* rx, const float* dy, const float* rdy,
+                             float* dx, float* rdx, int64_t n, Activation act, cudaStream_t s) {
+  LINEAR_LAUNCH(act_backward_add_f32, n, x, rx, dy, rdy, dx, rdx, n, act);
+}
+
+void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
+                 int64_t planes, int ih, int iw, int oh, int ow, cudaStream_t s) {
+  const int64_t n = planes * oh * ow;
+  LINEAR_LAUNCH(pool_f32, n, kind, x, rx, y, ry, arg, planes, ih, iw, oh, ow);
+}
+
+void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
+                          float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
+                          cudaStream_t s) {
+  const int64_t n = planes * (kind == PoolKind::Gap ? int64_t(ih) * iw : int64_t(oh) * ow);
+  LINEAR_LAUNCH(pool_backward_f32, n, kind, dy, rdy, arg, dx, rdx, planes, ih, iw, oh, ow);
+}
+
+void launch_add(float* y, const float* x, int64_t n, cudaStream_t s) {
+  LINEAR_LAUNCH(add_f32, n, y, x, n);
+}
+
+void launch_group_norm(const float* x, const float* rx, float* xh, float* rxh, float* y, float* ry,
+                       float* stats, const float* w, int64_t w_stride, const float* v,
+                       int64_t v_stride, int64_t p_offset, int channels, int groups, int rows,
+                       int hw, int models, cudaStream_t s) {
+  const int64_t blocks = int64_t(models) * rows * groups;
+  if (blocks == 0) return;
+  group_norm_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(x, rx, xh, rxh, y, ry, stats, w,
+                                                             w_stride, v, v_stride, p_offset,
+                                                             channels, groups, rows, hw, blocks);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_group_norm_backward(const float* dy, const float* rdy, const float* xh,
+                                const float* rxh, const float* stats, const float* w,
+                                int64_t w_stride, const float* v, int64_t v_stride,
+                                int64_t p_offset, int channels, int groups, int rows, int hw,
+                                int models, float* dx, float* rdx, cudaStream_t s) {
+  const int64_t blocks = int64_t(models) * rows * groups;
+  if (blocks == 0) return;
+  group_norm_backward_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
+      dy, rdy, xh, rxh, stats, w, w_stride, v, v_stride, p_offset, channels, groups, rows, hw,
+      blocks, dx, rdx);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_batched_transpose(const float* src, float* dst, int models, int a, int b,
+                              cudaStream_t s) {
+  const int64_t n = int64_t(models) * a * b;
+  LINEAR_LAUNCH(batched_transpose_f32, n, src, dst, a, b, n);
+}
+
+}  // namespace gossamer
