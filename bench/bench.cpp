@@ -517,6 +517,11 @@ int run_bench(int argc, char** argv) {
   std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", mach.device.c_str(),
               mach.copy_gbs, mach.gemm_gflops, o.math.c_str());
 
+  char date[16];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
+  const std::string path = o.out_dir + "/" + date + "-" +
+                           (o.backend == "cpu" ? std::string("cpu") : slug(mach.device)) + ".json";
   for (const auto& name : o.names) {
     json wc = workload(name, o.backend);
     wc["math"] = o.math;
@@ -538,15 +543,10 @@ int run_bench(int argc, char** argv) {
       if (!o.export_dir.empty()) export_curvature_point(o.export_dir, name, *sim);
     }
     result["workloads"][name] = w;
+    // After every workload: a run stopped by a time box keeps what it measured.
+    std::ofstream(path) << result.dump(2) << "\n";
+    std::printf("  (wrote %s)\n", path.c_str());
   }
-
-  char date[16];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
-  const std::string path = o.out_dir + "/" + date + "-" +
-                           (o.backend == "cpu" ? std::string("cpu") : slug(mach.device)) + ".json";
-  std::ofstream(path) << result.dump(2) << "\n";
-  std::printf("\nwrote %s\n", path.c_str());
   return 0;
 }
 

@@ -57,7 +57,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [runs]=240 [bench]=190 [peers]=200 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=230 [cnn]=60 [runs]=240 [bench]=190 [peers]=200 [profile]=70 [sanitize]=120 [ncu]=90)
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -82,7 +82,8 @@ say "gossamer gpu-check at $(cat $B/REVISION 2>/dev/null || echo unknown) on $(n
 
 if want tests; then
   echo "=== agreement tests"
-  timeout 170 $B/tests/gossamer_cuda_tests --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
+  timeout 170 $B/tests/gossamer_cuda_tests --gtest_filter="${TEST_FILTER:-*}" \
+    --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
   say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
   grep -E "^cnn " "$OUT/cuda-tests.txt" | tail -30 | tee -a "$SUMMARY"
@@ -168,16 +169,39 @@ RESULT=""
 if want bench; then
   echo "=== benchmark"
   $B/gossamer plan $QS --fit | tee -a "$SUMMARY"
-  # Workloads a and b with every curvature row (the peers compare against this JSON), then the
-  # m-series on its own, so that a slow curvature row cannot cost the series.
-  timeout 120 $B/gossamer-bench --backend cuda --workload a,b,c,c1024 --shards 2,4 \
-    --export-curvature /tmp/gx --out bench/results > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
-  RESULT=$(ls -t bench/results/*.json 2>/dev/null | grep -v peers | head -1)
-  [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json"
-  timeout 60 $B/gossamer-bench --backend cuda --workload m16,m64,m256,m1024,m4096,m16384,m65536 \
+  # The CNN's workloads (c with the curvature rows, c1024 without), then a and b with every
+  # curvature row (the peers compare against this JSON; the file is rewritten after each
+  # workload, so a time box keeps what was measured), then the m-series on its own, so that a
+  # slow curvature row cannot cost the series. BENCH=cnn stops after the CNN's.
+  rm -rf /tmp/bench-main && mkdir -p /tmp/bench-main
+  timeout 60 $B/gossamer-bench --backend cuda --workload c --shards 2,4 \
+    --export-curvature /tmp/gx --out /tmp/bench-c > "$V/bench-c.txt" 2>&1; echo "bench c exit $?" >> "$V/bench-c.txt"
+  timeout 40 $B/gossamer-bench --backend cuda --workload c1024 --no-curvature \
+    --out /tmp/bench-c1024 > "$V/bench-c1024.txt" 2>&1; echo "bench c1024 exit $?" >> "$V/bench-c1024.txt"
+  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|exit" \
+    "$V/bench-c.txt" "$V/bench-c1024.txt" | tee -a "$SUMMARY"
+  [ "${BENCH:-}" != cnn ] && timeout 120 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
+    --export-curvature /tmp/gx --out /tmp/bench-main > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
+  # One result file for the peers' ratio table: the workloads of all three runs.
+  python3 - /tmp/bench-main /tmp/bench-c /tmp/bench-c1024 <<'EOF'
+import glob, json, sys
+merged = None
+for folder in sys.argv[1:]:
+    for path in glob.glob(folder + "/*.json"):
+        r = json.load(open(path))
+        if merged is None:
+            merged, name = r, path.split("/")[-1]
+        else:
+            merged["workloads"].update(r["workloads"])
+if merged:
+    json.dump(merged, open(sys.argv[1] + "/" + name, "w"), indent=2)
+EOF
+  RESULT=$(ls -t /tmp/bench-main/*.json 2>/dev/null | head -1)
+  [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json" && cp "$RESULT" bench/results/
+  [ "${BENCH:-}" != cnn ] && timeout 60 $B/gossamer-bench --backend cuda --workload m16,m64,m256,m1024,m4096,m16384,m65536 \
     --out /tmp/mseries > "$V/bench-m.txt" 2>&1; echo "bench m-series exit $?" >> "$V/bench-m.txt"
   cp /tmp/mseries/*.json "$OUT/bench-m.json" 2>/dev/null
-  timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
+  [ "${BENCH:-}" != cnn ] && timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
     --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
   cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
   grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|checkpoint|exit" \
@@ -192,6 +216,44 @@ if want peers && [ -n "$RESULT" ]; then
     > "$V/peers.txt" 2>&1; echo "peers exit $?" >> "$V/peers.txt"
   cp bench/results/*peers*.json "$OUT/peers.json" 2>/dev/null
   tail -24 "$V/peers.txt" | tee -a "$SUMMARY"
+fi
+
+if want profile; then
+  echo "=== profile of workload c's kernels"
+  # Where a CNN step's time goes, kernel by kernel: nsys where the image has it, else ncu.
+  P="$B/gossamer-bench --backend cuda --workload c --repeats 3 --calls 3 --no-curvature --no-ceilings --out /tmp/prof-out"
+  if command -v nsys > /dev/null; then
+    timeout 60 nsys profile --force-overwrite true -o /tmp/prof $P > "$V/profile-run.txt" 2>&1
+    timeout 30 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof.nsys-rep > "$V/profile.csv" 2>&1
+    python3 - "$V/profile.csv" <<'EOF' | tee -a "$SUMMARY"
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 8]
+head, body = rows[0], rows[1:]
+print("profile (nsys): % time, total ms, calls, avg us, kernel")
+for r in body[:18]:
+    d = dict(zip(head, r))
+    print(f"  {float(d['Time (%)']):5.1f} {float(d['Total Time (ns)'])/1e6:9.2f} {d['Instances']:>6} "
+          f"{float(d['Avg (ns)'])/1e3:9.1f}  {d['Name'][:90]}")
+EOF
+  else
+    timeout 60 ncu --clock-control none --metrics gpu__time_duration.sum -c 400 $P > "$V/profile.txt" 2>&1
+    python3 - "$V/profile.txt" <<'EOF' | tee -a "$SUMMARY"
+import re, sys, collections
+total, count, name = collections.Counter(), collections.Counter(), None
+for line in open(sys.argv[1]):
+    m = re.match(r"^  (\S.*?) \(\d+, \d+, \d+\)x\(\d+, \d+, \d+\)", line)
+    if m:
+        name = m.group(1)[:90]
+    m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+([\d.,]+)", line)
+    if m and name:
+        scale = {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(m.group(1), 1)
+        total[name] += float(m.group(2).replace(",", "")) * scale
+        count[name] += 1
+print("profile (ncu, first 400 kernels): total us, calls, kernel")
+for n, t in total.most_common(18):
+    print(f"  {t:10.1f} {count[n]:5d}  {n}")
+EOF
+  fi
 fi
 
 if want sanitize && command -v compute-sanitizer > /dev/null; then

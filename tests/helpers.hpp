@@ -22,6 +22,13 @@
 
 namespace gossamer::test_util {
 
+// c with patch merged (RFC 7396). A patch written `{}` is JSON null, which merge_patch would
+// take as "replace everything with null" (the schema's defaults: 16 workers): here it means no
+// change.
+inline void merge(nlohmann::json& c, const nlohmann::json& patch) {
+  if (!patch.is_null()) c.merge_patch(patch);
+}
+
 // A tiny default config (synthetic gaussian mixture, 8 features, 3 classes, 256 samples)
 // with `patch` merged over it.
 inline nlohmann::json tiny_config(const nlohmann::json& patch = nlohmann::json::object()) {
@@ -34,7 +41,7 @@ inline nlohmann::json tiny_config(const nlohmann::json& patch = nlohmann::json::
       {"optimizer", {{"lr", 0.1}, {"batch_size", 5}}},
       {"train", {{"steps", 20}, {"eval_every", 10}}},
   };
-  c.merge_patch(patch);
+  merge(c, patch);
   return c;
 }
 
@@ -67,7 +74,7 @@ inline nlohmann::json seven_workers(const nlohmann::json& patch) {
                       {"model", {{"same_init", false}}},
                       {"partition", {{"kind", "dirichlet"}}},
                       {"metrics", {{"ensemble", true}}}};
-  c.merge_patch(patch);
+  merge(c, patch);
   return c;
 }
 

@@ -338,7 +338,7 @@ TEST(TrainerTest, EquivalenceCompanionsFollowTheSameDataStream) {
                                   {"algorithm", {{"name", "dsgd"}, {"track_adsam", true}}},
                                   {"train", {{"steps", 20}, {"eval_every", 10}}}});
     json merged = cfg;
-    merged.merge_patch(patch);
+    merge(merged, patch);
     const RunResult r = run_training(load_config(merged, {}, "test"), dir, log);
     EXPECT_EQ(r.exit_code, kExitOk);
     std::filesystem::remove_all(dir);

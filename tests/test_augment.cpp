@@ -83,7 +83,7 @@ std::unique_ptr<Simulation> fmnist_sim(const json& patch, std::string* why) {
             {"data", {{"dataset", "fashion-mnist"}, {"train_samples", 512}, {"test_samples", 128}}},
             {"model", {{"hidden", {16}}, {"same_init", false}}},
             {"optimizer", {{"batch_size", 8}}}};
-  if (patch.is_object()) c.merge_patch(patch);
+  test_util::merge(c, patch);
   return make_simulation(load_config(c, {}, "test"));
 }
 

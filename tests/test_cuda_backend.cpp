@@ -529,10 +529,16 @@ TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
     finals[i++] = r.summary["final"];
     std::filesystem::remove_all(dir);
   }
-  for (const char* key : {"train_loss", "consensus_distance", "test_loss"}) {
+  // The losses agree to 1e-3. The consensus distance (a difference of nearby workers) carries
+  // the float32 rounding that 200 steps of momentum 0.9 amplify through the relu and max-pool
+  // kinks: 7.3e-3 apart on the H200 (2026-11-27), where every single step agrees to 2e-5
+  // (CnnGradientsAndStepsMatchTheCpu).
+  for (const auto& [key, tol] : {std::pair<const char*, double>{"train_loss", 1e-3},
+                                 {"test_loss", 1e-3}, {"consensus_distance", 2e-2}}) {
     ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
-    EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), 1e-3) << key;
+    EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), tol) << key;
   }
+  EXPECT_NEAR(finals[1]["test_acc"].get<double>(), finals[0]["test_acc"].get<double>(), 0.01);
   std::printf("cnn quickstart, 200 steps: test accuracy cpu %.4f, cuda %.4f\n",
               finals[0]["test_acc"].get<double>(), finals[1]["test_acc"].get<double>());
 }
