@@ -17,6 +17,8 @@
 #             trainer, checkpoint and plan suites with backend auto (so on the GPU: checkpoints
 #             through the pinned buffer)                                                   170+60
 #   cnn       configs/quickstart-cnn.json on the GPU: accuracy, steps/s, wall time              50
+#   study     configs/paper/claims-cnn-full.json's smallest and largest batch for 300 steps: the
+#             cost a run, to size the full study                                                 60
 #   runs      the quickstart on cuda and on cpu (accuracy within 0.5 points), backend auto picks
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
@@ -57,7 +59,13 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [runs]=240 [bench]=190 [peers]=200 [profile]=70 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=190 [peers]=200 [profile]=60 [sanitize]=120 [ncu]=90)
+[ "${BENCH:-}" = cnn ] && CAP[bench]=100
+# PEER_TIMEOUT / SANITIZE_TIMEOUT: the peers' and each sanitizer's own caps, for a short visit.
+PEER_TIMEOUT=${PEER_TIMEOUT:-190}
+SANITIZE_TIMEOUT=${SANITIZE_TIMEOUT:-60}
+CAP[peers]=$((PEER_TIMEOUT + 10))
+CAP[sanitize]=$((2 * SANITIZE_TIMEOUT))
 want() {
   [[ " $SKIP " == *" $1 "* ]] && return 1
   if (( SECONDS + ${CAP[$1]} > BUDGET )); then
@@ -112,6 +120,37 @@ except Exception as e:
     print(f"cnn quickstart on cuda: no summary ({e})")
 EOF
   grep -E "^  backend|rror" "$V/qs-cnn.txt" | tail -3 | tee -a "$SUMMARY"
+fi
+
+if want study; then
+  echo "=== the CNN claims study's cost"
+  # configs/paper/claims-cnn-full.json cut to its smallest and largest batch (8 and 512 a worker),
+  # C-SGD and D-SGD on the ring, one seed, 300 steps with its evaluations (every 100) and its
+  # curvature at the end: steps/s, setup, evaluation and curvature time a run, from which the
+  # full study's time is computed (docs/REPRODUCING.md).
+  python3 - "$FMNIST" <<'EOF'
+import json, sys
+s = json.load(open("configs/paper/claims-cnn-full.json"))
+s["name"] = "claims-cnn-timing"
+s["set"].update({"train.steps": 300, "train.eval_every": 100, "curvature.every": 300,
+                 "optimizer.warmup_steps": 3, "data.path": sys.argv[1]})
+s["grid"] = {"optimizer.batch_size": [8, 512], "seed": [1]}
+s["points"] = s["points"][:2]
+json.dump(s, open("configs/paper/claims-cnn-timing.json", "w"), indent=1)
+EOF
+  timeout 60 $B/gossamer sweep configs/paper/claims-cnn-timing.json --out "$V/study" > "$V/study.txt" 2>&1
+  echo "study exit $?" >> "$V/study.txt"
+  python3 - "$V/study" <<'EOF' | tee -a "$SUMMARY"
+import glob, json, os, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*/summary.json")):
+    s = json.load(open(path))
+    curv = [json.loads(l)["curvature"]["time_s"] for l in open(os.path.dirname(path) + "/metrics.jsonl")
+            if '"curvature"' in l]
+    print(f"study {os.path.basename(os.path.dirname(path))}: {s['steps_per_second']:.0f} steps/s, setup "
+          f"{s['setup_time_s']:.2f} s, eval {s['eval_time_s']:.2f} s, curvature {sum(curv):.2f} s, "
+          f"wall {s['wall_time_s']:.1f} s, test acc {s['final']['test_acc']:.4f}")
+EOF
+  tail -2 "$V/study.txt" | tee -a "$SUMMARY"
 fi
 
 if want runs; then
@@ -180,8 +219,10 @@ if want bench; then
     --out /tmp/bench-c1024 > "$V/bench-c1024.txt" 2>&1; echo "bench c1024 exit $?" >> "$V/bench-c1024.txt"
   grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|exit" \
     "$V/bench-c.txt" "$V/bench-c1024.txt" | tee -a "$SUMMARY"
-  [ "${BENCH:-}" != cnn ] && timeout 120 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
-    --export-curvature /tmp/gx --out /tmp/bench-main > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
+  if [ "${BENCH:-}" != cnn ]; then
+    timeout 120 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
+      --export-curvature /tmp/gx --out /tmp/bench-main > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
+  fi
   # One result file for the peers' ratio table: the workloads of all three runs.
   python3 - /tmp/bench-main /tmp/bench-c /tmp/bench-c1024 <<'EOF'
 import glob, json, sys
@@ -198,20 +239,22 @@ if merged:
 EOF
   RESULT=$(ls -t /tmp/bench-main/*.json 2>/dev/null | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json" && cp "$RESULT" bench/results/
-  [ "${BENCH:-}" != cnn ] && timeout 60 $B/gossamer-bench --backend cuda --workload m16,m64,m256,m1024,m4096,m16384,m65536 \
-    --out /tmp/mseries > "$V/bench-m.txt" 2>&1; echo "bench m-series exit $?" >> "$V/bench-m.txt"
-  cp /tmp/mseries/*.json "$OUT/bench-m.json" 2>/dev/null
-  [ "${BENCH:-}" != cnn ] && timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
-    --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
-  cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
-  grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|checkpoint|exit" \
-    "$V/bench.txt" "$V/bench-m.txt" | tee -a "$SUMMARY"
-  grep -E "workload|forward|whole step|exit" "$V/bench-tf32.txt" | tee -a "$SUMMARY"
+  if [ "${BENCH:-}" != cnn ]; then
+    timeout 60 $B/gossamer-bench --backend cuda --workload m16,m64,m256,m1024,m4096,m16384,m65536 \
+      --out /tmp/mseries > "$V/bench-m.txt" 2>&1; echo "bench m-series exit $?" >> "$V/bench-m.txt"
+    cp /tmp/mseries/*.json "$OUT/bench-m.json" 2>/dev/null
+    timeout 30 $B/gossamer-bench --backend cuda --math tf32 --workload a,b --no-curvature \
+      --out /tmp/tf32 > "$V/bench-tf32.txt" 2>&1; echo "bench tf32 exit $?" >> "$V/bench-tf32.txt"
+    cp /tmp/tf32/*.json "$OUT/bench-tf32.json" 2>/dev/null
+    grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|checkpoint|exit" \
+      "$V/bench.txt" "$V/bench-m.txt" | tee -a "$SUMMARY"
+    grep -E "workload|forward|whole step|exit" "$V/bench-tf32.txt" | tee -a "$SUMMARY"
+  fi
 fi
 
 if want peers && [ -n "$RESULT" ]; then
   echo "=== PyTorch peers"
-  timeout 190 python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
+  timeout $PEER_TIMEOUT python3 bench/peers/torch_peers.py --gossamer "$RESULT" --export /tmp/gx --out bench/results \
     --workloads "${PEER_WORKLOADS:-a,b,c,c1024}" \
     > "$V/peers.txt" 2>&1; echo "peers exit $?" >> "$V/peers.txt"
   cp bench/results/*peers*.json "$OUT/peers.json" 2>/dev/null
@@ -223,7 +266,7 @@ if want profile; then
   # Where a CNN step's time goes, kernel by kernel: nsys where the image has it, else ncu.
   P="$B/gossamer-bench --backend cuda --workload c --repeats 3 --calls 3 --no-curvature --no-ceilings --out /tmp/prof-out"
   if command -v nsys > /dev/null; then
-    timeout 60 nsys profile --force-overwrite true -o /tmp/prof $P > "$V/profile-run.txt" 2>&1
+    timeout 50 nsys profile --force-overwrite true -o /tmp/prof $P > "$V/profile-run.txt" 2>&1
     timeout 30 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof.nsys-rep > "$V/profile.csv" 2>&1
     python3 - "$V/profile.csv" <<'EOF' | tee -a "$SUMMARY"
 import csv, sys
@@ -236,7 +279,7 @@ for r in body[:18]:
           f"{float(d['Avg (ns)'])/1e3:9.1f}  {d['Name'][:90]}")
 EOF
   else
-    timeout 60 ncu --clock-control none --metrics gpu__time_duration.sum -c 400 $P > "$V/profile.txt" 2>&1
+    timeout 50 ncu --clock-control none --metrics gpu__time_duration.sum -c 400 $P > "$V/profile.txt" 2>&1
     python3 - "$V/profile.txt" <<'EOF' | tee -a "$SUMMARY"
 import re, sys, collections
 total, count, name = collections.Counter(), collections.Counter(), None
@@ -261,8 +304,9 @@ if want sanitize && command -v compute-sanitizer > /dev/null; then
   F='CudaBackendTest.LocalGradients*:CudaBackendTest.GossipAndUpdate*:CudaBackendTest.Curvature*:CudaBackendTest.NonFinite*:CudaBackendTest.VectorOperations*:CudaBackendTest.AugmentedMinibatches*'
   F="$F:CudaBackendTest.DeviceInitialization*:CudaBackendTest.ResumedTrainerRunIsBitIdentical:CudaTest.Sampling*:CudaShardTest.TheShardedGossipIsBitIdentical"
   F="$F:CudaBackendTest.CnnGradients*:CudaBackendTest.CnnCurvature*"
-  timeout 60 compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
-  timeout 60 compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
+  F=${SANITIZE_FILTER:-$F}
+  timeout $SANITIZE_TIMEOUT compute-sanitizer --tool memcheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/memcheck.txt" 2>&1
+  timeout $SANITIZE_TIMEOUT compute-sanitizer --tool racecheck $B/tests/gossamer_cuda_tests --gtest_filter="$F" > "$V/racecheck.txt" 2>&1
   say "memcheck: $(grep -E 'ERROR SUMMARY' "$V/memcheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/memcheck.txt" | tr '\n' ' ')"
   say "racecheck: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$V/racecheck.txt" | tail -1) $(grep -E '^\[  (PASSED|FAILED)  \] [0-9]' "$V/racecheck.txt" | tr '\n' ' ')"
 fi

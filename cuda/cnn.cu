@@ -86,16 +86,22 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   const MatrixArg col_t{m_col.get(), N, col_stride, true}, rcol_t{m_rcol.get(), N, col_stride, true};
   launch_im2col(in(j), c, rows, K, m_col.get(), s);
   const float* rx = r_in(j, rdy != nullptr);
-  // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums.
-  gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
-           out + c.w_offset, kc, out_stride, K);
-  if (rx) {
-    launch_im2col(rx, c, rows, K, m_rcol.get(), s);
-    gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset, kc,
-             out_stride, K);
+  if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);
+  // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
+  // layer of few columns (the first, on the image) sums its long rows in one kernel instead.
+  if (kc <= kSmallConv) {
+    launch_small_weight_grad(rdy ? rdy : dy, m_col.get(), rx ? dy : nullptr,
+                             rx ? m_rcol.get() : nullptr, c.cout, kc, N, K, out, out_stride,
+                             c.w_offset, c.b_offset, beta, s);
+  } else {
+    gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
+             out + c.w_offset, kc, out_stride, K);
+    if (rx)
+      gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset,
+               kc, out_stride, K);
+    launch_channel_sums(rdy ? rdy : dy, nullptr, nullptr, nullptr, c.cout, N, K, out, out_stride,
+                        c.b_offset, beta, s);
   }
-  launch_channel_sums(rdy ? rdy : dy, nullptr, nullptr, nullptr, c.cout, N, K, out, out_stride,
-                      c.b_offset, beta, s);
   if (j < 0) return;  // the image needs no gradient
   // The input: dX += col2im(W^T dY) (R: col2im(W^T R{dY} + V^T dY)); the columns are free now.
   const MatrixArg weight_t{mb.w + c.w_offset, kc, mb.w_stride, true};

@@ -3,76 +3,132 @@
 // a (model, channel, row) "plane" of h x w floats, so one model's channel is a contiguous
 // rows x h x w run and one model's tensor is the [channel][row h w] matrix the GEMMs use.
 // Every sum runs in a fixed order (no atomics): the same inputs give the same bits.
+#include <string>
+
 #include "block_sum.cuh"
 #include "kernels.cuh"
 
 namespace gossamer {
 
-static __global__ void load_image_f32(const float* x, int64_t x_stride, int rows, int c,
-                                     int64_t hw, int64_t n, float* out) {
-  GRID_STRIDE(t, n) {
-    const int64_t e = t % hw, plane = t / hw;
-    const int r = int(plane % rows);
-    const int64_t kc = plane / rows;
-    const int ch = int(kc % c);
-    const int64_t k = kc / c;
-    out[t] = x[k * x_stride + int64_t(r) * c * hw + ch * hw + e];
+// The index-heavy kernels below decode their thread's index in the type I: 32 bits wherever a
+// pass's tensor has fewer than 2^31 elements (64-bit division is a long software routine on
+// the GPU), 64 beyond (launchers: indexed()).
+#define INDEX_LOOP(t, n) for (I t = I(blockIdx.x) * blockDim.x + threadIdx.x; t < (n); t += I(blockDim.x) * gridDim.x)
+
+template <class I>
+static __global__ void load_image_f32(const float* x, int64_t x_stride, I rows, I c, I hw, I n,
+                                      float* out) {
+  INDEX_LOOP(t, n) {
+    const I e = t % hw, plane = t / hw;
+    const I r = plane % rows, kc = plane / rows;
+    const I ch = kc % c, k = kc / c;
+    out[t] = x[int64_t(k) * x_stride + (int64_t(r) * c + ch) * hw + e];
   }
 }
 
-// col[k][(ch, i, j)][(r, oh, ow)] = x[k][ch][r][oh s + i - pad][ow s + j - pad] (0 outside).
-static __global__ void im2col_f32(const float* x, ConvShape s, int rows, int64_t n, float* col) {
-  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = rows * ohw;
-  const int64_t kc = int64_t(s.cin) * s.kh * s.kw;
-  GRID_STRIDE(t, n) {
-    const int64_t q = t % cols, row = (t / cols) % kc, k = t / (cols * kc);
-    const int r = int(q / ohw), oh = int(q % ohw / s.out_w), ow = int(q % s.out_w);
-    const int ch = int(row / (s.kh * s.kw)), i = int(row / s.kw % s.kh), j = int(row % s.kw);
-    const int ih = oh * s.stride + i - s.pad, iw = ow * s.stride + j - s.pad;
-    float v = 0.f;
-    if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w)
-      v = x[((k * s.cin + ch) * rows + r) * s.in_h * s.in_w + int64_t(ih) * s.in_w + iw];
-    col[t] = v;
-  }
-}
+// The im2col and col2im kernels run one thread a row of output (or input) pixels, so the index
+// arithmetic is paid once a row, not once an element.
 
-// The adjoint: each input element gathers the columns that read it (no two threads write one).
-static __global__ void col2im_add_f32(const float* col, ConvShape s, int rows, int64_t n,
-                                      float* dx) {
-  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = rows * ohw;
-  const int64_t kc = int64_t(s.cin) * s.kh * s.kw, ihw = int64_t(s.in_h) * s.in_w;
-  GRID_STRIDE(t, n) {
-    const int64_t e = t % ihw, plane = t / ihw;
-    const int r = int(plane % rows);
-    const int64_t kch = plane / rows;
-    const int ch = int(kch % s.cin);
-    const int64_t k = kch / s.cin;
-    const int ih = int(e / s.in_w), iw = int(e % s.in_w);
-    float sum = 0.f;
-    for (int i = 0; i < s.kh; ++i) {
-      const int oy = ih + s.pad - i;
-      if (oy < 0 || oy % s.stride != 0 || oy / s.stride >= s.out_h) continue;
-      for (int j = 0; j < s.kw; ++j) {
-        const int ox = iw + s.pad - j;
-        if (ox < 0 || ox % s.stride != 0 || ox / s.stride >= s.out_w) continue;
-        const int64_t row = (int64_t(ch) * s.kh + i) * s.kw + j;
-        sum += col[(k * kc + row) * cols + int64_t(r) * ohw + int64_t(oy / s.stride) * s.out_w +
-                   ox / s.stride];
-      }
+// col[k][(ch, i, j)][(r, oh, ow)] = x[k][ch][r][oh s + i - pad][ow s + j - pad] (0 outside): one
+// thread a (k, (ch, i, j), r, oh), writing the out_w columns of that output row.
+template <class I>
+static __global__ void im2col_f32(const float* x, ConvShape s, I rows, I n, float* col) {
+  const I kk = I(s.kh * s.kw), kc = I(s.cin) * kk;
+  const int64_t ihw = int64_t(s.in_h) * s.in_w, cols = int64_t(rows) * s.out_h * s.out_w;
+  INDEX_LOOP(t, n) {
+    const I oh = t % I(s.out_h), rest = t / I(s.out_h);
+    const I r = rest % rows, kr = rest / rows;  // kr = k kc + row
+    const I row = kr % kc, k = kr / kc;
+    const int ch = int(row / kk), i = int(row % kk) / s.kw, j = int(row % kk) % s.kw;
+    const int ih = int(oh) * s.stride + i - s.pad;
+    float* out = col + int64_t(kr) * cols + (int64_t(r) * s.out_h + oh) * s.out_w;
+    if (ih < 0 || ih >= s.in_h) {
+      for (int ow = 0; ow < s.out_w; ++ow) out[ow] = 0.f;
+      continue;
     }
-    dx[t] += sum;
+    const float* in = x + ((int64_t(k) * s.cin + ch) * rows + r) * ihw + int64_t(ih) * s.in_w;
+    for (int ow = 0, iw = j - s.pad; ow < s.out_w; ++ow, iw += s.stride)
+      out[ow] = iw >= 0 && iw < s.in_w ? in[iw] : 0.f;
   }
 }
 
+// The adjoint: dx += the columns that read each input element. One thread a (k, ch, r, ih)
+// input row; no two threads write one element.
+template <class I>
+static __global__ void col2im_add_f32(const float* col, ConvShape s, I rows, I n, float* dx) {
+  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = int64_t(rows) * ohw;
+  INDEX_LOOP(t, n) {
+    const I ih = t % I(s.in_h), rest = t / I(s.in_h);
+    const I r = rest % rows, kch = rest / rows;  // k cin + ch
+    const I ch = kch % I(s.cin), k = kch / I(s.cin);
+    float* out = dx + (int64_t(kch) * rows + r) * s.in_h * s.in_w + int64_t(ih) * s.in_w;
+    // The kernel rows i whose output row oy = (ih + pad - i) / stride exists.
+    const float* base = col + (int64_t(k) * s.cin + ch) * s.kh * s.kw * cols + int64_t(r) * ohw;
+    for (int iw = 0; iw < s.in_w; ++iw) {
+      float sum = 0.f;
+      for (int i = 0; i < s.kh; ++i) {
+        const int oy = int(ih) + s.pad - i;
+        if (oy < 0 || oy % s.stride != 0 || oy / s.stride >= s.out_h) continue;
+        for (int j = 0; j < s.kw; ++j) {
+          const int ox = iw + s.pad - j;
+          if (ox < 0 || ox % s.stride != 0 || ox / s.stride >= s.out_w) continue;
+          sum += base[(int64_t(i) * s.kw + j) * cols + int64_t(oy / s.stride) * s.out_w +
+                      ox / s.stride];
+        }
+      }
+      out[iw] += sum;
+    }
+  }
+}
+
+// One block a (model, channel) row of cols values.
 static __global__ void channel_bias_f32(float* y, float* ry, const float* w, int64_t w_stride,
                                         const float* v, int64_t v_stride, int64_t b_offset,
-                                        int channels, int64_t cols, int64_t n) {
-  GRID_STRIDE(t, n) {
-    const int64_t kc = t / cols, k = kc / channels;
-    const int c = int(kc % channels);
-    y[t] += w[k * w_stride + b_offset + c];
-    if (ry) ry[t] += v[k * v_stride + b_offset + c];
+                                        int channels, int64_t cols) {
+  const int64_t kc = blockIdx.x, k = kc / channels;
+  const int c = int(kc % channels);
+  const float b = w[k * w_stride + b_offset + c];
+  const float rb = ry ? v[k * v_stride + b_offset + c] : 0.f;
+  for (int64_t q = threadIdx.x; q < cols; q += blockDim.x) {
+    y[kc * cols + q] += b;
+    if (ry) ry[kc * cols + q] += rb;
   }
+}
+
+// A convolution's weight and bias gradients where its columns are few (kc <= kSmallConv, a
+// first layer on the image): one block a (model, output channel) sums over the long cols, every
+// column's product at once, where cuBLAS would run a long-K GEMM of a tiny output with little
+// parallelism. out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] b[k][q][n]
+// (+ a2[k][c][n] b2[k][q][n]); out[k][b_offset + c] = beta out + sum_n a[k][c][n].
+static __global__ void small_weight_grad_f32(const float* a, const float* b, const float* a2,
+                                             const float* b2, int cout, int kc, int64_t cols,
+                                             float* out, int64_t out_stride, int64_t w_offset,
+                                             int64_t b_offset, float beta) {
+  const int64_t kcout = blockIdx.x, k = kcout / cout;
+  const int c = int(kcout % cout);
+  const float* ar = a + kcout * cols;
+  const float* br = b + k * kc * cols;
+  const float* a2r = a2 ? a2 + kcout * cols : nullptr;
+  const float* b2r = a2 ? b2 + k * kc * cols : nullptr;
+  float acc[kSmallConv], bias = 0.f;
+  for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
+  for (int64_t n = threadIdx.x; n < cols; n += blockDim.x) {
+    const float an = ar[n], a2n = a2r ? a2r[n] : 0.f;
+    bias += an;
+#pragma unroll
+    for (int q = 0; q < kSmallConv; ++q)
+      if (q < kc) acc[q] += an * br[q * cols + n] + (a2r ? a2n * b2r[q * cols + n] : 0.f);
+  }
+  float* dst = out + k * out_stride + w_offset + int64_t(c) * kc;
+#pragma unroll  // acc stays in registers: every index is a constant
+  for (int q = 0; q < kSmallConv; ++q) {
+    if (q >= kc) break;
+    const double total = block_sum(double(acc[q]));
+    if (threadIdx.x == 0) dst[q] = beta == 0.f ? float(total) : beta * dst[q] + float(total);
+  }
+  const double total = block_sum(double(bias));
+  float* db = out + k * out_stride + b_offset + c;
+  if (threadIdx.x == 0) *db = beta == 0.f ? float(total) : beta * *db + float(total);
 }
 
 // One block a (model, channel): out = beta out + sum over the channel's cols of
@@ -116,11 +172,14 @@ static __global__ void act_backward_add_f32(const float* x, const float* rx, con
 }
 
 // One thread an output element of a 2 x 2 pool (stride 2) or a plane of the global average.
+template <class I>
 static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, float* y, float* ry,
-                                int32_t* arg, int64_t planes, int ih, int iw, int oh, int ow) {
-  const int64_t ihw = int64_t(ih) * iw, ohw = int64_t(oh) * ow;
-  GRID_STRIDE(t, planes * ohw) {
-    const int64_t p = t / ohw, o = t % ohw;
+                                int32_t* arg, I n, int ih, int iw, int oh, int ow) {
+  const int64_t ihw = int64_t(ih) * iw;
+  const I ohw = I(oh) * I(ow);
+  INDEX_LOOP(t, n) {
+    const int64_t p = t / ohw;
+    const I o = t % ohw;
     const float* xp = x + p * ihw;
     if (kind == PoolKind::Gap) {
       float s = 0.f, rs = 0.f;
@@ -132,7 +191,7 @@ static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, 
       if (ry) ry[t] = rs / float(ihw);
       continue;
     }
-    const int64_t base = int64_t(2 * (o / ow)) * iw + 2 * (o % ow);
+    const int64_t base = int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
     const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
     if (kind == PoolKind::Max) {
       int64_t best = window[0];
@@ -155,26 +214,28 @@ static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, 
 
 // The 2 x 2 windows do not overlap, so one thread an output adds to its own inputs; the global
 // average runs one thread an input element.
+template <class I>
 static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const float* rdy,
-                                         const int32_t* arg, float* dx, float* rdx, int64_t planes,
-                                         int ih, int iw, int oh, int ow) {
-  const int64_t ihw = int64_t(ih) * iw, ohw = int64_t(oh) * ow;
+                                         const int32_t* arg, float* dx, float* rdx, I n, int ih,
+                                         int iw, int oh, int ow) {
+  const I ihw = I(ih) * I(iw), ohw = I(oh) * I(ow);
   if (kind == PoolKind::Gap) {
-    GRID_STRIDE(t, planes * ihw) {
-      const int64_t p = t / ihw;
+    INDEX_LOOP(t, n) {
+      const I p = t / ihw;
       dx[t] += dy[p] / float(ihw);
       if (rdx) rdx[t] += rdy[p] / float(ihw);
     }
     return;
   }
-  GRID_STRIDE(t, planes * ohw) {
-    const int64_t p = t / ohw, o = t % ohw;
+  INDEX_LOOP(t, n) {
+    const int64_t p = t / ohw;
+    const I o = t % ohw;
     if (kind == PoolKind::Max) {
       dx[p * ihw + arg[t]] += dy[t];
       if (rdx) rdx[p * ihw + arg[t]] += rdy[t];
       continue;
     }
-    const int64_t base = p * ihw + int64_t(2 * (o / ow)) * iw + 2 * (o % ow);
+    const int64_t base = p * ihw + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
     const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
     for (int64_t e : window) {
       dx[e] += 0.25f * dy[t];
@@ -329,6 +390,18 @@ static __global__ void batched_transpose_f32(const float* src, float* dst, int a
   }
 }
 
+// launch(I{}) with I = uint32_t for n < 2^31 threads (t + the grid's stride stays below 2^32),
+// else uint64_t.
+template <class F>
+static void indexed(int64_t n, F&& launch) {
+  if (n <= 0) return;
+  if (n < (int64_t(1) << 31))
+    launch(uint32_t{});
+  else
+    launch(uint64_t{});
+  CUDA_CHECK_LAUNCH();
+}
+
 #define LINEAR_LAUNCH(kernel, n, ...)                                       \
   do {                                                                      \
     if ((n) > 0) {                                                          \
@@ -340,27 +413,53 @@ static __global__ void batched_transpose_f32(const float* src, float* dst, int a
 void launch_load_image(const float* x, int64_t x_stride, int rows, int models, int c, int64_t hw,
                        float* out, cudaStream_t s) {
   const int64_t n = int64_t(models) * c * rows * hw;
-  LINEAR_LAUNCH(load_image_f32, n, x, x_stride, rows, c, hw, n, out);
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    load_image_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(x, x_stride, I(rows), I(c), I(hw), I(n), out);
+  });
 }
 
 void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
                    cudaStream_t s) {
-  const int64_t n = int64_t(models) * shape.cin * shape.kh * shape.kw * rows * shape.out_h *
-                    shape.out_w;
-  LINEAR_LAUNCH(im2col_f32, n, x, shape, rows, n, col);
+  const int64_t n = int64_t(models) * shape.cin * shape.kh * shape.kw * rows * shape.out_h;
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    im2col_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(x, shape, I(rows), I(n), col);
+  });
 }
 
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        cudaStream_t s) {
-  const int64_t n = int64_t(models) * shape.cin * rows * shape.in_h * shape.in_w;
-  LINEAR_LAUNCH(col2im_add_f32, n, col, shape, rows, n, dx);
+  const int64_t n = int64_t(models) * shape.cin * rows * shape.in_h;
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    col2im_add_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(col, shape, I(rows), I(n), dx);
+  });
 }
 
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
                          int64_t v_stride, int64_t b_offset, int channels, int64_t cols,
                          int models, cudaStream_t s) {
-  const int64_t n = int64_t(models) * channels * cols;
-  LINEAR_LAUNCH(channel_bias_f32, n, y, ry, w, w_stride, v, v_stride, b_offset, channels, cols, n);
+  const int64_t blocks = int64_t(models) * channels;
+  if (blocks == 0 || cols == 0) return;
+  channel_bias_f32<<<unsigned(blocks), cols < kLinearBlock ? 32 * unsigned(CEIL_DIV(cols, 32)) : kLinearBlock, 0, s>>>(
+      y, ry, w, w_stride, v, v_stride, b_offset, channels, cols);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_small_weight_grad(const float* a, const float* b, const float* a2, const float* b2,
+                              int cout, int kc, int64_t cols, int models, float* out,
+                              int64_t out_stride, int64_t w_offset, int64_t b_offset, float beta,
+                              cudaStream_t s) {
+  if (kc > kSmallConv)
+    throw runtime_error("small_weight_grad: " + std::to_string(kc) + " columns exceed " +
+                        std::to_string(kSmallConv));
+  const int64_t blocks = int64_t(models) * cout;
+  if (blocks == 0) return;
+  small_weight_grad_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(a, b, a2, b2, cout, kc, cols, out,
+                                                                    out_stride, w_offset, b_offset,
+                                                                    beta);
+  CUDA_CHECK_LAUNCH();
 }
 
 void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,
@@ -386,14 +485,21 @@ void launch_act_backward_add(const float* x, const float* rx, const float* dy, c
 void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
                  int64_t planes, int ih, int iw, int oh, int ow, cudaStream_t s) {
   const int64_t n = planes * oh * ow;
-  LINEAR_LAUNCH(pool_f32, n, kind, x, rx, y, ry, arg, planes, ih, iw, oh, ow);
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    pool_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(kind, x, rx, y, ry, arg, I(n), ih, iw, oh, ow);
+  });
 }
 
 void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
                           float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
                           cudaStream_t s) {
   const int64_t n = planes * (kind == PoolKind::Gap ? int64_t(ih) * iw : int64_t(oh) * ow);
-  LINEAR_LAUNCH(pool_backward_f32, n, kind, dy, rdy, arg, dx, rdx, planes, ih, iw, oh, ow);
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    pool_backward_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(kind, dy, rdy, arg, dx, rdx, I(n),
+                                                                   ih, iw, oh, ow);
+  });
 }
 
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s) {
