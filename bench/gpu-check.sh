@@ -53,6 +53,7 @@ fi
 
 OUT=${OUT:-/tmp/gpu-check}
 V="$OUT/visit"
+rm -rf "$V"  # a machine may keep an earlier visit's files
 mkdir -p "$V" bench/results
 SKIP=${SKIP:-}
 # A step runs unless SKIP names it or it could end past the visit's time box (BUDGET seconds,
@@ -224,10 +225,10 @@ if want bench; then
       --export-curvature /tmp/gx --out /tmp/bench-main > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
   fi
   # One result file for the peers' ratio table: the workloads of all three runs.
-  python3 - /tmp/bench-main /tmp/bench-c /tmp/bench-c1024 <<'EOF'
+  python3 - "$(cat $B/REVISION 2>/dev/null)" /tmp/bench-main /tmp/bench-c /tmp/bench-c1024 <<'EOF'
 import glob, json, sys
 merged = None
-for folder in sys.argv[1:]:
+for folder in sys.argv[2:]:
     for path in glob.glob(folder + "/*.json"):
         r = json.load(open(path))
         if merged is None:
@@ -235,7 +236,10 @@ for folder in sys.argv[1:]:
         else:
             merged["workloads"].update(r["workloads"])
 if merged:
-    json.dump(merged, open(sys.argv[1] + "/" + name, "w"), indent=2)
+    # The binaries' own revision is the configure time's; the packed tree's is in REVISION.
+    if sys.argv[1]:
+        merged["git_revision"] = sys.argv[1]
+    json.dump(merged, open(sys.argv[2] + "/" + name, "w"), indent=2)
 EOF
   RESULT=$(ls -t /tmp/bench-main/*.json 2>/dev/null | head -1)
   [ -n "$RESULT" ] && cp "$RESULT" "$OUT/bench.json" && cp "$RESULT" bench/results/

@@ -529,12 +529,14 @@ TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
     finals[i++] = r.summary["final"];
     std::filesystem::remove_all(dir);
   }
-  // The losses agree to 1e-3. The consensus distance (a difference of nearby workers) carries
-  // the float32 rounding that 200 steps of momentum 0.9 amplify through the relu and max-pool
-  // kinks: 7.3e-3 apart on the H200 (2026-11-27), where every single step agrees to 2e-5
-  // (CnnGradientsAndStepsMatchTheCpu).
-  for (const auto& [key, tol] : {std::pair<const char*, double>{"train_loss", 1e-3},
-                                 {"test_loss", 1e-3}, {"consensus_distance", 2e-2}}) {
+  // Not a check of the arithmetic (every single step agrees to 2e-5:
+  // CnnGradientsAndStepsMatchTheCpu) but of the whole run: 200 steps of momentum 0.9 amplify
+  // float32 rounding through the relu and max-pool kinks into a different trajectory. Measured on
+  // the H200 (2026-11-27) at two commits whose kernels sum in different orders: consensus
+  // distance 7.3e-3 and test loss 5.5e-3 apart, accuracy 0.1 and 0.3 points. A wrong gradient or
+  // update moves these by far more.
+  for (const auto& [key, tol] : {std::pair<const char*, double>{"train_loss", 2e-2},
+                                 {"test_loss", 2e-2}, {"consensus_distance", 5e-2}}) {
     ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
     EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), tol) << key;
   }

@@ -198,3 +198,27 @@ TEST(SweepPlanTest, ConcurrentPointsMustFitTogether) {
     EXPECT_NE(m.find("lower --jobs"), std::string::npos) << m;
   }
 }
+
+// Every config and sweep the repository ships loads: each sweep point's config is validated by
+// load_sweep, so a key renamed in the schema, a layer list or a topology that does not fit its
+// workers fails here rather than minutes into a study.
+TEST(ShippedConfigsTest, EveryConfigAndSweepLoads) {
+  int sweeps = 0, runs = 0;
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(std::string(GOSSAMER_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    SCOPED_TRACE(entry.path().string());
+    std::ifstream in(entry.path());
+    const nlohmann::json j = nlohmann::json::parse(in);
+    if (j.contains("grid") || j.contains("points")) {
+      const Sweep s = load_sweep(entry.path().string());
+      EXPECT_FALSE(s.points.empty());
+      ++sweeps;
+    } else {
+      EXPECT_NO_THROW(load_config_file(entry.path().string(), {}));
+      ++runs;
+    }
+  }
+  EXPECT_GE(sweeps, 6);
+  EXPECT_GE(runs, 4);
+}
