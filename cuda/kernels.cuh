@@ -144,7 +144,7 @@ void launch_batched_transpose(const float* src, float* dst, int models, int a, i
 // init.cu: W[k][i] = the initial weight i of worker first_worker + k (philox.hpp
 // initial_weight) inside each layer's weights, 0 elsewhere (biases, padding). At most
 // kMaxInitLayers layers.
-constexpr int kMaxInitLayers = 16;
+constexpr int kMaxInitLayers = 64;  // a CNN counts each convolution and shortcut
 struct InitLayers {
   int count;
   int in[kMaxInitLayers], out[kMaxInitLayers];
