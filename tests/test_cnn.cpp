@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "cnn.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "helpers.hpp"
@@ -295,4 +296,20 @@ TEST(CnnTest, TheCnnQuickstartLearns) {
   std::printf("cnn quickstart, 100 steps: test accuracy %.4f\n", s["final"]["test_acc"].get<double>());
   EXPECT_NE(r.output.find("cnn 1x28x28 conv16"), std::string::npos) << r.output;
   std::filesystem::remove_all(dir);
+}
+
+// `gossamer plan` shows a cnn's device-memory plan (it refused one before the CUDA backend had
+// convolutions), its training activations the bytes cnn_workspace_bytes counts for 16 x 32 rows.
+TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
+  if (!std::filesystem::exists(kFashion)) GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
+  const Result r = run_cli("plan " + repo_file("configs/quickstart-cnn.json"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("16 workers, cnn 1x28x28 conv16"), std::string::npos) << r.output;
+  const ModelSpec model = ModelSpec::cnn(1, 28, 28, {layer("conv", 16), layer("act"), layer("maxpool"),
+                                                     layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
+                                         10, Activation::Relu);
+  char line[96];
+  std::snprintf(line, sizeof line, "%.2f GiB  training activations",
+                double(cnn_workspace_bytes(model, 16 * 32, false)) / double(int64_t(1) << 30));
+  EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
 }
