@@ -3,9 +3,11 @@
 // a (model, channel, row) "plane" of h x w floats, so one model's channel is a contiguous
 // rows x h x w run and one model's tensor is the [channel][row h w] matrix the GEMMs use.
 // Every sum runs in a fixed order (no atomics): the same inputs give the same bits.
+#include <algorithm>
 #include <string>
 
 #include "block_sum.cuh"
+#include "gossamer/conv_index.hpp"
 #include "kernels.cuh"
 
 namespace gossamer {
@@ -26,59 +28,21 @@ static __global__ void load_image_f32(const float* x, int64_t x_stride, I rows, 
   }
 }
 
-// The im2col and col2im kernels run one thread a row of output (or input) pixels, so the index
-// arithmetic is paid once a row, not once an element.
-
-// col[k][(ch, i, j)][(r, oh, ow)] = x[k][ch][r][oh s + i - pad][ow s + j - pad] (0 outside): one
-// thread a (k, (ch, i, j), r, oh), writing the out_w columns of that output row.
-template <class I>
-static __global__ void im2col_f32(const float* x, ConvShape s, I rows, I n, float* col) {
-  const I kk = I(s.kh * s.kw), kc = I(s.cin) * kk;
-  const int64_t ihw = int64_t(s.in_h) * s.in_w, cols = int64_t(rows) * s.out_h * s.out_w;
-  INDEX_LOOP(t, n) {
-    const I oh = t % I(s.out_h), rest = t / I(s.out_h);
-    const I r = rest % rows, kr = rest / rows;  // kr = k kc + row
-    const I row = kr % kc, k = kr / kc;
-    const int ch = int(row / kk), i = int(row % kk) / s.kw, j = int(row % kk) % s.kw;
-    const int ih = int(oh) * s.stride + i - s.pad;
-    float* out = col + int64_t(kr) * cols + (int64_t(r) * s.out_h + oh) * s.out_w;
-    if (ih < 0 || ih >= s.in_h) {
-      for (int ow = 0; ow < s.out_w; ++ow) out[ow] = 0.f;
-      continue;
-    }
-    const float* in = x + ((int64_t(k) * s.cin + ch) * rows + r) * ihw + int64_t(ih) * s.in_w;
-    for (int ow = 0, iw = j - s.pad; ow < s.out_w; ++ow, iw += s.stride)
-      out[ow] = iw >= 0 && iw < s.in_w ? in[iw] : 0.f;
+// im2col and its adjoint: one thread an element (coalesced), its indices from conv_index.hpp's
+// multiplicative divisions (tested on the CPU against a direct im2col). A launch covers fewer than
+// 2^31 elements; the launchers split the models to keep it so.
+static __global__ void im2col_f32(const float* __restrict__ x, ColumnGeometry g, uint32_t n,
+                                  float* __restrict__ col) {
+  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x) {
+    const int64_t src = im2col_source(g, t);
+    col[t] = src < 0 ? 0.f : x[src];
   }
 }
 
-// The adjoint: dx += the columns that read each input element. One thread a (k, ch, r, ih)
-// input row; no two threads write one element.
-template <class I>
-static __global__ void col2im_add_f32(const float* col, ConvShape s, I rows, I n, float* dx) {
-  const int64_t ohw = int64_t(s.out_h) * s.out_w, cols = int64_t(rows) * ohw;
-  INDEX_LOOP(t, n) {
-    const I ih = t % I(s.in_h), rest = t / I(s.in_h);
-    const I r = rest % rows, kch = rest / rows;  // k cin + ch
-    const I ch = kch % I(s.cin), k = kch / I(s.cin);
-    float* out = dx + (int64_t(kch) * rows + r) * s.in_h * s.in_w + int64_t(ih) * s.in_w;
-    // The kernel rows i whose output row oy = (ih + pad - i) / stride exists.
-    const float* base = col + (int64_t(k) * s.cin + ch) * s.kh * s.kw * cols + int64_t(r) * ohw;
-    for (int iw = 0; iw < s.in_w; ++iw) {
-      float sum = 0.f;
-      for (int i = 0; i < s.kh; ++i) {
-        const int oy = int(ih) + s.pad - i;
-        if (oy < 0 || oy % s.stride != 0 || oy / s.stride >= s.out_h) continue;
-        for (int j = 0; j < s.kw; ++j) {
-          const int ox = iw + s.pad - j;
-          if (ox < 0 || ox % s.stride != 0 || ox / s.stride >= s.out_w) continue;
-          sum += base[(int64_t(i) * s.kw + j) * cols + int64_t(oy / s.stride) * s.out_w +
-                      ox / s.stride];
-        }
-      }
-      out[iw] += sum;
-    }
-  }
+static __global__ void col2im_add_f32(const float* __restrict__ col, ColumnGeometry g, uint32_t n,
+                                      float* __restrict__ dx) {
+  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x)
+    dx[t] += col2im_sum(col, g, t);
 }
 
 // One block a (model, channel) row of cols values.
@@ -112,12 +76,19 @@ static __global__ void small_weight_grad_f32(const float* a, const float* b, con
   const float* b2r = a2 ? b2 + k * kc * cols : nullptr;
   float acc[kSmallConv], bias = 0.f;
   for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
-  for (int64_t n = threadIdx.x; n < cols; n += blockDim.x) {
-    const float an = ar[n], a2n = a2r ? a2r[n] : 0.f;
-    bias += an;
+  // Four columns a thread an iteration, in the order one a time would take them (the same
+  // sums), so that four columns' loads are in flight at once.
+  for (int64_t n0 = threadIdx.x; n0 < cols; n0 += 4 * int64_t(blockDim.x)) {
 #pragma unroll
-    for (int q = 0; q < kSmallConv; ++q)
-      if (q < kc) acc[q] += an * br[q * cols + n] + (a2r ? a2n * b2r[q * cols + n] : 0.f);
+    for (int u = 0; u < 4; ++u) {
+      const int64_t n = n0 + u * int64_t(blockDim.x);
+      if (n >= cols) continue;
+      const float an = ar[n], a2n = a2r ? a2r[n] : 0.f;
+      bias += an;
+#pragma unroll
+      for (int q = 0; q < kSmallConv; ++q)
+        if (q < kc) acc[q] += an * br[q * cols + n] + (a2r ? a2n * b2r[q * cols + n] : 0.f);
+    }
   }
   float* dst = out + k * out_stride + w_offset + int64_t(c) * kc;
 #pragma unroll  // acc stays in registers: every index is a constant
@@ -419,22 +390,35 @@ void launch_load_image(const float* x, int64_t x_stride, int rows, int models, i
   });
 }
 
+// How many models one launch of a column kernel takes: fewer than 2^31 elements in all.
+static int models_per_launch(int64_t per_model, int models, const char* what) {
+  const int64_t limit = (int64_t(1) << 31) - 1;
+  if (per_model > limit)
+    throw runtime_error(std::string(what) + ": " + std::to_string(per_model) +
+                        " elements of one model in one pass exceed 2^31; lower the batch");
+  return int(std::min<int64_t>(models, std::max<int64_t>(1, limit / std::max<int64_t>(1, per_model))));
+}
+
 void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
                    cudaStream_t s) {
-  const int64_t n = int64_t(models) * shape.cin * shape.kh * shape.kw * rows * shape.out_h;
-  indexed(n, [&](auto i) {
-    using I = decltype(i);
-    im2col_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(x, shape, I(rows), I(n), col);
-  });
+  const ColumnGeometry g(shape, rows);
+  const int per = models_per_launch(g.model_columns(), models, "im2col");
+  for (int k0 = 0; k0 < models; k0 += per) {
+    const uint32_t n = uint32_t(int64_t(std::min(per, models - k0)) * g.model_columns());
+    LINEAR_LAUNCH(im2col_f32, n, x + int64_t(k0) * g.model_input(), g, n,
+                  col + int64_t(k0) * g.model_columns());
+  }
 }
 
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        cudaStream_t s) {
-  const int64_t n = int64_t(models) * shape.cin * rows * shape.in_h;
-  indexed(n, [&](auto i) {
-    using I = decltype(i);
-    col2im_add_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(col, shape, I(rows), I(n), dx);
-  });
+  const ColumnGeometry g(shape, rows);
+  const int per = models_per_launch(g.model_input(), models, "col2im");
+  for (int k0 = 0; k0 < models; k0 += per) {
+    const uint32_t n = uint32_t(int64_t(std::min(per, models - k0)) * g.model_input());
+    LINEAR_LAUNCH(col2im_add_f32, n, col + int64_t(k0) * g.model_columns(), g, n,
+                  dx + int64_t(k0) * g.model_input());
+  }
 }
 
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,

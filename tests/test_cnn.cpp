@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "cnn.hpp"
+#include "gossamer/conv_index.hpp"
 #include "gossamer/cuda_plan.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
@@ -312,4 +313,59 @@ TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
   std::snprintf(line, sizeof line, "%.2f GiB  training activations",
                 double(cnn_workspace_bytes(model, 16 * 32, false)) / double(int64_t(1) << 30));
   EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+}
+
+// The CUDA column kernels' index arithmetic (conv_index.hpp), run here on the CPU: multiplicative
+// division against the plain one, and every column entry and every input gradient against a direct
+// im2col and its adjoint, for several models and rows, strides, paddings and a whole-input window.
+TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
+  for (uint32_t d : {1u, 2u, 3u, 7u, 9u, 28u, 49u, 144u, 784u, 1568u, 25088u, 12345u, (1u << 20) + 1,
+                     (1u << 31) - 1, 1u << 31}) {
+    const FastDiv f(d);
+    std::vector<uint32_t> ns = {0u, 1u, d - 1, d, d + 1, (1u << 31) - 1, (1u << 31) - 2};
+    for (uint64_t i = 0; i < 2000; ++i) ns.push_back(philox_draw(77, RngDomain::Data, d, i).v[0] % (1u << 31));
+    for (uint32_t n : ns) {
+      if (n >= (1u << 31)) continue;
+      ASSERT_EQ(f.div(n), n / d) << n << " / " << d;
+      ASSERT_EQ(f.mod(n), n % d) << n << " % " << d;
+    }
+  }
+  const auto shape = [](int cin, int h, int w, int k, int stride, int pad, bool whole) {
+    ConvShape s;
+    s.cin = cin, s.cout = 4, s.in_h = h, s.in_w = w, s.stride = stride, s.pad = pad;
+    s.kh = whole ? h : k, s.kw = whole ? w : k;
+    s.out_h = (h + 2 * s.pad - s.kh) / stride + 1, s.out_w = (w + 2 * s.pad - s.kw) / stride + 1;
+    return s;
+  };
+  const int K = 3, R = 2;
+  for (const ConvShape& s : {shape(2, 6, 5, 3, 1, 1, false), shape(2, 7, 7, 3, 2, 1, false),
+                             shape(3, 6, 5, 5, 2, 2, false), shape(2, 6, 6, 1, 2, 0, false),
+                             shape(2, 4, 3, 0, 1, 0, true)}) {
+    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " + std::to_string(s.stride));
+    const ColumnGeometry g(s, R);
+    const int64_t ihw = int64_t(s.in_h) * s.in_w, ohw = int64_t(s.out_h) * s.out_w;
+    const int64_t kc = int64_t(s.cin) * s.kh * s.kw, cols = R * ohw;
+    ASSERT_EQ(g.model_columns(), kc * cols);
+    ASSERT_EQ(g.model_input(), s.cin * R * ihw);
+    const std::vector<double> xd = normals(size_t(K * g.model_input()), 9, 1.0);
+    const std::vector<double> cd = normals(size_t(K * g.model_columns()), 10, 1.0);
+    std::vector<float> x(xd.begin(), xd.end()), c(cd.begin(), cd.end());
+    std::vector<float> dx_ref(x.size(), 0.f);
+    for (int k = 0; k < K; ++k)
+      for (int ch = 0; ch < s.cin; ++ch)
+        for (int i = 0; i < s.kh; ++i)
+          for (int j = 0; j < s.kw; ++j)
+            for (int r = 0; r < R; ++r)
+              for (int oh = 0; oh < s.out_h; ++oh)
+                for (int ow = 0; ow < s.out_w; ++ow) {
+                  const int64_t t = ((k * kc) + (ch * s.kh + i) * s.kw + j) * cols + r * ohw + oh * s.out_w + ow;
+                  const int ih = oh * s.stride + i - s.pad, iw = ow * s.stride + j - s.pad;
+                  const bool in = ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w;
+                  const int64_t src = in ? ((int64_t(k) * s.cin + ch) * R + r) * ihw + ih * s.in_w + iw : -1;
+                  ASSERT_EQ(im2col_source(g, uint32_t(t)), src) << "entry " << t;
+                  if (in) dx_ref[size_t(src)] += c[size_t(t)];
+                }
+    for (uint32_t t = 0; t < uint32_t(x.size()); ++t)
+      ASSERT_NEAR(col2im_sum(c.data(), g, t), dx_ref[t], 1e-5f * (1.f + std::fabs(dx_ref[t]))) << "input " << t;
+  }
 }
