@@ -390,35 +390,35 @@ void launch_load_image(const float* x, int64_t x_stride, int rows, int models, i
   });
 }
 
-// How many models one launch of a column kernel takes: fewer than 2^31 elements in all.
-static int models_per_launch(int64_t per_model, int models, const char* what) {
+// f(first model, models, elements) over runs of the models of fewer than 2^31 elements each (one
+// launch of a column kernel indexes in 32 bits).
+template <class F>
+static void in_model_runs(int64_t per_model, int models, const char* what, F&& f) {
   const int64_t limit = (int64_t(1) << 31) - 1;
   if (per_model > limit)
     throw runtime_error(std::string(what) + ": " + std::to_string(per_model) +
                         " elements of one model in one pass exceed 2^31; lower the batch");
-  return int(std::min<int64_t>(models, std::max<int64_t>(1, limit / std::max<int64_t>(1, per_model))));
+  const int per = int(std::min<int64_t>(models, limit / std::max<int64_t>(1, per_model)));
+  for (int k0 = 0; k0 < models; k0 += per) {
+    const int count = std::min(per, models - k0);
+    f(k0, uint32_t(int64_t(count) * per_model));
+  }
 }
 
 void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
                    cudaStream_t s) {
   const ColumnGeometry g(shape, rows);
-  const int per = models_per_launch(g.model_columns(), models, "im2col");
-  for (int k0 = 0; k0 < models; k0 += per) {
-    const uint32_t n = uint32_t(int64_t(std::min(per, models - k0)) * g.model_columns());
-    LINEAR_LAUNCH(im2col_f32, n, x + int64_t(k0) * g.model_input(), g, n,
-                  col + int64_t(k0) * g.model_columns());
-  }
+  in_model_runs(g.model_columns(), models, "im2col", [&](int k0, uint32_t n) {
+    LINEAR_LAUNCH(im2col_f32, n, x + k0 * g.model_input(), g, n, col + k0 * g.model_columns());
+  });
 }
 
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        cudaStream_t s) {
   const ColumnGeometry g(shape, rows);
-  const int per = models_per_launch(g.model_input(), models, "col2im");
-  for (int k0 = 0; k0 < models; k0 += per) {
-    const uint32_t n = uint32_t(int64_t(std::min(per, models - k0)) * g.model_input());
-    LINEAR_LAUNCH(col2im_add_f32, n, col + int64_t(k0) * g.model_columns(), g, n,
-                  dx + int64_t(k0) * g.model_input());
-  }
+  in_model_runs(g.model_input(), models, "col2im", [&](int k0, uint32_t n) {
+    LINEAR_LAUNCH(col2im_add_f32, n, col + k0 * g.model_columns(), g, n, dx + k0 * g.model_input());
+  });
 }
 
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
