@@ -12,7 +12,7 @@
 
 namespace gossamer {
 
-// The index-heavy kernels below decode their thread's index in the type I: 32 bits wherever a
+// The image load and the pools decode their thread's index in the type I: 32 bits wherever a
 // pass's tensor has fewer than 2^31 elements (64-bit division is a long software routine on
 // the GPU), 64 beyond (launchers: indexed()).
 #define INDEX_LOOP(t, n) for (I t = I(blockIdx.x) * blockDim.x + threadIdx.x; t < (n); t += I(blockDim.x) * gridDim.x)
