@@ -6,6 +6,8 @@
 #include <omp.h>
 
 #include <cmath>
+#include <memory>
+#include <type_traits>
 
 #include "gossamer/backend.hpp"
 #include "gossamer/error.hpp"
@@ -34,7 +36,9 @@ class CpuBackend final : public Backend {
   friend class ShardedBackend<T>;  // its shards: the update's phases and the rows themselves
 
  public:
-  explicit CpuBackend(const BackendSetup& s)
+  // share_data: a backend of the same setup whose float64 copy of the data this one reads too
+  // (a sharded run's first shard), instead of converting its own.
+  explicit CpuBackend(const BackendSetup& s, const CpuBackend* share_data = nullptr)
       : BackendShape(backend_shape(s)),
         m_model(*s.model),
         m_partition(*s.partition),
@@ -48,7 +52,9 @@ class CpuBackend final : public Backend {
     // W, W' and G (and the momentum), the data in T, the minibatch indices, and per thread a
     // minibatch with its activations (pre-activation and activation of every layer).
     const double matrix = double(m_m) * double(m_ld) * sizeof(T);
-    const double data = double(s.data->train.x.size() + s.data->test.x.size()) * sizeof(T);
+    const bool own_data = !std::is_same_v<T, float> && !share_data;
+    const double data =
+        own_data ? double(s.data->train.x.size() + s.data->test.x.size()) * sizeof(T) : 0.0;
     double activations = 0;
     for (const auto& l : m_model.layers) activations += 2.0 * l.out;
     check_host_memory((m_opt.momentum > 0 ? 4 : 3) * matrix + data +
@@ -63,8 +69,18 @@ class CpuBackend final : public Backend {
     m_next = RowMat<T>::Zero(m_m, m_ld);
     m_grad = RowMat<T>::Zero(m_m, m_ld);
     if (m_opt.momentum > 0) m_momentum = RowMat<T>::Zero(m_m, m_ld);
-    m_x[0] = to_matrix(s.data->train);
-    m_x[1] = to_matrix(s.data->test);
+    for (int i = 0; i < 2; ++i) {
+      const Dataset& d = i == 0 ? s.data->train : s.data->test;
+      const T* rows = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        rows = d.x.data();
+      } else {
+        m_converted[i] = share_data ? share_data->m_converted[i]
+                                    : std::make_shared<const RowMat<T>>(to_matrix(d));
+        rows = m_converted[i]->data();
+      }
+      new (&m_x[i]) ConstRowMap<T>(rows, d.n, d.features);  // Eigen's way to re-seat a Map
+    }
     m_y[0] = &s.data->train.y;
     m_y[1] = &s.data->test.y;
     m_indices.assign(size_t(m_m) * m_batch, 0);
@@ -150,7 +166,7 @@ class CpuBackend final : public Backend {
   std::vector<int64_t> do_minibatch_indices() const override { return m_indices; }
 
   void do_local_gradient(bool record_loss) override {
-    const RowMat<T>& x = m_x[0];
+    const ConstRowMap<T>& x = m_x[0];
     const auto& y = *m_y[0];
     parallel_for(m_m, [&](int64_t k) {
       const int t = omp_get_thread_num();
@@ -299,7 +315,7 @@ class CpuBackend final : public Backend {
 
   // The model `mean` (a padded row) on a split: chunks in parallel, summed in chunk order.
   EvalStats evaluate_at(const Eigen::Matrix<T, 1, Eigen::Dynamic>& mean, Split split) {
-    const RowMat<T>& x = m_x[int(split)];
+    const ConstRowMap<T>& x = m_x[int(split)];
     const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
     std::vector<BatchResult> parts(chunks);
     parallel_for(chunks, [&](int64_t c) {
@@ -330,7 +346,7 @@ class CpuBackend final : public Backend {
   // run's shards), each chunk's softmaxes summed in worker order, beside the model `mean`.
   EnsembleStats ensemble_of(CpuBackend* const* parts, int count, int m,
                             const Eigen::Matrix<T, 1, Eigen::Dynamic>& mean, Split split) {
-    const RowMat<T>& x = m_x[int(split)];
+    const ConstRowMap<T>& x = m_x[int(split)];
     const auto& y = *m_y[int(split)];
     const int64_t n = x.rows(), chunks = (n + kEvalChunk - 1) / kEvalChunk;
     std::vector<CalibrationBins> ens(chunks), single(chunks);
@@ -579,7 +595,7 @@ class CpuBackend final : public Backend {
   }
 
   BatchResult eval_rows(const T* w, Split split, int64_t begin, int64_t end) {
-    const RowMat<T>& x = m_x[int(split)];
+    const ConstRowMap<T>& x = m_x[int(split)];
     return net_loss(m_model, w, ConstRowMap<T>(x.row(begin).data(), end - begin, x.cols()),
                     m_y[int(split)]->data() + begin, m_ws[omp_get_thread_num()]);
   }
@@ -592,7 +608,11 @@ class CpuBackend final : public Backend {
   const AugmentShape m_augment;
   const int64_t m_ld;
   RowMat<T> m_w, m_next, m_grad, m_momentum, m_saved;
-  RowMat<T> m_x[2];
+  // The data sets as T rows: a float32 backend reads the Dataset's own floats (no copy; the
+  // Dataset outlives the backend, as m_y's pointers already assume); a float64 one converts
+  // them once, and a sharded run's shards share that conversion.
+  std::shared_ptr<const RowMat<T>> m_converted[2];
+  ConstRowMap<T> m_x[2] = {ConstRowMap<T>(nullptr, 0, 0), ConstRowMap<T>(nullptr, 0, 0)};
   const std::vector<int32_t>* m_y[2];
   std::vector<int64_t> m_indices;
   RowMat<T> m_curv_x;

@@ -55,7 +55,7 @@ class ShardedBackend final : public Backend {
       sub.workers = m_layout.count(i);
       sub.first_worker = s.first_worker + m_layout.first(i);
       sub.shards = 1;
-      m_shards.push_back(std::make_unique<Shard>(sub));
+      m_shards.push_back(std::make_unique<Shard>(sub, i > 0 ? m_shards[0].get() : nullptr));
     }
     m_halo.resize(m_shards.size());
     m_transport = std::make_unique<InProcessTransport>(
