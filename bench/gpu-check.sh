@@ -31,7 +31,9 @@
 #   peers     the PyTorch peers on the same card, workloads PEER_WORKLOADS (default a,b,c,c1024;
 #             skip with SKIP=peers)                                                             190
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
-#             the checkpoint stream through the pinned buffer, the sampler)                2 x 60
+#             the checkpoint stream through the pinned buffer, the sampler, the CNN's two
+#             agreement tests; SANITIZE_FILTER replaces it). racecheck did not finish the CNN's
+#             tests in 45 or 60 s on the H200: give it SANITIZE_TIMEOUT=150 once   2 x SANITIZE_TIMEOUT
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
 #             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
 # SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
