@@ -134,8 +134,7 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
     case CnnNode::Op::MaxPool:
     case CnnNode::Op::AvgPool:
     case CnnNode::Op::Gap: {
-      const int ih = j < 0 ? m_model.image_h : m_model.nodes[size_t(j)].h;
-      const int iw = j < 0 ? m_model.image_w : m_model.nodes[size_t(j)].w;
+      const auto [ih, iw] = in_hw(j);
       launch_pool(pool_kind(n.op), in(j), r_in(j, r), y, ry, m_arg[size_t(i)].get(),
                   int64_t(K) * rows * n.c, ih, iw, n.h, n.w, s);
       break;
@@ -185,10 +184,11 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
     case CnnNode::Op::MaxPool:
     case CnnNode::Op::AvgPool:
     case CnnNode::Op::Gap:
-      if (dx)
+      if (dx) {
+        const auto [ih, iw] = in_hw(j);
         launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx,
-                             int64_t(K) * rows * n.c, m_model.nodes[size_t(j)].h,
-                             m_model.nodes[size_t(j)].w, n.h, n.w, s);
+                             int64_t(K) * rows * n.c, ih, iw, n.h, n.w, s);
+      }
       break;
     case CnnNode::Op::GroupNorm: {
       // The scales' gradient sum dY x^ (R: R{dY} x^ + dY R{x^}), the shifts' sum dY (R{dY}).

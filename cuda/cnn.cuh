@@ -5,6 +5,7 @@
 // and GroupNorm are kernels over all models (cnn_kernels.cu). The R-operator runs through every
 // node, so the Hessian-vector products are exact.
 #pragma once
+#include <utility>
 #include <vector>
 
 #include "batched_net.cuh"
@@ -27,6 +28,11 @@ class BatchedCnn : public BatchedNet {
   const float* in(int j) const { return j < 0 ? m_image.get() : m_y[size_t(j)].get(); }
   // R{input j}: null for the image (its R is 0) or without the R-operator.
   const float* r_in(int j, bool r) const { return j < 0 || !r ? nullptr : m_ry[size_t(j)].get(); }
+  // Input j's image height and width (j < 0: the image).
+  std::pair<int, int> in_hw(int j) const {
+    return j < 0 ? std::pair{m_model.image_h, m_model.image_w}
+                 : std::pair{m_model.nodes[size_t(j)].h, m_model.nodes[size_t(j)].w};
+  }
   void forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s);
   void backward_node(int i, const ModelBatch& mb, int rows, float* out, int64_t out_stride,
                      float beta, const Gemm& gemm, cudaStream_t s);

@@ -36,12 +36,11 @@ struct FastDiv {
 // One convolution's column geometry for a pass of `rows` rows a model.
 struct ColumnGeometry {
   ConvShape s;
-  int rows = 0;
-  FastDiv cols, ohw, out_w, kk, kw, kc, ihw, in_w, cin, prows;
+  FastDiv rows, cols, ohw, out_w, kk, kw, kc, ihw, in_w, cin;
   ColumnGeometry() = default;
   ColumnGeometry(const ConvShape& shape, int pass_rows)
       : s(shape),
-        rows(pass_rows),
+        rows(uint32_t(pass_rows)),
         cols(uint32_t(pass_rows) * uint32_t(shape.out_h * shape.out_w)),
         ohw(uint32_t(shape.out_h * shape.out_w)),
         out_w(uint32_t(shape.out_w)),
@@ -50,11 +49,10 @@ struct ColumnGeometry {
         kc(uint32_t(shape.cin * shape.kh * shape.kw)),
         ihw(uint32_t(shape.in_h * shape.in_w)),
         in_w(uint32_t(shape.in_w)),
-        cin(uint32_t(shape.cin)),
-        prows(uint32_t(pass_rows)) {}
+        cin(uint32_t(shape.cin)) {}
   // Floats of one model's columns and of one model's input.
   int64_t model_columns() const { return int64_t(kc.d) * cols.d; }
-  int64_t model_input() const { return int64_t(cin.d) * rows * ihw.d; }
+  int64_t model_input() const { return int64_t(cin.d) * rows.d * ihw.d; }
 };
 
 // Element t of the columns (t < 2^31 over the models of one launch) reads the input at the
@@ -69,14 +67,14 @@ GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
   const int ih = int(oh) * g.s.stride + int(i) - g.s.pad;
   const int iw = int(ow) * g.s.stride + int(j) - g.s.pad;
   if (ih < 0 || ih >= g.s.in_h || iw < 0 || iw >= g.s.in_w) return -1;
-  return ((int64_t(k) * g.cin.d + ch) * g.rows + r) * g.ihw.d + int64_t(ih) * g.s.in_w + iw;
+  return ((int64_t(k) * g.cin.d + ch) * g.rows.d + r) * g.ihw.d + int64_t(ih) * g.s.in_w + iw;
 }
 
 // The adjoint at input element t (t < 2^31 over the models of one launch): the sum of the
 // column entries that read it, in (i, j) order.
 GOSSAMER_HD float col2im_sum(const float* col, const ColumnGeometry& g, uint32_t t) {
   const uint32_t e = g.ihw.mod(t), plane = g.ihw.div(t);
-  const uint32_t r = g.prows.mod(plane), kch = g.prows.div(plane);  // k cin + ch
+  const uint32_t r = g.rows.mod(plane), kch = g.rows.div(plane);  // k cin + ch
   const uint32_t ih = g.in_w.div(e), iw = e - ih * g.in_w.d;
   // Model k's columns start at k kc cols; channel ch's rows of them at ch kh kw.
   const float* base = col + int64_t(kch) * g.kk.d * g.cols.d + int64_t(r) * g.ohw.d;
