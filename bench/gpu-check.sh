@@ -30,6 +30,7 @@
 #             ns a worker-step, checkpoint GB/s), FP32; a, b in TF32                       90+60+30
 #   peers     the PyTorch peers on the same card, workloads PEER_WORKLOADS (default a,b,c,c1024;
 #             skip with SKIP=peers)                                                             190
+#   profile   the kernels of a step of workloads c and c1024 (nsys, else ncu's first kernels)    2 x 45
 #   sanitize  compute-sanitizer memcheck + racecheck on a short filter (the kernels, init,
 #             the checkpoint stream through the pinned buffer, the sampler, the CNN's two
 #             agreement tests; SANITIZE_FILTER replaces it). racecheck did not finish the CNN's
@@ -62,7 +63,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=190 [peers]=200 [profile]=60 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=190 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90)
 [ "${BENCH:-}" = cnn ] && CAP[bench]=100
 # PEER_TIMEOUT / SANITIZE_TIMEOUT: the peers' and each sanitizer's own caps, for a short visit.
 PEER_TIMEOUT=${PEER_TIMEOUT:-190}
@@ -268,25 +269,28 @@ if want peers && [ -n "$RESULT" ]; then
 fi
 
 if want profile; then
-  echo "=== profile of workload c's kernels"
-  # Where a CNN step's time goes, kernel by kernel: nsys where the image has it, else ncu.
-  P="$B/gossamer-bench --backend cuda --workload c --repeats 3 --calls 3 --no-curvature --no-ceilings --out /tmp/prof-out"
-  if command -v nsys > /dev/null; then
-    timeout 50 nsys profile --force-overwrite true -o /tmp/prof $P > "$V/profile-run.txt" 2>&1
-    timeout 30 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof.nsys-rep > "$V/profile.csv" 2>&1
-    python3 - "$V/profile.csv" <<'EOF' | tee -a "$SUMMARY"
+  echo "=== profile of workloads c's and c1024's kernels"
+  # Where a CNN step's time goes, kernel by kernel, at 16 and at 1,024 workers: nsys where the
+  # image has it, else ncu (its first kernels: the set-up's few, then whole steps).
+  for w in c c1024; do
+    P="$B/gossamer-bench --backend cuda --workload $w --repeats 3 --calls 3 --no-curvature --no-ceilings --out /tmp/prof-out"
+    if command -v nsys > /dev/null; then
+      timeout 45 nsys profile --force-overwrite true -o /tmp/prof-$w $P > "$V/profile-run-$w.txt" 2>&1
+      timeout 20 nsys stats --report cuda_gpu_kern_sum --format csv /tmp/prof-$w.nsys-rep > "$V/profile-$w.csv" 2>&1
+      python3 - "$V/profile-$w.csv" "$w" <<'EOF' | tee -a "$SUMMARY"
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 8]
 head, body = rows[0], rows[1:]
-print("profile (nsys): % time, total ms, calls, avg us, kernel")
+print(f"profile of {sys.argv[2]} (nsys): % time, total ms, calls, avg us, kernel")
 for r in body[:18]:
     d = dict(zip(head, r))
     print(f"  {float(d['Time (%)']):5.1f} {float(d['Total Time (ns)'])/1e6:9.2f} {d['Instances']:>6} "
           f"{float(d['Avg (ns)'])/1e3:9.1f}  {d['Name'][:90]}")
 EOF
-  else
-    timeout 50 ncu --clock-control none --metrics gpu__time_duration.sum -c 400 $P > "$V/profile.txt" 2>&1
-    python3 - "$V/profile.txt" <<'EOF' | tee -a "$SUMMARY"
+    else
+      timeout 45 ncu --clock-control none --metrics gpu__time_duration.sum -c $([ $w = c ] && echo 400 || echo 200) \
+        $P > "$V/profile-$w.txt" 2>&1
+      python3 - "$V/profile-$w.txt" "$w" <<'EOF' | tee -a "$SUMMARY"
 import re, sys, collections
 total, count, name = collections.Counter(), collections.Counter(), None
 for line in open(sys.argv[1]):
@@ -298,11 +302,12 @@ for line in open(sys.argv[1]):
         scale = {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(m.group(1), 1)
         total[name] += float(m.group(2).replace(",", "")) * scale
         count[name] += 1
-print("profile (ncu, first 400 kernels): total us, calls, kernel")
+print(f"profile of {sys.argv[2]} (ncu, its first kernels): total us, calls, kernel")
 for n, t in total.most_common(18):
     print(f"  {t:10.1f} {count[n]:5d}  {n}")
 EOF
-  fi
+    fi
+  done
 fi
 
 if want sanitize && command -v compute-sanitizer > /dev/null; then

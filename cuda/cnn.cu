@@ -5,13 +5,17 @@
 //   backward   dW_k = dY_k col_k^T,  db_k = rowsum dY_k,  dX_k += col2im(W_k^T dY_k)
 //   R-backward R{dW_k} = R{dY_k} col_k^T + dY_k im2col(R{X_k})^T,
 //              R{dX_k} += col2im(W_k^T R{dY_k} + V_k^T dY_k)
-// Each is one strided-batched GEMM over the K models (W_k at w + k w_stride inside W[m][d]). The
+// Each is one strided-batched GEMM over the K models (W_k at w + k w_stride inside W[m][d]),
+// except for a convolution of few columns (kc <= kSmallConv: the first layer on the image, a
+// 1 x 1 shortcut, a small classifier), whose forward and weight gradient are one kernel each that
+// gathers the columns' entries from the input (no im2col; the forward adds the bias). The
 // columns are recomputed in the backward pass rather than kept per layer: one buffer of the
 // largest layer's columns (and its R twin) serves every convolution. Every node's gradient
 // accumulates (a node's output may feed two nodes: a residual block's input), so the backward
 // pass zeroes them first. Everything is queued on the stream: the training step is captured in
 // a CUDA graph with it.
 #include "cnn.cuh"
+#include "gossamer/conv_index.hpp"
 #include "gossamer/cuda_plan.hpp"
 #include "kernels.cuh"
 
@@ -61,6 +65,11 @@ void BatchedCnn::poison(cudaStream_t s) {
 void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry,
                               const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
+  if (kc <= kSmallConv) {  // few columns: one kernel, no columns, the bias included
+    launch_small_conv(in(j), r_in(j, ry != nullptr), c, rows, K, mb.w, mb.w_stride, mb.v,
+                      mb.v_stride, y, ry, s);
+    return;
+  }
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
   launch_im2col(in(j), c, rows, K, m_col.get(), s);
   const MatrixArg col{m_col.get(), N, col_stride, false};
@@ -84,16 +93,16 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
   const MatrixArg col_t{m_col.get(), N, col_stride, true}, rcol_t{m_rcol.get(), N, col_stride, true};
-  launch_im2col(in(j), c, rows, K, m_col.get(), s);
   const float* rx = r_in(j, rdy != nullptr);
-  if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
-  // layer of few columns (the first, on the image) sums its long rows in one kernel instead.
+  // layer of few columns (the first, on the image) sums its long rows in one kernel instead,
+  // gathering the columns' entries from its input.
   if (kc <= kSmallConv) {
-    launch_small_weight_grad(rdy ? rdy : dy, m_col.get(), rx ? dy : nullptr,
-                             rx ? m_rcol.get() : nullptr, c.cout, kc, N, K, out, out_stride,
-                             c.w_offset, c.b_offset, beta, s);
+    launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K, out,
+                             out_stride, beta, s);
   } else {
+    launch_im2col(in(j), c, rows, K, m_col.get(), s);
+    if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);
     gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
              out + c.w_offset, kc, out_stride, K);
     if (rx)

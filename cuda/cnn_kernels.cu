@@ -59,35 +59,58 @@ static __global__ void channel_bias_f32(float* y, float* ry, const float* w, int
   }
 }
 
-// A convolution's weight and bias gradients where its columns are few (kc <= kSmallConv, a
-// first layer on the image): one block a (model, output channel) sums over the long cols, every
-// column's product at once, where cuBLAS would run a long-K GEMM of a tiny output with little
-// parallelism. out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] b[k][q][n]
-// (+ a2[k][c][n] b2[k][q][n]); out[k][b_offset + c] = beta out + sum_n a[k][c][n].
-static __global__ void small_weight_grad_f32(const float* a, const float* b, const float* a2,
-                                             const float* b2, int cout, int kc, int64_t cols,
-                                             float* out, int64_t out_stride, int64_t w_offset,
+// A convolution of few columns (kc <= kSmallConv), forward: one thread a column of a model, every
+// output channel and the bias at once, its inputs gathered without columns (conv_index.hpp).
+// Compiled with and without the R-operator (R): the plain pass needs half the registers.
+template <bool R>
+static __global__ void small_conv_f32(const float* __restrict__ x, const float* __restrict__ rx,
+                                      ColumnGeometry g, const float* w, int64_t w_stride,
+                                      const float* v, int64_t v_stride, int64_t w_offset,
+                                      int64_t b_offset, uint32_t n, float* __restrict__ y,
+                                      float* __restrict__ ry) {
+  const int64_t model_out = int64_t(g.s.cout) * g.cols.d;
+  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x) {
+    const uint32_t k = g.cols.div(t), col = t - k * g.cols.d;
+    const float* wk = w + k * w_stride;
+    const int64_t at = k * model_out + col;
+    if (R) {
+      const float* vk = v + k * v_stride;
+      small_conv_column(g, x, rx, k, col, wk + w_offset, wk + b_offset, vk + w_offset,
+                        vk + b_offset, y + at, ry + at);
+    } else {
+      small_conv_column(g, x, nullptr, k, col, wk + w_offset, wk + b_offset, nullptr, nullptr,
+                        y + at, nullptr);
+    }
+  }
+}
+
+// Its weight and bias gradients: one block a (model, output channel) sums over the long cols,
+// every column's product at once, where cuBLAS would run a long-K GEMM of a tiny output with
+// little parallelism; the columns' entries are gathered from the input as the forward does.
+// out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] col(x)[k][q][n]
+// (+ a2[k][c][n] col(x2)[k][q][n]); out[k][b_offset + c] = beta out + sum_n a[k][c][n].
+static __global__ void small_weight_grad_f32(const float* a, const float* x, const float* a2,
+                                             const float* x2, ColumnGeometry g, float* out,
+                                             int64_t out_stride, int64_t w_offset,
                                              int64_t b_offset, float beta) {
+  const int cout = g.s.cout, kc = int(g.kc.d);
+  const uint32_t cols = g.cols.d;
   const int64_t kcout = blockIdx.x, k = kcout / cout;
   const int c = int(kcout % cout);
   const float* ar = a + kcout * cols;
-  const float* br = b + k * kc * cols;
   const float* a2r = a2 ? a2 + kcout * cols : nullptr;
-  const float* b2r = a2 ? b2 + k * kc * cols : nullptr;
   float acc[kSmallConv], bias = 0.f;
   for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
   // Four columns a thread an iteration, in the order one a time would take them (the same
   // sums), so that four columns' loads are in flight at once.
-  for (int64_t n0 = threadIdx.x; n0 < cols; n0 += 4 * int64_t(blockDim.x)) {
+  for (uint32_t n0 = threadIdx.x; n0 < cols; n0 += 4 * blockDim.x) {
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      const int64_t n = n0 + u * int64_t(blockDim.x);
+    for (uint32_t u = 0; u < 4; ++u) {
+      const uint32_t n = n0 + u * blockDim.x;
       if (n >= cols) continue;
-      const float an = ar[n], a2n = a2r ? a2r[n] : 0.f;
+      const float an = ar[n];
       bias += an;
-#pragma unroll
-      for (int q = 0; q < kSmallConv; ++q)
-        if (q < kc) acc[q] += an * br[q * cols + n] + (a2r ? a2n * b2r[q * cols + n] : 0.f);
+      small_weight_grad_column(g, x, x2, uint32_t(k), n, an, a2r ? a2r[n] : 0.f, acc);
     }
   }
   float* dst = out + k * out_stride + w_offset + int64_t(c) * kc;
@@ -390,14 +413,21 @@ void launch_load_image(const float* x, int64_t x_stride, int rows, int models, i
   });
 }
 
+constexpr int64_t kIndexLimit = (int64_t(1) << 31) - 1;
+
+// The column kernels index one model's elements in 32 bits.
+static void check_per_model(int64_t per_model, const char* what) {
+  if (per_model > kIndexLimit)
+    throw runtime_error(std::string(what) + ": " + std::to_string(per_model) +
+                        " elements of one model in one pass exceed 2^31; lower the batch");
+}
+
 // f(first model, models, elements) over runs of the models of fewer than 2^31 elements each (one
 // launch of a column kernel indexes in 32 bits).
 template <class F>
 static void in_model_runs(int64_t per_model, int models, const char* what, F&& f) {
-  const int64_t limit = (int64_t(1) << 31) - 1;
-  if (per_model > limit)
-    throw runtime_error(std::string(what) + ": " + std::to_string(per_model) +
-                        " elements of one model in one pass exceed 2^31; lower the batch");
+  const int64_t limit = kIndexLimit;
+  check_per_model(per_model, what);
   const int per = int(std::min<int64_t>(models, limit / std::max<int64_t>(1, per_model)));
   for (int k0 = 0; k0 < models; k0 += per) {
     const int count = std::min(per, models - k0);
@@ -431,18 +461,42 @@ void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, 
   CUDA_CHECK_LAUNCH();
 }
 
-void launch_small_weight_grad(const float* a, const float* b, const float* a2, const float* b2,
-                              int cout, int kc, int64_t cols, int models, float* out,
-                              int64_t out_stride, int64_t w_offset, int64_t b_offset, float beta,
-                              cudaStream_t s) {
+static void check_small(const ConvShape& shape, const char* what) {
+  const int kc = shape.cin * shape.kh * shape.kw;
   if (kc > kSmallConv)
-    throw runtime_error("small_weight_grad: " + std::to_string(kc) + " columns exceed " +
+    throw runtime_error(std::string(what) + ": " + std::to_string(kc) + " columns exceed " +
                         std::to_string(kSmallConv));
-  const int64_t blocks = int64_t(models) * cout;
+}
+
+void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
+                       int models, const float* w, int64_t w_stride, const float* v,
+                       int64_t v_stride, float* y, float* ry, cudaStream_t s) {
+  check_small(shape, "small_conv");
+  const ColumnGeometry g(shape, rows);
+  const int64_t model_out = int64_t(shape.cout) * g.cols.d;
+  in_model_runs(g.cols.d, models, "small_conv", [&](int k0, uint32_t n) {
+    const float* xk = x + k0 * g.model_input();
+    const float* wk = w + k0 * w_stride;
+    if (ry)
+      LINEAR_LAUNCH(small_conv_f32<true>, n, xk, rx ? rx + k0 * g.model_input() : nullptr, g, wk,
+                    w_stride, v + k0 * v_stride, v_stride, shape.w_offset, shape.b_offset, n,
+                    y + k0 * model_out, ry + k0 * model_out);
+    else
+      LINEAR_LAUNCH(small_conv_f32<false>, n, xk, nullptr, g, wk, w_stride, nullptr, v_stride,
+                    shape.w_offset, shape.b_offset, n, y + k0 * model_out, nullptr);
+  });
+}
+
+void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
+                              const ConvShape& shape, int rows, int models, float* out,
+                              int64_t out_stride, float beta, cudaStream_t s) {
+  check_small(shape, "small_weight_grad");
+  const int64_t blocks = int64_t(models) * shape.cout;
   if (blocks == 0) return;
-  small_weight_grad_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(a, b, a2, b2, cout, kc, cols, out,
-                                                                    out_stride, w_offset, b_offset,
-                                                                    beta);
+  check_per_model(int64_t(rows) * shape.out_h * shape.out_w, "small_weight_grad");
+  const ColumnGeometry g(shape, rows);
+  small_weight_grad_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
+      a, x, a2, x2, g, out, out_stride, shape.w_offset, shape.b_offset, beta);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -92,14 +92,17 @@ void launch_im2col(const float* x, const ConvShape& shape, int rows, int models,
                    cudaStream_t s);
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        cudaStream_t s);
-//   out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] b[k][q][n] (+ a2 b2 likewise), and
-//   out[k][b_offset + c] = beta out + sum_n a[k][c][n]: a convolution's weight gradient
-//   (dY col^T) and bias gradient when its kc columns are at most kSmallConv.
-constexpr int kSmallConv = 32;
-void launch_small_weight_grad(const float* a, const float* b, const float* a2, const float* b2,
-                              int cout, int kc, int64_t cols, int models, float* out,
-                              int64_t out_stride, int64_t w_offset, int64_t b_offset, float beta,
-                              cudaStream_t s);
+//   A convolution of kc <= kSmallConv columns (conv_index.hpp) without columns: the forward
+//   y_k = W_k col(x_k) + b_k (ry_k = V_k col(x_k) + W_k col(rx_k) + v_k when ry is set; rx may be
+//   null), W_k at w + k w_stride + shape.w_offset; and its weight and bias gradients
+//   out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] col(x)[k][q][n] (+ a2 col(x2)),
+//   out[k][b_offset + c] = beta out + sum_n a[k][c][n].
+void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
+                       int models, const float* w, int64_t w_stride, const float* v,
+                       int64_t v_stride, float* y, float* ry, cudaStream_t s);
+void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
+                              const ConvShape& shape, int rows, int models, float* out,
+                              int64_t out_stride, float beta, cudaStream_t s);
 //   y[k][c][:] += w_k[b_offset + c]; ry (when set) += v_k[b_offset + c].
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
                          int64_t v_stride, int64_t b_offset, int channels, int64_t cols,

@@ -40,6 +40,31 @@ std::vector<double> normals(size_t n, uint32_t stream, double scale) {
   return random_normals(n, 29, stream, scale);
 }
 
+ConvShape column_shape(int cin, int h, int w, int k, int stride, int pad, bool whole) {
+  ConvShape s;
+  s.cin = cin, s.cout = 4, s.in_h = h, s.in_w = w, s.stride = stride, s.pad = pad;
+  s.kh = whole ? h : k, s.kw = whole ? w : k;
+  s.out_h = (h + 2 * s.pad - s.kh) / stride + 1, s.out_w = (w + 2 * s.pad - s.kw) / stride + 1;
+  return s;
+}
+
+// Strides 1 and 2, paddings 0 to 2, 1 x 1, 3 x 3, 5 x 5 and a window of the whole input (a linear
+// layer); all but the 5 x 5 have few enough columns for the small-convolution kernels.
+const ConvShape kColumnShapes[] = {column_shape(2, 6, 5, 3, 1, 1, false), column_shape(2, 7, 7, 3, 2, 1, false),
+                                   column_shape(3, 6, 5, 5, 2, 2, false), column_shape(2, 6, 6, 1, 2, 0, false),
+                                   column_shape(2, 4, 3, 0, 1, 0, true)};
+
+// The input index column entry (q, n) of model k reads (-1: padding), by the definition of im2col
+// (R rows a model, the input [k][ch][r][h][w]).
+int64_t direct_source(const ConvShape& s, int R, int k, int64_t q, int64_t n) {
+  const int64_t ohw = int64_t(s.out_h) * s.out_w, ihw = int64_t(s.in_h) * s.in_w;
+  const int ch = int(q / (s.kh * s.kw)), i = int(q / s.kw % s.kh), j = int(q % s.kw);
+  const int r = int(n / ohw), oh = int(n % ohw / s.out_w), ow = int(n % s.out_w);
+  const int ih = oh * s.stride + i - s.pad, iw = ow * s.stride + j - s.pad;
+  if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) return -1;
+  return ((int64_t(k) * s.cin + ch) * R + r) * ihw + int64_t(ih) * s.in_w + iw;
+}
+
 // A model on 2-channel 6 x 5 images (odd and unequal sides), a batch of 3, 3 classes.
 struct Problem {
   ModelSpec model;
@@ -330,17 +355,8 @@ TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
       ASSERT_EQ(f.mod(n), n % d) << n << " % " << d;
     }
   }
-  const auto shape = [](int cin, int h, int w, int k, int stride, int pad, bool whole) {
-    ConvShape s;
-    s.cin = cin, s.cout = 4, s.in_h = h, s.in_w = w, s.stride = stride, s.pad = pad;
-    s.kh = whole ? h : k, s.kw = whole ? w : k;
-    s.out_h = (h + 2 * s.pad - s.kh) / stride + 1, s.out_w = (w + 2 * s.pad - s.kw) / stride + 1;
-    return s;
-  };
   const int K = 3, R = 2;
-  for (const ConvShape& s : {shape(2, 6, 5, 3, 1, 1, false), shape(2, 7, 7, 3, 2, 1, false),
-                             shape(3, 6, 5, 5, 2, 2, false), shape(2, 6, 6, 1, 2, 0, false),
-                             shape(2, 4, 3, 0, 1, 0, true)}) {
+  for (const ConvShape& s : kColumnShapes) {
     SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " + std::to_string(s.stride));
     const ColumnGeometry g(s, R);
     const int64_t ihw = int64_t(s.in_h) * s.in_w, ohw = int64_t(s.out_h) * s.out_w;
@@ -352,20 +368,90 @@ TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
     std::vector<float> x(xd.begin(), xd.end()), c(cd.begin(), cd.end());
     std::vector<float> dx_ref(x.size(), 0.f);
     for (int k = 0; k < K; ++k)
-      for (int ch = 0; ch < s.cin; ++ch)
-        for (int i = 0; i < s.kh; ++i)
-          for (int j = 0; j < s.kw; ++j)
-            for (int r = 0; r < R; ++r)
-              for (int oh = 0; oh < s.out_h; ++oh)
-                for (int ow = 0; ow < s.out_w; ++ow) {
-                  const int64_t t = ((k * kc) + (ch * s.kh + i) * s.kw + j) * cols + r * ohw + oh * s.out_w + ow;
-                  const int ih = oh * s.stride + i - s.pad, iw = ow * s.stride + j - s.pad;
-                  const bool in = ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w;
-                  const int64_t src = in ? ((int64_t(k) * s.cin + ch) * R + r) * ihw + ih * s.in_w + iw : -1;
-                  ASSERT_EQ(im2col_source(g, uint32_t(t)), src) << "entry " << t;
-                  if (in) dx_ref[size_t(src)] += c[size_t(t)];
-                }
+      for (int64_t q = 0; q < kc; ++q)
+        for (int64_t n = 0; n < cols; ++n) {
+          const int64_t t = (k * kc + q) * cols + n, src = direct_source(s, R, k, q, n);
+          ASSERT_EQ(im2col_source(g, uint32_t(t)), src) << "entry " << t;
+          if (src >= 0) dx_ref[size_t(src)] += c[size_t(t)];
+        }
     for (uint32_t t = 0; t < uint32_t(x.size()); ++t)
       ASSERT_NEAR(col2im_sum(c.data(), g, t), dx_ref[t], 1e-5f * (1.f + std::fabs(dx_ref[t]))) << "input " << t;
   }
+}
+
+// The CUDA backend's convolutions of few columns (no im2col: the forward with its bias and R
+// twin, and the weight gradient's terms) per column, against float64 sums over direct columns.
+TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
+  const int K = 3, R = 2;
+  int tested = 0;
+  for (const ConvShape& s : kColumnShapes) {
+    const int kc = s.cin * s.kh * s.kw;
+    if (kc > kSmallConv) continue;
+    ++tested;
+    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " + std::to_string(s.stride));
+    const ColumnGeometry g(s, R);
+    const int64_t cols = g.cols.d, cout = s.cout, model_out = cout * cols;
+    const auto floats = [](size_t n, uint32_t stream) {
+      const std::vector<double> d = normals(n, stream, 1.0);
+      return std::vector<float>(d.begin(), d.end());
+    };
+    const std::vector<float> x = floats(size_t(K * g.model_input()), 11), rx = floats(x.size(), 12);
+    // Each model's weights [cout][kc] then biases [cout], w and the direction v.
+    const int64_t stride = cout * kc + cout;
+    const std::vector<float> w = floats(size_t(K * stride), 13), v = floats(w.size(), 14);
+    const auto col = [&](const std::vector<float>& in, int k, int64_t q, int64_t n) {
+      const int64_t src = direct_source(s, R, k, q, n);
+      return src < 0 ? 0.0 : double(in[size_t(src)]);
+    };
+    for (const bool with_rx : {true, false}) {
+      std::vector<float> y(size_t(K * model_out)), ry(y.size()), y_plain(y.size());
+      for (int k = 0; k < K; ++k)
+        for (int64_t n = 0; n < cols; ++n) {
+          const float* wk = w.data() + k * stride;
+          const float* vk = v.data() + k * stride;
+          const int64_t at = k * model_out + n;
+          small_conv_column(g, x.data(), with_rx ? rx.data() : nullptr, uint32_t(k), uint32_t(n), wk,
+                            wk + cout * kc, vk, vk + cout * kc, y.data() + at, ry.data() + at);
+          small_conv_column(g, x.data(), nullptr, uint32_t(k), uint32_t(n), wk, wk + cout * kc,
+                            nullptr, nullptr, y_plain.data() + at, nullptr);
+        }
+      for (int k = 0; k < K; ++k)
+        for (int64_t c = 0; c < cout; ++c)
+          for (int64_t n = 0; n < cols; ++n) {
+            const size_t wc = size_t(k * stride + c * kc);
+            double ref = w[size_t(k * stride + cout * kc + c)], rref = v[size_t(k * stride + cout * kc + c)];
+            for (int q = 0; q < kc; ++q) {
+              ref += double(w[wc + size_t(q)]) * col(x, k, q, n);
+              rref += double(v[wc + size_t(q)]) * col(x, k, q, n) +
+                      (with_rx ? double(w[wc + size_t(q)]) * col(rx, k, q, n) : 0.0);
+            }
+            const size_t at = size_t(k * model_out + c * cols + n);
+            ASSERT_NEAR(y[at], ref, 1e-5 * (1 + std::fabs(ref))) << "y, model " << k << " channel " << c << " column " << n;
+            ASSERT_EQ(y_plain[at], y[at]) << "the plain pass computes y as the R pass does";
+            ASSERT_NEAR(ry[at], rref, 1e-5 * (1 + std::fabs(rref))) << "ry, model " << k << " channel " << c;
+          }
+      // The weight gradient's terms: acc[q] = sum_n a col(x) (+ a2 col(rx)) for model k, channel c.
+      const std::vector<float> a = floats(size_t(K * model_out), 15), a2 = floats(a.size(), 16);
+      for (int k = 0; k < K; ++k)
+        for (int64_t c = 0; c < cout; ++c) {
+          float acc[kSmallConv] = {};
+          for (int64_t n = 0; n < cols; ++n) {
+            const size_t at = size_t(k * model_out + c * cols + n);
+            small_weight_grad_column(g, x.data(), with_rx ? rx.data() : nullptr, uint32_t(k),
+                                     uint32_t(n), a[at], a2[at], acc);
+          }
+          for (int q = 0; q < kSmallConv; ++q) {
+            double ref = 0, scale = 0;
+            for (int64_t n = 0; q < kc && n < cols; ++n) {
+              const size_t at = size_t(k * model_out + c * cols + n);
+              const double term = double(a[at]) * col(x, k, q, n) + (with_rx ? double(a2[at]) * col(rx, k, q, n) : 0.0);
+              ref += term;
+              scale += std::fabs(term);
+            }
+            ASSERT_NEAR(acc[q], ref, 1e-6 * (1 + scale)) << "dW, model " << k << " channel " << c << " tap " << q;
+          }
+        }
+    }
+  }
+  EXPECT_EQ(tested, 4);
 }

@@ -1,6 +1,7 @@
-// The index arithmetic of the batched CNN's column kernels (cuda/cnn_kernels.cu), for host and
-// device: the CUDA kernels call these once an element, and tests/test_cnn.cpp checks them on the
-// CPU against a direct im2col and its adjoint. Layouts (cuda/cnn.cu): activations
+// The index arithmetic and per-element bodies of the batched CNN's column kernels
+// (cuda/cnn_kernels.cu), for host and device: the CUDA kernels call these once an element (or a
+// column), and tests/test_cnn.cpp checks them on the CPU against a direct im2col, its adjoint and
+// a float64 convolution. Layouts (cuda/cnn.cu): activations
 // [model][channel][row][h][w]; the columns of model k [k][(ch, i, j)][(row, oh, ow)].
 #pragma once
 #include <cstdint>
@@ -55,19 +56,102 @@ struct ColumnGeometry {
   int64_t model_input() const { return int64_t(cin.d) * rows.d * ihw.d; }
 };
 
-// Element t of the columns (t < 2^31 over the models of one launch) reads the input at the
-// index returned, or nothing (-1) where it falls on the padding.
-GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
-  const uint32_t q = g.cols.mod(t), kr = g.cols.div(t);
-  const uint32_t row = g.kc.mod(kr), k = g.kc.div(kr);
-  const uint32_t r = g.ohw.div(q), p = q - r * g.ohw.d;
+// Column n of model k (one output position: row r, oh, ow): where its window starts. base is
+// model k's input at row r, channel 0.
+struct ColumnPoint {
+  int64_t base;
+  int ih0, iw0;
+};
+GOSSAMER_HD ColumnPoint column_point(const ColumnGeometry& g, uint32_t k, uint32_t n) {
+  const uint32_t r = g.ohw.div(n), p = n - r * g.ohw.d;
   const uint32_t oh = g.out_w.div(p), ow = p - oh * g.out_w.d;
-  const uint32_t ch = g.kk.div(row), ij = row - ch * g.kk.d;
+  return {(int64_t(k) * g.cin.d * g.rows.d + r) * g.ihw.d, int(oh) * g.s.stride - g.s.pad,
+          int(ow) * g.s.stride - g.s.pad};
+}
+
+// Row q of the columns (input channel ch, kernel tap i, j); offset is channel ch's plane.
+struct ColumnTap {
+  int64_t offset;
+  int i, j;
+};
+GOSSAMER_HD ColumnTap column_tap(const ColumnGeometry& g, uint32_t q) {
+  const uint32_t ch = g.kk.div(q), ij = q - ch * g.kk.d;
   const uint32_t i = g.kw.div(ij), j = ij - i * g.kw.d;
-  const int ih = int(oh) * g.s.stride + int(i) - g.s.pad;
-  const int iw = int(ow) * g.s.stride + int(j) - g.s.pad;
+  return {int64_t(ch) * g.rows.d * g.ihw.d, int(i), int(j)};
+}
+
+// The input index that column entry (tap, point) reads, or -1 where it falls on the padding.
+GOSSAMER_HD int64_t column_source(const ColumnGeometry& g, const ColumnPoint& p, const ColumnTap& t) {
+  const int ih = p.ih0 + t.i, iw = p.iw0 + t.j;
   if (ih < 0 || ih >= g.s.in_h || iw < 0 || iw >= g.s.in_w) return -1;
-  return ((int64_t(k) * g.cin.d + ch) * g.rows.d + r) * g.ihw.d + int64_t(ih) * g.s.in_w + iw;
+  return p.base + t.offset + int64_t(ih) * g.s.in_w + iw;
+}
+
+// Element t of the columns (t < 2^31 over the models of one launch): column_source of its
+// (row q, column n) of model k.
+GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
+  const uint32_t n = g.cols.mod(t), kq = g.cols.div(t);
+  const uint32_t q = g.kc.mod(kq), k = g.kc.div(kq);
+  return column_source(g, column_point(g, k, n), column_tap(g, q));
+}
+
+// Convolutions of few columns (kc <= kSmallConv: a first layer on the image, a 1 x 1 shortcut, a
+// small classifier) run without columns: each output column gathers its kc inputs itself.
+constexpr int kSmallConv = 32;
+
+// The forward of such a convolution at column n of model k, every output channel at once:
+//   y[c cols] = sum_q w[c kc + q] col[q][n] + b[c]
+// and with ry (the R-operator; v, vb the direction's weights and biases):
+//   ry[c cols] = sum_q (v[c kc + q] col[q][n] + w[c kc + q] rcol[q][n]) + vb[c],
+// col and rcol the columns of x and rx (rx null: rcol = 0). w and b are model k's; y (ry) is
+// model k's output at column n of channel 0, channel c cols further.
+GOSSAMER_HD void small_conv_column(const ColumnGeometry& g, const float* x, const float* rx,
+                                   uint32_t k, uint32_t n, const float* w, const float* b,
+                                   const float* v, const float* vb, float* y, float* ry) {
+  const int kc = int(g.kc.d);
+  const ColumnPoint p = column_point(g, k, n);
+  float xv[kSmallConv], rxv[kSmallConv];
+#pragma unroll  // xv, rxv stay in registers: every index is a constant
+  for (int q = 0; q < kSmallConv; ++q) {
+    xv[q] = rxv[q] = 0.f;
+    if (q >= kc) continue;
+    const int64_t src = column_source(g, p, column_tap(g, uint32_t(q)));
+    if (src < 0) continue;
+    xv[q] = x[src];
+    if (rx) rxv[q] = rx[src];
+  }
+  for (int c = 0; c < g.s.cout; ++c) {
+    const float* wc = w + int64_t(c) * kc;
+    float acc = 0.f;
+#pragma unroll
+    for (int q = 0; q < kSmallConv; ++q)
+      if (q < kc) acc += wc[q] * xv[q];
+    y[int64_t(c) * g.cols.d] = acc + b[c];
+    if (!ry) continue;
+    const float* vc = v + int64_t(c) * kc;
+    float racc = 0.f;
+#pragma unroll
+    for (int q = 0; q < kSmallConv; ++q)
+      if (q < kc) racc += vc[q] * xv[q] + wc[q] * rxv[q];
+    ry[int64_t(c) * g.cols.d] = racc + vb[c];
+  }
+}
+
+// The weight-gradient terms of such a convolution at column n of model k:
+//   acc[q] += a col[q][n] + a2 col2[q][n]   (q < kc)
+// col and col2 the columns of x and x2 (x2 null: no second term).
+GOSSAMER_HD void small_weight_grad_column(const ColumnGeometry& g, const float* x, const float* x2,
+                                          uint32_t k, uint32_t n, float a, float a2,
+                                          float (&acc)[kSmallConv]) {
+  const int kc = int(g.kc.d);
+  const ColumnPoint p = column_point(g, k, n);
+#pragma unroll
+  for (int q = 0; q < kSmallConv; ++q) {
+    if (q >= kc) continue;
+    const int64_t src = column_source(g, p, column_tap(g, uint32_t(q)));
+    if (src < 0) continue;
+    acc[q] += a * x[src] + (x2 ? a2 * x2[src] : 0.f);
+  }
 }
 
 // The adjoint at input element t (t < 2^31 over the models of one launch): the sum of the
