@@ -37,7 +37,7 @@ struct FastDiv {
 // One convolution's column geometry for a pass of `rows` rows a model.
 struct ColumnGeometry {
   ConvShape s;
-  FastDiv rows, cols, ohw, out_w, kk, kw, kc, ihw, in_w, cin;
+  FastDiv rows, cols, ohw, out_w, kk, kw, kc, ihw, in_w, cin, stride;
   ColumnGeometry() = default;
   ColumnGeometry(const ConvShape& shape, int pass_rows)
       : s(shape),
@@ -50,7 +50,8 @@ struct ColumnGeometry {
         kc(uint32_t(shape.cin * shape.kh * shape.kw)),
         ihw(uint32_t(shape.in_h * shape.in_w)),
         in_w(uint32_t(shape.in_w)),
-        cin(uint32_t(shape.cin)) {}
+        cin(uint32_t(shape.cin)),
+        stride(uint32_t(shape.stride)) {}
   // Floats of one model's columns and of one model's input.
   int64_t model_columns() const { return int64_t(kc.d) * cols.d; }
   int64_t model_input() const { return int64_t(cin.d) * rows.d * ihw.d; }
@@ -165,12 +166,15 @@ GOSSAMER_HD float col2im_sum(const float* col, const ColumnGeometry& g, uint32_t
   float sum = 0.f;
   for (int i = 0; i < g.s.kh; ++i) {
     const int oy = int(ih) + g.s.pad - i;
-    if (oy < 0 || oy % g.s.stride != 0 || oy / g.s.stride >= g.s.out_h) continue;
+    if (oy < 0) break;  // oy falls as i grows
+    const uint32_t oh = g.stride.div(uint32_t(oy));
+    if (oh * g.stride.d != uint32_t(oy) || oh >= uint32_t(g.s.out_h)) continue;
     for (int j = 0; j < g.s.kw; ++j) {
       const int ox = int(iw) + g.s.pad - j;
-      if (ox < 0 || ox % g.s.stride != 0 || ox / g.s.stride >= g.s.out_w) continue;
-      sum += base[int64_t(i * g.s.kw + j) * g.cols.d + int64_t(oy / g.s.stride) * g.s.out_w +
-                  ox / g.s.stride];
+      if (ox < 0) break;
+      const uint32_t ow = g.stride.div(uint32_t(ox));
+      if (ow * g.stride.d != uint32_t(ox) || ow >= uint32_t(g.s.out_w)) continue;
+      sum += base[int64_t(i * g.s.kw + j) * g.cols.d + int64_t(oh) * g.s.out_w + ow];
     }
   }
   return sum;
