@@ -246,13 +246,17 @@ static __global__ void add_f32(float* y, const float* x, int64_t n) {
 // elements are cg channels' planes of that row.
 struct GroupIndex {
   int64_t base, plane_stride;  // element q = (channel c0 + q / hw, e = q % hw) at base + (q / hw) plane_stride + e
-  int c0, hw;
+  int c0;
+  FastDiv hw;  // a row's channels have fewer than 2^31 elements (the launchers check)
   int64_t size;
-  __device__ int64_t at(int64_t q) const { return base + (q / hw) * plane_stride + q % hw; }
-  __device__ int channel(int64_t q) const { return c0 + int(q / hw); }
+  __device__ int64_t at(int64_t q) const {
+    const uint32_t c = hw.div(uint32_t(q));
+    return base + int64_t(c) * plane_stride + (uint32_t(q) - c * hw.d);
+  }
+  __device__ int channel(int64_t q) const { return c0 + int(hw.div(uint32_t(q))); }
 };
 
-static __device__ GroupIndex group_of(int channels, int groups, int rows, int hw) {
+static __device__ GroupIndex group_of(int channels, int groups, int rows, FastDiv hw) {
   const int64_t b = blockIdx.x;
   const int g = int(b % groups);
   const int r = int(b / groups % rows);
@@ -261,9 +265,9 @@ static __device__ GroupIndex group_of(int channels, int groups, int rows, int hw
   GroupIndex gi;
   gi.c0 = g * cg;
   gi.hw = hw;
-  gi.plane_stride = int64_t(rows) * hw;
-  gi.base = ((k * channels + gi.c0) * rows + r) * hw;
-  gi.size = int64_t(cg) * hw;
+  gi.plane_stride = int64_t(rows) * hw.d;
+  gi.base = ((k * channels + gi.c0) * rows + r) * hw.d;
+  gi.size = int64_t(cg) * hw.d;
   return gi;
 }
 
@@ -282,7 +286,7 @@ static __global__ void group_norm_f32(const float* x, const float* rx, float* xh
                                       float* y, float* ry, float* stats, const float* w,
                                       int64_t w_stride, const float* v, int64_t v_stride,
                                       int64_t p_offset, int channels, int groups, int rows,
-                                      int hw, int64_t blocks) {
+                                      FastDiv hw, int64_t blocks) {
   const GroupIndex gi = group_of(channels, groups, rows, hw);
   const int64_t k = blockIdx.x / (int64_t(groups) * rows);
   const float* scale = w + k * w_stride + p_offset;
@@ -330,7 +334,7 @@ static __global__ void group_norm_backward_f32(const float* dy, const float* rdy
                                                const float* rxh, const float* stats,
                                                const float* w, int64_t w_stride, const float* v,
                                                int64_t v_stride, int64_t p_offset, int channels,
-                                               int groups, int rows, int hw, int64_t blocks,
+                                               int groups, int rows, FastDiv hw, int64_t blocks,
                                                float* dx, float* rdx) {
   const GroupIndex gi = group_of(channels, groups, rows, hw);
   const int64_t k = blockIdx.x / (int64_t(groups) * rows);
@@ -550,9 +554,10 @@ void launch_group_norm(const float* x, const float* rx, float* xh, float* rxh, f
                        int hw, int models, cudaStream_t s) {
   const int64_t blocks = int64_t(models) * rows * groups;
   if (blocks == 0) return;
-  group_norm_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(x, rx, xh, rxh, y, ry, stats, w,
-                                                             w_stride, v, v_stride, p_offset,
-                                                             channels, groups, rows, hw, blocks);
+  check_per_model(int64_t(channels) * hw, "group_norm");
+  group_norm_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
+      x, rx, xh, rxh, y, ry, stats, w, w_stride, v, v_stride, p_offset, channels, groups, rows,
+      FastDiv(uint32_t(hw)), blocks);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -563,9 +568,10 @@ void launch_group_norm_backward(const float* dy, const float* rdy, const float* 
                                 int models, float* dx, float* rdx, cudaStream_t s) {
   const int64_t blocks = int64_t(models) * rows * groups;
   if (blocks == 0) return;
+  check_per_model(int64_t(channels) * hw, "group_norm");
   group_norm_backward_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
-      dy, rdy, xh, rxh, stats, w, w_stride, v, v_stride, p_offset, channels, groups, rows, hw,
-      blocks, dx, rdx);
+      dy, rdy, xh, rxh, stats, w, w_stride, v, v_stride, p_offset, channels, groups, rows,
+      FastDiv(uint32_t(hw)), blocks, dx, rdx);
   CUDA_CHECK_LAUNCH();
 }
 
