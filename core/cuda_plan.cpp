@@ -58,6 +58,24 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model) {
   return z;
 }
 
+std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
+  const size_t n = model.nodes.size();
+  std::vector<int> readers(n, 0);
+  std::vector<bool> whole(n, false);  // the one reader's backward writes all of the gradient
+  for (const CnnNode& node : model.nodes) {
+    for (const int j : {node.input, node.op == CnnNode::Op::Add ? node.other : -1}) {
+      if (j < 0) continue;
+      ++readers[size_t(j)];
+      const CnnNode& in = model.nodes[size_t(j)];
+      const bool pool = node.op == CnnNode::Op::MaxPool || node.op == CnnNode::Op::AvgPool;
+      whole[size_t(j)] = !pool || (in.h % 2 == 0 && in.w % 2 == 0);
+    }
+  }
+  std::vector<bool> stored(n);
+  for (size_t j = 0; j < n; ++j) stored[j] = readers[j] == 1 && whole[j];
+  return stored;
+}
+
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
   const CnnPairSizes z = cnn_pair_sizes(model);
   const int64_t twins = with_r ? 2 : 1;

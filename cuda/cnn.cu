@@ -10,9 +10,11 @@
 // 1 x 1 shortcut, a small classifier), whose forward and weight gradient are one kernel each that
 // gathers the columns' entries from the input (no im2col; the forward adds the bias). The
 // columns are recomputed in the backward pass rather than kept per layer: one buffer of the
-// largest layer's columns (and its R twin) serves every convolution. Every node's gradient
-// accumulates (a node's output may feed two nodes: a residual block's input), so the backward
-// pass zeroes them first. Everything is queued on the stream: the training step is captured in
+// largest layer's columns (and its R twin) serves every convolution. A node's gradient is
+// accumulated where its output feeds two nodes (a residual block's input) or where its reader
+// writes only part of it (a max pool's chosen inputs, a pool that leaves an odd row out), so the
+// backward pass zeroes those first; every other gradient its one reader stores whole
+// (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is queued on the stream: the training step is captured in
 // a CUDA graph with it.
 #include "cnn.cuh"
 #include "gossamer/conv_index.hpp"
@@ -34,7 +36,7 @@ PoolKind pool_kind(CnnNode::Op op) {
 }  // namespace
 
 BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r)
-    : BatchedNet(capacity, with_r), m_model(model) {
+    : BatchedNet(capacity, with_r), m_model(model), m_stored(cnn_gradient_stored(model)) {
   const CnnPairSizes z = cnn_pair_sizes(model);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
@@ -116,13 +118,13 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   const MatrixArg weight_t{mb.w + c.w_offset, kc, mb.w_stride, true};
   gemm.run(kc, N, c.cout, weight_t, MatrixArg{dy, N, y_stride, false}, 0.f, m_col.get(), N,
            col_stride, K);
-  launch_col2im_add(m_col.get(), c, rows, K, m_dy[size_t(j)].get(), s);
+  launch_col2im_add(m_col.get(), c, rows, K, m_dy[size_t(j)].get(), accumulates(j), s);
   if (!rdy) return;
   gemm.run(kc, N, c.cout, weight_t, MatrixArg{rdy, N, y_stride, false}, 0.f, m_rcol.get(), N,
            col_stride, K);
   gemm.run(kc, N, c.cout, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, true},
            MatrixArg{dy, N, y_stride, false}, 1.f, m_rcol.get(), N, col_stride, K);
-  launch_col2im_add(m_rcol.get(), c, rows, K, m_rdy[size_t(j)].get(), s);
+  launch_col2im_add(m_rcol.get(), c, rows, K, m_rdy[size_t(j)].get(), accumulates(j), s);
 }
 
 void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm,
@@ -188,7 +190,9 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
       conv_backward(n.conv, j, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
       break;
     case CnnNode::Op::Act:
-      if (dx) launch_act_backward_add(in(j), r_in(j, r), dy, rdy, dx, rdx, cnt, m_model.activation, s);
+      if (dx)
+        launch_act_backward_add(in(j), r_in(j, r), dy, rdy, dx, rdx, cnt, m_model.activation,
+                                accumulates(j), s);
       break;
     case CnnNode::Op::MaxPool:
     case CnnNode::Op::AvgPool:
@@ -196,7 +200,7 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
       if (dx) {
         const auto [ih, iw] = in_hw(j);
         launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx,
-                             int64_t(K) * rows * n.c, ih, iw, n.h, n.w, s);
+                             int64_t(K) * rows * n.c, ih, iw, n.h, n.w, accumulates(j), s);
       }
       break;
     case CnnNode::Op::GroupNorm: {
@@ -211,17 +215,17 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
       if (dx)
         launch_group_norm_backward(dy, rdy, xh, rxh, m_stats[size_t(i)].get(), mb.w, mb.w_stride,
                                    mb.v, mb.v_stride, n.conv.b_offset, n.c, n.groups, rows,
-                                   n.h * n.w, K, dx, rdx, s);
+                                   n.h * n.w, K, accumulates(j), dx, rdx, s);
       break;
     }
     case CnnNode::Op::Add:
-      if (dx) launch_add(dx, dy, cnt, s);
-      if (rdx) launch_add(rdx, rdy, cnt, s);
+      if (dx) launch_add_or_copy(dx, dy, cnt, accumulates(j), s);
+      if (rdx) launch_add_or_copy(rdx, rdy, cnt, accumulates(j), s);
       if (n.conv.w_offset >= 0) {
         conv_backward(n.conv, n.other, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
       } else if (n.other >= 0) {
-        launch_add(m_dy[size_t(n.other)].get(), dy, cnt, s);
-        if (r) launch_add(m_rdy[size_t(n.other)].get(), rdy, cnt, s);
+        launch_add_or_copy(m_dy[size_t(n.other)].get(), dy, cnt, accumulates(n.other), s);
+        if (r) launch_add_or_copy(m_rdy[size_t(n.other)].get(), rdy, cnt, accumulates(n.other), s);
       }
       break;
   }
@@ -252,6 +256,7 @@ void BatchedCnn::backward(const ModelBatch& mb, const RowBatch& rb, float* out, 
   const bool r = mb.v != nullptr;
   const int K = mb.count, R = rb.count, last = int(m_model.nodes.size()) - 1;
   for (int i = 0; i < last; ++i) {
+    if (!accumulates(i)) continue;  // its one reader stores all of it
     const size_t bytes = size_t(count(m_model.nodes[size_t(i)], K, R)) * sizeof(float);
     CUDA_CHECK(cudaMemsetAsync(m_dy[size_t(i)].get(), 0, bytes, s));
     if (r) CUDA_CHECK(cudaMemsetAsync(m_rdy[size_t(i)].get(), 0, bytes, s));

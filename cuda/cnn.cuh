@@ -26,6 +26,8 @@ class BatchedCnn : public BatchedNet {
 
  private:
   const float* in(int j) const { return j < 0 ? m_image.get() : m_y[size_t(j)].get(); }
+  // Whether the backward pass adds to node j's gradient (else its one reader stores it whole).
+  bool accumulates(int j) const { return !m_stored[size_t(j)]; }
   // R{input j}: null for the image (its R is 0) or without the R-operator.
   const float* r_in(int j, bool r) const { return j < 0 || !r ? nullptr : m_ry[size_t(j)].get(); }
   // Input j's image height and width (j < 0: the image).
@@ -43,6 +45,7 @@ class BatchedCnn : public BatchedNet {
                      const Gemm& gemm, cudaStream_t s);
 
   ModelSpec m_model;
+  std::vector<bool> m_stored;  // cnn_gradient_stored(m_model)
   // Per node: output, gradient and their R twins; a GroupNorm's x^ (R{x^}) and sigma, R{sigma};
   // a max pool's chosen inputs.
   std::vector<DeviceArray<float>> m_y, m_dy, m_ry, m_rdy, m_xh, m_rxh, m_stats;

@@ -40,9 +40,11 @@ static __global__ void im2col_f32(const float* __restrict__ x, ColumnGeometry g,
 }
 
 static __global__ void col2im_add_f32(const float* __restrict__ col, ColumnGeometry g, uint32_t n,
-                                      float* __restrict__ dx) {
-  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x)
-    dx[t] += col2im_sum(col, g, t);
+                                      bool accumulate, float* __restrict__ dx) {
+  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x) {
+    const float sum = col2im_sum(col, g, t);
+    dx[t] = accumulate ? dx[t] + sum : sum;
+  }
 }
 
 // One block a (model, channel) row of cols values.
@@ -154,14 +156,14 @@ static __global__ void act_forward_f32(const float* x, const float* rx, float* y
 
 static __global__ void act_backward_add_f32(const float* x, const float* rx, const float* dy,
                                             const float* rdy, float* dx, float* rdx, int64_t n,
-                                            Activation act) {
+                                            Activation act, bool accumulate) {
   GRID_STRIDE(t, n) {
     const float d1 = activate_derivative(act, x[t]);
-    dx[t] += d1 * dy[t];
+    dx[t] = accumulate ? dx[t] + d1 * dy[t] : d1 * dy[t];
     if (!rdx) continue;
     float r = d1 * rdy[t];
     if (rx) r += activate_second_derivative(act, x[t]) * rx[t] * dy[t];
-    rdx[t] += r;
+    rdx[t] = accumulate ? rdx[t] + r : r;
   }
 }
 
@@ -206,34 +208,44 @@ static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, 
   }
 }
 
-// The 2 x 2 windows do not overlap, so one thread an output adds to its own inputs; the global
+// The 2 x 2 windows do not overlap, so one thread an output adds to its own inputs (or, not
+// accumulating, writes all four: the max pool 0 where its input was not chosen); the global
 // average runs one thread an input element.
 template <class I>
 static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const float* rdy,
                                          const int32_t* arg, float* dx, float* rdx, I n, int ih,
-                                         int iw, int oh, int ow) {
+                                         int iw, int oh, int ow, bool accumulate) {
   const I ihw = I(ih) * I(iw), ohw = I(oh) * I(ow);
+  const auto put = [accumulate](float* to, int64_t e, float v) { to[e] = accumulate ? to[e] + v : v; };
   if (kind == PoolKind::Gap) {
     INDEX_LOOP(t, n) {
       const I p = t / ihw;
-      dx[t] += dy[p] / float(ihw);
-      if (rdx) rdx[t] += rdy[p] / float(ihw);
+      put(dx, t, dy[p] / float(ihw));
+      if (rdx) put(rdx, t, rdy[p] / float(ihw));
     }
     return;
   }
   INDEX_LOOP(t, n) {
     const int64_t p = t / ohw;
     const I o = t % ohw;
-    if (kind == PoolKind::Max) {
-      dx[p * ihw + arg[t]] += dy[t];
-      if (rdx) rdx[p * ihw + arg[t]] += rdy[t];
-      continue;
-    }
     const int64_t base = p * ihw + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
     const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
+    if (kind == PoolKind::Max) {
+      const int64_t chosen = p * ihw + arg[t];
+      if (accumulate) {
+        dx[chosen] += dy[t];
+        if (rdx) rdx[chosen] += rdy[t];
+        continue;
+      }
+      for (int64_t e : window) {
+        dx[e] = e == chosen ? dy[t] : 0.f;
+        if (rdx) rdx[e] = e == chosen ? rdy[t] : 0.f;
+      }
+      continue;
+    }
     for (int64_t e : window) {
-      dx[e] += 0.25f * dy[t];
-      if (rdx) rdx[e] += 0.25f * rdy[t];
+      put(dx, e, 0.25f * dy[t]);
+      if (rdx) put(rdx, e, 0.25f * rdy[t]);
     }
   }
 }
@@ -335,7 +347,7 @@ static __global__ void group_norm_backward_f32(const float* dy, const float* rdy
                                                const float* w, int64_t w_stride, const float* v,
                                                int64_t v_stride, int64_t p_offset, int channels,
                                                int groups, int rows, FastDiv hw, int64_t blocks,
-                                               float* dx, float* rdx) {
+                                               bool accumulate, float* dx, float* rdx) {
   const GroupIndex gi = group_of(channels, groups, rows, hw);
   const int64_t k = blockIdx.x / (int64_t(groups) * rows);
   const float* scale = w + k * w_stride + p_offset;
@@ -372,10 +384,11 @@ static __global__ void group_norm_backward_f32(const float* dy, const float* rdy
     const int64_t e = gi.at(q);
     const int c = gi.channel(q);
     const double d = (dxh_of(e, c) - a - double(xh[e]) * bb) / sigma;
-    dx[e] += float(d);
-    if (rdx)
-      rdx[e] += float(-rsigma / sigma * d +
-                      (rdxh_of(e, c) - ra - double(rxh[e]) * bb - double(xh[e]) * rb) / sigma);
+    dx[e] = accumulate ? dx[e] + float(d) : float(d);
+    if (!rdx) continue;
+    const float rd = float(-rsigma / sigma * d +
+                           (rdxh_of(e, c) - ra - double(rxh[e]) * bb - double(xh[e]) * rb) / sigma);
+    rdx[e] = accumulate ? rdx[e] + rd : rd;
   }
 }
 
@@ -448,10 +461,11 @@ void launch_im2col(const float* x, const ConvShape& shape, int rows, int models,
 }
 
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
-                       cudaStream_t s) {
+                       bool accumulate, cudaStream_t s) {
   const ColumnGeometry g(shape, rows);
   in_model_runs(g.model_input(), models, "col2im", [&](int k0, uint32_t n) {
-    LINEAR_LAUNCH(col2im_add_f32, n, col + k0 * g.model_columns(), g, n, dx + k0 * g.model_input());
+    LINEAR_LAUNCH(col2im_add_f32, n, col + k0 * g.model_columns(), g, n, accumulate,
+                  dx + k0 * g.model_input());
   });
 }
 
@@ -520,8 +534,9 @@ void launch_act_forward(const float* x, const float* rx, float* y, float* ry, in
 }
 
 void launch_act_backward_add(const float* x, const float* rx, const float* dy, const float* rdy,
-                             float* dx, float* rdx, int64_t n, Activation act, cudaStream_t s) {
-  LINEAR_LAUNCH(act_backward_add_f32, n, x, rx, dy, rdy, dx, rdx, n, act);
+                             float* dx, float* rdx, int64_t n, Activation act, bool accumulate,
+                             cudaStream_t s) {
+  LINEAR_LAUNCH(act_backward_add_f32, n, x, rx, dy, rdy, dx, rdx, n, act, accumulate);
 }
 
 void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
@@ -535,17 +550,27 @@ void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float
 
 void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
                           float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
-                          cudaStream_t s) {
+                          bool accumulate, cudaStream_t s) {
+  if (!accumulate && kind != PoolKind::Gap && (ih != 2 * oh || iw != 2 * ow))
+    throw runtime_error("pool_backward: the windows of a " + std::to_string(ih) + " x " +
+                        std::to_string(iw) + " input leave elements out; it must accumulate");
   const int64_t n = planes * (kind == PoolKind::Gap ? int64_t(ih) * iw : int64_t(oh) * ow);
   indexed(n, [&](auto i) {
     using I = decltype(i);
     pool_backward_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(kind, dy, rdy, arg, dx, rdx, I(n),
-                                                                   ih, iw, oh, ow);
+                                                                   ih, iw, oh, ow, accumulate);
   });
 }
 
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s) {
   LINEAR_LAUNCH(add_f32, n, y, x, n);
+}
+
+void launch_add_or_copy(float* y, const float* x, int64_t n, bool accumulate, cudaStream_t s) {
+  if (accumulate)
+    launch_add(y, x, n, s);
+  else if (n > 0)
+    CUDA_CHECK(cudaMemcpyAsync(y, x, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, s));
 }
 
 void launch_group_norm(const float* x, const float* rx, float* xh, float* rxh, float* y, float* ry,
@@ -565,13 +590,14 @@ void launch_group_norm_backward(const float* dy, const float* rdy, const float* 
                                 const float* rxh, const float* stats, const float* w,
                                 int64_t w_stride, const float* v, int64_t v_stride,
                                 int64_t p_offset, int channels, int groups, int rows, int hw,
-                                int models, float* dx, float* rdx, cudaStream_t s) {
+                                int models, bool accumulate, float* dx, float* rdx,
+                                cudaStream_t s) {
   const int64_t blocks = int64_t(models) * rows * groups;
   if (blocks == 0) return;
   check_per_model(int64_t(channels) * hw, "group_norm");
   group_norm_backward_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
       dy, rdy, xh, rxh, stats, w, w_stride, v, v_stride, p_offset, channels, groups, rows,
-      FastDiv(uint32_t(hw)), blocks, dx, rdx);
+      FastDiv(uint32_t(hw)), blocks, accumulate, dx, rdx);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -91,7 +91,7 @@ void launch_load_image(const float* x, int64_t x_stride, int rows, int models, i
 void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
                    cudaStream_t s);
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
-                       cudaStream_t s);
+                       bool accumulate, cudaStream_t s);
 //   A convolution of kc <= kSmallConv columns (conv_index.hpp) without columns: the forward
 //   y_k = W_k col(x_k) + b_k (ry_k = V_k col(x_k) + W_k col(rx_k) + v_k when ry is set; rx may be
 //   null), W_k at w + k w_stride + shape.w_offset; and its weight and bias gradients
@@ -112,22 +112,27 @@ void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, 
 void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,
                          int channels, int64_t cols, int models, float* out, int64_t out_stride,
                          int64_t offset, float beta, cudaStream_t s);
+// The backward kernels add to dx (and rdx) when `accumulate`, else store (cuda_plan.hpp's
+// cnn_gradient_stored: the node's one reader writes all of its gradient).
 //   y = act(x); ry = act'(x) rx (0 without rx).  Backward: dx += act'(x) dy;
 //   rdx += act'(x) rdy + act''(x) rx dy.
 void launch_act_forward(const float* x, const float* rx, float* y, float* ry, int64_t n,
                         Activation act, cudaStream_t s);
 void launch_act_backward_add(const float* x, const float* rx, const float* dy, const float* rdy,
-                             float* dx, float* rdx, int64_t n, Activation act, cudaStream_t s);
+                             float* dx, float* rdx, int64_t n, Activation act, bool accumulate,
+                             cudaStream_t s);
 //   2 x 2 max / average pools (stride 2) and the global average over `planes` planes of
-//   ih x iw; the max pool keeps each output's input element (arg); backward adds into dx.
+//   ih x iw; the max pool keeps each output's input element (arg); backward adds into dx (stores
+//   only where the windows cover the input: ih = 2 oh, iw = 2 ow).
 enum class PoolKind { Max, Avg, Gap };
 void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
                  int64_t planes, int ih, int iw, int oh, int ow, cudaStream_t s);
 void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
                           float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
-                          cudaStream_t s);
-//   y += x over n floats.
+                          bool accumulate, cudaStream_t s);
+//   y += x over n floats; launch_add_or_copy: y = x when not accumulating.
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
+void launch_add_or_copy(float* y, const float* x, int64_t n, bool accumulate, cudaStream_t s);
 //   GroupNorm of each (model, row, group), the parameters (c scales 1 + g, then c shifts) at
 //   p_offset: x^ into xh, y; with ry: R{x^} into rxh and R{y}; stats: sigma, then R{sigma}
 //   (2 x models x rows x groups floats). Backward: dx (and rdx) += the input's gradient.
@@ -139,7 +144,8 @@ void launch_group_norm_backward(const float* dy, const float* rdy, const float* 
                                 const float* rxh, const float* stats, const float* w,
                                 int64_t w_stride, const float* v, int64_t v_stride,
                                 int64_t p_offset, int channels, int groups, int rows, int hw,
-                                int models, float* dx, float* rdx, cudaStream_t s);
+                                int models, bool accumulate, float* dx, float* rdx,
+                                cudaStream_t s);
 //   dst[k][j][i] = src[k][i][j] for i < a, j < b.
 void launch_batched_transpose(const float* src, float* dst, int models, int a, int b,
                               cudaStream_t s);

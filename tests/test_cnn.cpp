@@ -340,6 +340,26 @@ TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
   EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
 }
 
+// The CUDA backward pass stores a node's gradient once (no zeroing) exactly where one node reads
+// it and that node's backward writes all of it.
+TEST(CnnTest, TheBackwardPassStoresOnlyTheGradientsWrittenWholeByTheirOneReader) {
+  // conv, act, maxpool (of 28 x 28), conv/2, act, conv, add (1x1 shortcut from the pool), act,
+  // linear, act, classifier.
+  const ModelSpec quick = ModelSpec::cnn(1, 28, 28, {layer("conv", 16), layer("act"), layer("maxpool"),
+                                                     layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
+                                         10, Activation::Relu);
+  EXPECT_EQ(cnn_gradient_stored(quick),
+            (std::vector<bool>{true, true, false, true, true, true, true, true, true, true, false}));
+  // conv, act (7 x 7: the pool's windows leave a row and a column), avgpool, groupnorm, conv,
+  // act, conv, add (identity from the groupnorm), gap, classifier.
+  const ModelSpec odd = ModelSpec::cnn(1, 7, 7, {layer("conv", 4), layer("act"), layer("avgpool"), groupnorm(2),
+                                                 layer("residual", 4, 3, 1), layer("gap")},
+                                       3, Activation::Tanh);
+  ASSERT_EQ(odd.nodes.size(), 11u);
+  EXPECT_EQ(cnn_gradient_stored(odd),
+            (std::vector<bool>{true, false, true, false, true, true, true, true, true, true, false}));
+}
+
 // The CUDA column kernels' index arithmetic (conv_index.hpp), run here on the CPU: multiplicative
 // division against the plain one, and every column entry and every input gradient against a direct
 // im2col and its adjoint, for several models and rows, strides, paddings and a whole-input window.

@@ -73,6 +73,11 @@ struct CnnPairSizes {
   int64_t logits = 0;           // classes
 };
 CnnPairSizes cnn_pair_sizes(const ModelSpec& model);
+// Per node of the batched CNN's backward pass: true where one node alone reads its output and
+// that node's backward writes every element of its gradient (an activation, GroupNorm, a
+// convolution's col2im, a residual addition, the global average, a 2 x 2 pool of an input of even
+// height and width), so the gradient is stored once instead of zeroed and then added to.
+std::vector<bool> cnn_gradient_stored(const ModelSpec& model);
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
 // The model's kind's: mlp_workspace_bytes or cnn_workspace_bytes.
 int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
