@@ -14,8 +14,8 @@
 // accumulated where its output feeds two nodes (a residual block's input) or where its reader
 // writes only part of it (a max pool's chosen inputs, a pool that leaves an odd row out), so the
 // backward pass zeroes those first; every other gradient its one reader stores whole
-// (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is queued on the stream: the training step is captured in
-// a CUDA graph with it.
+// (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is
+// queued on the stream: the training step is captured in a CUDA graph with it.
 #include "cnn.cuh"
 #include "gossamer/conv_index.hpp"
 #include "gossamer/cuda_plan.hpp"
