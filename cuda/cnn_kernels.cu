@@ -115,16 +115,14 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
       small_weight_grad_column(g, x, x2, uint32_t(k), n, an, a2r ? a2r[n] : 0.f, acc);
     }
   }
-  float* dst = out + k * out_stride + w_offset + int64_t(c) * kc;
-#pragma unroll  // acc stays in registers: every index is a constant
-  for (int q = 0; q < kSmallConv; ++q) {
-    if (q >= kc) break;
-    const double total = block_sum(double(acc[q]));
-    if (threadIdx.x == 0) dst[q] = beta == 0.f ? float(total) : beta * dst[q] + float(total);
-  }
-  const double total = block_sum(double(bias));
-  float* db = out + k * out_stride + b_offset + c;
-  if (threadIdx.x == 0) *db = beta == 0.f ? float(total) : beta * *db + float(total);
+  float sums[kSmallConv + 1];  // the weights' (q < kc), then the bias's (kc)
+#pragma unroll  // in registers: every index is a constant
+  for (int q = 0; q <= kSmallConv; ++q) sums[q] = q == kc ? bias : q < kSmallConv ? acc[q] : 0.f;
+  const double total = block_sums(sums, kc + 1);  // thread q < kc: weight q's; thread kc: the bias's
+  if (int(threadIdx.x) > kc) return;
+  float* dst = out + k * out_stride +
+               (int(threadIdx.x) < kc ? w_offset + int64_t(c) * kc + threadIdx.x : b_offset + c);
+  *dst = beta == 0.f ? float(total) : beta * *dst + float(total);  // beta 0 never reads
 }
 
 // One block a (model, channel): out = beta out + sum over the channel's cols of
