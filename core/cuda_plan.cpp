@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "gossamer/conv_index.hpp"
 #include "gossamer/error.hpp"
 
 namespace gossamer {
@@ -74,6 +75,28 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
   std::vector<bool> stored(n);
   for (size_t j = 0; j < n; ++j) stored[j] = readers[j] == 1 && whole[j];
   return stored;
+}
+
+CnnFusions cnn_fusions(const ModelSpec& model) {
+  const size_t n = model.nodes.size();
+  const std::vector<bool> stored = cnn_gradient_stored(model);
+  CnnFusions f;
+  f.act_in_conv.assign(n, false);
+  f.act_in_pool.assign(n, false);
+  for (size_t i = 0; i < n; ++i) {
+    const CnnNode& node = model.nodes[i];
+    const int j = node.input;
+    if (j < 0) continue;
+    const CnnNode& in = model.nodes[size_t(j)];
+    const ConvShape& c = in.conv;
+    if (node.op == CnnNode::Op::Act && size_t(j) + 1 == i && in.op == CnnNode::Op::Conv &&
+        c.cin * c.kh * c.kw <= kSmallConv)
+      f.act_in_conv[i] = true;  // the node right after the convolution: one per convolution
+    if ((node.op == CnnNode::Op::MaxPool || node.op == CnnNode::Op::AvgPool) &&
+        in.op == CnnNode::Op::Act && in.input >= 0 && stored[size_t(j)])
+      f.act_in_pool[size_t(j)] = true;
+  }
+  return f;
 }
 
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {

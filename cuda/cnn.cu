@@ -36,7 +36,10 @@ PoolKind pool_kind(CnnNode::Op op) {
 }  // namespace
 
 BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r)
-    : BatchedNet(capacity, with_r), m_model(model), m_stored(cnn_gradient_stored(model)) {
+    : BatchedNet(capacity, with_r),
+      m_model(model),
+      m_stored(cnn_gradient_stored(model)),
+      m_fused(cnn_fusions(model)) {
   const CnnPairSizes z = cnn_pair_sizes(model);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
@@ -64,14 +67,21 @@ void BatchedCnn::poison(cudaStream_t s) {
   poison_outputs(s);
 }
 
-void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry,
+void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, int act,
                               const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
-  if (kc <= kSmallConv) {  // few columns: one kernel, no columns, the bias included
+  if (kc <= kSmallConv) {  // few columns: one kernel, no columns, the bias (and act) included
+    SmallConvOut out;
+    out.y = y, out.ry = ry, out.act = m_model.activation;
+    if (act >= 0) {
+      out.a = m_y[size_t(act)].get();
+      out.ra = ry ? m_ry[size_t(act)].get() : nullptr;
+    }
     launch_small_conv(in(j), r_in(j, ry != nullptr), c, rows, K, mb.w, mb.w_stride, mb.v,
-                      mb.v_stride, y, ry, s);
+                      mb.v_stride, out, s);
     return;
   }
+  if (act >= 0) throw runtime_error("conv_forward: an activation fused into a GEMM convolution");
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
   launch_im2col(in(j), c, rows, K, m_col.get(), s);
   const MatrixArg col{m_col.get(), N, col_stride, false};
@@ -136,10 +146,14 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
   float* ry = r ? m_ry[size_t(i)].get() : nullptr;
   const int64_t cnt = count(n, K, rows);
   switch (n.op) {
-    case CnnNode::Op::Conv:
-      conv_forward(n.conv, j, y, ry, mb, rows, gemm, s);
+    case CnnNode::Op::Conv: {
+      const size_t next = size_t(i) + 1;  // the activation this convolution's kernel computes
+      const bool fused = next < m_model.nodes.size() && m_fused.act_in_conv[next];
+      conv_forward(n.conv, j, y, ry, fused ? int(next) : -1, mb, rows, gemm, s);
       break;
+    }
     case CnnNode::Op::Act:
+      if (m_fused.act_in_conv[size_t(i)]) break;  // computed with its input
       launch_act_forward(in(j), r_in(j, r), y, ry, cnt, m_model.activation, s);
       break;
     case CnnNode::Op::MaxPool:
@@ -157,7 +171,7 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
       break;
     case CnnNode::Op::Add:
       if (n.conv.w_offset >= 0) {  // the 1 x 1 shortcut
-        conv_forward(n.conv, n.other, y, ry, mb, rows, gemm, s);
+        conv_forward(n.conv, n.other, y, ry, -1, mb, rows, gemm, s);
       } else {
         CUDA_CHECK(cudaMemcpyAsync(y, in(n.other), size_t(cnt) * sizeof(float),
                                    cudaMemcpyDeviceToDevice, s));
@@ -190,6 +204,7 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
       conv_backward(n.conv, j, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
       break;
     case CnnNode::Op::Act:
+      if (m_fused.act_in_pool[size_t(i)]) break;  // its reader, a pool, ran it
       if (dx)
         launch_act_backward_add(in(j), r_in(j, r), dy, rdy, dx, rdx, cnt, m_model.activation,
                                 accumulates(j), s);
@@ -199,8 +214,17 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
     case CnnNode::Op::Gap:
       if (dx) {
         const auto [ih, iw] = in_hw(j);
-        launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx,
-                             int64_t(K) * rows * n.c, ih, iw, n.h, n.w, accumulates(j), s);
+        const int64_t planes = int64_t(K) * rows * n.c;
+        if (m_fused.act_in_pool[size_t(j)]) {  // through the activation j to its input z
+          const int z = m_model.nodes[size_t(j)].input;
+          launch_pool_act_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), in(z),
+                                   r_in(z, r), m_dy[size_t(z)].get(),
+                                   r ? m_rdy[size_t(z)].get() : nullptr, planes, ih, iw, n.h,
+                                   n.w, m_model.activation, accumulates(z), s);
+        } else {
+          launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx, planes,
+                               ih, iw, n.h, n.w, accumulates(j), s);
+        }
       }
       break;
     case CnnNode::Op::GroupNorm: {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "batched_net.cuh"
+#include "gossamer/cuda_plan.hpp"
 
 namespace gossamer {
 
@@ -38,14 +39,16 @@ class BatchedCnn : public BatchedNet {
   void forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s);
   void backward_node(int i, const ModelBatch& mb, int rows, float* out, int64_t out_stride,
                      float beta, const Gemm& gemm, cudaStream_t s);
-  void conv_forward(const ConvShape& c, int j, float* y, float* ry, const ModelBatch& mb, int rows,
-                    const Gemm& gemm, cudaStream_t s);
+  // act >= 0: the activation node whose forward the convolution's kernel computes too.
+  void conv_forward(const ConvShape& c, int j, float* y, float* ry, int act, const ModelBatch& mb,
+                    int rows, const Gemm& gemm, cudaStream_t s);
   void conv_backward(const ConvShape& c, int j, const float* dy, const float* rdy,
                      const ModelBatch& mb, int rows, float* out, int64_t out_stride, float beta,
                      const Gemm& gemm, cudaStream_t s);
 
   ModelSpec m_model;
   std::vector<bool> m_stored;  // cnn_gradient_stored(m_model)
+  CnnFusions m_fused;          // cnn_fusions(m_model)
   // Per node: output, gradient and their R twins; a GroupNorm's x^ (R{x^}) and sigma, R{sigma};
   // a max pool's chosen inputs.
   std::vector<DeviceArray<float>> m_y, m_dy, m_ry, m_rdy, m_xh, m_rxh, m_stats;

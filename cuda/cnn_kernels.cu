@@ -62,26 +62,33 @@ static __global__ void channel_bias_f32(float* y, float* ry, const float* w, int
 }
 
 // A convolution of few columns (kc <= kSmallConv), forward: one thread a column of a model, every
-// output channel and the bias at once, its inputs gathered without columns (conv_index.hpp).
-// Compiled with and without the R-operator (R): the plain pass needs half the registers.
-template <bool R>
+// output channel and the bias at once, its inputs gathered without columns (conv_index.hpp), and
+// the next node's activation where it is fused (out.a set). Compiled with and without the
+// R-operator (R) and R{x} (RX; the image has none): the plain pass needs a third of the R pass's
+// registers. out's pointers are model 0's.
+template <bool R, bool RX>
 static __global__ void small_conv_f32(const float* __restrict__ x, const float* __restrict__ rx,
                                       ColumnGeometry g, const float* w, int64_t w_stride,
                                       const float* v, int64_t v_stride, int64_t w_offset,
-                                      int64_t b_offset, uint32_t n, float* __restrict__ y,
-                                      float* __restrict__ ry) {
+                                      int64_t b_offset, uint32_t n, SmallConvOut out) {
   const int64_t model_out = int64_t(g.s.cout) * g.cols.d;
   for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x) {
     const uint32_t k = g.cols.div(t), col = t - k * g.cols.d;
     const float* wk = w + k * w_stride;
     const int64_t at = k * model_out + col;
+    SmallConvOut here;
+    here.y = out.y + at;
+    here.a = out.a ? out.a + at : nullptr;
+    here.act = out.act;
     if (R) {
+      here.ry = out.ry + at;
+      here.ra = out.a ? out.ra + at : nullptr;
       const float* vk = v + k * v_stride;
-      small_conv_column(g, x, rx, k, col, wk + w_offset, wk + b_offset, vk + w_offset,
-                        vk + b_offset, y + at, ry + at);
+      small_conv_column(g, x, RX ? rx : nullptr, k, col, wk + w_offset, wk + b_offset,
+                        vk + w_offset, vk + b_offset, here);
     } else {
       small_conv_column(g, x, nullptr, k, col, wk + w_offset, wk + b_offset, nullptr, nullptr,
-                        y + at, nullptr);
+                        here);
     }
   }
 }
@@ -244,6 +251,38 @@ static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const f
     for (int64_t e : window) {
       put(dx, e, 0.25f * dy[t]);
       if (rdx) put(rdx, e, 0.25f * rdy[t]);
+    }
+  }
+}
+
+// A 2 x 2 pool's backward through the activation before it (cuda_plan.hpp's act_in_pool), the
+// windows covering the activation: each window entry's share of dy (what pool_backward_f32 would
+// store) times act'(z), into the activation's input gradient dz, and with the R-operator
+// rdz = act'(z) R{share} + act''(z) R{z} share, as act_backward_add_f32 computes them: the same
+// arithmetic without the activation's gradient in between.
+template <class I>
+static __global__ void pool_act_backward_f32(PoolKind kind, const float* dy, const float* rdy,
+                                             const int32_t* arg, const float* z, const float* rz,
+                                             float* dz, float* rdz, I n, int iw, int oh, int ow,
+                                             Activation act, bool accumulate) {
+  const I ohw = I(oh) * I(ow);
+  const int64_t ihw = 4 * int64_t(ohw);
+  INDEX_LOOP(t, n) {
+    const int64_t p = t / ohw;
+    const I o = t % ohw;
+    const int64_t base = p * ihw + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
+    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
+    const int64_t chosen = kind == PoolKind::Max ? p * ihw + arg[t] : -1;
+    for (int64_t e : window) {
+      const float share = kind == PoolKind::Max ? (e == chosen ? dy[t] : 0.f) : 0.25f * dy[t];
+      const float d1 = activate_derivative(act, z[e]);
+      dz[e] = accumulate ? dz[e] + d1 * share : d1 * share;
+      if (!rdz) continue;
+      const float rshare =
+          kind == PoolKind::Max ? (e == chosen ? rdy[t] : 0.f) : 0.25f * rdy[t];
+      float r = d1 * rshare;
+      if (rz) r += activate_second_derivative(act, z[e]) * rz[e] * share;
+      rdz[e] = accumulate ? rdz[e] + r : r;
     }
   }
 }
@@ -486,20 +525,26 @@ static void check_small(const ConvShape& shape, const char* what) {
 
 void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
                        int models, const float* w, int64_t w_stride, const float* v,
-                       int64_t v_stride, float* y, float* ry, cudaStream_t s) {
+                       int64_t v_stride, const SmallConvOut& out, cudaStream_t s) {
   check_small(shape, "small_conv");
   const ColumnGeometry g(shape, rows);
   const int64_t model_out = int64_t(shape.cout) * g.cols.d;
   in_model_runs(g.cols.d, models, "small_conv", [&](int k0, uint32_t n) {
     const float* xk = x + k0 * g.model_input();
     const float* wk = w + k0 * w_stride;
-    if (ry)
-      LINEAR_LAUNCH(small_conv_f32<true>, n, xk, rx ? rx + k0 * g.model_input() : nullptr, g, wk,
-                    w_stride, v + k0 * v_stride, v_stride, shape.w_offset, shape.b_offset, n,
-                    y + k0 * model_out, ry + k0 * model_out);
+    const auto shift = [&](float* p) { return p ? p + k0 * model_out : nullptr; };
+    SmallConvOut o = out;
+    o.y = shift(out.y), o.ry = shift(out.ry), o.a = shift(out.a), o.ra = shift(out.ra);
+    const float* vk = v ? v + k0 * v_stride : nullptr;
+    if (o.ry && rx)
+      LINEAR_LAUNCH((small_conv_f32<true, true>), n, xk, rx + k0 * g.model_input(), g, wk,
+                    w_stride, vk, v_stride, shape.w_offset, shape.b_offset, n, o);
+    else if (o.ry)
+      LINEAR_LAUNCH((small_conv_f32<true, false>), n, xk, nullptr, g, wk, w_stride, vk, v_stride,
+                    shape.w_offset, shape.b_offset, n, o);
     else
-      LINEAR_LAUNCH(small_conv_f32<false>, n, xk, nullptr, g, wk, w_stride, nullptr, v_stride,
-                    shape.w_offset, shape.b_offset, n, y + k0 * model_out, nullptr);
+      LINEAR_LAUNCH((small_conv_f32<false, false>), n, xk, nullptr, g, wk, w_stride, nullptr,
+                    v_stride, shape.w_offset, shape.b_offset, n, o);
   });
 }
 
@@ -557,6 +602,21 @@ void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, cons
     using I = decltype(i);
     pool_backward_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(kind, dy, rdy, arg, dx, rdx, I(n),
                                                                    ih, iw, oh, ow, accumulate);
+  });
+}
+
+void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
+                              const int32_t* arg, const float* z, const float* rz, float* dz,
+                              float* rdz, int64_t planes, int ih, int iw, int oh, int ow,
+                              Activation act, bool accumulate, cudaStream_t s) {
+  if (kind == PoolKind::Gap || ih != 2 * oh || iw != 2 * ow)
+    throw runtime_error("pool_act_backward: a 2 x 2 pool whose windows cover its " +
+                        std::to_string(ih) + " x " + std::to_string(iw) + " input expected");
+  const int64_t n = planes * oh * ow;
+  indexed(n, [&](auto i) {
+    using I = decltype(i);
+    pool_act_backward_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(
+        kind, dy, rdy, arg, z, rz, dz, rdz, I(n), iw, oh, ow, act, accumulate);
   });
 }
 

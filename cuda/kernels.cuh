@@ -7,6 +7,7 @@
 #include "cuda_check.cuh"
 #include "gossamer/activations.hpp"
 #include "gossamer/augment.hpp"
+#include "gossamer/conv_index.hpp"
 #include "gossamer/model.hpp"
 #include "gossamer/philox.hpp"
 
@@ -93,13 +94,14 @@ void launch_im2col(const float* x, const ConvShape& shape, int rows, int models,
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        bool accumulate, cudaStream_t s);
 //   A convolution of kc <= kSmallConv columns (conv_index.hpp) without columns: the forward
-//   y_k = W_k col(x_k) + b_k (ry_k = V_k col(x_k) + W_k col(rx_k) + v_k when ry is set; rx may be
-//   null), W_k at w + k w_stride + shape.w_offset; and its weight and bias gradients
+//   y_k = W_k col(x_k) + b_k (ry_k = V_k col(x_k) + W_k col(rx_k) + v_k when out.ry is set; rx
+//   may be null; out.a, out.ra: the next node's activation, fused), W_k at
+//   w + k w_stride + shape.w_offset; and its weight and bias gradients
 //   out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] col(x)[k][q][n] (+ a2 col(x2)),
 //   out[k][b_offset + c] = beta out + sum_n a[k][c][n].
 void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
                        int models, const float* w, int64_t w_stride, const float* v,
-                       int64_t v_stride, float* y, float* ry, cudaStream_t s);
+                       int64_t v_stride, const SmallConvOut& out, cudaStream_t s);
 void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
                               const ConvShape& shape, int rows, int models, float* out,
                               int64_t out_stride, float beta, cudaStream_t s);
@@ -130,6 +132,12 @@ void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float
 void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
                           float* dx, float* rdx, int64_t planes, int ih, int iw, int oh, int ow,
                           bool accumulate, cudaStream_t s);
+//   The pool's backward through the activation before it (act_in_pool): dz (rdz) += act'(z) times
+//   the pool's gradient share (R as launch_act_backward_add), z the activation's input.
+void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
+                              const int32_t* arg, const float* z, const float* rz, float* dz,
+                              float* rdz, int64_t planes, int ih, int iw, int oh, int ow,
+                              Activation act, bool accumulate, cudaStream_t s);
 //   y += x over n floats; launch_add_or_copy: y = x when not accumulating.
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
 void launch_add_or_copy(float* y, const float* x, int64_t n, bool accumulate, cudaStream_t s);

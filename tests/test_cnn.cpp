@@ -341,8 +341,9 @@ TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
 }
 
 // The CUDA backward pass stores a node's gradient once (no zeroing) exactly where one node reads
-// it and that node's backward writes all of it.
-TEST(CnnTest, TheBackwardPassStoresOnlyTheGradientsWrittenWholeByTheirOneReader) {
+// it and that node's backward writes all of it; activations run inside a neighbour's kernel
+// exactly where cnn_fusions says they may.
+TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
   // conv, act, maxpool (of 28 x 28), conv/2, act, conv, add (1x1 shortcut from the pool), act,
   // linear, act, classifier.
   const ModelSpec quick = ModelSpec::cnn(1, 28, 28, {layer("conv", 16), layer("act"), layer("maxpool"),
@@ -358,6 +359,21 @@ TEST(CnnTest, TheBackwardPassStoresOnlyTheGradientsWrittenWholeByTheirOneReader)
   ASSERT_EQ(odd.nodes.size(), 11u);
   EXPECT_EQ(cnn_gradient_stored(odd),
             (std::vector<bool>{true, false, true, false, true, true, true, true, true, true, false}));
+  // The activations run inside a neighbour's kernel: the quickstart's first (after a convolution
+  // of 9 columns, before a pool of 28 x 28), none in the odd network but the one after its first
+  // convolution (its pool leaves a row out; its 4-channel convolutions have 36 columns).
+  const std::vector<bool> none(11, false);
+  std::vector<bool> first = none;
+  first[1] = true;
+  EXPECT_EQ(cnn_fusions(quick).act_in_conv, first);
+  EXPECT_EQ(cnn_fusions(quick).act_in_pool, first);
+  EXPECT_EQ(cnn_fusions(odd).act_in_conv, first);
+  EXPECT_EQ(cnn_fusions(odd).act_in_pool, none);
+  // An activation on the image: no convolution before it, no node's gradient after it.
+  const ModelSpec image = ModelSpec::cnn(1, 8, 8, {layer("act"), layer("maxpool"), layer("conv", 2, 1), layer("act")},
+                                         3, Activation::Tanh);
+  EXPECT_EQ(cnn_fusions(image).act_in_conv, (std::vector<bool>{false, false, false, true, false}));
+  EXPECT_EQ(cnn_fusions(image).act_in_pool, (std::vector<bool>(5, false)));
 }
 
 // The CUDA column kernels' index arithmetic (conv_index.hpp), run here on the CPU: multiplicative
@@ -424,16 +440,21 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
       return src < 0 ? 0.0 : double(in[size_t(src)]);
     };
     for (const bool with_rx : {true, false}) {
-      std::vector<float> y(size_t(K * model_out)), ry(y.size()), y_plain(y.size());
+      std::vector<float> y(size_t(K * model_out)), ry(y.size()), y_plain(y.size()), act(y.size()),
+          ract(y.size());
       for (int k = 0; k < K; ++k)
         for (int64_t n = 0; n < cols; ++n) {
           const float* wk = w.data() + k * stride;
           const float* vk = v.data() + k * stride;
           const int64_t at = k * model_out + n;
+          SmallConvOut out, plain;
+          out.y = y.data() + at, out.ry = ry.data() + at, out.a = act.data() + at, out.ra = ract.data() + at;
+          out.act = Activation::Gelu;
+          plain.y = y_plain.data() + at;
           small_conv_column(g, x.data(), with_rx ? rx.data() : nullptr, uint32_t(k), uint32_t(n), wk,
-                            wk + cout * kc, vk, vk + cout * kc, y.data() + at, ry.data() + at);
+                            wk + cout * kc, vk, vk + cout * kc, out);
           small_conv_column(g, x.data(), nullptr, uint32_t(k), uint32_t(n), wk, wk + cout * kc,
-                            nullptr, nullptr, y_plain.data() + at, nullptr);
+                            nullptr, nullptr, plain);
         }
       for (int k = 0; k < K; ++k)
         for (int64_t c = 0; c < cout; ++c)
@@ -449,6 +470,9 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
             ASSERT_NEAR(y[at], ref, 1e-5 * (1 + std::fabs(ref))) << "y, model " << k << " channel " << c << " column " << n;
             ASSERT_EQ(y_plain[at], y[at]) << "the plain pass computes y as the R pass does";
             ASSERT_NEAR(ry[at], rref, 1e-5 * (1 + std::fabs(rref))) << "ry, model " << k << " channel " << c;
+            // The fused activation: what the activation's own kernel computes from y and ry.
+            ASSERT_EQ(act[at], activate(Activation::Gelu, y[at]));
+            ASSERT_EQ(ract[at], activate_derivative(Activation::Gelu, y[at]) * ry[at]);
           }
       // The weight gradient's terms: acc[q] = sum_n a col(x) (+ a2 col(rx)) for model k, channel c.
       const std::vector<float> a = floats(size_t(K * model_out), 15), a2 = floats(a.size(), 16);

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "gossamer/activations.hpp"
 #include "gossamer/hostdevice.hpp"
 #include "gossamer/model.hpp"
 
@@ -100,19 +101,26 @@ GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
 // small classifier) run without columns: each output column gathers its kc inputs itself.
 constexpr int kSmallConv = 32;
 
+// Where small_conv_column writes, each at model k's column n of channel 0 (channel c cols
+// further): y and, with the R-operator, ry; with a fused activation (a set), also the next node's
+// a = act(y) and ra = act'(y) ry, as that node's own kernel would.
+struct SmallConvOut {
+  float *y = nullptr, *ry = nullptr, *a = nullptr, *ra = nullptr;
+  Activation act = Activation::Relu;
+};
+
 // The forward of such a convolution at column n of model k, every output channel at once:
 //   y[c cols] = sum_q w[c kc + q] col[q][n] + b[c]
 // and with ry (the R-operator; v, vb the direction's weights and biases):
 //   ry[c cols] = sum_q (v[c kc + q] col[q][n] + w[c kc + q] rcol[q][n]) + vb[c],
-// col and rcol the columns of x and rx (rx null: rcol = 0). w and b are model k's; y (ry) is
-// model k's output at column n of channel 0, channel c cols further.
+// col and rcol the columns of x and rx (rx null: rcol = 0). w and b are model k's.
 GOSSAMER_HD void small_conv_column(const ColumnGeometry& g, const float* x, const float* rx,
                                    uint32_t k, uint32_t n, const float* w, const float* b,
-                                   const float* v, const float* vb, float* y, float* ry) {
+                                   const float* v, const float* vb, const SmallConvOut& out) {
   const int kc = int(g.kc.d);
   const ColumnPoint p = column_point(g, k, n);
   float xv[kSmallConv], rxv[kSmallConv];
-#pragma unroll  // xv, rxv stay in registers: every index is a constant
+GOSSAMER_UNROLL  // xv, rxv stay in registers: every index is a constant
   for (int q = 0; q < kSmallConv; ++q) {
     xv[q] = rxv[q] = 0.f;
     if (q >= kc) continue;
@@ -122,19 +130,24 @@ GOSSAMER_HD void small_conv_column(const ColumnGeometry& g, const float* x, cons
     if (rx) rxv[q] = rx[src];
   }
   for (int c = 0; c < g.s.cout; ++c) {
+    const int64_t at = int64_t(c) * g.cols.d;
     const float* wc = w + int64_t(c) * kc;
     float acc = 0.f;
-#pragma unroll
+GOSSAMER_UNROLL
     for (int q = 0; q < kSmallConv; ++q)
       if (q < kc) acc += wc[q] * xv[q];
-    y[int64_t(c) * g.cols.d] = acc + b[c];
-    if (!ry) continue;
+    const float y = acc + b[c];
+    out.y[at] = y;
+    if (out.a) out.a[at] = activate(out.act, y);
+    if (!out.ry) continue;
     const float* vc = v + int64_t(c) * kc;
     float racc = 0.f;
-#pragma unroll
+GOSSAMER_UNROLL
     for (int q = 0; q < kSmallConv; ++q)
       if (q < kc) racc += vc[q] * xv[q] + wc[q] * rxv[q];
-    ry[int64_t(c) * g.cols.d] = racc + vb[c];
+    const float ry = racc + vb[c];
+    out.ry[at] = ry;
+    if (out.a) out.ra[at] = activate_derivative(out.act, y) * ry;
   }
 }
 
@@ -146,7 +159,7 @@ GOSSAMER_HD void small_weight_grad_column(const ColumnGeometry& g, const float* 
                                           float (&acc)[kSmallConv]) {
   const int kc = int(g.kc.d);
   const ColumnPoint p = column_point(g, k, n);
-#pragma unroll
+GOSSAMER_UNROLL
   for (int q = 0; q < kSmallConv; ++q) {
     if (q >= kc) continue;
     const int64_t src = column_source(g, p, column_tap(g, uint32_t(q)));

@@ -5,3 +5,10 @@
 #else
 #define GOSSAMER_HD inline
 #endif
+
+// Unroll the next loop in device code (the host compiler knows no such pragma).
+#if defined(__CUDACC__)
+#define GOSSAMER_UNROLL _Pragma("unroll")
+#else
+#define GOSSAMER_UNROLL
+#endif
