@@ -407,9 +407,11 @@ json trainer_final(const std::string& backend, const std::string& name,
 // Convolutional workers (model.kind "cnn", cuda/cnn.cu) on Fashion-MNIST images against the
 // CPU's passes (host/cnn.cpp): every layer kind; a strided 5 x 5 convolution; pools of odd
 // inputs (7 -> 3, 3 -> 1); residual blocks with an identity and a 1 x 1 shortcut, one straight
-// from the image; GroupNorm with one and two groups, one on a 1 x 1 convolution of the
-// activated image; tanh, gelu and relu; one worker and one image a worker. The data is the
-// real images: a CNN needs an image shape, which synthetic data has not.
+// from the image; GroupNorm with one and two groups; tanh, gelu and relu; one worker and one image
+// a worker; the CUDA passes' stored gradients and fused activations (cnn_fusions) after a small
+// convolution and before a max and an average pool, and where they may not be (an activation on
+// the image, pools of odd inputs, two readers). The data is the real images: a CNN needs an
+// image shape, which synthetic data has not.
 json cnn_patch(const json& layers, const std::string& act, int workers, int batch) {
   const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
   return {{"workers", workers},
@@ -442,8 +444,8 @@ const std::vector<json> kCnnShapes = {
     cnn_patch({cnn_layer("residual", 4), cnn_layer("groupnorm", 2), cnn_layer("residual", 4),
                cnn_layer("residual", 8, 3, 2), cnn_layer("gap")},
               "gelu", 2, 3),
-    cnn_patch({cnn_layer("act"), cnn_layer("conv", 3, 1), cnn_layer("groupnorm", 1),
-               cnn_layer("maxpool"), cnn_layer("maxpool"), cnn_layer("maxpool"),
+    cnn_patch({cnn_layer("act"), cnn_layer("conv", 3, 1), cnn_layer("act"), cnn_layer("avgpool"),
+               cnn_layer("groupnorm", 1), cnn_layer("maxpool"), cnn_layer("maxpool"),
                cnn_layer("avgpool")},
               "tanh", 1, 1),
     cnn_patch({cnn_layer("conv", 16), cnn_layer("act"), cnn_layer("maxpool"),
