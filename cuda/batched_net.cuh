@@ -76,7 +76,8 @@ inline void poison_floats(DeviceArray<float>& a, cudaStream_t s) {
 }
 
 // The model's kind: BatchedMlp or BatchedCnn, with the buffers core/cuda_plan.cpp
-// (net_workspace_bytes) plans for `capacity` pairs.
-std::unique_ptr<BatchedNet> make_batched_net(const ModelSpec& model, int64_t capacity, bool with_r);
+// (net_workspace_bytes) plans for `capacity` pairs; cnn_fused: CudaOptions::cnn_fused.
+std::unique_ptr<BatchedNet> make_batched_net(const ModelSpec& model, int64_t capacity, bool with_r,
+                                             bool cnn_fused = true);
 
 }  // namespace gossamer

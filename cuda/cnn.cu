@@ -17,8 +17,6 @@
 // (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is
 // queued on the stream: the training step is captured in a CUDA graph with it.
 #include "cnn.cuh"
-#include "gossamer/conv_index.hpp"
-#include "gossamer/cuda_plan.hpp"
 #include "kernels.cuh"
 
 namespace gossamer {
@@ -35,11 +33,17 @@ PoolKind pool_kind(CnnNode::Op op) {
 
 }  // namespace
 
-BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r)
+BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bool fused)
     : BatchedNet(capacity, with_r),
       m_model(model),
-      m_stored(cnn_gradient_stored(model)),
-      m_fused(cnn_fusions(model)) {
+      m_fused_paths(fused),
+      m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size(), false)) {
+  if (fused) {
+    m_fused = cnn_fusions(model);
+  } else {
+    m_fused.act_in_conv.assign(model.nodes.size(), false);
+    m_fused.act_in_pool.assign(model.nodes.size(), false);
+  }
   const CnnPairSizes z = cnn_pair_sizes(model);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
@@ -70,7 +74,7 @@ void BatchedCnn::poison(cudaStream_t s) {
 void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, int act,
                               const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
-  if (kc <= kSmallConv) {  // few columns: one kernel, no columns, the bias (and act) included
+  if (small(c)) {  // few columns: one kernel, no columns, the bias (and act) included
     SmallConvOut out;
     out.y = y, out.ry = ry, out.act = m_model.activation;
     if (act >= 0) {
@@ -109,7 +113,7 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
   // layer of few columns (the first, on the image) sums its long rows in one kernel instead,
   // gathering the columns' entries from its input.
-  if (kc <= kSmallConv) {
+  if (small(c)) {
     launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K, out,
                              out_stride, beta, s);
   } else {

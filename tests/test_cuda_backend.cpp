@@ -527,6 +527,45 @@ TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
   }
 }
 
+// The fused paths (convolutions of few columns without im2col, gradients stored by their one
+// reader, activations inside a neighbour's kernel) against the general path (CudaOptions::
+// cnn_fused false: im2col and cuBLAS, every gradient zeroed and added to) on the same GPU, to
+// float32 rounding: where the CPU agreement fails and this passes, the layers' algebra is at
+// fault, not the fused kernels; and the other way round.
+TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
+  for (const json& shape : kCnnShapes) {
+    SCOPED_TRACE(shape["model"].dump());
+    CNN_TWIN_OR_SKIP(t, shape);
+    CudaOptions options{true, true};
+    options.cnn_fused = false;
+    BackendSetup setup = backend_setup(*t->sim);
+    setup.perturbs = true;
+    const std::unique_ptr<Backend> general = make_cuda_backend(setup, options);
+    general->set_weights(t->cpu().weights());
+    general->set_curvature_subset(t->sim->curvature_subset);
+    double worst = 0;
+    for (int64_t step : {0, 1}) {
+      for (Backend* b : {t->gpu.get(), general.get()}) {
+        b->sample(step);
+        b->local_gradient(true);
+      }
+      const double e = rel_err(t->gpu->gradients(), general->gradients());
+      EXPECT_LT(e, 1e-5) << "step " << step;
+      worst = std::max(worst, e);
+    }
+    const int64_t d = t->d();
+    const std::vector<double> w = t->cpu().weights();
+    const std::vector<double> point(w.begin(), w.begin() + d);
+    const std::vector<double> dirs = random_rows(size_t(3) * d, 9, 1.0);
+    const double hvp = rel_err(t->gpu->hvp(point, dirs), general->hvp(point, dirs));
+    EXPECT_LT(hvp, 1e-4);
+    const EvalStats f = t->gpu->evaluate_mean(Split::Test), g = general->evaluate_mean(Split::Test);
+    EXPECT_LT(rel_err(f.loss, g.loss), 1e-5);
+    std::printf("cnn fused vs general paths, %s: gradients %.2e, hvp %.2e\n",
+                shape["model"]["activation"].get<std::string>().c_str(), worst, hvp);
+  }
+}
+
 // The CNN quickstart through the trainer on each backend (200 steps on 4,096 images, momentum,
 // cosine schedule): the losses, the consensus distance and the accuracy agree to the
 // tolerances below, and the CUDA backend was the one that ran.
