@@ -80,9 +80,10 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model);
 std::vector<bool> cnn_gradient_stored(const ModelSpec& model);
 // Per node, the activations the batched CNN runs inside a neighbour's kernel (the same arithmetic,
 // one pass over the activation's tensor less): act_in_conv, an activation whose forward the
-// convolution of few columns (kc <= kSmallConv) just before it, its input, computes; act_in_pool, an activation
-// whose backward the 2 x 2 pool reading it runs, where that pool is its one reader and writes its
-// gradient whole (cnn_gradient_stored) and its own input is a node (not the image).
+// convolution of few columns (kc <= kSmallConv) just before it, its input, computes;
+// act_in_pool, an activation whose backward the 2 x 2 pool reading it runs, where that pool is
+// its one reader and writes its gradient whole (cnn_gradient_stored) and its own input is a node
+// (not the image).
 struct CnnFusions {
   std::vector<bool> act_in_conv, act_in_pool;
 };
