@@ -125,7 +125,8 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
   float sums[kSmallConv + 1];  // the weights' (q < kc), then the bias's (kc)
 #pragma unroll  // in registers: every index is a constant
   for (int q = 0; q <= kSmallConv; ++q) sums[q] = q == kc ? bias : q < kSmallConv ? acc[q] : 0.f;
-  const double total = block_sums(sums, kc + 1);  // thread q < kc: weight q's; thread kc: the bias's
+  // Thread q < kc gets weight q's total; thread kc the bias's.
+  const double total = block_sums(sums, kc + 1);
   if (int(threadIdx.x) > kc) return;
   float* dst = out + k * out_stride +
                (int(threadIdx.x) < kc ? w_offset + int64_t(c) * kc + threadIdx.x : b_offset + c);
@@ -221,7 +222,9 @@ static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const f
                                          const int32_t* arg, float* dx, float* rdx, I n, int ih,
                                          int iw, int oh, int ow, bool accumulate) {
   const I ihw = I(ih) * I(iw), ohw = I(oh) * I(ow);
-  const auto put = [accumulate](float* to, int64_t e, float v) { to[e] = accumulate ? to[e] + v : v; };
+  const auto put = [accumulate](float* to, int64_t e, float v) {
+    to[e] = accumulate ? to[e] + v : v;
+  };
   if (kind == PoolKind::Gap) {
     INDEX_LOOP(t, n) {
       const I p = t / ihw;
