@@ -31,6 +31,7 @@
 #include "gossamer/checkpoint.hpp"
 #include "gossamer/curvature.hpp"
 #include "gossamer/devices.hpp"
+#include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
 #include "gossamer/transport.hpp"
@@ -190,8 +191,29 @@ struct BenchOptions {
   std::string backend = "cpu", math = "fp32", out_dir = "bench/results", export_dir;
   int repeats = 10, calls = 5;
   bool curvature = true, ceilings = true;
-  std::vector<int> shards;  // --shards: the halo table and the transport's cost
+  bool cnn_general = false;  // --cnn-general: CudaOptions::cnn_fused off
+  std::vector<int> shards;   // --shards: the halo table and the transport's cost
 };
+
+// --cnn-general: the workload's CUDA backend built again with CudaOptions::cnn_fused off (a CNN
+// on the general im2col-and-cuBLAS path only), from the same initial weights, to measure what the
+// fused paths gain on the same card.
+static void use_general_cnn_path(Simulation& sim) {
+#ifdef GOSSAMER_HAVE_CUDA
+  if (sim.backend->name().rfind("cuda", 0) != 0)
+    throw runtime_error("--cnn-general: the workload runs on " + sim.backend->name() +
+                        ", not on the CUDA backend");
+  CudaOptions options;
+  options.cnn_fused = false;
+  sim.backend.reset();  // one backend's buffers on the card at a time
+  sim.backend = make_cuda_backend(backend_setup(sim), options);
+  sim.backend->initialize_weights(sim.config.model, sim.config.seed);
+  sim.backend->set_curvature_subset(sim.curvature_subset);
+#else
+  (void)sim;
+  throw runtime_error("--cnn-general: this build has no CUDA backend");
+#endif
+}
 
 // The machine and its measured ceilings (NaN with --no-ceilings).
 struct Machine {
@@ -491,6 +513,10 @@ int run_bench(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--calls", o.calls, "Calls per timed batch")->check(CLI::PositiveNumber);
   app.add_flag("!--no-curvature", o.curvature, "Skip the curvature estimators");
+  app.add_flag("--cnn-general", o.cnn_general,
+               "CUDA backend: run a CNN on the general path only (im2col and cuBLAS for every "
+               "convolution, every gradient zeroed and added to, no fused activation), to measure "
+               "what the fused paths gain");
   app.add_flag("!--no-ceilings", o.ceilings,
                "Skip the ceiling measurements (under a profiler: the workload's own kernels "
                "come first; fractions of the ceilings are then not reported)");
@@ -505,6 +531,8 @@ int run_bench(int argc, char** argv) {
                  "Write each workload's w-bar, curvature subset and layer sizes here, for the "
                  "PyHessian-style peer to measure the same model on the same data");
   CLI11_PARSE(app, argc, argv);
+  if (o.cnn_general && o.backend != "cuda")
+    throw config_error("--cnn-general: the general path is the CUDA backend's; add --backend cuda");
   std::filesystem::create_directories(o.out_dir);  // the result, and the checkpoint I/O's file
 
   json result = {{"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
@@ -530,10 +558,12 @@ int run_bench(int argc, char** argv) {
     auto sim = make_simulation(cfg);
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
+    if (o.cnn_general) use_general_cnn_path(*sim);  // after the set-up's timing
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
                 sim->model.describe().c_str(), cfg.optimizer.batch_size,
                 cfg.topology.name.c_str(), sim->backend->name().c_str());
     json w = bench_step(o, mach, *sim, t_setup);
+    if (o.cnn_general) w["cnn_path"] = "general (CudaOptions::cnn_fused off)";
     if (!o.shards.empty()) {
       std::printf("  sharding (halo rows a step):\n");
       w["shards"] = bench_shards(o, name);

@@ -23,7 +23,7 @@
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
 #   bench     plan --fit on the card; gossamer-bench, workloads a, b and the CNN's c (16 workers)
-#             and c1024 with the curvature rows
+#             and c1024 (and both again on the general path only, --cnn-general) with the curvature rows
 #             (HVP vs gradient, Hutchinson, power, Lanczos, every worker's trace and top
 #             eigenvalue, spectral density) and the shard rows (halo bytes, 2 and 4 shards'
 #             gossip on the one GPU against one shard), then the m16 ... m65536 series (setup,
@@ -63,8 +63,8 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=190 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90)
-[ "${BENCH:-}" = cnn ] && CAP[bench]=100
+declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=220 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90)
+[ "${BENCH:-}" = cnn ] && CAP[bench]=150
 # PEER_TIMEOUT / SANITIZE_TIMEOUT: the peers' and each sanitizer's own caps, for a short visit.
 PEER_TIMEOUT=${PEER_TIMEOUT:-190}
 SANITIZE_TIMEOUT=${SANITIZE_TIMEOUT:-60}
@@ -223,6 +223,11 @@ if want bench; then
     --out /tmp/bench-c1024 > "$V/bench-c1024.txt" 2>&1; echo "bench c1024 exit $?" >> "$V/bench-c1024.txt"
   grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|exit" \
     "$V/bench-c.txt" "$V/bench-c1024.txt" | tee -a "$SUMMARY"
+  # The same two CNN workloads on the general path only (CudaOptions::cnn_fused off): what the
+  # fused paths (small convolutions without im2col, stored gradients, fused activations) gain.
+  timeout 50 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-general --no-curvature \
+    --out "$V/bench-general" > "$V/bench-general.txt" 2>&1; echo "bench general exit $?" >> "$V/bench-general.txt"
+  grep -E "workload|forward|whole step|exit" "$V/bench-general.txt" | sed 's/^/general path: /' | tee -a "$SUMMARY"
   if [ "${BENCH:-}" != cnn ]; then
     timeout 120 $B/gossamer-bench --backend cuda --workload a,b --shards 2,4 \
       --export-curvature /tmp/gx --out /tmp/bench-main > "$V/bench.txt" 2>&1; echo "bench exit $?" >> "$V/bench.txt"
