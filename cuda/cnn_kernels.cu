@@ -479,6 +479,14 @@ static void check_per_model(int64_t per_model, const char* what) {
                         " elements of one model in one pass exceed 2^31; lower the batch");
 }
 
+// A convolution's column geometry for a pass of `rows` rows, its divisors checked to fit 32 bits
+// (the columns of one model's pass, rows oh ow, fewer than 2^31).
+static ColumnGeometry geometry(const ConvShape& shape, int rows, const char* what) {
+  check_per_model(int64_t(rows) * shape.out_h * shape.out_w, what);
+  check_per_model(int64_t(shape.cin) * rows * shape.in_h * shape.in_w, what);
+  return ColumnGeometry(shape, rows);
+}
+
 // f(first model, models, elements) over runs of the models of fewer than 2^31 elements each (one
 // launch of a column kernel indexes in 32 bits).
 template <class F>
@@ -494,7 +502,7 @@ static void in_model_runs(int64_t per_model, int models, const char* what, F&& f
 
 void launch_im2col(const float* x, const ConvShape& shape, int rows, int models, float* col,
                    cudaStream_t s) {
-  const ColumnGeometry g(shape, rows);
+  const ColumnGeometry g = geometry(shape, rows, "im2col");
   in_model_runs(g.model_columns(), models, "im2col", [&](int k0, uint32_t n) {
     LINEAR_LAUNCH(im2col_f32, n, x + k0 * g.model_input(), g, n, col + k0 * g.model_columns());
   });
@@ -502,7 +510,7 @@ void launch_im2col(const float* x, const ConvShape& shape, int rows, int models,
 
 void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int models, float* dx,
                        bool accumulate, cudaStream_t s) {
-  const ColumnGeometry g(shape, rows);
+  const ColumnGeometry g = geometry(shape, rows, "col2im");
   in_model_runs(g.model_input(), models, "col2im", [&](int k0, uint32_t n) {
     LINEAR_LAUNCH(col2im_add_f32, n, col + k0 * g.model_columns(), g, n, accumulate,
                   dx + k0 * g.model_input());
@@ -530,7 +538,7 @@ void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, 
                        int models, const float* w, int64_t w_stride, const float* v,
                        int64_t v_stride, const SmallConvOut& out, cudaStream_t s) {
   check_small(shape, "small_conv");
-  const ColumnGeometry g(shape, rows);
+  const ColumnGeometry g = geometry(shape, rows, "small_conv");
   const int64_t model_out = int64_t(shape.cout) * g.cols.d;
   in_model_runs(g.cols.d, models, "small_conv", [&](int k0, uint32_t n) {
     const float* xk = x + k0 * g.model_input();
@@ -557,8 +565,7 @@ void launch_small_weight_grad(const float* a, const float* x, const float* a2, c
   check_small(shape, "small_weight_grad");
   const int64_t blocks = int64_t(models) * shape.cout;
   if (blocks == 0) return;
-  check_per_model(int64_t(rows) * shape.out_h * shape.out_w, "small_weight_grad");
-  const ColumnGeometry g(shape, rows);
+  const ColumnGeometry g = geometry(shape, rows, "small_weight_grad");
   small_weight_grad_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
       a, x, a2, x2, g, out, out_stride, shape.w_offset, shape.b_offset, beta);
   CUDA_CHECK_LAUNCH();
