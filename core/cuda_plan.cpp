@@ -59,6 +59,13 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model) {
   return z;
 }
 
+namespace {
+
+// A 2 x 2 pool (stride 2): its backward covers its input only where both sides are even.
+bool window_pool(CnnNode::Op op) { return op == CnnNode::Op::MaxPool || op == CnnNode::Op::AvgPool; }
+
+}  // namespace
+
 std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
   const size_t n = model.nodes.size();
   std::vector<int> readers(n, 0);
@@ -68,8 +75,7 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
       if (j < 0) continue;
       ++readers[size_t(j)];
       const CnnNode& in = model.nodes[size_t(j)];
-      const bool pool = node.op == CnnNode::Op::MaxPool || node.op == CnnNode::Op::AvgPool;
-      whole[size_t(j)] = !pool || (in.h % 2 == 0 && in.w % 2 == 0);
+      whole[size_t(j)] = !window_pool(node.op) || (in.h % 2 == 0 && in.w % 2 == 0);
     }
   }
   std::vector<bool> stored(n);
@@ -88,12 +94,10 @@ CnnFusions cnn_fusions(const ModelSpec& model) {
     const int j = node.input;
     if (j < 0) continue;
     const CnnNode& in = model.nodes[size_t(j)];
-    const ConvShape& c = in.conv;
     if (node.op == CnnNode::Op::Act && size_t(j) + 1 == i && in.op == CnnNode::Op::Conv &&
-        c.cin * c.kh * c.kw <= kSmallConv)
+        few_columns(in.conv))
       f.act_in_conv[i] = true;  // the node right after the convolution: one per convolution
-    if ((node.op == CnnNode::Op::MaxPool || node.op == CnnNode::Op::AvgPool) &&
-        in.op == CnnNode::Op::Act && in.input >= 0 && stored[size_t(j)])
+    if (window_pool(node.op) && in.op == CnnNode::Op::Act && in.input >= 0 && stored[size_t(j)])
       f.act_in_pool[size_t(j)] = true;
   }
   return f;

@@ -37,13 +37,8 @@ BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bo
     : BatchedNet(capacity, with_r),
       m_model(model),
       m_fused_paths(fused),
-      m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size(), false)) {
-  if (fused) {
-    m_fused = cnn_fusions(model);
-  } else {
-    m_fused.act_in_conv.assign(model.nodes.size(), false);
-    m_fused.act_in_pool.assign(model.nodes.size(), false);
-  }
+      m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size())),
+      m_fused(fused ? cnn_fusions(model) : CnnFusions{m_stored, m_stored}) {  // none: all false
   const CnnPairSizes z = cnn_pair_sizes(model);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
@@ -111,8 +106,8 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   const MatrixArg col_t{m_col.get(), N, col_stride, true}, rcol_t{m_rcol.get(), N, col_stride, true};
   const float* rx = r_in(j, rdy != nullptr);
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
-  // layer of few columns (the first, on the image) sums its long rows in one kernel instead,
-  // gathering the columns' entries from its input.
+  // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
+  // entries from its input.
   if (small(c)) {
     launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K, out,
                              out_stride, beta, s);

@@ -32,9 +32,7 @@ class BatchedCnn : public BatchedNet {
   // Whether the backward pass adds to node j's gradient (else its one reader stores it whole).
   bool accumulates(int j) const { return !m_stored[size_t(j)]; }
   // Whether a convolution runs without im2col (few columns, the fused paths on).
-  bool small(const ConvShape& c) const {
-    return m_fused_paths && c.cin * c.kh * c.kw <= kSmallConv;
-  }
+  bool small(const ConvShape& c) const { return m_fused_paths && few_columns(c); }
   // R{input j}: null for the image (its R is 0) or without the R-operator.
   const float* r_in(int j, bool r) const { return j < 0 || !r ? nullptr : m_ry[size_t(j)].get(); }
   // Input j's image height and width (j < 0: the image).

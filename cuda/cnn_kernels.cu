@@ -17,6 +17,38 @@ namespace gossamer {
 // the GPU), 64 beyond (launchers: indexed()).
 #define INDEX_LOOP(t, n) for (I t = I(blockIdx.x) * blockDim.x + threadIdx.x; t < (n); t += I(blockDim.x) * gridDim.x)
 
+// A backward kernel's write: to[e] = v, or to[e] += v where the gradient accumulates
+// (cuda_plan.hpp's cnn_gradient_stored decides which).
+static __device__ void put(float* to, int64_t e, float v, bool accumulate) {
+  to[e] = accumulate ? to[e] + v : v;
+}
+
+// Output t of a 2 x 2 pool (stride 2; ohw outputs a plane, ow a row) over planes of ihw inputs,
+// rows of iw: its window's four input indices; returns the index of its plane's first input.
+template <class I>
+static __device__ int64_t pool_window(I t, I ohw, int ow, int iw, int64_t ihw, int64_t (&window)[4]) {
+  const int64_t plane = int64_t(t / ohw) * ihw;
+  const I o = t % ohw;
+  const int64_t base = plane + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
+  window[0] = base, window[1] = base + 1, window[2] = base + iw, window[3] = base + iw + 1;
+  return plane;
+}
+
+// Window entry e's share g_e of a pool output's gradient g: the max pool's all to its chosen
+// input, the average pool's a quarter to each.
+static __device__ float pool_share(PoolKind kind, int64_t e, int64_t chosen, float g) {
+  return kind == PoolKind::Max ? (e == chosen ? g : 0.f) : 0.25f * g;
+}
+
+// The activation's R-backward at input x: R{dx} = act'(x) R{dy} + act''(x) R{x} dy (rx null: the
+// input has no R part), d1 = act'(x) already computed.
+static __device__ float act_r_backward(Activation act, float x, float d1, float dy, float rdy,
+                                       const float* rx, int64_t e) {
+  float r = d1 * rdy;
+  if (rx) r += activate_second_derivative(act, x) * rx[e] * dy;
+  return r;
+}
+
 template <class I>
 static __global__ void load_image_f32(const float* x, int64_t x_stride, I rows, I c, I hw, I n,
                                       float* out) {
@@ -41,10 +73,8 @@ static __global__ void im2col_f32(const float* __restrict__ x, ColumnGeometry g,
 
 static __global__ void col2im_add_f32(const float* __restrict__ col, ColumnGeometry g, uint32_t n,
                                       bool accumulate, float* __restrict__ dx) {
-  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x) {
-    const float sum = col2im_sum(col, g, t);
-    dx[t] = accumulate ? dx[t] + sum : sum;
-  }
+  for (uint32_t t = blockIdx.x * blockDim.x + threadIdx.x; t < n; t += blockDim.x * gridDim.x)
+    put(dx, t, col2im_sum(col, g, t), accumulate);
 }
 
 // One block a (model, channel) row of cols values.
@@ -165,11 +195,8 @@ static __global__ void act_backward_add_f32(const float* x, const float* rx, con
                                             Activation act, bool accumulate) {
   GRID_STRIDE(t, n) {
     const float d1 = activate_derivative(act, x[t]);
-    dx[t] = accumulate ? dx[t] + d1 * dy[t] : d1 * dy[t];
-    if (!rdx) continue;
-    float r = d1 * rdy[t];
-    if (rx) r += activate_second_derivative(act, x[t]) * rx[t] * dy[t];
-    rdx[t] = accumulate ? rdx[t] + r : r;
+    put(dx, t, d1 * dy[t], accumulate);
+    if (rdx) put(rdx, t, act_r_backward(act, x[t], d1, dy[t], rdy[t], rx, t), accumulate);
   }
 }
 
@@ -180,33 +207,31 @@ static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, 
   const int64_t ihw = int64_t(ih) * iw;
   const I ohw = I(oh) * I(ow);
   INDEX_LOOP(t, n) {
-    const int64_t p = t / ohw;
-    const I o = t % ohw;
-    const float* xp = x + p * ihw;
-    if (kind == PoolKind::Gap) {
+    if (kind == PoolKind::Gap) {  // one output a plane
+      const int64_t plane = int64_t(t / ohw) * ihw;
       float s = 0.f, rs = 0.f;
-      for (int64_t e = 0; e < ihw; ++e) {
-        s += xp[e];
-        if (rx) rs += rx[p * ihw + e];
+      for (int64_t e = plane; e < plane + ihw; ++e) {
+        s += x[e];
+        if (rx) rs += rx[e];
       }
       y[t] = s / float(ihw);
       if (ry) ry[t] = rs / float(ihw);
       continue;
     }
-    const int64_t base = int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
-    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
+    int64_t window[4];
+    const int64_t plane = pool_window(t, ohw, ow, iw, ihw, window);
     if (kind == PoolKind::Max) {
       int64_t best = window[0];
       for (int q = 1; q < 4; ++q)
-        if (xp[window[q]] > xp[best]) best = window[q];  // the first of equal maxima
-      arg[t] = int32_t(best);
-      y[t] = xp[best];
-      if (ry) ry[t] = rx ? rx[p * ihw + best] : 0.f;
+        if (x[window[q]] > x[best]) best = window[q];  // the first of equal maxima
+      arg[t] = int32_t(best - plane);
+      y[t] = x[best];
+      if (ry) ry[t] = rx ? rx[best] : 0.f;
     } else {
       float s = 0.f, rs = 0.f;
       for (int q = 0; q < 4; ++q) {
-        s += xp[window[q]];
-        if (rx) rs += rx[p * ihw + window[q]];
+        s += x[window[q]];
+        if (rx) rs += rx[window[q]];
       }
       y[t] = s * 0.25f;
       if (ry) ry[t] = rs * 0.25f;
@@ -222,70 +247,52 @@ static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const f
                                          const int32_t* arg, float* dx, float* rdx, I n, int ih,
                                          int iw, int oh, int ow, bool accumulate) {
   const I ihw = I(ih) * I(iw), ohw = I(oh) * I(ow);
-  const auto put = [accumulate](float* to, int64_t e, float v) {
-    to[e] = accumulate ? to[e] + v : v;
-  };
   if (kind == PoolKind::Gap) {
     INDEX_LOOP(t, n) {
       const I p = t / ihw;
-      put(dx, t, dy[p] / float(ihw));
-      if (rdx) put(rdx, t, rdy[p] / float(ihw));
+      put(dx, t, dy[p] / float(ihw), accumulate);
+      if (rdx) put(rdx, t, rdy[p] / float(ihw), accumulate);
     }
     return;
   }
   INDEX_LOOP(t, n) {
-    const int64_t p = t / ohw;
-    const I o = t % ohw;
-    const int64_t base = p * ihw + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
-    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
-    if (kind == PoolKind::Max) {
-      const int64_t chosen = p * ihw + arg[t];
-      if (accumulate) {
-        dx[chosen] += dy[t];
-        if (rdx) rdx[chosen] += rdy[t];
-        continue;
-      }
-      for (int64_t e : window) {
-        dx[e] = e == chosen ? dy[t] : 0.f;
-        if (rdx) rdx[e] = e == chosen ? rdy[t] : 0.f;
-      }
+    int64_t window[4];
+    const int64_t plane = pool_window(t, ohw, ow, iw, int64_t(ihw), window);
+    const int64_t chosen = kind == PoolKind::Max ? plane + arg[t] : -1;
+    if (kind == PoolKind::Max && accumulate) {  // the other three entries stay as they are
+      dx[chosen] += dy[t];
+      if (rdx) rdx[chosen] += rdy[t];
       continue;
     }
     for (int64_t e : window) {
-      put(dx, e, 0.25f * dy[t]);
-      if (rdx) put(rdx, e, 0.25f * rdy[t]);
+      put(dx, e, pool_share(kind, e, chosen, dy[t]), accumulate);
+      if (rdx) put(rdx, e, pool_share(kind, e, chosen, rdy[t]), accumulate);
     }
   }
 }
 
 // A 2 x 2 pool's backward through the activation before it (cuda_plan.hpp's act_in_pool), the
-// windows covering the activation: each window entry's share of dy (what pool_backward_f32 would
-// store) times act'(z), into the activation's input gradient dz, and with the R-operator
-// rdz = act'(z) R{share} + act''(z) R{z} share, as act_backward_add_f32 computes them: the same
-// arithmetic without the activation's gradient in between.
+// windows covering the activation: each window entry's share of dy (pool_share, what
+// pool_backward_f32 would store) times act'(z), into the activation's input gradient dz, and with
+// the R-operator act_r_backward of the shares, as act_backward_add_f32 computes them: the same
+// arithmetic, by the same functions, without the activation's gradient in between.
 template <class I>
 static __global__ void pool_act_backward_f32(PoolKind kind, const float* dy, const float* rdy,
                                              const int32_t* arg, const float* z, const float* rz,
                                              float* dz, float* rdz, I n, int iw, int oh, int ow,
                                              Activation act, bool accumulate) {
   const I ohw = I(oh) * I(ow);
-  const int64_t ihw = 4 * int64_t(ohw);
   INDEX_LOOP(t, n) {
-    const int64_t p = t / ohw;
-    const I o = t % ohw;
-    const int64_t base = p * ihw + int64_t(2 * (o / I(ow))) * iw + 2 * (o % I(ow));
-    const int64_t window[4] = {base, base + 1, base + iw, base + iw + 1};
-    const int64_t chosen = kind == PoolKind::Max ? p * ihw + arg[t] : -1;
+    int64_t window[4];
+    const int64_t plane = pool_window(t, ohw, ow, iw, 4 * int64_t(ohw), window);
+    const int64_t chosen = kind == PoolKind::Max ? plane + arg[t] : -1;
     for (int64_t e : window) {
-      const float share = kind == PoolKind::Max ? (e == chosen ? dy[t] : 0.f) : 0.25f * dy[t];
+      const float share = pool_share(kind, e, chosen, dy[t]);
       const float d1 = activate_derivative(act, z[e]);
-      dz[e] = accumulate ? dz[e] + d1 * share : d1 * share;
-      if (!rdz) continue;
-      const float rshare =
-          kind == PoolKind::Max ? (e == chosen ? rdy[t] : 0.f) : 0.25f * rdy[t];
-      float r = d1 * rshare;
-      if (rz) r += activate_second_derivative(act, z[e]) * rz[e] * share;
-      rdz[e] = accumulate ? rdz[e] + r : r;
+      put(dz, e, d1 * share, accumulate);
+      if (rdz)
+        put(rdz, e, act_r_backward(act, z[e], d1, share, pool_share(kind, e, chosen, rdy[t]), rz, e),
+            accumulate);
     }
   }
 }
@@ -424,11 +431,12 @@ static __global__ void group_norm_backward_f32(const float* dy, const float* rdy
     const int64_t e = gi.at(q);
     const int c = gi.channel(q);
     const double d = (dxh_of(e, c) - a - double(xh[e]) * bb) / sigma;
-    dx[e] = accumulate ? dx[e] + float(d) : float(d);
-    if (!rdx) continue;
-    const float rd = float(-rsigma / sigma * d +
-                           (rdxh_of(e, c) - ra - double(rxh[e]) * bb - double(xh[e]) * rb) / sigma);
-    rdx[e] = accumulate ? rdx[e] + rd : rd;
+    put(dx, e, float(d), accumulate);
+    if (rdx)
+      put(rdx, e,
+          float(-rsigma / sigma * d +
+                (rdxh_of(e, c) - ra - double(rxh[e]) * bb - double(xh[e]) * rb) / sigma),
+          accumulate);
   }
 }
 
@@ -491,9 +499,8 @@ static ColumnGeometry geometry(const ConvShape& shape, int rows, const char* wha
 // launch of a column kernel indexes in 32 bits).
 template <class F>
 static void in_model_runs(int64_t per_model, int models, const char* what, F&& f) {
-  const int64_t limit = kIndexLimit;
   check_per_model(per_model, what);
-  const int per = int(std::min<int64_t>(models, limit / std::max<int64_t>(1, per_model)));
+  const int per = int(std::min<int64_t>(models, kIndexLimit / std::max<int64_t>(1, per_model)));
   for (int k0 = 0; k0 < models; k0 += per) {
     const int count = std::min(per, models - k0);
     f(k0, uint32_t(int64_t(count) * per_model));
@@ -528,10 +535,9 @@ void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, 
 }
 
 static void check_small(const ConvShape& shape, const char* what) {
-  const int kc = shape.cin * shape.kh * shape.kw;
-  if (kc > kSmallConv)
-    throw runtime_error(std::string(what) + ": " + std::to_string(kc) + " columns exceed " +
-                        std::to_string(kSmallConv));
+  if (!few_columns(shape))
+    throw runtime_error(std::string(what) + ": " + std::to_string(shape.cin * shape.kh * shape.kw) +
+                        " columns exceed " + std::to_string(kSmallConv));
 }
 
 void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,

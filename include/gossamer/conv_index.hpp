@@ -100,6 +100,7 @@ GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
 // Convolutions of few columns (kc <= kSmallConv: a first layer on the image, a 1 x 1 shortcut, a
 // small classifier) run without columns: each output column gathers its kc inputs itself.
 constexpr int kSmallConv = 32;
+inline bool few_columns(const ConvShape& c) { return c.cin * c.kh * c.kw <= kSmallConv; }
 
 // Where small_conv_column writes, each at model k's column n of channel 0 (channel c cols
 // further): y and, with the R-operator, ry; with a fused activation (a set), also the next node's
