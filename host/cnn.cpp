@@ -267,18 +267,19 @@ class Pass {
     const T* rscale = rdy ? m_v + n.conv.b_offset : nullptr;
     const int G = n.groups;
     const double size = group_size(n);
+    const auto dxh_of = [&](int c, int64_t e) { return double(dy(c, e)) * (1 + double(scale[c])); };
     for (int b = 0; b < m_b; ++b)
       for (int g = 0; g < G; ++g) {
         const double sigma = double(st[size_t(b * G + g)]);
         double a = 0, bb = 0;  // mean(dx^), mean(dx^ x^)
         each_in_group(n, b, g, [&](int c, int64_t e) {
-          const double dxh = double(dy(c, e)) * (1 + double(scale[c]));
+          const double dxh = dxh_of(c, e);
           a += dxh;
           bb += dxh * double(xh(c, e));
         });
         a /= size, bb /= size;
         const auto dx_of = [&](int c, int64_t e) {
-          return (double(dy(c, e)) * (1 + double(scale[c])) - a - double(xh(c, e)) * bb) / sigma;
+          return (dxh_of(c, e) - a - double(xh(c, e)) * bb) / sigma;
         };
         each_in_group(n, b, g, [&](int c, int64_t e) { ws.dy[size_t(j)](c, e) += T(dx_of(c, e)); });
         if (!rdy) continue;
@@ -288,9 +289,9 @@ class Pass {
         };
         double ra = 0, rb = 0;
         each_in_group(n, b, g, [&](int c, int64_t e) {
-          const double rdxh = rdxh_of(c, e), dxh = double(dy(c, e)) * (1 + double(scale[c]));
+          const double rdxh = rdxh_of(c, e);
           ra += rdxh;
-          rb += rdxh * double(xh(c, e)) + dxh * double(rxh(c, e));
+          rb += rdxh * double(xh(c, e)) + dxh_of(c, e) * double(rxh(c, e));
         });
         ra /= size, rb /= size;
         each_in_group(n, b, g, [&](int c, int64_t e) {
