@@ -200,10 +200,7 @@ struct BenchOptions {
 // fused paths gain on the same card.
 static void use_general_cnn_path(Simulation& sim) {
 #ifdef GOSSAMER_HAVE_CUDA
-  if (sim.backend->name().rfind("cuda", 0) != 0)
-    throw runtime_error("--cnn-general: the workload runs on " + sim.backend->name() +
-                        ", not on the CUDA backend");
-  CudaOptions options;
+  CudaOptions options;  // run_bench refused --cnn-general without --backend cuda
   options.cnn_fused = false;
   sim.backend.reset();  // one backend's buffers on the card at a time
   sim.backend = make_cuda_backend(backend_setup(sim), options);
