@@ -538,14 +538,11 @@ TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
     CNN_TWIN_OR_SKIP(t, shape);
     CudaOptions options{true, true};
     options.cnn_fused = false;
-    BackendSetup setup = backend_setup(*t->sim);
-    setup.perturbs = true;
-    const std::unique_ptr<Backend> general = make_cuda_backend(setup, options);
-    general->set_weights(t->cpu().weights());
-    general->set_curvature_subset(t->sim->curvature_subset);
+    CNN_TWIN_OR_SKIP(twin, shape, options);  // the same weights and data (make_twin's seeds)
+    Backend* general = twin->gpu.get();
     double worst = 0;
     for (int64_t step : {0, 1}) {
-      for (Backend* b : {t->gpu.get(), general.get()}) {
+      for (Backend* b : {t->gpu.get(), general}) {
         b->sample(step);
         b->local_gradient(true);
       }
