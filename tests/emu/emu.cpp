@@ -1,0 +1,278 @@
+// The emulated CUDA runtime and device language of tests/emu/include/cuda_runtime.h: host
+// memory, and a grid's blocks run in turn with each block's threads as fibers.
+//
+// A fiber is entered once by swapcontext and switched from then on by GCC's __builtin_setjmp /
+// __builtin_longjmp: unlike swapcontext they leave the signal mask alone, and unlike longjmp
+// AddressSanitizer does not intercept them, so a switch makes no system call. No fiber's frame is
+// ever abandoned (a fiber is suspended and resumed, never unwound), so AddressSanitizer needs no
+// word of the switches to check the heap, which is what the emulated tests ask of it.
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+
+namespace {
+
+cudaError_t g_last_error = cudaSuccess;
+
+}  // namespace
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  // 256-byte alignment, as cudaMalloc gives.
+  *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return cudaMalloc(ptr, bytes); }
+cudaError_t cudaFreeHost(void* ptr) { return cudaFree(ptr); }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  if (bytes) std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(ptr, value, bytes);
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  return e == cudaErrorInvalidConfiguration ? "invalid configuration argument (emulated launch)"
+                                            : "emulated CUDA runtime error";
+}
+const char* cublasGetStatusName(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_INVALID_VALUE";
+}
+const char* cublasGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "success" : "an invalid value (emulated GEMM)";
+}
+
+namespace gossamer_emu {
+
+Frame g_frame;
+
+namespace {
+
+constexpr int kWarp = 32;
+constexpr size_t kStackBytes = 128 * 1024;
+
+enum class State { Ready, AtBarrier, AtShuffle, Done };
+
+struct Fiber {
+  ucontext_t context;  // its first entry
+  void* resume[5];     // where it yielded (__builtin_setjmp)
+  bool started = false;
+  State state = State::Ready;
+  uint64_t value = 0;  // a shuffle's: this lane's value, then the source lane's
+  unsigned delta = 0;
+  int width = kWarp;
+};
+
+// The block being run: its fibers, their stacks (kept between launches) and the scheduler's.
+struct Block {
+  std::vector<Fiber> fibers;  // reserved for 1024 threads: a suspended fiber's references stay
+  std::vector<std::unique_ptr<char[]>> stacks;
+  void* scheduler[5];
+  ucontext_t entry;  // swapcontext's save of the scheduler on a fiber's first entry (not resumed)
+  int current = -1;
+  const std::function<void()>* body = nullptr;
+};
+Block g_block;
+
+// __builtin_longjmp may not share a function with its __builtin_setjmp. Not declared noreturn:
+// AddressSanitizer would call __asan_handle_no_return (a system call) before each jump, and
+// does so before a __builtin_longjmp it instruments.
+[[gnu::noinline, gnu::no_sanitize_address]] void jump(void** to) { __builtin_longjmp(to, 1); }
+
+// From the running fiber back to the scheduler; returns when the scheduler resumes it. The
+// functions that switch are not instrumented either: AddressSanitizer would unpoison the whole
+// stack (a system call and a memset) at each landing of a __builtin_setjmp.
+[[gnu::noinline, gnu::no_sanitize_address]] void to_scheduler(Fiber& f) {
+  if (!__builtin_setjmp(f.resume)) jump(g_block.scheduler);
+}
+
+// A fiber runs one thread of a block, then waits to run one of the next block, or launch.
+void fiber_main() {
+  for (;;) {
+    (*g_block.body)();
+    Fiber& f = g_block.fibers[size_t(g_block.current)];
+    f.state = State::Done;
+    to_scheduler(f);
+  }
+}
+
+void yield(State s) {
+  Fiber& f = g_block.fibers[size_t(g_block.current)];
+  f.state = s;
+  to_scheduler(f);
+}
+
+// From the scheduler to fiber t until it yields or finishes its thread.
+[[gnu::noinline, gnu::no_sanitize_address]] void resume(int t) {
+  Fiber& f = g_block.fibers[size_t(t)];
+  g_block.current = t;
+  if (__builtin_setjmp(g_block.scheduler)) return;  // it yielded or finished its thread
+  if (f.started) jump(f.resume);
+  f.started = true;
+  swapcontext(&g_block.entry, &f.context);
+}
+
+// Releases the warps whose live lanes all wait at a shuffle, each lane getting lane + delta's
+// value (its own where that is outside its width segment, as CUDA does); returns whether any.
+bool release_shuffles(int threads) {
+  bool any = false;
+  for (int w0 = 0; w0 < threads; w0 += kWarp) {
+    const int w1 = std::min(threads, w0 + kWarp);
+    bool all = true, some = false;
+    for (int t = w0; t < w1; ++t) {
+      const State s = g_block.fibers[size_t(t)].state;
+      all = all && (s == State::AtShuffle || s == State::Done);
+      some = some || s == State::AtShuffle;
+    }
+    if (!all || !some) continue;
+    std::vector<uint64_t> out(size_t(w1 - w0));
+    for (int t = w0; t < w1; ++t) {
+      const Fiber& f = g_block.fibers[size_t(t)];
+      if (f.state != State::AtShuffle) continue;
+      const int lane = t - w0, seg = lane / f.width * f.width;
+      const int src = lane + int(f.delta);
+      out[size_t(lane)] = f.value;
+      if (src < seg + f.width && w0 + src < w1) {
+        const Fiber& from = g_block.fibers[size_t(w0 + src)];
+        if (from.state != State::AtShuffle)
+          throw std::runtime_error("emulated shuffle: lane " + std::to_string(lane) +
+                                   " reads a lane that has exited");
+        out[size_t(lane)] = from.value;
+      }
+    }
+    for (int t = w0; t < w1; ++t) {
+      Fiber& f = g_block.fibers[size_t(t)];
+      if (f.state != State::AtShuffle) continue;
+      f.value = out[size_t(t - w0)];
+      f.state = State::Ready;
+    }
+    any = true;
+  }
+  return any;
+}
+
+void run_block(int threads) {
+  for (int t = 0; t < threads; ++t) {
+    Fiber& f = g_block.fibers[size_t(t)];
+    f.state = State::Ready;
+    if (f.started) continue;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = g_block.stacks[size_t(t)].get();
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;  // fiber_main never returns
+    makecontext(&f.context, fiber_main, 0);
+  }
+  const dim3 bd = g_frame.block_dim;
+  for (;;) {
+    bool ran = false;
+    for (int t = 0; t < threads; ++t) {
+      if (g_block.fibers[size_t(t)].state != State::Ready) continue;
+      g_frame.thread = {unsigned(t) % bd.x, unsigned(t) / bd.x % bd.y, unsigned(t) / (bd.x * bd.y)};
+      resume(t);
+      ran = true;
+    }
+    bool all_done = true, all_barrier = true;
+    for (int t = 0; t < threads; ++t) {
+      const State s = g_block.fibers[size_t(t)].state;
+      all_done = all_done && s == State::Done;
+      all_barrier = all_barrier && (s == State::AtBarrier || s == State::Done);
+    }
+    if (all_done) return;
+    if (release_shuffles(threads)) continue;
+    if (all_barrier) {
+      for (int t = 0; t < threads; ++t)
+        if (g_block.fibers[size_t(t)].state == State::AtBarrier)
+          g_block.fibers[size_t(t)].state = State::Ready;
+      continue;
+    }
+    if (!ran)
+      throw std::runtime_error(
+          "emulated block: its threads wait at different barriers or shuffles (a deadlock on a "
+          "GPU)");
+  }
+}
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 ||
+      grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    g_last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  if (g_block.body) throw std::logic_error("emulated launch inside a kernel");
+  g_block.fibers.reserve(1024);
+  while (g_block.stacks.size() < threads) {
+    g_block.stacks.emplace_back(new char[kStackBytes]);
+    g_block.fibers.emplace_back();
+  }
+  g_block.body = &body;
+  g_frame.block_dim = block;
+  g_frame.grid_dim = grid;
+  try {
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          g_frame.block = {x, y, z};
+          run_block(int(threads));
+        }
+  } catch (...) {  // the fibers stopped inside the failed block start afresh
+    for (Fiber& f : g_block.fibers) f.started = false;
+    g_block.body = nullptr;
+    throw;
+  }
+  g_block.body = nullptr;
+}
+
+void syncthreads() { yield(State::AtBarrier); }
+
+uint64_t shuffle_down(uint64_t bits, unsigned delta, int width) {
+  Fiber& f = g_block.fibers[size_t(g_block.current)];
+  f.value = bits;
+  f.delta = delta;
+  f.width = width;
+  yield(State::AtShuffle);
+  return g_block.fibers[size_t(g_block.current)].value;
+}
+
+}  // namespace gossamer_emu

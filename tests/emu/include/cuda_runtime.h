@@ -1,0 +1,131 @@
+// A CPU emulation of the part of the CUDA runtime and device language that the batched networks
+// (cuda/batched_net.cu, mlp*.cu, cnn*.cu, softmax_xent.cu) use, so that tests/CMakeLists.txt can
+// compile those very sources with the host compiler and test_emulated_cuda.cpp can check their
+// kernels' index arithmetic, fused paths and block reductions against float64 on any machine.
+//
+// How it runs: a launch `kernel<<<grid, block, shm, s>>>(args)` is rewritten at build time
+// (translate.cmake) to `kernel * ::gossamer_emu::Launch(grid, block, shm, s)(args)`; the blocks run
+// one after another, the threads of a block as fibers (ucontext) that switch only at
+// __syncthreads and at a warp's shuffle, so a __shared__ variable, here a static, is the running
+// block's shared memory. Memory is host memory and every call is synchronous.
+//
+// What it cannot show: speed, races between blocks or threads (nothing runs concurrently), the
+// memory model, and cuBLAS itself (gemm.cpp computes what gemm.cuh promises, in double). It is a
+// check of the kernels' logic, not a substitute for the GPU tests.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+};
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMallocHost(void** ptr, size_t bytes);
+cudaError_t cudaFreeHost(void* ptr);
+template <class T>
+cudaError_t cudaMalloc(T** ptr, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
+}
+template <class T>
+cudaError_t cudaMallocHost(T** ptr, size_t bytes) {
+  return cudaMallocHost(reinterpret_cast<void**>(ptr), bytes);
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t s = nullptr);
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t s = nullptr);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaGetLastError();
+cudaError_t cudaGetDevice(int* device);
+const char* cudaGetErrorName(cudaError_t e);
+const char* cudaGetErrorString(cudaError_t e);
+
+namespace gossamer_emu {
+
+// The running thread's indices and its launch's shape.
+struct Frame {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+extern Frame g_frame;
+
+// Runs body once a thread of the grid (blocks in turn, a block's threads as fibers); a launch
+// shape CUDA would refuse (no blocks, more than 1024 threads a block) sets the error
+// cudaGetLastError returns instead.
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+void syncthreads();
+// The warp's exchange behind __shfl_down_sync: this lane's value out, lane + delta's back.
+uint64_t shuffle_down(uint64_t bits, unsigned delta, int width);
+
+template <class... A>
+struct Pending {
+  dim3 grid, block;
+  std::tuple<A...> args;
+};
+
+struct Launch {
+  dim3 grid, block;
+  Launch(dim3 g, dim3 b, size_t = 0, cudaStream_t = nullptr) : grid(g), block(b) {}
+  template <class... A>
+  Pending<std::decay_t<A>...> operator()(A&&... a) const {
+    return {grid, block, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
+  }
+};
+
+template <class... P, class... A>
+void operator*(void (*kernel)(P...), Pending<A...>&& p) {
+  run_grid(p.grid, p.block, [&] { std::apply([&](const A&... a) { kernel(a...); }, p.args); });
+}
+
+}  // namespace gossamer_emu
+
+#define threadIdx (::gossamer_emu::g_frame.thread)
+#define blockIdx (::gossamer_emu::g_frame.block)
+#define blockDim (::gossamer_emu::g_frame.block_dim)
+#define gridDim (::gossamer_emu::g_frame.grid_dim)
+
+inline void __syncthreads() { ::gossamer_emu::syncthreads(); }
+
+template <class T>
+T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta, int width = 32) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = ::gossamer_emu::shuffle_down(bits, delta, width);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}

@@ -1,0 +1,190 @@
+// The CUDA batched CNN's own code (cuda/cnn.cu, cnn_kernels.cu, softmax_xent.cu, compiled for the
+// CPU against tests/emu: blocks in turn, threads as fibers, a double GEMM) against the float64 CPU
+// passes of host/cnn.cpp: logits, per-row losses, gradients and exact Hessian-vector products of
+// several models at once, with the fused paths (small convolutions without columns, fused
+// activations, stored gradients) and without them. What this cannot check (speed, races,
+// cuBLAS itself) is for the GPU tests (test_cuda_backend.cpp); what it can is every index, flag
+// and block reduction of those kernels, on every machine.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iterator>
+#include <tuple>
+
+#include "cnn.cuh"
+#include "cnn.hpp"
+#include "helpers.hpp"
+
+using namespace gossamer;
+using namespace gossamer::test_util;
+
+namespace {
+
+CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3, int stride = 1,
+                     int groups = 0) {
+  CnnLayerConfig l;
+  l.type = type, l.channels = channels, l.kernel = kernel, l.stride = stride, l.groups = groups;
+  return l;
+}
+
+struct Net {
+  const char* name;  // the test's
+  ModelSpec model;
+};
+
+// test_cuda_backend.cpp's networks on smaller images: every layer kind, both convolution paths
+// (few columns and im2col + GEMM), every fusion (an activation in its convolution, in a pool's
+// backward) and every case that keeps them off (an activation on the image, odd pools, a node
+// with two readers).
+const Net kNets[] = {
+    {"TanhStrided5x5OddPool",
+     ModelSpec::cnn(2, 12, 10,
+                    {layer("conv", 4), layer("act"), layer("maxpool"), layer("conv", 6, 5, 2),
+                     layer("act"), layer("avgpool"), layer("linear", 12), layer("act")},
+                    3, Activation::Tanh)},
+    {"GeluResidualGroupNorm",
+     ModelSpec::cnn(2, 8, 8,
+                    {layer("residual", 4), layer("groupnorm", 0, 3, 1, 2), layer("residual", 4),
+                     layer("residual", 8, 3, 2), layer("gap")},
+                    3, Activation::Gelu)},
+    {"TanhActivationOnTheImageFourPools",
+     ModelSpec::cnn(1, 20, 20,
+                    {layer("act"), layer("conv", 3, 1), layer("act"), layer("avgpool"),
+                     layer("groupnorm", 0, 3, 1, 1), layer("maxpool"), layer("maxpool"),
+                     layer("avgpool")},
+                    4, Activation::Tanh)},
+    {"ReluQuickstartLayers",
+     ModelSpec::cnn(1, 12, 12,
+                    {layer("conv", 16), layer("act"), layer("maxpool"), layer("residual", 32, 3, 2),
+                     layer("linear", 32), layer("act")},
+                    10, Activation::Relu)},
+};
+
+constexpr int kModels = 3, kRows = 3;
+
+// Three models' parameters, directions and rows in the backend's layouts (rows of W padded, the
+// padding NaN so that a read past d shows), and what host/cnn.cpp computes for each in float64.
+struct Case {
+  const ModelSpec& model;
+  int64_t ld, features;
+  std::vector<float> w, v, x;
+  std::vector<int32_t> y;
+  std::vector<double> logits, loss_sum, grad, hvp;  // [k][...]
+
+  explicit Case(const ModelSpec& m)
+      : model(m), ld(row_stride(m.dim, 4)), features(int64_t(m.image_c) * m.image_h * m.image_w) {
+    const std::vector<double> wd = random_normals(size_t(kModels * m.dim), 3, 1, 0.3);
+    const std::vector<double> vd = random_normals(size_t(kModels * m.dim), 3, 2, 1.0);
+    const std::vector<double> xd = random_normals(size_t(kModels * kRows * features), 3, 3, 1.0);
+    w.assign(size_t(kModels * ld), NAN);
+    v.assign(size_t(kModels * ld), NAN);
+    for (int k = 0; k < kModels; ++k)
+      for (int64_t i = 0; i < m.dim; ++i) {
+        w[size_t(k * ld + i)] = float(wd[size_t(k * m.dim + i)]);
+        v[size_t(k * ld + i)] = float(vd[size_t(k * m.dim + i)]);
+      }
+    x.assign(xd.begin(), xd.end());
+    for (int r = 0; r < kModels * kRows; ++r) y.push_back(int32_t((r * 7 + 2) % m.classes));
+    CnnWorkspace<double> ws;
+    std::vector<double> g(size_t(m.dim)), hv(size_t(m.dim));
+    for (int k = 0; k < kModels; ++k) {
+      // The float32 inputs exactly, in double.
+      const std::vector<double> wk(w.begin() + k * ld, w.begin() + k * ld + m.dim),
+          vk(v.begin() + k * ld, v.begin() + k * ld + m.dim),
+          xk(x.begin() + k * kRows * features, x.begin() + (k + 1) * kRows * features);
+      const ConstRowMap<double> xm(xk.data(), kRows, features);
+      const int32_t* yk = y.data() + k * kRows;
+      const RowMat<double>& z = cnn_logits(m, wk.data(), xm, ws);
+      logits.insert(logits.end(), z.data(), z.data() + z.size());
+      loss_sum.push_back(cnn_loss_grad(m, wk.data(), xm, yk, g.data(), ws).loss_sum);
+      grad.insert(grad.end(), g.begin(), g.end());
+      cnn_hvp(m, wk.data(), vk.data(), xm, yk, hv.data(), ws);
+      hvp.insert(hvp.end(), hv.begin(), hv.end());
+    }
+  }
+};
+
+// One model's d entries of each row of out [kModels][ld].
+std::vector<double> unpad(const std::vector<float>& out, int64_t ld, int64_t d) {
+  std::vector<double> r;
+  for (int k = 0; k < kModels; ++k) r.insert(r.end(), out.begin() + k * ld, out.begin() + k * ld + d);
+  return r;
+}
+
+std::vector<double> doubles(const std::vector<float>& a) { return {a.begin(), a.end()}; }
+
+// The batched network's passes on a Case, as the CUDA backend runs them: the buffers poisoned
+// (NaN) first, the loss scaled to the mean over the rows.
+struct Emulated {
+  const Case& c;
+  BatchedCnn net;
+  Gemm gemm{nullptr, MathMode::Fp32};
+  DeviceArray<float> w, v, x, out;
+  DeviceArray<int32_t> y;
+
+  Emulated(const Case& cs, bool fused)
+      : c(cs), net(cs.model, kModels * kRows, true, fused), w(cs.w), v(cs.v), x(cs.x),
+        out(cs.w.size()), y(cs.y) {
+    net.poison(nullptr);
+  }
+  ModelBatch models(bool r) const {
+    return {w.get(), c.ld, r ? v.get() : nullptr, r ? c.ld : 0, kModels};
+  }
+  RowBatch rows() const { return {x.get(), kRows * c.features, y.get(), kRows, kRows}; }
+  // dL/dw (r: H v) of every model into out: out = beta out + the pass's result.
+  void pass(bool r, float beta = 0.f) {
+    net.forward(models(r), rows(), gemm, nullptr);
+    net.loss(models(r), rows(), 1.f / kRows, nullptr);
+    net.backward(models(r), rows(), out.get(), c.ld, beta, gemm, nullptr);
+  }
+  std::vector<float> logits() {
+    std::vector<float> z(size_t(kModels * kRows * c.model.classes));
+    cudaMemcpy(z.data(), net.logits(), z.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    return z;
+  }
+  std::vector<double> loss_sums() {
+    std::vector<float> l(size_t(kModels * kRows));
+    cudaMemcpy(l.data(), net.row_loss(), l.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    std::vector<double> s(kModels, 0.0);
+    for (size_t i = 0; i < l.size(); ++i) s[i / kRows] += l[i];
+    return s;
+  }
+};
+
+// A network of kNets, the fused paths on or off.
+class EmulatedCudaCnn : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+
+TEST_P(EmulatedCudaCnn, LogitsGradientsAndHvpsMatchFloat64) {
+  const auto [net, fused] = GetParam();
+  const Case c(kNets[net].model);
+  Emulated e(c, fused);
+  e.net.forward(e.models(false), e.rows(), e.gemm, nullptr);
+  EXPECT_LT(rel_err(doubles(e.logits()), c.logits), 1e-5);
+  e.net.loss(e.models(false), e.rows(), 1.f / kRows, nullptr);
+  EXPECT_LT(rel_err(e.loss_sums(), c.loss_sum), 1e-5);
+
+  e.out.poison();  // every parameter's gradient is written
+  e.pass(false);
+  const double eg = rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), c.grad);
+  EXPECT_LT(eg, 1e-5);
+  e.out.poison();
+  e.pass(true);
+  const double eh = rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), c.hvp);
+  EXPECT_LT(eh, 1e-4);
+  std::printf("gradients %.2e, HVPs %.2e\n", eg, eh);
+
+  // beta: out = 0.5 out + H v, every parameter once.
+  e.pass(true, 0.5f);
+  std::vector<double> twice = c.hvp;
+  for (double& t : twice) t *= 1.5;
+  EXPECT_LT(rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), twice), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaCnn,
+                         ::testing::Combine(::testing::Range(0, int(std::size(kNets))), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(kNets[std::get<0>(info.param)].name) +
+                                  (std::get<1>(info.param) ? "Fused" : "General");
+                         });
+
+}  // namespace
