@@ -1,8 +1,9 @@
-// The CUDA batched CNN's own code (cuda/cnn.cu, cnn_kernels.cu, softmax_xent.cu, compiled for the
-// CPU against tests/emu: blocks in turn, threads as fibers, a double GEMM) against the float64 CPU
-// passes of host/cnn.cpp: logits, per-row losses, gradients and exact Hessian-vector products of
-// several models at once, with the fused paths (small convolutions without columns, fused
-// activations, stored gradients) and without them. What this cannot check (speed, races,
+// The CUDA batched networks' own code (cuda/batched_net.cu, cnn.cu, cnn_kernels.cu, mlp.cu,
+// mlp_kernels.cu, softmax_xent.cu, compiled for the CPU against tests/emu: blocks in turn, threads
+// as fibers, a double GEMM) against the float64 CPU passes of host/cnn.cpp and host/mlp.cpp:
+// logits, per-row losses, gradients and exact Hessian-vector products of several models at once;
+// the CNN with its fused paths (small convolutions without columns, fused activations, stored
+// gradients) and without them. What this cannot check (speed, races,
 // cuBLAS itself) is for the GPU tests (test_cuda_backend.cpp); what it can is every index, flag
 // and block reduction of those kernels, on every machine.
 #include <gtest/gtest.h>
@@ -11,9 +12,9 @@
 #include <iterator>
 #include <tuple>
 
-#include "cnn.cuh"
-#include "cnn.hpp"
+#include "batched_net.cuh"
 #include "helpers.hpp"
+#include "network.hpp"
 
 using namespace gossamer;
 using namespace gossamer::test_util;
@@ -58,12 +59,13 @@ const Net kNets[] = {
                     {layer("conv", 16), layer("act"), layer("maxpool"), layer("residual", 32, 3, 2),
                      layer("linear", 32), layer("act")},
                     10, Activation::Relu)},
+    {"MlpGelu", ModelSpec::mlp(37, {19, 11}, 5, Activation::Gelu)},
 };
 
 constexpr int kModels = 3, kRows = 3;
 
 // Three models' parameters, directions and rows in the backend's layouts (rows of W padded, the
-// padding NaN so that a read past d shows), and what host/cnn.cpp computes for each in float64.
+// padding NaN so that a read past d shows), and what the CPU passes compute for each in float64.
 struct Case {
   const ModelSpec& model;
   int64_t ld, features;
@@ -72,7 +74,7 @@ struct Case {
   std::vector<double> logits, loss_sum, grad, hvp;  // [k][...]
 
   explicit Case(const ModelSpec& m)
-      : model(m), ld(row_stride(m.dim, 4)), features(int64_t(m.image_c) * m.image_h * m.image_w) {
+      : model(m), ld(row_stride(m.dim, 4)), features(m.input) {
     const std::vector<double> wd = random_normals(size_t(kModels * m.dim), 3, 1, 0.3);
     const std::vector<double> vd = random_normals(size_t(kModels * m.dim), 3, 2, 1.0);
     const std::vector<double> xd = random_normals(size_t(kModels * kRows * features), 3, 3, 1.0);
@@ -85,7 +87,7 @@ struct Case {
       }
     x.assign(xd.begin(), xd.end());
     for (int r = 0; r < kModels * kRows; ++r) y.push_back(int32_t((r * 7 + 2) % m.classes));
-    CnnWorkspace<double> ws;
+    NetWorkspace<double> ws;
     std::vector<double> g(size_t(m.dim)), hv(size_t(m.dim));
     for (int k = 0; k < kModels; ++k) {
       // The float32 inputs exactly, in double.
@@ -94,11 +96,11 @@ struct Case {
           xk(x.begin() + k * kRows * features, x.begin() + (k + 1) * kRows * features);
       const ConstRowMap<double> xm(xk.data(), kRows, features);
       const int32_t* yk = y.data() + k * kRows;
-      const RowMat<double>& z = cnn_logits(m, wk.data(), xm, ws);
+      const RowMat<double>& z = net_logits(m, wk.data(), xm, ws);
       logits.insert(logits.end(), z.data(), z.data() + z.size());
-      loss_sum.push_back(cnn_loss_grad(m, wk.data(), xm, yk, g.data(), ws).loss_sum);
+      loss_sum.push_back(net_loss_grad(m, wk.data(), xm, yk, g.data(), ws).loss_sum);
       grad.insert(grad.end(), g.begin(), g.end());
-      cnn_hvp(m, wk.data(), vk.data(), xm, yk, hv.data(), ws);
+      net_hvp(m, wk.data(), vk.data(), xm, yk, hv.data(), ws);
       hvp.insert(hvp.end(), hv.begin(), hv.end());
     }
   }
@@ -117,15 +119,15 @@ std::vector<double> doubles(const std::vector<float>& a) { return {a.begin(), a.
 // (NaN) first, the loss scaled to the mean over the rows.
 struct Emulated {
   const Case& c;
-  BatchedCnn net;
+  std::unique_ptr<BatchedNet> net;
   Gemm gemm{nullptr, MathMode::Fp32};
   DeviceArray<float> w, v, x, out;
   DeviceArray<int32_t> y;
 
   Emulated(const Case& cs, bool fused)
-      : c(cs), net(cs.model, kModels * kRows, true, fused), w(cs.w), v(cs.v), x(cs.x),
-        out(cs.w.size()), y(cs.y) {
-    net.poison(nullptr);
+      : c(cs), net(make_batched_net(cs.model, kModels * kRows, true, fused)), w(cs.w), v(cs.v),
+        x(cs.x), out(cs.w.size()), y(cs.y) {
+    net->poison(nullptr);
   }
   ModelBatch models(bool r) const {
     return {w.get(), c.ld, r ? v.get() : nullptr, r ? c.ld : 0, kModels};
@@ -133,34 +135,34 @@ struct Emulated {
   RowBatch rows() const { return {x.get(), kRows * c.features, y.get(), kRows, kRows}; }
   // dL/dw (r: H v) of every model into out: out = beta out + the pass's result.
   void pass(bool r, float beta = 0.f) {
-    net.forward(models(r), rows(), gemm, nullptr);
-    net.loss(models(r), rows(), 1.f / kRows, nullptr);
-    net.backward(models(r), rows(), out.get(), c.ld, beta, gemm, nullptr);
+    net->forward(models(r), rows(), gemm, nullptr);
+    net->loss(models(r), rows(), 1.f / kRows, nullptr);
+    net->backward(models(r), rows(), out.get(), c.ld, beta, gemm, nullptr);
   }
   std::vector<float> logits() {
     std::vector<float> z(size_t(kModels * kRows * c.model.classes));
-    cudaMemcpy(z.data(), net.logits(), z.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(z.data(), net->logits(), z.size() * sizeof(float), cudaMemcpyDeviceToHost);
     return z;
   }
   std::vector<double> loss_sums() {
     std::vector<float> l(size_t(kModels * kRows));
-    cudaMemcpy(l.data(), net.row_loss(), l.size() * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaMemcpy(l.data(), net->row_loss(), l.size() * sizeof(float), cudaMemcpyDeviceToHost);
     std::vector<double> s(kModels, 0.0);
     for (size_t i = 0; i < l.size(); ++i) s[i / kRows] += l[i];
     return s;
   }
 };
 
-// A network of kNets, the fused paths on or off.
-class EmulatedCudaCnn : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+// A network of kNets, the CNN's fused paths on or off.
+class EmulatedCudaNet : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
-TEST_P(EmulatedCudaCnn, LogitsGradientsAndHvpsMatchFloat64) {
+TEST_P(EmulatedCudaNet, LogitsGradientsAndHvpsMatchFloat64) {
   const auto [net, fused] = GetParam();
   const Case c(kNets[net].model);
   Emulated e(c, fused);
-  e.net.forward(e.models(false), e.rows(), e.gemm, nullptr);
+  e.net->forward(e.models(false), e.rows(), e.gemm, nullptr);
   EXPECT_LT(rel_err(doubles(e.logits()), c.logits), 1e-5);
-  e.net.loss(e.models(false), e.rows(), 1.f / kRows, nullptr);
+  e.net->loss(e.models(false), e.rows(), 1.f / kRows, nullptr);
   EXPECT_LT(rel_err(e.loss_sums(), c.loss_sum), 1e-5);
 
   e.out.poison();  // every parameter's gradient is written
@@ -180,11 +182,22 @@ TEST_P(EmulatedCudaCnn, LogitsGradientsAndHvpsMatchFloat64) {
   EXPECT_LT(rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), twice), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaCnn,
-                         ::testing::Combine(::testing::Range(0, int(std::size(kNets))), ::testing::Bool()),
+// Each network, a CNN with the fused paths on and off.
+std::vector<std::tuple<int, bool>> net_cases() {
+  std::vector<std::tuple<int, bool>> cases;
+  for (int i = 0; i < int(std::size(kNets)); ++i) {
+    if (kNets[i].model.kind == ModelKind::Cnn) cases.emplace_back(i, false);
+    cases.emplace_back(i, true);
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaNet, ::testing::ValuesIn(net_cases()),
                          [](const auto& info) {
-                           return std::string(kNets[std::get<0>(info.param)].name) +
-                                  (std::get<1>(info.param) ? "Fused" : "General");
+                           const Net& n = kNets[std::get<0>(info.param)];
+                           const bool fused = std::get<1>(info.param);
+                           return std::string(n.name) + (n.model.kind != ModelKind::Cnn ? ""
+                                                         : fused ? "Fused" : "General");
                          });
 
 }  // namespace
