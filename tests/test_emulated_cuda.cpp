@@ -72,6 +72,7 @@ struct Case {
   std::vector<float> w, v, x;
   std::vector<int32_t> y;
   std::vector<double> logits, loss_sum, grad, hvp;  // [k][...]
+  std::vector<double> shared_hvp;  // [k]: H v_k at model 0's point on model 0's rows
 
   explicit Case(const ModelSpec& m)
       : model(m), ld(row_stride(m.dim, 4)), features(m.input) {
@@ -102,6 +103,10 @@ struct Case {
       grad.insert(grad.end(), g.begin(), g.end());
       net_hvp(m, wk.data(), vk.data(), xm, yk, hv.data(), ws);
       hvp.insert(hvp.end(), hv.begin(), hv.end());
+      const std::vector<double> w0(w.begin(), w.begin() + m.dim), x0(x.begin(), x.begin() + kRows * features);
+      net_hvp(m, w0.data(), vk.data(), ConstRowMap<double>(x0.data(), kRows, features), y.data(),
+              hv.data(), ws);
+      shared_hvp.insert(shared_hvp.end(), hv.begin(), hv.end());
     }
   }
 };
@@ -123,6 +128,7 @@ struct Emulated {
   Gemm gemm{nullptr, MathMode::Fp32};
   DeviceArray<float> w, v, x, out;
   DeviceArray<int32_t> y;
+  bool shared = false;  // one point and one chunk of rows for every model (strides 0)
 
   Emulated(const Case& cs, bool fused)
       : c(cs), net(make_batched_net(cs.model, kModels * kRows, true, fused)), w(cs.w), v(cs.v),
@@ -130,9 +136,11 @@ struct Emulated {
     net->poison(nullptr);
   }
   ModelBatch models(bool r) const {
-    return {w.get(), c.ld, r ? v.get() : nullptr, r ? c.ld : 0, kModels};
+    return {w.get(), shared ? 0 : c.ld, r ? v.get() : nullptr, r ? c.ld : 0, kModels};
   }
-  RowBatch rows() const { return {x.get(), kRows * c.features, y.get(), kRows, kRows}; }
+  RowBatch rows() const {
+    return {x.get(), shared ? 0 : kRows * c.features, y.get(), shared ? 0 : kRows, kRows};
+  }
   // dL/dw (r: H v) of every model into out: out = beta out + the pass's result.
   void pass(bool r, float beta = 0.f) {
     net->forward(models(r), rows(), gemm, nullptr);
@@ -180,6 +188,12 @@ TEST_P(EmulatedCudaNet, LogitsGradientsAndHvpsMatchFloat64) {
   std::vector<double> twice = c.hvp;
   for (double& t : twice) t *= 1.5;
   EXPECT_LT(rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), twice), 1e-4);
+
+  // The curvature's batches: one point and one chunk of rows, a direction a model.
+  e.shared = true;
+  e.out.poison();
+  e.pass(true);
+  EXPECT_LT(rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), c.shared_hvp), 1e-4);
 }
 
 // Each network, a CNN with the fused paths on and off.
