@@ -88,6 +88,15 @@ Frame g_frame;
 namespace {
 
 constexpr int kWarp = 32;
+// The order blocks, and a block's threads between barriers, run in. A kernel must not depend on
+// it (a GPU promises none): the AddressSanitizer build runs them last to first
+// (GOSSAMER_EMU_REVERSED), so that a read of another thread's write without a barrier between
+// them, or of another block's, gives a different result in one of the two builds.
+#if defined(GOSSAMER_EMU_REVERSED)
+constexpr bool kReversed = true;
+#else
+constexpr bool kReversed = false;
+#endif
 constexpr size_t kStackBytes = 128 * 1024;
 
 enum class State { Ready, AtBarrier, AtShuffle, Done };
@@ -204,7 +213,8 @@ void run_block(int threads) {
   const dim3 bd = g_frame.block_dim;
   for (;;) {
     bool ran = false;
-    for (int t = 0; t < threads; ++t) {
+    for (int i = 0; i < threads; ++i) {
+      const int t = kReversed ? threads - 1 - i : i;
       if (g_block.fibers[size_t(t)].state != State::Ready) continue;
       g_frame.thread = {unsigned(t) % bd.x, unsigned(t) / bd.x % bd.y, unsigned(t) / (bd.x * bd.y)};
       resume(t);
@@ -250,12 +260,13 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   g_frame.block_dim = block;
   g_frame.grid_dim = grid;
   try {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x) {
-          g_frame.block = {x, y, z};
-          run_block(int(threads));
-        }
+    const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+    for (uint64_t i = 0; i < blocks; ++i) {
+      const uint64_t b = kReversed ? blocks - 1 - i : i;
+      g_frame.block = {unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
+                       unsigned(b / (uint64_t(grid.x) * grid.y))};
+      run_block(int(threads));
+    }
   } catch (...) {  // the fibers stopped inside the failed block start afresh
     for (Fiber& f : g_block.fibers) f.started = false;
     g_block.body = nullptr;
