@@ -16,6 +16,7 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
 #include "gossamer/simulation.hpp"
@@ -77,6 +78,17 @@ inline nlohmann::json seven_workers(const nlohmann::json& patch) {
   merge(c, patch);
   return c;
 }
+
+// Whether the GPU the suites see is the CPU emulation of tests/emu (gossamer_emulated_backend_tests),
+// where the tests that train for hundreds of steps or evaluate whole data sets take minutes: they
+// skip there, saying so, and run on a GPU.
+inline bool emulated_device() {
+  static const DeviceList list = list_devices();
+  return !list.devices.empty() && list.devices[0].name.find("emulated") != std::string::npos;
+}
+#define SKIP_ON_THE_EMULATED_DEVICE()                                                      \
+  if (::gossamer::test_util::emulated_device())                                            \
+  GTEST_SKIP() << "minutes on the emulated device (tests/emu); the GPU suites run it there"
 
 // n draws of scale N(0, 1) from Philox stream (seed, Data, stream): test inputs, never zeros.
 inline std::vector<double> random_normals(size_t n, uint64_t seed, uint32_t stream, double scale) {

@@ -498,6 +498,7 @@ TEST_F(CudaBackendTest, CnnGradientsAndStepsMatchTheCpu) {
 // Exact HVPs through every layer (shared point and a point a direction), the subset's loss and
 // gradient, and the evaluations (every worker and w-bar on both splits).
 TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& shape : kCnnShapes) {
     SCOPED_TRACE(shape["model"].dump());
     CNN_TWIN_OR_SKIP(t, shape);
@@ -533,6 +534,7 @@ TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
 // float32 rounding: where the CPU agreement fails and this passes, the layers' algebra is at
 // fault, not the fused kernels; and the other way round.
 TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& shape : kCnnShapes) {
     SCOPED_TRACE(shape["model"].dump());
     CNN_TWIN_OR_SKIP(t, shape);
@@ -567,6 +569,7 @@ TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
 // cosine schedule): the losses, the consensus distance and the accuracy agree to the
 // tolerances below, and the CUDA backend was the one that ran.
 TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   json finals[2];
   for (int i = 0; i < 2; ++i) {
     std::string log;
@@ -617,6 +620,7 @@ TEST_F(CudaBackendTest, SavedStateResumesBitForBit) {
 // The end-to-end check: 100 steps of the quickstart (Fashion-MNIST, 16 workers, ring)
 // through the trainer on each backend agree to 1e-3 in loss and consensus distance.
 TEST_F(CudaBackendTest, QuickstartHundredStepsAgreeWithTheCpu) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   json finals[2];
   for (int i = 0; i < 2; ++i)
     finals[i] = trainer_final(i == 0 ? "cpu" : "cuda", "quickstart.json",

@@ -95,6 +95,7 @@ class CudaShardTest : public ::testing::Test {
 }  // namespace
 
 TEST_F(CudaShardTest, ShardsOnOneGpuAgreeWithOneShardAfterAHundredSteps) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& c : kCases) {
     const Snapshot one = run(c, {}, "auto");
     for (const std::vector<int>& devices : {std::vector<int>{0, 0}, {0, 0, 0}, {0, 0, 0, 0}}) {
@@ -105,6 +106,7 @@ TEST_F(CudaShardTest, ShardsOnOneGpuAgreeWithOneShardAfterAHundredSteps) {
 }
 
 TEST_F(CudaShardTest, NcclWithOneRankAgreesWithOneShard) {
+  SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& c : {kCases[0], kCases[5], kCases[9]}) {
     SCOPED_TRACE(c.dump());
     Gpu g = make_gpu(c, {0}, "nccl");
