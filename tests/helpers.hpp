@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include <filesystem>
 #include <functional>
@@ -81,14 +82,14 @@ inline nlohmann::json seven_workers(const nlohmann::json& patch) {
 
 // Whether the GPU the suites see is the CPU emulation of tests/emu (gossamer_emulated_backend_tests),
 // where the tests that train for hundreds of steps or evaluate whole data sets take minutes: they
-// skip there, saying so, and run on a GPU.
+// skip there, saying so, unless GOSSAMER_EMULATED_LONG is set, and run on a GPU.
 inline bool emulated_device() {
   static const DeviceList list = list_devices();
   return !list.devices.empty() && list.devices[0].name.find("emulated") != std::string::npos;
 }
-#define SKIP_ON_THE_EMULATED_DEVICE()                                                      \
-  if (::gossamer::test_util::emulated_device())                                            \
-  GTEST_SKIP() << "minutes on the emulated device (tests/emu); the GPU suites run it there"
+#define SKIP_ON_THE_EMULATED_DEVICE()                                                          \
+  if (::gossamer::test_util::emulated_device() && !std::getenv("GOSSAMER_EMULATED_LONG"))      \
+  GTEST_SKIP() << "minutes on the emulated device (tests/emu; GOSSAMER_EMULATED_LONG=1 runs it)"
 
 // n draws of scale N(0, 1) from Philox stream (seed, Data, stream): test inputs, never zeros.
 inline std::vector<double> random_normals(size_t n, uint64_t seed, uint32_t stream, double scale) {
