@@ -1,11 +1,11 @@
 // The CUDA batched networks' own code (cuda/batched_net.cu, cnn.cu, cnn_kernels.cu, mlp.cu,
-// mlp_kernels.cu, softmax_xent.cu, compiled for the CPU against tests/emu: blocks in turn, threads
-// as fibers, a double GEMM) against the float64 CPU passes of host/cnn.cpp and host/mlp.cpp:
-// logits, per-row losses, gradients and exact Hessian-vector products of several models at once;
-// the CNN with its fused paths (small convolutions without columns, fused activations, stored
-// gradients) and without them. What this cannot check (speed, races,
-// cuBLAS itself) is for the GPU tests (test_cuda_backend.cpp); what it can is every index, flag
-// and block reduction of those kernels, on every machine.
+// mlp_kernels.cu, softmax_xent.cu, gemm.cu, compiled for the CPU against tests/emu: blocks in turn,
+// threads as fibers, cuBLAS's GEMM in double) against the float64 CPU passes of host/cnn.cpp and
+// host/mlp.cpp: logits, per-row losses, gradients and exact Hessian-vector products of several
+// models at once, and the curvature's shared-point batches; the CNN with its fused paths (small
+// convolutions without columns, fused activations, stored gradients) and without them. What this
+// cannot check (speed, races, cuBLAS itself) is for the GPU suites on a GPU; what it can is every
+// index, flag and block reduction of those kernels, on every machine.
 #include <gtest/gtest.h>
 
 #include <cmath>

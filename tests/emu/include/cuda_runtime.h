@@ -1,17 +1,18 @@
-// A CPU emulation of the part of the CUDA runtime and device language that the batched networks
-// (cuda/batched_net.cu, mlp*.cu, cnn*.cu, softmax_xent.cu) use, so that tests/CMakeLists.txt can
-// compile those very sources with the host compiler and test_emulated_cuda.cpp can check their
-// kernels' index arithmetic, fused paths and block reductions against float64 on any machine.
+// A CPU emulation of the CUDA runtime and device language, as much of them as gossamer's CUDA part
+// (cuda/*.cu) uses, so that tests/CMakeLists.txt can compile those very sources with the host
+// compiler and run their kernels and the backend on any machine (docs/ARCHITECTURE.md, "Checking
+// without a GPU"); cublas_v2.h and nccl.h beside it do the same for the libraries.
 //
 // How it runs: a launch `kernel<<<grid, block, shm, s>>>(args)` is rewritten at build time
 // (translate.cmake) to `kernel * ::gossamer_emu::Launch(grid, block, shm, s)(args)`; the blocks run
-// one after another, the threads of a block as fibers (ucontext) that switch only at
-// __syncthreads and at a warp's shuffle, so a __shared__ variable, here a static, is the running
-// block's shared memory. Memory is host memory and every call is synchronous.
+// one after another, the threads of a block as fibers that switch only at __syncthreads and at a
+// warp's shuffle, so a __shared__ variable, here a static, is the running block's shared memory.
+// Memory is host memory, every call is synchronous and streams and events only keep order; a
+// stream capture records the work and a graph launch runs the record.
 //
 // What it cannot show: speed, races between blocks or threads (nothing runs concurrently), the
-// memory model, and cuBLAS itself (gemm.cpp computes what gemm.cuh promises, in double). It is a
-// check of the kernels' logic, not a substitute for the GPU tests.
+// memory model, launch limits beyond the grid's shape, and cuBLAS's and NCCL's own behaviour. It
+// checks the CUDA code's logic; it is no substitute for the GPU suites on a GPU.
 #pragma once
 #include <cmath>
 #include <cstddef>
