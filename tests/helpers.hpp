@@ -91,6 +91,23 @@ inline bool emulated_device() {
   if (::gossamer::test_util::emulated_device() && !std::getenv("GOSSAMER_EMULATED_LONG"))      \
   GTEST_SKIP() << "minutes on the emulated device (tests/emu; GOSSAMER_EMULATED_LONG=1 runs it)"
 
+// A layer of a CNN's list (model.layers): conv / residual (channels, kernel, stride), linear
+// (channels: outputs), act, pools, gap; groupnorm(groups).
+inline CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3,
+                            int stride = 1) {
+  CnnLayerConfig l;
+  l.type = type;
+  l.channels = channels;
+  l.kernel = kernel;
+  l.stride = stride;
+  return l;
+}
+inline CnnLayerConfig groupnorm(int groups) {
+  CnnLayerConfig l = layer("groupnorm");
+  l.groups = groups;
+  return l;
+}
+
 // n draws of scale N(0, 1) from Philox stream (seed, Data, stream): test inputs, never zeros.
 inline std::vector<double> random_normals(size_t n, uint64_t seed, uint32_t stream, double scale) {
   std::vector<double> v(n);

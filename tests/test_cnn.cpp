@@ -21,21 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3, int stride = 1) {
-  CnnLayerConfig l;
-  l.type = type;
-  l.channels = channels;
-  l.kernel = kernel;
-  l.stride = stride;
-  return l;
-}
-
-CnnLayerConfig groupnorm(int groups) {
-  CnnLayerConfig l = layer("groupnorm");
-  l.groups = groups;
-  return l;
-}
-
 std::vector<double> normals(size_t n, uint32_t stream, double scale) {
   return random_normals(n, 29, stream, scale);
 }

@@ -21,13 +21,6 @@ using namespace gossamer::test_util;
 
 namespace {
 
-CnnLayerConfig layer(const std::string& type, int channels = 0, int kernel = 3, int stride = 1,
-                     int groups = 0) {
-  CnnLayerConfig l;
-  l.type = type, l.channels = channels, l.kernel = kernel, l.stride = stride, l.groups = groups;
-  return l;
-}
-
 struct Net {
   const char* name;  // the test's
   ModelSpec model;
@@ -45,13 +38,13 @@ const Net kNets[] = {
                     3, Activation::Tanh)},
     {"GeluResidualGroupNorm",
      ModelSpec::cnn(2, 8, 8,
-                    {layer("residual", 4), layer("groupnorm", 0, 3, 1, 2), layer("residual", 4),
+                    {layer("residual", 4), groupnorm(2), layer("residual", 4),
                      layer("residual", 8, 3, 2), layer("gap")},
                     3, Activation::Gelu)},
     {"TanhActivationOnTheImageFourPools",
      ModelSpec::cnn(1, 20, 20,
                     {layer("act"), layer("conv", 3, 1), layer("act"), layer("avgpool"),
-                     layer("groupnorm", 0, 3, 1, 1), layer("maxpool"), layer("maxpool"),
+                     groupnorm(1), layer("maxpool"), layer("maxpool"),
                      layer("avgpool")},
                     4, Activation::Tanh)},
     {"ReluQuickstartLayers",
