@@ -246,20 +246,18 @@ Block g_block;
   if (!__builtin_setjmp(f.resume)) jump(g_block.scheduler);
 }
 
-// A fiber runs one thread of a block, then waits to run one of the next block, or launch.
-void fiber_main() {
-  for (;;) {
-    (*g_block.body)();
-    Fiber& f = g_block.fibers[size_t(g_block.current)];
-    f.state = State::Done;
-    to_scheduler(f);
-  }
-}
-
 void yield(State s) {
   Fiber& f = g_block.fibers[size_t(g_block.current)];
   f.state = s;
   to_scheduler(f);
+}
+
+// A fiber runs one thread of a block, then waits to run one of the next block, or launch.
+void fiber_main() {
+  for (;;) {
+    (*g_block.body)();
+    yield(State::Done);
+  }
 }
 
 // From the scheduler to fiber t until it yields or finishes its thread.
