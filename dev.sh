@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(cmake g++ make pkg-config nlohmann-json3-dev libcli11-dev libeigen3-dev zlib1g-dev libgtest-dev
+PACKAGES=(cmake g++ make binutils pkg-config nlohmann-json3-dev libcli11-dev libeigen3-dev zlib1g-dev libgtest-dev
           dataset-fashion-mnist python3-matplotlib python3-numpy time)
 
 install_missing() {

@@ -36,12 +36,14 @@
 #include "gossamer/trainer.hpp"
 #include "gossamer/transport.hpp"
 #include "gossamer/model.hpp"
+#include "workloads.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
 #endif
 
 using namespace gossamer;
 using nlohmann::json;
+using gossamer_bench::workload;
 
 namespace {
 
@@ -83,65 +85,6 @@ Ceilings measure_ceilings(int repeats) {
   Eigen::MatrixXf x = Eigen::MatrixXf::Random(n, n), y = Eigen::MatrixXf::Random(n, n), z(n, n);
   const double g = median_seconds([&] { z.noalias() = x * y; }, repeats);
   c.gemm_gflops = 2.0 * n * n * double(n) / g / 1e9;
-  return c;
-}
-
-// (a) and (b) of the CUDA backend issue, the quickstart's shape, and one point of the scaling
-// series (c): "m<N>" is N workers of 784-128-10, per-worker batch 32, ring, every worker
-// sampling one shared set of 16,384 samples. Synthetic data of the MNIST shape (only shapes
-// matter for timing).
-json workload(const std::string& name, const std::string& backend) {
-  json c = {
-      {"backend", backend},
-      {"data",
-       {{"dataset", "synthetic"},
-        {"synthetic", {{"features", 784}, {"classes", 10}, {"train", 16384}, {"test", 1024}}}}},
-      {"train", {{"steps", 10}}},
-      {"curvature", {{"samples", 1024}}}};
-  if (name == "a") {
-    c.merge_patch({{"workers", 64},
-                   {"model", {{"hidden", {256, 256}}}},
-                   {"optimizer", {{"batch_size", 64}, {"momentum", 0.9}}},
-                   {"topology", {{"name", "ring"}}}});
-  } else if (name == "b") {
-    c.merge_patch({{"workers", 1024},
-                   {"model", {{"hidden", {128}}}},
-                   {"optimizer", {{"batch_size", 32}}},
-                   {"topology", {{"name", "exponential"}}}});
-  } else if (name == "quickstart") {
-    c.merge_patch({{"workers", 16},
-                   {"model", {{"hidden", {128}}}},
-                   {"optimizer", {{"batch_size", 32}}},
-                   {"topology", {{"name", "ring"}}}});
-  } else if (name == "c" || name == "c1024") {
-    // Workload (c): the CNN quickstart's network (conv 16, max pool, residual 32 at stride 2,
-    // linear 32; 65,130 parameters) on Fashion-MNIST images, 16 or 1,024 workers.
-    c["data"] = {{"dataset", "fashion-mnist"}, {"train_samples", 16384}, {"test_samples", 1024}};
-    // Where Debian's package is not installed (the GPU machine), bench/gpu-check.sh names the copy.
-    if (const char* path = std::getenv("GOSSAMER_FASHION_MNIST")) c["data"]["path"] = path;
-    c.merge_patch({{"workers", name == "c" ? 16 : 1024},
-                   {"model",
-                    {{"kind", "cnn"},
-                     {"layers", json::array({{{"type", "conv"}, {"channels", 16}},
-                                             {{"type", "act"}},
-                                             {{"type", "maxpool"}},
-                                             {{"type", "residual"}, {"channels", 32}, {"stride", 2}},
-                                             {{"type", "linear"}, {"out", 32}},
-                                             {{"type", "act"}}})}}},
-                   {"optimizer", {{"batch_size", 32}}},
-                   {"topology", {{"name", "ring"}}}});
-  } else if (name.size() > 1 && name[0] == 'm' &&
-             name.find_first_not_of("0123456789", 1) == std::string::npos) {
-    const int m = std::stoi(name.substr(1));
-    c.merge_patch({{"workers", m},
-                   {"model", {{"hidden", {128}}}},
-                   {"optimizer", {{"batch_size", 32}}},
-                   {"topology", {{"name", "ring"}}},
-                   // every worker samples the one shared set: any m, data of a fixed size
-                   {"partition", {{"kind", "shared"}}}});
-  } else {
-    throw std::runtime_error("unknown workload " + name + " (a, b, c, c1024, quickstart, m<N>)");
-  }
   return c;
 }
 
@@ -194,23 +137,6 @@ struct BenchOptions {
   bool cnn_general = false;  // --cnn-general: CudaOptions::cnn_fused off
   std::vector<int> shards;   // --shards: the halo table and the transport's cost
 };
-
-// --cnn-general: the workload's CUDA backend built again with CudaOptions::cnn_fused off (a CNN
-// on the general im2col-and-cuBLAS path only), from the same initial weights, to measure what the
-// fused paths gain on the same card.
-static void use_general_cnn_path(Simulation& sim) {
-#ifdef GOSSAMER_HAVE_CUDA
-  CudaOptions options;  // run_bench refused --cnn-general without --backend cuda
-  options.cnn_fused = false;
-  sim.backend.reset();  // one backend's buffers on the card at a time
-  sim.backend = make_cuda_backend(backend_setup(sim), options);
-  sim.backend->initialize_weights(sim.config.model, sim.config.seed);
-  sim.backend->set_curvature_subset(sim.curvature_subset);
-#else
-  (void)sim;
-  throw runtime_error("--cnn-general: this build has no CUDA backend");
-#endif
-}
 
 // The machine and its measured ceilings (NaN with --no-ceilings).
 struct Machine {
@@ -555,7 +481,7 @@ int run_bench(int argc, char** argv) {
     auto sim = make_simulation(cfg);
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
-    if (o.cnn_general) use_general_cnn_path(*sim);  // after the set-up's timing
+    if (o.cnn_general) gossamer_bench::use_general_cnn_path(*sim);  // after the set-up's timing
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
                 sim->model.describe().c_str(), cfg.optimizer.batch_size,
                 cfg.topology.name.c_str(), sim->backend->name().c_str());

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "cublas_v2.h"
 #include "cuda_runtime.h"
+#include "traffic.hpp"
 
 struct CUstream_st {};
 struct CUevent_st {
@@ -33,8 +35,17 @@ namespace {
 cudaError_t g_last_error = cudaSuccess;
 CUgraph_st* g_capture = nullptr;  // the graph being captured, if any
 constexpr size_t kDeviceMemory = size_t(16) << 30;  // what the emulated device reports
+std::map<uintptr_t, size_t> g_allocations;  // cudaMalloc's: start -> bytes
 
 }  // namespace
+
+bool gossamer_emu::is_device_memory(const void* address) {
+  const auto a = reinterpret_cast<uintptr_t>(address);
+  auto it = g_allocations.upper_bound(a);
+  if (it == g_allocations.begin()) return false;
+  --it;
+  return a < it->first + it->second;
+}
 
 void gossamer_emu::submit(std::function<void()> op) {
   if (g_capture)
@@ -46,9 +57,12 @@ void gossamer_emu::submit(std::function<void()> op) {
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   // 256-byte alignment, as cudaMalloc gives.
   *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
-  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*ptr) return cudaErrorMemoryAllocation;
+  g_allocations[reinterpret_cast<uintptr_t>(*ptr)] = bytes;
+  return cudaSuccess;
 }
 cudaError_t cudaFree(void* ptr) {
+  g_allocations.erase(reinterpret_cast<uintptr_t>(ptr));
   std::free(ptr);
   return cudaSuccess;
 }
@@ -310,6 +324,7 @@ bool release_shuffles(int threads) {
 }
 
 void run_block(int threads) {
+  trace_block_begin(threads);
   for (int t = 0; t < threads; ++t) {
     Fiber& f = g_block.fibers[size_t(t)];
     f.state = State::Ready;
@@ -336,7 +351,10 @@ void run_block(int threads) {
       all_done = all_done && s == State::Done;
       all_barrier = all_barrier && (s == State::AtBarrier || s == State::Done);
     }
-    if (all_done) return;
+    if (all_done) {
+      trace_block_end();
+      return;
+    }
     if (release_shuffles(threads)) continue;
     if (all_barrier) {
       for (int t = 0; t < threads; ++t)
@@ -353,7 +371,9 @@ void run_block(int threads) {
 
 }  // namespace
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+int running_thread() { return g_block.body ? g_block.current : -1; }
+
+void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& body) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 ||
       grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
@@ -367,6 +387,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
     g_block.fibers.emplace_back();
   }
   g_block.body = &body;
+  trace_launch_begin(kernel, grid, block);
   g_frame.block_dim = block;
   g_frame.grid_dim = grid;
   try {
@@ -380,9 +401,11 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
   } catch (...) {  // the fibers stopped inside the failed block start afresh
     for (Fiber& f : g_block.fibers) f.started = false;
     g_block.body = nullptr;
+    trace_launch_end();
     throw;
   }
   g_block.body = nullptr;
+  trace_launch_end();
 }
 
 void syncthreads() { yield(State::AtBarrier); }

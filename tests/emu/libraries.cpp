@@ -5,6 +5,7 @@
 
 #include "cublas_v2.h"
 #include "nccl.h"
+#include "traffic.hpp"
 
 struct cublasContext {};
 struct ncclComm {};
@@ -56,6 +57,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t tran
   const auto* b0 = static_cast<const float*>(B);
   auto* c0 = static_cast<float*>(C);
   gossamer_emu::submit([=] {
+    gossamer_emu::trace_gemm(m, n, k, batch);
     for (int q = 0; q < batch; ++q) {
       const float* a = a0 + q * stride_a;
       const float* b = b0 + q * stride_b;

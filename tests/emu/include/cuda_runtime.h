@@ -4,7 +4,7 @@
 // without a GPU"); cublas_v2.h and nccl.h beside it do the same for the libraries.
 //
 // How it runs: a launch `kernel<<<grid, block, shm, s>>>(args)` is rewritten at build time
-// (translate.cmake) to `kernel * ::gossamer_emu::Launch(grid, block, shm, s)(args)`; the blocks run
+// (translate.cmake) to `kernel * ::gossamer_emu::Launch("kernel", grid, block, shm, s)(args)`; the blocks run
 // one after another, the threads of a block as fibers that switch only at __syncthreads and at a
 // warp's shuffle, so a __shared__ variable, here a static, is the running block's shared memory.
 // Memory is host memory, every call is synchronous and streams and events only keep order; a
@@ -37,8 +37,19 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// A copy moves the 16 bytes at once, as a GPU's 128-bit load and store do (ld.global.v4.f32):
+// without it the host compiler may split a float4 built field by field into four float stores,
+// and the traffic report (traffic.hpp) would count four uncoalesced accesses where the GPU makes one.
 struct alignas(16) float4 {
   float x, y, z, w;
+  float4() = default;
+  constexpr float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
+  float4(const float4& o) { *this = o; }
+  float4& operator=(const float4& o) {
+    using Bytes16 = float __attribute__((vector_size(16), may_alias));
+    *reinterpret_cast<Bytes16*>(this) = *reinterpret_cast<const Bytes16*>(&o);
+    return *this;
+  }
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 using std::isfinite;
@@ -145,8 +156,8 @@ extern Frame g_frame;
 
 // Runs body once a thread of the grid (blocks in turn, a block's threads as fibers); a launch
 // shape CUDA would refuse (no blocks, more than 1024 threads a block) sets the error
-// cudaGetLastError returns instead.
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+// cudaGetLastError returns instead. `kernel` names it for the traffic report (traffic.hpp).
+void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& body);
 // What a stream runs: now, or, while a capture is on, into the graph being captured.
 void submit(std::function<void()> op);
 void syncthreads();
@@ -155,27 +166,34 @@ uint64_t shuffle_down(uint64_t bits, unsigned delta, int width);
 
 template <class... A>
 struct Pending {
+  const char* name;
   dim3 grid, block;
   std::tuple<A...> args;
 };
 
 struct Launch {
+  const char* name;
   dim3 grid, block;
-  Launch(dim3 g, dim3 b, size_t = 0, cudaStream_t = nullptr) : grid(g), block(b) {}
+  Launch(const char* n, dim3 g, dim3 b, size_t = 0, cudaStream_t = nullptr)
+      : name(n), grid(g), block(b) {}
   template <class... A>
   Pending<std::decay_t<A>...> operator()(A&&... a) const {
-    return {grid, block, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
+    return {name, grid, block, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
   }
 };
 
 template <class... P, class... A>
 void operator*(void (*kernel)(P...), Pending<A...>&& p) {
   submit([kernel, p = std::move(p)] {
-    run_grid(p.grid, p.block, [&] { std::apply([&](const A&... a) { kernel(a...); }, p.args); });
+    run_grid(p.name, p.grid, p.block,
+             [&] { std::apply([&](const A&... a) { kernel(a...); }, p.args); });
   });
 }
 
 }  // namespace gossamer_emu
+
+// The launch's kernel name as written before <<< (translate.cmake).
+#define GOSSAMER_EMU_NAME(...) #__VA_ARGS__
 
 #define threadIdx (::gossamer_emu::g_frame.thread)
 #define blockIdx (::gossamer_emu::g_frame.block)

@@ -1,0 +1,92 @@
+// The benchmark workloads by name, as configs, and the CNN's general path (shared by
+// gossamer-bench and gossamer-traffic).
+#pragma once
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "gossamer/simulation.hpp"
+#ifdef GOSSAMER_HAVE_CUDA
+#include "gossamer/cuda.hpp"
+#endif
+
+namespace gossamer_bench {
+
+// (a) and (b) of the CUDA backend benchmark, the quickstart's shape, and one point of the scaling
+// series (c): "m<N>" is N workers of 784-128-10, per-worker batch 32, ring, every worker
+// sampling one shared set of 16,384 samples. Synthetic data of the MNIST shape (only shapes
+// matter for timing).
+inline nlohmann::json workload(const std::string& name, const std::string& backend) {
+  nlohmann::json c = {
+      {"backend", backend},
+      {"data",
+       {{"dataset", "synthetic"},
+        {"synthetic", {{"features", 784}, {"classes", 10}, {"train", 16384}, {"test", 1024}}}}},
+      {"train", {{"steps", 10}}},
+      {"curvature", {{"samples", 1024}}}};
+  if (name == "a") {
+    c.merge_patch({{"workers", 64},
+                   {"model", {{"hidden", {256, 256}}}},
+                   {"optimizer", {{"batch_size", 64}, {"momentum", 0.9}}},
+                   {"topology", {{"name", "ring"}}}});
+  } else if (name == "b") {
+    c.merge_patch({{"workers", 1024},
+                   {"model", {{"hidden", {128}}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "exponential"}}}});
+  } else if (name == "quickstart") {
+    c.merge_patch({{"workers", 16},
+                   {"model", {{"hidden", {128}}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "ring"}}}});
+  } else if (name == "c" || name == "c1024") {
+    // Workload (c): the CNN quickstart's network (conv 16, max pool, residual 32 at stride 2,
+    // linear 32; 65,130 parameters) on Fashion-MNIST images, 16 or 1,024 workers.
+    c["data"] = {{"dataset", "fashion-mnist"}, {"train_samples", 16384}, {"test_samples", 1024}};
+    // Where Debian's package is not installed (the GPU machine), bench/gpu-check.sh names the copy.
+    if (const char* path = std::getenv("GOSSAMER_FASHION_MNIST")) c["data"]["path"] = path;
+    c.merge_patch({{"workers", name == "c" ? 16 : 1024},
+                   {"model",
+                    {{"kind", "cnn"},
+                     {"layers", nlohmann::json::array({{{"type", "conv"}, {"channels", 16}},
+                                             {{"type", "act"}},
+                                             {{"type", "maxpool"}},
+                                             {{"type", "residual"}, {"channels", 32}, {"stride", 2}},
+                                             {{"type", "linear"}, {"out", 32}},
+                                             {{"type", "act"}}})}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "ring"}}}});
+  } else if (name.size() > 1 && name[0] == 'm' &&
+             name.find_first_not_of("0123456789", 1) == std::string::npos) {
+    const int m = std::stoi(name.substr(1));
+    c.merge_patch({{"workers", m},
+                   {"model", {{"hidden", {128}}}},
+                   {"optimizer", {{"batch_size", 32}}},
+                   {"topology", {{"name", "ring"}}},
+                   // every worker samples the one shared set: any m, data of a fixed size
+                   {"partition", {{"kind", "shared"}}}});
+  } else {
+    throw std::runtime_error("unknown workload " + name + " (a, b, c, c1024, quickstart, m<N>)");
+  }
+  return c;
+}
+
+// --cnn-general: the workload's CUDA backend built again with CudaOptions::cnn_fused off (a CNN
+// on the general im2col-and-cuBLAS path only), from the same initial weights, to measure what the
+// fused paths gain on the same card.
+inline void use_general_cnn_path(gossamer::Simulation& sim) {
+#ifdef GOSSAMER_HAVE_CUDA
+  gossamer::CudaOptions options;  // the callers refuse --cnn-general without a CUDA backend
+  options.cnn_fused = false;
+  sim.backend.reset();  // one backend's buffers on the card at a time
+  sim.backend = gossamer::make_cuda_backend(gossamer::backend_setup(sim), options);
+  sim.backend->initialize_weights(sim.config.model, sim.config.seed);
+  sim.backend->set_curvature_subset(sim.curvature_subset);
+#else
+  (void)sim;
+  throw std::runtime_error("--cnn-general: this build has no CUDA backend");
+#endif
+}
+
+}  // namespace gossamer_bench

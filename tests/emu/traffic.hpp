@@ -1,0 +1,73 @@
+// The traffic report of the emulated CUDA runtime: how each kernel of gossamer's CUDA part moves
+// device memory, counted access by access, as a profiler counts it on a GPU (docs/ARCHITECTURE.md,
+// "Memory traffic without a GPU").
+//
+// The kernels' sources are compiled with GCC's kernel-address instrumentation in its callback form
+// (tests/CMakeLists.txt, gossamer_cuda_traced): every load and store calls a hook
+// (traffic_hooks.cpp) with its address, size and call site. Inside a kernel, an access to memory
+// from cudaMalloc is recorded with its thread and its call site; when the block ends, the accesses
+// of a warp's lanes at the same call site, the n-th time each lane reaches it, form one request,
+// as the 32 lanes of a warp issue one instruction together. A request touches the distinct 32-byte
+// sectors its lanes' bytes fall in: 4 for 32 consecutive floats, 32 for floats 128 bytes apart.
+//
+// What it shows: the coalescing of every global load and store (sectors a request; efficiency,
+// the bytes asked for over the sectors' bytes; the L1's view, as ncu's sector counts), and each
+// launch's footprint (distinct sectors read and written: what DRAM must move at least, whatever
+// the caches do). What it does not: time, caches' hits, shared memory's bank conflicts, cuBLAS's
+// kernels (only the shapes of its GEMMs are listed), and a lane's divergent path is grouped with
+// the others' by call site and count, which matches the GPU where the code does not diverge.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+namespace gossamer_emu {
+
+struct Accesses {
+  uint64_t requests = 0;  // warp-wide accesses
+  uint64_t sectors = 0;   // 32-byte sectors those touched, summed over the requests
+  uint64_t bytes = 0;     // bytes the lanes asked for
+  // Bytes asked for over bytes of the sectors touched: 1 when coalesced.
+  double efficiency() const { return sectors ? double(bytes) / (32.0 * double(sectors)) : 1.0; }
+};
+
+struct KernelTraffic {
+  std::string kernel;
+  uint64_t launches = 0, threads = 0;
+  Accesses loads, stores;
+  // Distinct sectors each launch read and wrote, summed over the launches: a floor on what DRAM
+  // moves (a sector both read and written counts in both).
+  uint64_t read_sectors = 0, written_sectors = 0;
+};
+
+// A GEMM the emulated cuBLAS ran, column-major as cuBLAS sees it.
+struct GemmShape {
+  int m = 0, n = 0, k = 0, batch = 0;
+  uint64_t calls = 0;
+};
+
+struct TrafficReport {
+  std::vector<KernelTraffic> kernels;  // in the order first launched
+  std::vector<GemmShape> gemms;
+};
+
+// From start_traffic to stop_traffic, the kernels' device-memory accesses (in sources compiled
+// with the instrumentation) and cuBLAS's GEMM shapes are counted.
+void start_traffic();
+TrafficReport stop_traffic();
+
+// Called by the emulator (emu.cpp, libraries.cpp) and the hooks (traffic_hooks.cpp).
+void trace_launch_begin(const char* kernel, dim3 grid, dim3 block);
+void trace_block_begin(int threads);
+void trace_block_end();
+void trace_launch_end();
+void trace_gemm(int m, int n, int k, int batch);
+void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc);
+// The running thread's index in its block (x fastest), or -1 outside a kernel.
+int running_thread();
+// Whether address lies in memory from cudaMalloc.
+bool is_device_memory(const void* address);
+
+}  // namespace gossamer_emu

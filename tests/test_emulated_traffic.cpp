@@ -1,0 +1,212 @@
+// The traffic report of the emulated CUDA runtime (tests/emu/traffic.hpp) on kernels whose
+// requests and sectors are known in closed form (tests/emu/traffic_kernels.cu): coalesced,
+// strided, misaligned, 16-byte, broadcast and row-a-thread accesses, grid-stride loops and a
+// partial warp; and the GEMM shapes the emulated cuBLAS lists.
+#include <gtest/gtest.h>
+
+#include <cublas_v2.h>
+
+#include <string>
+#include <vector>
+
+#include "emu/traffic.hpp"
+#include "emu/traffic_kernels.hpp"
+
+using gossamer_emu::KernelTraffic;
+using gossamer_emu::TrafficReport;
+
+namespace {
+
+// Device buffers (cudaMalloc: 256-byte aligned), freed at the end of the test.
+struct Buffers {
+  std::vector<float*> held;
+  float* make(size_t floats) {
+    float* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, floats * sizeof(float)), cudaSuccess);
+    for (size_t i = 0; i < floats; ++i) p[i] = float(i);
+    held.push_back(p);
+    return p;
+  }
+  ~Buffers() {
+    for (float* p : held) cudaFree(p);
+  }
+};
+
+// The one kernel of a report.
+const KernelTraffic& only(const TrafficReport& r) {
+  EXPECT_EQ(r.kernels.size(), 1u);
+  return r.kernels.at(0);
+}
+
+TEST(EmulatedTraffic, CoalescedFloatsAreFourSectorsARequest) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::gather(x, y, 1024, 1, 0, 1024);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  const KernelTraffic& k = only(r);
+  EXPECT_EQ(k.kernel, "gather_f32");
+  EXPECT_EQ(k.launches, 1u);
+  EXPECT_EQ(k.threads, 1024u);
+  // 1,024 floats: 32 warps, each one request of 128 bytes = 4 sectors, loads and stores alike.
+  EXPECT_EQ(k.loads.requests, 32u);
+  EXPECT_EQ(k.loads.sectors, 128u);
+  EXPECT_EQ(k.loads.bytes, 4096u);
+  EXPECT_DOUBLE_EQ(k.loads.efficiency(), 1.0);
+  EXPECT_EQ(k.stores.requests, 32u);
+  EXPECT_EQ(k.stores.sectors, 128u);
+  EXPECT_EQ(k.read_sectors, 128u);
+  EXPECT_EQ(k.written_sectors, 128u);
+  for (int i = 0; i < 1024; ++i) ASSERT_EQ(y[i], float(i));  // the kernel ran
+}
+
+TEST(EmulatedTraffic, AGridStrideLoopsIterationsAreRequestsOfTheirOwn) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::gather(x, y, 1024, 1, 0, 128);  // 4 warps, 8 turns each
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.threads, 128u);
+  EXPECT_EQ(k.loads.requests, 32u);
+  EXPECT_EQ(k.loads.sectors, 128u);
+  EXPECT_EQ(k.stores.sectors, 128u);
+}
+
+TEST(EmulatedTraffic, FloatsA128BytesApartAreASectorEach) {
+  Buffers b;
+  float *x = b.make(32 * 1024), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::gather(x, y, 1024, 32, 0, 1024);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.requests, 32u);
+  EXPECT_EQ(k.loads.sectors, 32u * 32u);
+  EXPECT_DOUBLE_EQ(k.loads.efficiency(), 1.0 / 8);
+  EXPECT_EQ(k.read_sectors, 1024u);
+  EXPECT_EQ(k.stores.sectors, 128u);  // the stores stay coalesced
+}
+
+TEST(EmulatedTraffic, AMisalignedWarpTouchesFiveSectors) {
+  Buffers b;
+  float *x = b.make(1025), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::gather(x, y, 1024, 1, 1, 1024);  // bytes 4 .. 4099 of x
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.sectors, 32u * 5u);
+  EXPECT_EQ(k.read_sectors, 129u);
+}
+
+TEST(EmulatedTraffic, SixteenBytesALaneAreSixteenSectorsARequest) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::copy4(x, y, 1024);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.kernel, "copy4_f32");
+  EXPECT_EQ(k.loads.requests, 8u);  // 256 lanes
+  EXPECT_EQ(k.loads.sectors, 8u * 16u);
+  EXPECT_EQ(k.loads.bytes, 4096u);
+  EXPECT_EQ(k.stores.requests, 8u);
+  EXPECT_EQ(k.stores.sectors, 8u * 16u);
+  for (int i = 0; i < 1024; ++i) ASSERT_EQ(y[i], float(i + 1));
+}
+
+TEST(EmulatedTraffic, ABroadcastIsOneSectorARequest) {
+  Buffers b;
+  float *x = b.make(8), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::broadcast(x, y, 1024);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.requests, 32u);
+  EXPECT_EQ(k.loads.sectors, 32u);
+  EXPECT_DOUBLE_EQ(k.loads.efficiency(), 4.0);  // 128 bytes asked of one sector
+  EXPECT_EQ(k.read_sectors, 1u);
+}
+
+TEST(EmulatedTraffic, AStoreTheHostCompilerSplitsIsStillOneRequestAWarp) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  for (int i = 0; i < 1024; ++i) x[i] = i % 2 ? float(i) : -float(i);
+  gossamer_emu::start_traffic();
+  traffic_kernels::relu(x, y, 1024);
+  traffic_kernels::skip_thirds(x, y, 1024);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  ASSERT_EQ(r.kernels.size(), 2u);
+  for (const KernelTraffic& k : r.kernels) {
+    SCOPED_TRACE(k.kernel);
+    EXPECT_EQ(k.stores.requests, 32u);
+    EXPECT_EQ(k.stores.sectors, 128u);
+    EXPECT_EQ(k.loads.requests, 32u);  // every warp has lanes that load
+    EXPECT_EQ(k.loads.sectors, 128u);  // and they cover its four sectors
+  }
+  EXPECT_EQ(r.kernels[1].loads.bytes, 4u * (1024u - 342u));  // 342 multiples of 3 below 1,024
+  EXPECT_EQ(y[3], 0.f);
+  EXPECT_EQ(y[4], -4.f);
+}
+
+TEST(EmulatedTraffic, ARowAThreadStoreIsUncoalesced) {
+  // 64 threads write 28 floats each: lane t's j-th store at 112 t + 4 j bytes, a sector a lane.
+  Buffers b;
+  float* y = b.make(64 * 28);
+  gossamer_emu::start_traffic();
+  traffic_kernels::rows_a_thread(y, 64, 28);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.requests, 0u);
+  EXPECT_EQ(k.stores.requests, 2u * 28u);
+  EXPECT_EQ(k.stores.sectors, 2u * 28u * 32u);
+  EXPECT_DOUBLE_EQ(k.stores.efficiency(), 1.0 / 8);
+  EXPECT_EQ(k.written_sectors, 64u * 28u * 4u / 32u);  // every byte written once
+  EXPECT_EQ(y[5 * 28 + 3], 5.0f);
+}
+
+TEST(EmulatedTraffic, APartialWarpIsOneRequest) {
+  Buffers b;
+  float *x = b.make(40), *y = b.make(40);
+  gossamer_emu::start_traffic();
+  traffic_kernels::gather(x, y, 40, 1, 0, 64);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.requests, 2u);     // lanes 0-31, lanes 32-39
+  EXPECT_EQ(k.loads.sectors, 4u + 1u);  // the second request's 32 bytes are one sector
+}
+
+TEST(EmulatedTraffic, CountsOnlyWhileOnAndAddsUpLaunches) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  traffic_kernels::gather(x, y, 1024, 1, 0, 1024);  // not counted
+  gossamer_emu::start_traffic();
+  traffic_kernels::broadcast(x, y, 64);
+  traffic_kernels::gather(x, y, 1024, 1, 0, 1024);
+  traffic_kernels::gather(x, y, 1024, 1, 0, 1024);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  ASSERT_EQ(r.kernels.size(), 2u);
+  EXPECT_EQ(r.kernels[0].kernel, "broadcast_f32");  // in the order first launched
+  EXPECT_EQ(r.kernels[1].launches, 2u);
+  EXPECT_EQ(r.kernels[1].loads.sectors, 256u);
+  EXPECT_EQ(r.kernels[1].read_sectors, 256u);  // each launch's footprint, summed
+  traffic_kernels::gather(x, y, 1024, 1, 0, 1024);
+  EXPECT_TRUE(gossamer_emu::stop_traffic().kernels.empty());
+}
+
+TEST(EmulatedTraffic, ListsTheGemmShapes) {
+  Buffers b;
+  float *a = b.make(6 * 4), *x = b.make(4 * 5), *c = b.make(6 * 5);
+  cublasHandle_t h;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const float one = 1, zero = 0;
+  gossamer_emu::start_traffic();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 3, 5, 4, &one, a, CUDA_R_32F,
+                                         3, 12, x, CUDA_R_32F, 4, 0, &zero, c, CUDA_R_32F, 3, 15, 2,
+                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_SUCCESS);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  cublasDestroy(h);
+  EXPECT_TRUE(r.kernels.empty());
+  ASSERT_EQ(r.gemms.size(), 1u);
+  EXPECT_EQ(r.gemms[0].m, 3);
+  EXPECT_EQ(r.gemms[0].n, 5);
+  EXPECT_EQ(r.gemms[0].k, 4);
+  EXPECT_EQ(r.gemms[0].batch, 2);
+  EXPECT_EQ(r.gemms[0].calls, 3u);
+}
+
+}  // namespace
