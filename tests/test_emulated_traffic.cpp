@@ -1,16 +1,23 @@
 // The traffic report of the emulated CUDA runtime (tests/emu/traffic.hpp) on kernels whose
 // requests and sectors are known in closed form (tests/emu/traffic_kernels.cu): coalesced,
-// strided, misaligned, 16-byte, broadcast and row-a-thread accesses, grid-stride loops and a
-// partial warp; and the GEMM shapes the emulated cuBLAS lists.
+// strided, misaligned, 16-byte, broadcast and row-a-thread accesses, grid-stride loops, a
+// partial warp and stores the host compiler splits; the GEMM shapes the emulated cuBLAS lists;
+// and, on gossamer's own kernels, a guard: the CNN step's element-wise kernels (one thread an
+// element, by design) must stay coalesced.
 #include <gtest/gtest.h>
 
 #include <cublas_v2.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "../bench/workloads.hpp"
 #include "emu/traffic.hpp"
 #include "emu/traffic_kernels.hpp"
+#include "gossamer/error.hpp"
+#include "gossamer/simulation.hpp"
+#include "gossamer/trainer.hpp"
 
 using gossamer_emu::KernelTraffic;
 using gossamer_emu::TrafficReport;
@@ -207,6 +214,53 @@ TEST(EmulatedTraffic, ListsTheGemmShapes) {
   EXPECT_EQ(r.gemms[0].k, 4);
   EXPECT_EQ(r.gemms[0].batch, 2);
   EXPECT_EQ(r.gemms[0].calls, 3u);
+}
+
+// The bench's workload (c), the CNN quickstart's network, at 2 workers of 8 images on the emulated
+// device: one training step after the one that captures its graph. Every kernel that runs one
+// thread an element of what it writes must store coalesced (the column kernels of f306d6f, a
+// thread a row of outputs, stored one sector a lane: 1/8 of this); those that also read one
+// element a thread must load so too. The rest are listed with why they are not held to it.
+TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
+  nlohmann::json c = gossamer_bench::workload("c", "cuda");
+  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
+  c["data"] = {{"dataset", "fashion-mnist"},
+               {"path", fmnist ? fmnist : "/usr/share/datasets/fashion-mnist"},
+               {"train_samples", 256},
+               {"test_samples", 64}};
+  c["workers"] = 2;
+  c["optimizer"]["batch_size"] = 8;
+  std::unique_ptr<gossamer::Simulation> sim;
+  try {
+    sim = gossamer::make_simulation(gossamer::load_config(c, {}, "workload c"));
+  } catch (const gossamer::Error& e) {
+    if (std::string(e.what()).find("fashion") == std::string::npos) throw;
+    GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST";
+  }
+  gossamer::train_step(*sim->backend, sim->config, *sim->topology, 0, 1e-3);
+  gossamer_emu::start_traffic();
+  gossamer::train_step(*sim->backend, sim->config, *sim->topology, 1, 1e-3);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  std::map<std::string, KernelTraffic> by_name;
+  for (const KernelTraffic& k : r.kernels) by_name[k.kernel] = k;
+  // Stores and loads one element a thread.
+  for (const char* name : {"im2col_f32", "col2im_add_f32", "act_forward_f32",
+                           "act_backward_add_f32", "add_f32", "load_image_f32<I>",
+                           "gossip_update_f32", "(small_conv_f32<false, false>)"}) {
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(by_name.count(name)) << "not launched: the step's kernels changed";
+    EXPECT_GE(by_name[name].stores.efficiency(), 0.95);
+  }
+  for (const char* name : {"act_forward_f32", "act_backward_add_f32", "add_f32",
+                           "load_image_f32<I>", "gossip_update_f32"}) {
+    SCOPED_TRACE(name);
+    EXPECT_GE(by_name[name].loads.efficiency(), 0.95);
+  }
+  // Not held to it: the columns' gathers read windows (im2col, col2im: neighbouring lanes'
+  // windows overlap; the classifier's columns are a transpose), the pools read and write 2 x 2
+  // windows, the reductions (channel_sums, small_weight_grad, softmax_xent's rows) write a value
+  // a block or a row, the GEMM-layout transposes are small. gossamer-traffic lists them all.
+  EXPECT_EQ(r.gemms.size(), 11u);  // forward, weight and input gradients of the GEMM convolutions
 }
 
 }  // namespace
