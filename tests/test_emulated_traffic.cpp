@@ -150,6 +150,21 @@ TEST(EmulatedTraffic, AStoreTheHostCompilerSplitsIsStillOneRequestAWarp) {
   EXPECT_EQ(y[4], -4.f);
 }
 
+TEST(EmulatedTraffic, AReadModifyWriteCountsItsLoadAndItsStore) {
+  Buffers b;
+  float *x = b.make(1024), *y = b.make(1024);
+  gossamer_emu::start_traffic();
+  traffic_kernels::accumulate(x, y, 1024);
+  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  EXPECT_EQ(k.loads.requests, 64u);  // x and y
+  EXPECT_EQ(k.loads.sectors, 256u);
+  EXPECT_EQ(k.stores.requests, 32u);
+  EXPECT_EQ(k.stores.sectors, 128u);
+  EXPECT_EQ(k.read_sectors, 256u);
+  EXPECT_EQ(k.written_sectors, 128u);
+  EXPECT_EQ(y[7], 14.f);
+}
+
 TEST(EmulatedTraffic, ARowAThreadStoreIsUncoalesced) {
   // 64 threads write 28 floats each: lane t's j-th store at 112 t + 4 j bytes, a sector a lane.
   Buffers b;

@@ -2,12 +2,12 @@
 // device memory, counted access by access, as a profiler counts it on a GPU (docs/ARCHITECTURE.md,
 // "Memory traffic without a GPU").
 //
-// The kernels' sources are compiled with GCC's kernel-address instrumentation in its callback form
-// (tests/CMakeLists.txt, gossamer_cuda_traced): every load and store calls a hook
+// The kernels' sources are compiled with GCC's ThreadSanitizer instrumentation, its runtime not
+// linked (tests/CMakeLists.txt, gossamer_cuda_traced): every load and store calls a hook
 // (traffic_hooks.cpp) with its address, size and call site. Inside a kernel, an access to memory
 // from cudaMalloc is recorded with its thread and its call site; when the block ends, the accesses
-// of a warp's lanes at the same call site, the n-th time each lane reaches it, form one request,
-// as the 32 lanes of a warp issue one instruction together. A request touches the distinct 32-byte
+// of a warp's lanes at one source line (traffic.cpp, Sites), each lane's n-th load (or store)
+// there, form one request, as the 32 lanes of a warp issue one instruction together. A request touches the distinct 32-byte
 // sectors its lanes' bytes fall in: 4 for 32 consecutive floats, 32 for floats 128 bytes apart.
 //
 // What it shows: the coalescing of every global load and store (sectors a request; efficiency,

@@ -44,6 +44,11 @@ __global__ void skip_thirds_f32(const float* x, float* y, int n) {
   if (i < n) y[i] = i % 3 == 0 ? 0.f : x[i];
 }
 
+__global__ void accumulate_f32(const float* x, float* y, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) y[i] += x[i];
+}
+
 constexpr int kBlock = 64;
 
 }  // namespace
@@ -67,6 +72,10 @@ void relu(const float* x, float* y, int n) {
 
 void skip_thirds(const float* x, float* y, int n) {
   skip_thirds_f32<<<(n + kBlock - 1) / kBlock, kBlock>>>(x, y, n);
+}
+
+void accumulate(const float* x, float* y, int n) {
+  accumulate_f32<<<(n + kBlock - 1) / kBlock, kBlock>>>(x, y, n);
 }
 
 void rows_a_thread(float* y, int rows, int width) {

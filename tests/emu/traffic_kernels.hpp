@@ -15,6 +15,8 @@ void broadcast(const float* x, float* y, int n);
 void relu(const float* x, float* y, int n);
 // y[i] = 0 where i % 3 == 0, else x[i] (a third of the lanes load nothing), i < n.
 void skip_thirds(const float* x, float* y, int n);
+// y[i] += x[i], i < n: y read and written.
+void accumulate(const float* x, float* y, int n);
 // y[t * width + j] = t for j < width, t < rows: a thread writes its row's width floats in turn
 // (the layout of a row-a-thread kernel: a warp's lanes width floats apart).
 void rows_a_thread(float* y, int rows, int width);
