@@ -1,14 +1,16 @@
 // gossamer-traffic: how a benchmark workload's training step moves device memory, kernel by
 // kernel, measured on the emulated CUDA device (tests/emu/traffic.hpp) instead of a GPU: for
-// each of gossamer's kernels, its launches, its global loads' and stores' requests and 32-byte
-// sectors (coalescing: the bytes asked for over the sectors' bytes, 1 at best) and the distinct
-// sectors it reads and writes (a floor on its DRAM traffic); and the GEMMs cuBLAS would run.
-// What it cannot say is time: it finds uncoalesced kernels and counts bytes before a GPU visit
+// each of gossamer's kernels, its launches and threads, its global loads' and stores' requests and
+// 32-byte sectors (coalescing: the bytes asked for over the sectors' bytes, 1 at best) and the
+// distinct sectors it reads and writes (a floor on its DRAM traffic); and the GEMMs cuBLAS would
+// run. What it cannot say is time: it finds uncoalesced kernels and counts bytes before a GPU visit
 // (bench/NOTES.md). Writes bench/results/DATE-emulated-traffic-WORKLOAD.json.
 //
 // The step is one train_step after a first one (which captures the step's graph); with --hvp, one
 // batched Hessian-vector product over the first --hvp workers' weights on --curvature-samples
 // samples follows it, reported apart.
+#include "emu/traffic.hpp"
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
@@ -16,7 +18,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "emu/traffic.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
@@ -42,16 +43,20 @@ json report(const char* what, gossamer_emu::TrafficReport r) {
   });
   json kernels = json::array(), gemms = json::array();
   double floor_bytes = 0, gemm_flops = 0;
-  std::printf("\n%s: kernels by distinct bytes read + written (the DRAM floor)\n", what);
-  std::printf("  %-34s %8s %10s %10s %9s %9s %9s\n", "kernel", "launches", "read MB", "written MB",
-              "load eff", "store eff", "sect/req");
+  std::printf(
+      "\n%s: kernels by distinct bytes read + written (the DRAM floor); threads a "
+      "launch, load and store efficiency, sectors a request\n",
+      what);
+  std::printf("  %-34s %8s %9s %10s %10s %9s %9s %9s\n", "kernel", "launches", "threads", "read MB",
+              "written MB", "load eff", "store eff", "sect/req");
   for (const auto& k : r.kernels) {
     const double read = 32.0 * double(k.read_sectors), written = 32.0 * double(k.written_sectors);
     floor_bytes += read + written;
     const uint64_t req = k.loads.requests + k.stores.requests;
-    std::printf("  %-34s %8llu %10.3f %10.3f %9.3f %9.3f %9.2f\n", k.kernel.c_str(),
-                (unsigned long long)k.launches, read / 1e6, written / 1e6, k.loads.efficiency(),
-                k.stores.efficiency(), req ? double(k.loads.sectors + k.stores.sectors) / double(req) : 0.0);
+    std::printf("  %-34s %8llu %9.3g %10.3f %10.3f %9.3f %9.3f %9.2f\n", k.kernel.c_str(),
+                (unsigned long long)k.launches, double(k.threads) / double(k.launches), read / 1e6,
+                written / 1e6, k.loads.efficiency(), k.stores.efficiency(),
+                req ? double(k.loads.sectors + k.stores.sectors) / double(req) : 0.0);
     kernels.push_back({{"kernel", k.kernel},
                        {"launches", k.launches},
                        {"threads", k.threads},
@@ -66,7 +71,11 @@ json report(const char* what, gossamer_emu::TrafficReport r) {
     gemm_flops += flops;
     std::printf("    %d x %d x %d, batch %d: %llu\n", g.m, g.n, g.k, g.batch,
                 (unsigned long long)g.calls);
-    gemms.push_back({{"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch}, {"calls", g.calls},
+    gemms.push_back({{"m", g.m},
+                     {"n", g.n},
+                     {"k", g.k},
+                     {"batch", g.batch},
+                     {"calls", g.calls},
                      {"flops", flops}});
   }
   std::printf("  total: kernels %.3f MB distinct (read + written), GEMMs %.4f GFLOP\n",
@@ -78,11 +87,13 @@ json report(const char* what, gossamer_emu::TrafficReport r) {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"gossamer-traffic: a workload's step, kernel by kernel, on the emulated CUDA device"};
+  CLI::App app{
+      "gossamer-traffic: a workload's step, kernel by kernel, on the emulated CUDA device"};
   std::string name = "c", out_dir = "bench/results";
   int workers = 0, hvp = 0, samples = 64;
   bool general = false;
-  app.add_option("--workload", name, "Workload of gossamer-bench (c: the CNN; a, b, quickstart, m<N>)");
+  app.add_option("--workload", name,
+                 "Workload of gossamer-bench (c: the CNN; a, b, quickstart, m<N>)");
   app.add_option("--workers", workers,
                  "Workers (default: the workload's); coalescing does not depend on it, the bytes "
                  "grow with it")
@@ -91,7 +102,8 @@ int run(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--curvature-samples", samples, "Samples of the HVP's subset")
       ->check(CLI::PositiveNumber);
-  app.add_flag("--cnn-general", general, "The CNN on the general path (CudaOptions::cnn_fused off)");
+  app.add_flag("--cnn-general", general,
+               "The CNN on the general path (CudaOptions::cnn_fused off)");
   app.add_option("--out", out_dir, "Folder of the JSON result");
   CLI11_PARSE(app, argc, argv);
 
@@ -99,8 +111,9 @@ int run(int argc, char** argv) {
   if (workers > 0) wc["workers"] = workers;
   wc["curvature"]["samples"] = samples;
   const RunConfig cfg = load_config(wc, {}, "workload " + name);
-  if (hvp > cfg.workers) throw config_error("--hvp " + std::to_string(hvp) + ": at most the " +
-                                            std::to_string(cfg.workers) + " workers");
+  if (hvp > cfg.workers)
+    throw config_error("--hvp " + std::to_string(hvp) + ": at most the " +
+                       std::to_string(cfg.workers) + " workers");
   auto sim = make_simulation(cfg);
   if (general) gossamer_bench::use_general_cnn_path(*sim);
   Backend& b = *sim->backend;
@@ -130,8 +143,8 @@ int run(int argc, char** argv) {
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
   std::filesystem::create_directories(out_dir);
-  const std::string path = out_dir + "/" + date + "-emulated-traffic-" + name +
-                           (general ? "-general" : "") + ".json";
+  const std::string path =
+      out_dir + "/" + date + "-emulated-traffic-" + name + (general ? "-general" : "") + ".json";
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\n(wrote %s)\n", path.c_str());
   return 0;

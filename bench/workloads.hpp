@@ -49,12 +49,13 @@ inline nlohmann::json workload(const std::string& name, const std::string& backe
     c.merge_patch({{"workers", name == "c" ? 16 : 1024},
                    {"model",
                     {{"kind", "cnn"},
-                     {"layers", nlohmann::json::array({{{"type", "conv"}, {"channels", 16}},
-                                             {{"type", "act"}},
-                                             {{"type", "maxpool"}},
-                                             {{"type", "residual"}, {"channels", 32}, {"stride", 2}},
-                                             {{"type", "linear"}, {"out", 32}},
-                                             {{"type", "act"}}})}}},
+                     {"layers", nlohmann::json::array(
+                                    {{{"type", "conv"}, {"channels", 16}},
+                                     {{"type", "act"}},
+                                     {{"type", "maxpool"}},
+                                     {{"type", "residual"}, {"channels", 32}, {"stride", 2}},
+                                     {{"type", "linear"}, {"out", 32}},
+                                     {{"type", "act"}}})}}},
                    {"optimizer", {{"batch_size", 32}}},
                    {"topology", {{"name", "ring"}}}});
   } else if (name.size() > 1 && name[0] == 'm' &&

@@ -4,9 +4,8 @@
 // partial warp and stores the host compiler splits; the GEMM shapes the emulated cuBLAS lists;
 // and, on gossamer's own kernels, a guard: the CNN step's element-wise kernels (one thread an
 // element, by design) must stay coalesced.
-#include <gtest/gtest.h>
-
 #include <cublas_v2.h>
+#include <gtest/gtest.h>
 
 #include <map>
 #include <string>
@@ -186,7 +185,7 @@ TEST(EmulatedTraffic, APartialWarpIsOneRequest) {
   gossamer_emu::start_traffic();
   traffic_kernels::gather(x, y, 40, 1, 0, 64);
   const KernelTraffic k = only(gossamer_emu::stop_traffic());
-  EXPECT_EQ(k.loads.requests, 2u);     // lanes 0-31, lanes 32-39
+  EXPECT_EQ(k.loads.requests, 2u);      // lanes 0-31, lanes 32-39
   EXPECT_EQ(k.loads.sectors, 4u + 1u);  // the second request's 32 bytes are one sector
 }
 
@@ -259,9 +258,9 @@ TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
   std::map<std::string, KernelTraffic> by_name;
   for (const KernelTraffic& k : r.kernels) by_name[k.kernel] = k;
   // Stores and loads one element a thread.
-  for (const char* name : {"im2col_f32", "col2im_add_f32", "act_forward_f32",
-                           "act_backward_add_f32", "add_f32", "load_image_f32<I>",
-                           "gossip_update_f32", "(small_conv_f32<false, false>)"}) {
+  for (const char* name :
+       {"im2col_f32", "col2im_add_f32", "act_forward_f32", "act_backward_add_f32", "add_f32",
+        "load_image_f32<I>", "gossip_update_f32", "(small_conv_f32<false, false>)"}) {
     SCOPED_TRACE(name);
     ASSERT_TRUE(by_name.count(name)) << "not launched: the step's kernels changed";
     EXPECT_GE(by_name[name].stores.efficiency(), 0.95);

@@ -50,7 +50,9 @@ class Sites {
   std::map<uintptr_t, uint32_t> by_pc_;
   std::map<std::string, uint32_t> by_line_;
 
-  uint32_t id(const std::string& line) { return by_line_.emplace(line, by_line_.size()).first->second; }
+  uint32_t id(const std::string& line) {
+    return by_line_.emplace(line, by_line_.size()).first->second;
+  }
 
   void resolve(const std::vector<uintptr_t>& pcs) {
     // Group by object file (the program, or a shared object): addr2line takes file offsets.
@@ -59,7 +61,8 @@ class Sites {
       Dl_info info{};
       // The return address is just past the call: pc - 1 lies in the calling instruction.
       if (dladdr(reinterpret_cast<void*>(pc - 1), &info) && info.dli_fname && info.dli_fname[0])
-        by_file[info.dli_fname].push_back({pc, pc - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase)});
+        by_file[info.dli_fname].push_back(
+            {pc, pc - 1 - reinterpret_cast<uintptr_t>(info.dli_fbase)});
       else
         by_pc_[pc] = id("pc " + std::to_string(pc));
     }
@@ -167,7 +170,8 @@ void trace_block_end() {
     while (j < g.block.size() && g.block[j].thread / kWarp == a.thread / kWarp &&
            g.block[j].store == a.store && g.block[j].site == a.site && g.block[j].seq == a.seq)
       ++j;
-    count_request(&g.block[i], &g.block[j], sectors, a.store ? g.current->stores : g.current->loads);
+    count_request(&g.block[i], &g.block[j], sectors,
+                  a.store ? g.current->stores : g.current->loads);
     i = j;
   }
   g.block.clear();

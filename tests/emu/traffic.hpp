@@ -7,8 +7,9 @@
 // (traffic_hooks.cpp) with its address, size and call site. Inside a kernel, an access to memory
 // from cudaMalloc is recorded with its thread and its call site; when the block ends, the accesses
 // of a warp's lanes at one source line (traffic.cpp, Sites), each lane's n-th load (or store)
-// there, form one request, as the 32 lanes of a warp issue one instruction together. A request touches the distinct 32-byte
-// sectors its lanes' bytes fall in: 4 for 32 consecutive floats, 32 for floats 128 bytes apart.
+// there, form one request, as the 32 lanes of a warp issue one instruction together. A request
+// touches the distinct 32-byte sectors its lanes' bytes fall in: 4 for 32 consecutive floats, 32
+// for floats 128 bytes apart.
 //
 // What it shows: the coalescing of every global load and store (sectors a request; efficiency,
 // the bytes asked for over the sectors' bytes; the L1's view, as ncu's sector counts), and each

@@ -10,14 +10,18 @@
 #include "traffic.hpp"
 
 #define GOSSAMER_TRAFFIC_PC uintptr_t(__builtin_return_address(0))
-#define GOSSAMER_TRAFFIC_HOOKS(n)                                                             \
-  void __tsan_read##n(void* p) { gossamer_emu::trace_access(p, n, false, GOSSAMER_TRAFFIC_PC); } \
-  void __tsan_write##n(void* p) { gossamer_emu::trace_access(p, n, true, GOSSAMER_TRAFFIC_PC); } \
-  void __tsan_unaligned_read##n(void* p) {                                                    \
-    gossamer_emu::trace_access(p, n, false, GOSSAMER_TRAFFIC_PC);                             \
-  }                                                                                           \
-  void __tsan_unaligned_write##n(void* p) {                                                   \
-    gossamer_emu::trace_access(p, n, true, GOSSAMER_TRAFFIC_PC);                              \
+#define GOSSAMER_TRAFFIC_HOOKS(n)                                 \
+  void __tsan_read##n(void* p) {                                  \
+    gossamer_emu::trace_access(p, n, false, GOSSAMER_TRAFFIC_PC); \
+  }                                                               \
+  void __tsan_write##n(void* p) {                                 \
+    gossamer_emu::trace_access(p, n, true, GOSSAMER_TRAFFIC_PC);  \
+  }                                                               \
+  void __tsan_unaligned_read##n(void* p) {                        \
+    gossamer_emu::trace_access(p, n, false, GOSSAMER_TRAFFIC_PC); \
+  }                                                               \
+  void __tsan_unaligned_write##n(void* p) {                       \
+    gossamer_emu::trace_access(p, n, true, GOSSAMER_TRAFFIC_PC);  \
   }
 
 extern "C" {
