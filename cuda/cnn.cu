@@ -108,9 +108,10 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
   // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
   // entries from its input.
-  if (small(c)) {
-    launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K, out,
-                             out_stride, beta, s);
+  if (small(c)) {  // the columns' buffer, unused by a small convolution, holds its partial sums
+    launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K,
+                             reinterpret_cast<double*>(m_col.get()), int64_t(m_col.size() / 2),
+                             out, out_stride, beta, s);
   } else {
     launch_im2col(in(j), c, rows, K, m_col.get(), s);
     if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);

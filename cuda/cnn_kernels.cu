@@ -128,25 +128,38 @@ static __global__ void small_conv_f32(const float* __restrict__ x, const float* 
 // little parallelism; the columns' entries are gathered from the input as the forward does.
 // out[k][w_offset + c kc + q] = beta out + sum_n a[k][c][n] col(x)[k][q][n]
 // (+ a2[k][c][n] col(x2)[k][q][n]); out[k][b_offset + c] = beta out + sum_n a[k][c][n].
+// Where the models' channels are too few blocks to fill a GPU (a first layer at 16 workers: 256
+// blocks of 25,088 columns; its f306d6f form moved 124 GB/s on the H200, bench/NOTES.md), the
+// columns are split over gridDim.y blocks a (model, channel), each writing its kc + 1 sums in
+// double to partial, which small_weight_grad_finish_f32 adds in a fixed order.
+static __device__ void put_small_grad(float* out, int64_t out_stride, int64_t w_offset,
+                                      int64_t b_offset, int64_t k, int c, int kc, int q,
+                                      double total, float beta) {
+  float* dst = out + k * out_stride + (q < kc ? w_offset + int64_t(c) * kc + q : b_offset + c);
+  *dst = beta == 0.f ? float(total) : beta * *dst + float(total);  // beta 0 never reads
+}
+
 static __global__ void small_weight_grad_f32(const float* a, const float* x, const float* a2,
-                                             const float* x2, ColumnGeometry g, float* out,
-                                             int64_t out_stride, int64_t w_offset,
-                                             int64_t b_offset, float beta) {
+                                             const float* x2, ColumnGeometry g, uint32_t chunk,
+                                             double* partial, float* out, int64_t out_stride,
+                                             int64_t w_offset, int64_t b_offset, float beta) {
   const int cout = g.s.cout, kc = int(g.kc.d);
-  const uint32_t cols = g.cols.d;
   const int64_t kcout = blockIdx.x, k = kcout / cout;
   const int c = int(kcout % cout);
+  const uint32_t cols = g.cols.d;
+  // This block's columns: [begin, end) of the model's cols.
+  const uint32_t begin = blockIdx.y * chunk, end = begin + chunk < cols ? begin + chunk : cols;
   const float* ar = a + kcout * cols;
   const float* a2r = a2 ? a2 + kcout * cols : nullptr;
   float acc[kSmallConv], bias = 0.f;
   for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
   // Four columns a thread an iteration, in the order one a time would take them (the same
   // sums), so that four columns' loads are in flight at once.
-  for (uint32_t n0 = threadIdx.x; n0 < cols; n0 += 4 * blockDim.x) {
+  for (uint32_t n0 = begin + threadIdx.x; n0 < end; n0 += 4 * blockDim.x) {
 #pragma unroll
     for (uint32_t u = 0; u < 4; ++u) {
       const uint32_t n = n0 + u * blockDim.x;
-      if (n >= cols) continue;
+      if (n >= end) continue;
       const float an = ar[n];
       bias += an;
       small_weight_grad_column(g, x, x2, uint32_t(k), n, an, a2r ? a2r[n] : 0.f, acc);
@@ -157,10 +170,27 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
   for (int q = 0; q <= kSmallConv; ++q) sums[q] = q == kc ? bias : q < kSmallConv ? acc[q] : 0.f;
   // Thread q < kc gets weight q's total; thread kc the bias's.
   const double total = block_sums(sums, kc + 1);
-  if (int(threadIdx.x) > kc) return;
-  float* dst = out + k * out_stride +
-               (int(threadIdx.x) < kc ? w_offset + int64_t(c) * kc + threadIdx.x : b_offset + c);
-  *dst = beta == 0.f ? float(total) : beta * *dst + float(total);  // beta 0 never reads
+  const int q = int(threadIdx.x);
+  if (q > kc) return;
+  if (gridDim.y > 1)
+    partial[(kcout * gridDim.y + blockIdx.y) * (kc + 1) + q] = total;
+  else
+    put_small_grad(out, out_stride, w_offset, b_offset, k, c, kc, q, total, beta);
+}
+
+// One thread a (model, channel, sum q): the splits' partial sums, in order.
+static __global__ void small_weight_grad_finish_f32(const double* partial, int splits, int kc,
+                                                    int cout, int64_t n, float* out,
+                                                    int64_t out_stride, int64_t w_offset,
+                                                    int64_t b_offset, float beta) {
+  GRID_STRIDE(t, n) {
+    const int64_t kcout = t / (kc + 1);
+    const int q = int(t % (kc + 1));
+    double total = 0;
+    for (int s = 0; s < splits; ++s) total += partial[(kcout * splits + s) * (kc + 1) + q];
+    put_small_grad(out, out_stride, w_offset, b_offset, kcout / cout, int(kcout % cout), kc, q,
+                   total, beta);
+  }
 }
 
 // One block a (model, channel): out = beta out + sum over the channel's cols of
@@ -566,15 +596,24 @@ void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, 
 }
 
 void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
-                              const ConvShape& shape, int rows, int models, float* out,
-                              int64_t out_stride, float beta, cudaStream_t s) {
+                              const ConvShape& shape, int rows, int models, double* scratch,
+                              int64_t scratch_doubles, float* out, int64_t out_stride, float beta,
+                              cudaStream_t s) {
   check_small(shape, "small_weight_grad");
   const int64_t blocks = int64_t(models) * shape.cout;
   if (blocks == 0) return;
   const ColumnGeometry g = geometry(shape, rows, "small_weight_grad");
-  small_weight_grad_f32<<<unsigned(blocks), kReduceThreads, 0, s>>>(
-      a, x, a2, x2, g, out, out_stride, shape.w_offset, shape.b_offset, beta);
+  const int sums = int(g.kc.d) + 1;
+  const uint32_t round = 4 * kReduceThreads;  // a block's columns a turn of its loop
+  const int64_t splits =
+      small_grad_splits(blocks, g.cols.d, round, scratch_doubles / (blocks * sums));
+  const uint32_t chunk = uint32_t(CEIL_DIV(CEIL_DIV(int64_t(g.cols.d), splits), round) * round);
+  small_weight_grad_f32<<<dim3(unsigned(blocks), unsigned(splits)), kReduceThreads, 0, s>>>(
+      a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta);
   CUDA_CHECK_LAUNCH();
+  if (splits > 1)
+    LINEAR_LAUNCH(small_weight_grad_finish_f32, blocks * sums, scratch, int(splits), sums - 1,
+                  shape.cout, blocks * sums, out, out_stride, shape.w_offset, shape.b_offset, beta);
 }
 
 void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,

@@ -102,9 +102,12 @@ void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int m
 void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
                        int models, const float* w, int64_t w_stride, const float* v,
                        int64_t v_stride, const SmallConvOut& out, cudaStream_t s);
+// scratch: room for partial sums (scratch_doubles doubles) where the columns are split over
+// blocks (small_grad_splits); any free device memory, none needed.
 void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
-                              const ConvShape& shape, int rows, int models, float* out,
-                              int64_t out_stride, float beta, cudaStream_t s);
+                              const ConvShape& shape, int rows, int models, double* scratch,
+                              int64_t scratch_doubles, float* out, int64_t out_stride, float beta,
+                              cudaStream_t s);
 //   y[k][c][:] += w_k[b_offset + c]; ry (when set) += v_k[b_offset + c].
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
                          int64_t v_stride, int64_t b_offset, int channels, int64_t cols,

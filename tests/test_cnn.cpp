@@ -484,3 +484,17 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
   }
   EXPECT_EQ(tested, 4);
 }
+
+TEST(CnnTest, TheSmallWeightGradientSplitsItsColumnsOnlyToFillTheGrid) {
+  // The quickstart's first layer at 16 workers: 256 blocks of 25,088 columns want 4 each.
+  EXPECT_EQ(small_grad_splits(256, 25088, 1024, 1 << 20), 4);
+  // At 1,024 workers the channels fill the grid alone.
+  EXPECT_EQ(small_grad_splits(16384, 25088, 1024, 1 << 20), 1);
+  EXPECT_EQ(small_grad_splits(kSmallGradBlocks, 1 << 20, 1024, 1 << 20), 1);
+  // Never more than a whole turn of 1,024 columns a block, nor more than the scratch holds.
+  EXPECT_EQ(small_grad_splits(12, 2352, 1024, 1 << 20), 2);
+  EXPECT_EQ(small_grad_splits(12, 1000, 1024, 1 << 20), 1);
+  EXPECT_EQ(small_grad_splits(1, 1 << 24, 1024, 1 << 20), kSmallGradBlocks);
+  EXPECT_EQ(small_grad_splits(1, 1 << 24, 1024, 7), 7);
+  EXPECT_EQ(small_grad_splits(1, 1 << 24, 1024, 0), 1);
+}

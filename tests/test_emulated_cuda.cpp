@@ -52,6 +52,13 @@ const Net kNets[] = {
                     {layer("conv", 16), layer("act"), layer("maxpool"), layer("residual", 32, 3, 2),
                      layer("linear", 32), layer("act")},
                     10, Activation::Relu)},
+    // The quickstart's own 28 x 28 images: 2,352 columns of the first layer a model, which its
+    // small weight gradient splits over two blocks a channel (small_grad_splits).
+    {"ReluQuickstartSplitWeightGradient",
+     ModelSpec::cnn(1, 28, 28,
+                    {layer("conv", 4), layer("act"), layer("maxpool"), layer("residual", 8, 3, 2),
+                     layer("linear", 8), layer("act")},
+                    10, Activation::Relu)},
     {"MlpGelu", ModelSpec::mlp(37, {19, 11}, 5, Activation::Gelu)},
 };
 

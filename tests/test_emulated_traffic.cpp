@@ -275,6 +275,10 @@ TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
   // windows, the reductions (channel_sums, small_weight_grad, softmax_xent's rows) write a value
   // a block or a row, the GEMM-layout transposes are small. gossamer-traffic lists them all.
   EXPECT_EQ(r.gemms.size(), 11u);  // forward, weight and input gradients of the GEMM convolutions
+  // Two workers' 16 channels are 32 blocks: the first layer's weight gradient splits its 6,272
+  // columns six ways (small_grad_splits) and adds the partial sums in a second kernel.
+  ASSERT_TRUE(by_name.count("small_weight_grad_finish_f32"));
+  EXPECT_EQ(by_name["small_weight_grad_finish_f32"].launches, 1u);
 }
 
 }  // namespace

@@ -102,6 +102,18 @@ GOSSAMER_HD int64_t im2col_source(const ColumnGeometry& g, uint32_t t) {
 constexpr int kSmallConv = 32;
 inline bool few_columns(const ConvShape& c) { return c.cin * c.kh * c.kw <= kSmallConv; }
 
+// The small weight gradient's split of each (model, channel)'s columns over blocks
+// (cuda/cnn_kernels.cu): enough blocks a (model, channel) to bring the grid to kSmallGradBlocks
+// (about eight an SM of an H100 or H200), at most one a `round` columns (a whole turn of a block's
+// loop) and at most max_splits (the room for their partial sums); 1 where the channels fill it.
+constexpr int64_t kSmallGradBlocks = 1024;
+inline int64_t small_grad_splits(int64_t blocks, int64_t cols, int64_t round, int64_t max_splits) {
+  if (blocks >= kSmallGradBlocks) return 1;
+  const int64_t want = (kSmallGradBlocks + blocks - 1) / blocks;
+  const int64_t splits = want < cols / round ? want : cols / round;
+  return splits < max_splits ? (splits > 1 ? splits : 1) : (max_splits > 1 ? max_splits : 1);
+}
+
 // Where small_conv_column writes, each at model k's column n of channel 0 (channel c cols
 // further): y and, with the R-operator, ry; with a fused activation (a set), also the next node's
 // a = act(y) and ra = act'(y) ry, as that node's own kernel would.
