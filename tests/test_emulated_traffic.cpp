@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ const KernelTraffic& only(const TrafficReport& r) {
   return r.kernels.at(0);
 }
 
+// The one kernel `launch` runs, traced.
+KernelTraffic traced(const std::function<void()>& launch) {
+  gossamer_emu::start_traffic();
+  launch();
+  return only(gossamer_emu::stop_traffic());
+}
+
 TEST(EmulatedTraffic, CoalescedFloatsAreFourSectorsARequest) {
   Buffers b;
   float *x = b.make(1024), *y = b.make(1024);
@@ -69,9 +77,8 @@ TEST(EmulatedTraffic, CoalescedFloatsAreFourSectorsARequest) {
 TEST(EmulatedTraffic, AGridStrideLoopsIterationsAreRequestsOfTheirOwn) {
   Buffers b;
   float *x = b.make(1024), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::gather(x, y, 1024, 1, 0, 128);  // 4 warps, 8 turns each
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k =
+      traced([&] { traffic_kernels::gather(x, y, 1024, 1, 0, 128); });  // 4 warps, 8 turns each
   EXPECT_EQ(k.threads, 128u);
   EXPECT_EQ(k.loads.requests, 32u);
   EXPECT_EQ(k.loads.sectors, 128u);
@@ -81,9 +88,7 @@ TEST(EmulatedTraffic, AGridStrideLoopsIterationsAreRequestsOfTheirOwn) {
 TEST(EmulatedTraffic, FloatsA128BytesApartAreASectorEach) {
   Buffers b;
   float *x = b.make(32 * 1024), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::gather(x, y, 1024, 32, 0, 1024);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::gather(x, y, 1024, 32, 0, 1024); });
   EXPECT_EQ(k.loads.requests, 32u);
   EXPECT_EQ(k.loads.sectors, 32u * 32u);
   EXPECT_DOUBLE_EQ(k.loads.efficiency(), 1.0 / 8);
@@ -94,9 +99,8 @@ TEST(EmulatedTraffic, FloatsA128BytesApartAreASectorEach) {
 TEST(EmulatedTraffic, AMisalignedWarpTouchesFiveSectors) {
   Buffers b;
   float *x = b.make(1025), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::gather(x, y, 1024, 1, 1, 1024);  // bytes 4 .. 4099 of x
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k =
+      traced([&] { traffic_kernels::gather(x, y, 1024, 1, 1, 1024); });  // bytes 4 .. 4099 of x
   EXPECT_EQ(k.loads.sectors, 32u * 5u);
   EXPECT_EQ(k.read_sectors, 129u);
 }
@@ -104,9 +108,7 @@ TEST(EmulatedTraffic, AMisalignedWarpTouchesFiveSectors) {
 TEST(EmulatedTraffic, SixteenBytesALaneAreSixteenSectorsARequest) {
   Buffers b;
   float *x = b.make(1024), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::copy4(x, y, 1024);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::copy4(x, y, 1024); });
   EXPECT_EQ(k.kernel, "copy4_f32");
   EXPECT_EQ(k.loads.requests, 8u);  // 256 lanes
   EXPECT_EQ(k.loads.sectors, 8u * 16u);
@@ -119,9 +121,7 @@ TEST(EmulatedTraffic, SixteenBytesALaneAreSixteenSectorsARequest) {
 TEST(EmulatedTraffic, ABroadcastIsOneSectorARequest) {
   Buffers b;
   float *x = b.make(8), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::broadcast(x, y, 1024);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::broadcast(x, y, 1024); });
   EXPECT_EQ(k.loads.requests, 32u);
   EXPECT_EQ(k.loads.sectors, 32u);
   EXPECT_DOUBLE_EQ(k.loads.efficiency(), 4.0);  // 128 bytes asked of one sector
@@ -152,9 +152,7 @@ TEST(EmulatedTraffic, AStoreTheHostCompilerSplitsIsStillOneRequestAWarp) {
 TEST(EmulatedTraffic, AReadModifyWriteCountsItsLoadAndItsStore) {
   Buffers b;
   float *x = b.make(1024), *y = b.make(1024);
-  gossamer_emu::start_traffic();
-  traffic_kernels::accumulate(x, y, 1024);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::accumulate(x, y, 1024); });
   EXPECT_EQ(k.loads.requests, 64u);  // x and y
   EXPECT_EQ(k.loads.sectors, 256u);
   EXPECT_EQ(k.stores.requests, 32u);
@@ -168,9 +166,7 @@ TEST(EmulatedTraffic, ARowAThreadStoreIsUncoalesced) {
   // 64 threads write 28 floats each: lane t's j-th store at 112 t + 4 j bytes, a sector a lane.
   Buffers b;
   float* y = b.make(64 * 28);
-  gossamer_emu::start_traffic();
-  traffic_kernels::rows_a_thread(y, 64, 28);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::rows_a_thread(y, 64, 28); });
   EXPECT_EQ(k.loads.requests, 0u);
   EXPECT_EQ(k.stores.requests, 2u * 28u);
   EXPECT_EQ(k.stores.sectors, 2u * 28u * 32u);
@@ -182,9 +178,7 @@ TEST(EmulatedTraffic, ARowAThreadStoreIsUncoalesced) {
 TEST(EmulatedTraffic, APartialWarpIsOneRequest) {
   Buffers b;
   float *x = b.make(40), *y = b.make(40);
-  gossamer_emu::start_traffic();
-  traffic_kernels::gather(x, y, 40, 1, 0, 64);
-  const KernelTraffic k = only(gossamer_emu::stop_traffic());
+  const KernelTraffic k = traced([&] { traffic_kernels::gather(x, y, 40, 1, 0, 64); });
   EXPECT_EQ(k.loads.requests, 2u);      // lanes 0-31, lanes 32-39
   EXPECT_EQ(k.loads.sectors, 4u + 1u);  // the second request's 32 bytes are one sector
 }
