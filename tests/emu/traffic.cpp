@@ -20,7 +20,7 @@ constexpr uintptr_t kSector = 32;
 
 struct Access {
   uint32_t thread;
-  uint32_t site = 0;  // the source line's (sites_of)
+  uint32_t site = 0;  // its source line's (Sites)
   uint32_t seq = 0;   // how many loads (stores) this thread made at that line before
   uintptr_t pc, address;
   uint32_t bytes;

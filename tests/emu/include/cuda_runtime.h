@@ -4,15 +4,16 @@
 // without a GPU"); cublas_v2.h and nccl.h beside it do the same for the libraries.
 //
 // How it runs: a launch `kernel<<<grid, block, shm, s>>>(args)` is rewritten at build time
-// (translate.cmake) to `kernel * ::gossamer_emu::Launch("kernel", grid, block, shm, s)(args)`; the blocks run
-// one after another, the threads of a block as fibers that switch only at __syncthreads and at a
-// warp's shuffle, so a __shared__ variable, here a static, is the running block's shared memory.
-// Memory is host memory, every call is synchronous and streams and events only keep order; a
-// stream capture records the work and a graph launch runs the record.
+// (translate.cmake) to `kernel * ::gossamer_emu::Launch("kernel", grid, block, shm, s)(args)`; the
+// blocks run one after another, the threads of a block as fibers that switch only at __syncthreads
+// and at a warp's shuffle, so a __shared__ variable, here a static, is the running block's shared
+// memory. Memory is host memory, every call is synchronous and streams and events only keep order;
+// a stream capture records the work and a graph launch runs the record.
 //
-// What it cannot show: speed, races between blocks or threads (nothing runs concurrently), the
-// memory model, launch limits beyond the grid's shape, and cuBLAS's and NCCL's own behaviour. It
-// checks the CUDA code's logic; it is no substitute for the GPU suites on a GPU.
+// What it cannot show: speed (traffic.hpp counts the memory a kernel moves, not its time), races
+// between blocks or threads (nothing runs concurrently), the memory model, launch limits beyond
+// the grid's shape, and cuBLAS's and NCCL's own behaviour. It checks the CUDA code's logic; it is
+// no substitute for the GPU suites on a GPU.
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -39,7 +40,8 @@ struct dim3 {
 
 // A copy moves the 16 bytes at once, as a GPU's 128-bit load and store do (ld.global.v4.f32):
 // without it the host compiler may split a float4 built field by field into four float stores,
-// and the traffic report (traffic.hpp) would count four uncoalesced accesses where the GPU makes one.
+// and the traffic report (traffic.hpp) would count four uncoalesced accesses where a GPU makes
+// one.
 struct alignas(16) float4 {
   float x, y, z, w;
   float4() = default;
