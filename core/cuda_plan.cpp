@@ -64,16 +64,24 @@ namespace {
 // A 2 x 2 pool (stride 2): its backward covers its input only where both sides are even.
 bool window_pool(CnnNode::Op op) { return op == CnnNode::Op::MaxPool || op == CnnNode::Op::AvgPool; }
 
+// How many nodes read each node's output.
+std::vector<int> cnn_readers(const ModelSpec& model) {
+  std::vector<int> readers(model.nodes.size(), 0);
+  for (const CnnNode& node : model.nodes)
+    for (const int j : {node.input, node.op == CnnNode::Op::Add ? node.other : -1})
+      if (j >= 0) ++readers[size_t(j)];
+  return readers;
+}
+
 }  // namespace
 
 std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
   const size_t n = model.nodes.size();
-  std::vector<int> readers(n, 0);
+  const std::vector<int> readers = cnn_readers(model);
   std::vector<bool> whole(n, false);  // the one reader's backward writes all of the gradient
   for (const CnnNode& node : model.nodes) {
     for (const int j : {node.input, node.op == CnnNode::Op::Add ? node.other : -1}) {
       if (j < 0) continue;
-      ++readers[size_t(j)];
       const CnnNode& in = model.nodes[size_t(j)];
       whole[size_t(j)] = !window_pool(node.op) || (in.h % 2 == 0 && in.w % 2 == 0);
     }
@@ -100,6 +108,12 @@ CnnFusions cnn_fusions(const ModelSpec& model) {
     if (window_pool(node.op) && in.op == CnnNode::Op::Act && in.input >= 0 && stored[size_t(j)])
       f.act_in_pool[size_t(j)] = true;
   }
+  const std::vector<int> readers = cnn_readers(model);
+  f.act_from_output.assign(n, false);
+  for (size_t i = 0; i < n; ++i)
+    f.act_from_output[i] = f.act_in_conv[i] && f.act_in_pool[i] &&
+                           derivatives_from_output(model.activation) &&
+                           readers[size_t(model.nodes[i].input)] == 1;
   return f;
 }
 

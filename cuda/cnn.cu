@@ -38,7 +38,8 @@ BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bo
       m_model(model),
       m_fused_paths(fused),
       m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size())),
-      m_fused(fused ? cnn_fusions(model) : CnnFusions{m_stored, m_stored}) {  // none: all false
+      // The general path: no fusion (all false).
+      m_fused(fused ? cnn_fusions(model) : CnnFusions{m_stored, m_stored, m_stored}) {
   const CnnPairSizes z = cnn_pair_sizes(model);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
@@ -72,6 +73,7 @@ void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, in
   if (small(c)) {  // few columns: one kernel, no columns, the bias (and act) included
     SmallConvOut out;
     out.y = y, out.ry = ry, out.act = m_model.activation;
+    if (act >= 0 && m_fused.act_from_output[size_t(act)]) out.y = nullptr;  // nothing reads it
     if (act >= 0) {
       out.a = m_y[size_t(act)].get();
       out.ra = ry ? m_ry[size_t(act)].get() : nullptr;
@@ -160,8 +162,11 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
     case CnnNode::Op::AvgPool:
     case CnnNode::Op::Gap: {
       const auto [ih, iw] = in_hw(j);
-      launch_pool(pool_kind(n.op), in(j), r_in(j, r), y, ry, m_arg[size_t(i)].get(),
-                  int64_t(K) * rows * n.c, ih, iw, n.h, n.w, s);
+      // The backward finds the choices again in the activation's output (act_from_output).
+      const bool no_arg = j >= 0 && m_fused.act_from_output[size_t(j)];
+      int32_t* arg = no_arg ? nullptr : m_arg[size_t(i)].get();
+      launch_pool(pool_kind(n.op), in(j), r_in(j, r), y, ry, arg, int64_t(K) * rows * n.c, ih, iw,
+                  n.h, n.w, s);
       break;
     }
     case CnnNode::Op::GroupNorm:
@@ -217,10 +222,14 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
         const int64_t planes = int64_t(K) * rows * n.c;
         if (m_fused.act_in_pool[size_t(j)]) {  // through the activation j to its input z
           const int z = m_model.nodes[size_t(j)].input;
-          launch_pool_act_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), in(z),
-                                   r_in(z, r), m_dy[size_t(z)].get(),
-                                   r ? m_rdy[size_t(z)].get() : nullptr, planes, ih, iw, n.h,
-                                   n.w, m_model.activation, accumulates(z), s);
+          // The activation's derivatives from its input z, or from its output (act_from_output).
+          const bool of_output = m_fused.act_from_output[size_t(j)];
+          launch_pool_act_backward(pool_kind(n.op), dy, rdy,
+                                   of_output ? nullptr : m_arg[size_t(i)].get(),
+                                   of_output ? in(j) : in(z), of_output, r_in(z, r),
+                                   m_dy[size_t(z)].get(), r ? m_rdy[size_t(z)].get() : nullptr,
+                                   planes, ih, iw, n.h, n.w, m_model.activation, accumulates(z),
+                                   s);
         } else {
           launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx, planes,
                                ih, iw, n.h, n.w, accumulates(j), s);

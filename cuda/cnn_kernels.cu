@@ -41,12 +41,24 @@ static __device__ float pool_share(PoolKind kind, int64_t e, int64_t chosen, flo
 }
 
 // The activation's R-backward at input x: R{dx} = act'(x) R{dy} + act''(x) R{x} dy (rx null: the
-// input has no R part), d1 = act'(x) already computed.
+// input has no R part), d1 = act'(x) already computed; with of_output, x is the activation's
+// output act(x) (derivatives_from_output).
 static __device__ float act_r_backward(Activation act, float x, float d1, float dy, float rdy,
-                                       const float* rx, int64_t e) {
+                                       const float* rx, int64_t e, bool of_output = false) {
   float r = d1 * rdy;
-  if (rx) r += activate_second_derivative(act, x) * rx[e] * dy;
+  if (rx)
+    r += (of_output ? activate_second_derivative_of_output(act, x)
+                    : activate_second_derivative(act, x)) *
+         rx[e] * dy;
   return r;
+}
+
+// A max pool's choice in its window of x: the first of equal maxima.
+static __device__ int64_t window_max(const float* x, const int64_t (&window)[4]) {
+  int64_t best = window[0];
+  for (int q = 1; q < 4; ++q)
+    if (x[window[q]] > x[best]) best = window[q];
+  return best;
 }
 
 template <class I>
@@ -107,7 +119,7 @@ static __global__ void small_conv_f32(const float* __restrict__ x, const float* 
     const float* wk = w + k * w_stride;
     const int64_t at = k * model_out + col;
     SmallConvOut here;
-    here.y = out.y + at;
+    here.y = out.y ? out.y + at : nullptr;  // null: nothing reads y (act_from_output)
     here.a = out.a ? out.a + at : nullptr;
     here.act = out.act;
     if (R) {
@@ -251,10 +263,8 @@ static __global__ void pool_f32(PoolKind kind, const float* x, const float* rx, 
     int64_t window[4];
     const int64_t plane = pool_window(t, ohw, ow, iw, ihw, window);
     if (kind == PoolKind::Max) {
-      int64_t best = window[0];
-      for (int q = 1; q < 4; ++q)
-        if (x[window[q]] > x[best]) best = window[q];  // the first of equal maxima
-      arg[t] = int32_t(best - plane);
+      const int64_t best = window_max(x, window);
+      if (arg) arg[t] = int32_t(best - plane);  // null: the backward finds it again
       y[t] = x[best];
       if (ry) ry[t] = rx ? rx[best] : 0.f;
     } else {
@@ -305,23 +315,29 @@ static __global__ void pool_backward_f32(PoolKind kind, const float* dy, const f
 // windows covering the activation: each window entry's share of dy (pool_share, what
 // pool_backward_f32 would store) times act'(z), into the activation's input gradient dz, and with
 // the R-operator act_r_backward of the shares, as act_backward_add_f32 computes them: the same
-// arithmetic, by the same functions, without the activation's gradient in between.
+// arithmetic, by the same functions, without the activation's gradient in between. x is z, or
+// with of_output the activation's output (the pool's input), from which the derivatives come and
+// in which a max pool's choice is found again as its forward found it (arg unused).
 template <class I>
 static __global__ void pool_act_backward_f32(PoolKind kind, const float* dy, const float* rdy,
-                                             const int32_t* arg, const float* z, const float* rz,
-                                             float* dz, float* rdz, I n, int iw, int oh, int ow,
-                                             Activation act, bool accumulate) {
+                                             const int32_t* arg, const float* x, bool of_output,
+                                             const float* rz, float* dz, float* rdz, I n, int iw,
+                                             int oh, int ow, Activation act, bool accumulate) {
   const I ohw = I(oh) * I(ow);
   INDEX_LOOP(t, n) {
     int64_t window[4];
     const int64_t plane = pool_window(t, ohw, ow, iw, 4 * int64_t(ohw), window);
-    const int64_t chosen = kind == PoolKind::Max ? plane + arg[t] : -1;
+    const int64_t chosen =
+        kind != PoolKind::Max ? -1 : of_output ? window_max(x, window) : plane + arg[t];
     for (int64_t e : window) {
       const float share = pool_share(kind, e, chosen, dy[t]);
-      const float d1 = activate_derivative(act, z[e]);
+      const float d1 = of_output ? activate_derivative_of_output(act, x[e])
+                                 : activate_derivative(act, x[e]);
       put(dz, e, d1 * share, accumulate);
       if (rdz)
-        put(rdz, e, act_r_backward(act, z[e], d1, share, pool_share(kind, e, chosen, rdy[t]), rz, e),
+        put(rdz, e,
+            act_r_backward(act, x[e], d1, share, pool_share(kind, e, chosen, rdy[t]), rz, e,
+                           of_output),
             accumulate);
     }
   }
@@ -661,9 +677,9 @@ void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, cons
 }
 
 void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
-                              const int32_t* arg, const float* z, const float* rz, float* dz,
-                              float* rdz, int64_t planes, int ih, int iw, int oh, int ow,
-                              Activation act, bool accumulate, cudaStream_t s) {
+                              const int32_t* arg, const float* x, bool of_output, const float* rz,
+                              float* dz, float* rdz, int64_t planes, int ih, int iw, int oh,
+                              int ow, Activation act, bool accumulate, cudaStream_t s) {
   if (kind == PoolKind::Gap || ih != 2 * oh || iw != 2 * ow)
     throw runtime_error("pool_act_backward: a 2 x 2 pool whose windows cover its " +
                         std::to_string(ih) + " x " + std::to_string(iw) + " input expected");
@@ -671,7 +687,7 @@ void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
   indexed(n, [&](auto i) {
     using I = decltype(i);
     pool_act_backward_f32<I><<<linear_blocks(n), kLinearBlock, 0, s>>>(
-        kind, dy, rdy, arg, z, rz, dz, rdz, I(n), iw, oh, ow, act, accumulate);
+        kind, dy, rdy, arg, x, of_output, rz, dz, rdz, I(n), iw, oh, ow, act, accumulate);
   });
 }
 

@@ -137,10 +137,12 @@ void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, cons
                           bool accumulate, cudaStream_t s);
 //   The pool's backward through the activation before it (act_in_pool): dz (rdz) += act'(z) times
 //   the pool's gradient share (R as launch_act_backward_add), z the activation's input.
+// x: the activation's input z, or with of_output its output (the pool's input), in which a max
+// pool's choices are found again (arg null).
 void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
-                              const int32_t* arg, const float* z, const float* rz, float* dz,
-                              float* rdz, int64_t planes, int ih, int iw, int oh, int ow,
-                              Activation act, bool accumulate, cudaStream_t s);
+                              const int32_t* arg, const float* x, bool of_output, const float* rz,
+                              float* dz, float* rdz, int64_t planes, int ih, int iw, int oh,
+                              int ow, Activation act, bool accumulate, cudaStream_t s);
 //   y += x over n floats; launch_add_or_copy: y = x when not accumulating.
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
 void launch_add_or_copy(float* y, const float* x, int64_t n, bool accumulate, cudaStream_t s);

@@ -359,6 +359,40 @@ TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
                                          3, Activation::Tanh);
   EXPECT_EQ(cnn_fusions(image).act_in_conv, (std::vector<bool>{false, false, false, true, false}));
   EXPECT_EQ(cnn_fusions(image).act_in_pool, (std::vector<bool>(5, false)));
+  // The quickstart's first activation, in both its convolution and its pool, takes its
+  // derivatives from its output with ReLU and tanh, not with GELU; the odd network's is in no
+  // pool.
+  EXPECT_EQ(cnn_fusions(quick).act_from_output, first);
+  ModelSpec quick_tanh = quick, quick_gelu = quick;
+  quick_tanh.activation = Activation::Tanh;
+  quick_gelu.activation = Activation::Gelu;
+  EXPECT_EQ(cnn_fusions(quick_tanh).act_from_output, first);
+  EXPECT_EQ(cnn_fusions(quick_gelu).act_from_output, none);
+  EXPECT_EQ(cnn_fusions(odd).act_from_output, none);
+}
+
+// ReLU's and tanh's derivatives from their output equal those from their input, float for float
+// (what lets the CUDA pool backward read the activation's output, CnnFusions::act_from_output).
+TEST(CnnTest, ActivationDerivativesFromTheOutputEqualThoseFromTheInput) {
+  EXPECT_TRUE(derivatives_from_output(Activation::Relu));
+  EXPECT_TRUE(derivatives_from_output(Activation::Tanh));
+  EXPECT_FALSE(derivatives_from_output(Activation::Gelu));
+  for (const Activation a : {Activation::Relu, Activation::Tanh}) {
+    for (float z = -6.f; z <= 6.f; z += 0.0625f) {
+      for (const float x : {z, std::nextafter(z, 7.f), -0.f, 0.f}) {
+        const float y = activate(a, x);
+        ASSERT_EQ(activate_derivative_of_output(a, y), activate_derivative(a, x)) << x;
+        ASSERT_EQ(activate_second_derivative_of_output(a, y), activate_second_derivative(a, x))
+            << x;
+      }
+    }
+    // And against the closed forms in double.
+    const double z = 0.3, t = std::tanh(z);
+    if (a == Activation::Tanh) {
+      EXPECT_NEAR(activate_derivative(a, z), 1 - t * t, 1e-15);
+      EXPECT_NEAR(activate_second_derivative(a, z), -2 * t * (1 - t * t), 1e-15);
+    }
+  }
 }
 
 // The CUDA column kernels' index arithmetic (conv_index.hpp), run here on the CPU: multiplicative

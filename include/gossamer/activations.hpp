@@ -32,16 +32,28 @@ GOSSAMER_HD T activate(Activation a, T x) {
   return x;
 }
 
+// ReLU's and tanh's derivatives are functions of their output y = act(z) (y > 0 where z > 0;
+// tanh' = 1 - y^2, tanh'' = -2 y (1 - y^2)), so a backward pass may read y instead of z
+// (cuda_plan.hpp, CnnFusions::act_from_output); GELU's are not. The derivatives from z below
+// compute tanh's through these very functions, so both give the same floats.
+GOSSAMER_HD bool derivatives_from_output(Activation a) { return a != Activation::Gelu; }
+template <class T>
+GOSSAMER_HD T activate_derivative_of_output(Activation a, T y) {  // relu or tanh
+  return a == Activation::Relu ? (y > T(0) ? T(1) : T(0)) : T(1) - y * y;
+}
+template <class T>
+GOSSAMER_HD T activate_second_derivative_of_output(Activation a, T y) {  // relu or tanh
+  return a == Activation::Relu ? T(0) : T(-2) * y * (T(1) - y * y);
+}
+
 // Derivative with respect to the pre-activation z.
 template <class T>
 GOSSAMER_HD T activate_derivative(Activation a, T z) {
   switch (a) {
     case Activation::Relu:
       return z > T(0) ? T(1) : T(0);
-    case Activation::Tanh: {
-      const T t = tanh(z);
-      return T(1) - t * t;
-    }
+    case Activation::Tanh:
+      return activate_derivative_of_output(a, T(tanh(z)));
     case Activation::Gelu: {
       const T cdf = T(0.5) * (T(1) + erf(z * T(0.70710678118654752440)));
       const T pdf = T(0.39894228040143267794) * exp(T(-0.5) * z * z);
@@ -58,10 +70,8 @@ GOSSAMER_HD T activate_second_derivative(Activation a, T z) {
   switch (a) {
     case Activation::Relu:
       return T(0);
-    case Activation::Tanh: {
-      const T t = tanh(z);
-      return T(-2) * t * (T(1) - t * t);
-    }
+    case Activation::Tanh:
+      return activate_second_derivative_of_output(a, T(tanh(z)));
     case Activation::Gelu:
       return T(0.39894228040143267794) * exp(T(-0.5) * z * z) * (T(2) - z * z);
   }

@@ -150,7 +150,7 @@ GOSSAMER_UNROLL
     for (int q = 0; q < kSmallConv; ++q)
       if (q < kc) acc += wc[q] * xv[q];
     const float y = acc + b[c];
-    out.y[at] = y;
+    if (out.y) out.y[at] = y;
     if (out.a) out.a[at] = activate(out.act, y);
     if (!out.ry) continue;
     const float* vc = v + int64_t(c) * kc;

@@ -83,9 +83,13 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model);
 // convolution of few columns (kc <= kSmallConv) just before it, its input, computes;
 // act_in_pool, an activation whose backward the 2 x 2 pool reading it runs, where that pool is
 // its one reader and writes its gradient whole (cnn_gradient_stored) and its own input is a node
-// (not the image).
+// (not the image); act_from_output, an activation both in its convolution and in its pool whose
+// derivatives are functions of its output (ReLU, tanh: derivatives_from_output) and whose
+// convolution has no other reader: the pool's backward reads the activation's output instead of
+// its input, and finds the max pool's choice again there, so that neither the convolution's output
+// nor the max pool's choices are written.
 struct CnnFusions {
-  std::vector<bool> act_in_conv, act_in_pool;
+  std::vector<bool> act_in_conv, act_in_pool, act_from_output;
 };
 CnnFusions cnn_fusions(const ModelSpec& model);
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
