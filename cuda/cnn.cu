@@ -73,8 +73,8 @@ void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, in
   if (small(c)) {  // few columns: one kernel, no columns, the bias (and act) included
     SmallConvOut out;
     out.y = y, out.ry = ry, out.act = m_model.activation;
-    if (act >= 0 && m_fused.act_from_output[size_t(act)]) out.y = nullptr;  // nothing reads it
     if (act >= 0) {
+      if (m_fused.act_from_output[size_t(act)]) out.y = nullptr;  // nothing reads it
       out.a = m_y[size_t(act)].get();
       out.ra = ry ? m_ry[size_t(act)].get() : nullptr;
     }

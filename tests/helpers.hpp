@@ -80,6 +80,13 @@ inline nlohmann::json seven_workers(const nlohmann::json& patch) {
   return c;
 }
 
+// The Fashion-MNIST folder: GOSSAMER_FASHION_MNIST where set (the GPU machine's packed copy),
+// else Debian's package's.
+inline std::string fashion_mnist_dir() {
+  const char* dir = std::getenv("GOSSAMER_FASHION_MNIST");
+  return dir ? dir : "/usr/share/datasets/fashion-mnist";
+}
+
 // Whether the GPU the suites see is the CPU emulation of tests/emu (gossamer_emulated_backend_tests),
 // where the tests that train for hundreds of steps or evaluate whole data sets take minutes: they
 // skip there, saying so, unless GOSSAMER_EMULATED_LONG is set, and run on a GPU.

@@ -354,8 +354,7 @@ TEST_F(CudaBackendTest, CurvatureEstimatorsMatchTheCpu) {
 // gradients; the second and third steps replay the captured graph, which must read each step's
 // draws from the device state.
 TEST_F(CudaBackendTest, AugmentedMinibatchesMatchTheCpu) {
-  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
-  const std::string dir = fmnist ? fmnist : "/usr/share/datasets/fashion-mnist";
+  const std::string dir = test_util::fashion_mnist_dir();
   json c = {{"workers", 4},
             {"backend", "cpu"},
             {"data",
@@ -413,11 +412,10 @@ json trainer_final(const std::string& backend, const std::string& name,
 // the image, pools of odd inputs, two readers). The data is the real images: a CNN needs an
 // image shape, which synthetic data has not.
 json cnn_patch(const json& layers, const std::string& act, int workers, int batch) {
-  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
   return {{"workers", workers},
           {"data",
            {{"dataset", "fashion-mnist"},
-            {"path", fmnist ? fmnist : "/usr/share/datasets/fashion-mnist"},
+            {"path", test_util::fashion_mnist_dir()},
             {"train_samples", 512},
             {"test_samples", 96},
             {"synthetic", nullptr}}},

@@ -18,6 +18,7 @@
 #include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
+#include "helpers.hpp"
 
 using gossamer_emu::KernelTraffic;
 using gossamer_emu::TrafficReport;
@@ -231,9 +232,8 @@ TEST(EmulatedTraffic, ListsTheGemmShapes) {
 // element a thread must load so too. The rest are listed with why they are not held to it.
 TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
   nlohmann::json c = gossamer_bench::workload("c", "cuda");
-  const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
   c["data"] = {{"dataset", "fashion-mnist"},
-               {"path", fmnist ? fmnist : "/usr/share/datasets/fashion-mnist"},
+               {"path", gossamer::test_util::fashion_mnist_dir()},
                {"train_samples", 256},
                {"test_samples", 64}};
   c["workers"] = 2;
