@@ -105,13 +105,18 @@ struct Tracing {
 Tracing g;
 Sites g_sites;  // kept across reports
 
+// f(s) for each 32-byte sector s that bytes at address touch.
+template <class F>
+void for_each_sector(uintptr_t address, uint32_t bytes, F&& f) {
+  for (uintptr_t s = address / kSector; s <= (address + bytes - 1) / kSector; ++s) f(s);
+}
+
 // The distinct sectors of one request's lanes, added to a.
 void count_request(const Access* first, const Access* last, std::vector<uintptr_t>& sectors,
                    Accesses& a) {
   sectors.clear();
   for (const Access* x = first; x != last; ++x) {
-    for (uintptr_t s = x->address / kSector; s <= (x->address + x->bytes - 1) / kSector; ++s)
-      sectors.push_back(s);
+    for_each_sector(x->address, x->bytes, [&](uintptr_t s) { sectors.push_back(s); });
     a.bytes += x->bytes;
   }
   std::sort(sectors.begin(), sectors.end());
@@ -159,17 +164,17 @@ void trace_block_end() {
   std::map<std::tuple<uint32_t, uint32_t, bool>, uint32_t> reached;  // (thread, site, store)
   for (Access& a : g.block) a.seq = reached[{a.thread, a.site, a.store}]++;
   // One request: the lanes of one warp at one site, each lane's n-th time there.
-  std::sort(g.block.begin(), g.block.end(), [](const Access& a, const Access& b) {
-    return std::make_tuple(a.thread / kWarp, a.store, a.site, a.seq, a.thread) <
-           std::make_tuple(b.thread / kWarp, b.store, b.site, b.seq, b.thread);
+  const auto request = [](const Access& a) {
+    return std::make_tuple(a.thread / kWarp, a.store, a.site, a.seq);
+  };
+  std::sort(g.block.begin(), g.block.end(), [&](const Access& a, const Access& b) {
+    return std::make_tuple(request(a), a.thread) < std::make_tuple(request(b), b.thread);
   });
   std::vector<uintptr_t> sectors;
   for (size_t i = 0; i < g.block.size();) {
     const Access& a = g.block[i];
     size_t j = i + 1;
-    while (j < g.block.size() && g.block[j].thread / kWarp == a.thread / kWarp &&
-           g.block[j].store == a.store && g.block[j].site == a.site && g.block[j].seq == a.seq)
-      ++j;
+    while (j < g.block.size() && request(g.block[j]) == request(a)) ++j;
     count_request(&g.block[i], &g.block[j], sectors,
                   a.store ? g.current->stores : g.current->loads);
     i = j;
@@ -201,7 +206,7 @@ void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc)
   x.store = store;
   g.block.push_back(x);
   auto& sectors = store ? g.written : g.read;
-  for (uintptr_t s = a / kSector; s <= (a + bytes - 1) / kSector; ++s) sectors.insert(s);
+  for_each_sector(a, bytes, [&](uintptr_t s) { sectors.insert(s); });
 }
 
 }  // namespace gossamer_emu
