@@ -40,29 +40,12 @@ int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
   return capacity * (floats * kFloat + kFloat + 1);
 }
 
-CnnPairSizes cnn_pair_sizes(const ModelSpec& model) {
-  CnnPairSizes z;
-  z.image = int64_t(model.image_c) * model.image_h * model.image_w;
-  z.logits = model.classes;
-  const auto col_of = [](const ConvShape& s) {
-    return s.w_offset < 0 ? 0 : int64_t(s.cin) * s.kh * s.kw * s.out_h * s.out_w;
-  };
-  for (const CnnNode& n : model.nodes) {
-    const int64_t chw = int64_t(n.c) * n.h * n.w;
-    const bool gn = n.op == CnnNode::Op::GroupNorm;
-    z.node.push_back(chw);
-    z.normed.push_back(gn ? chw : 0);
-    z.stats.push_back(gn ? 2 * int64_t(n.groups) : 0);
-    z.arg.push_back(n.op == CnnNode::Op::MaxPool ? chw : 0);
-    if (n.op == CnnNode::Op::Conv || n.op == CnnNode::Op::Add) z.col = std::max(z.col, col_of(n.conv));
-  }
-  return z;
-}
-
 namespace {
 
 // A 2 x 2 pool (stride 2): its backward covers its input only where both sides are even.
-bool window_pool(CnnNode::Op op) { return op == CnnNode::Op::MaxPool || op == CnnNode::Op::AvgPool; }
+bool window_pool(CnnNode::Op op) {
+  return op == CnnNode::Op::MaxPool || op == CnnNode::Op::AvgPool;
+}
 
 // How many nodes read each node's output.
 std::vector<int> cnn_readers(const ModelSpec& model) {
@@ -117,19 +100,49 @@ CnnFusions cnn_fusions(const ModelSpec& model) {
   return f;
 }
 
-int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
-  const CnnPairSizes z = cnn_pair_sizes(model);
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
+  const size_t n = model.nodes.size();
+  const std::vector<bool> from_output =
+      fused ? cnn_fusions(model).act_from_output : std::vector<bool>(n, false);
+  CnnPairSizes z;
+  z.image = int64_t(model.image_c) * model.image_h * model.image_w;
+  z.logits = model.classes;
+  const auto col_of = [](const ConvShape& s) {
+    return s.w_offset < 0 ? 0 : int64_t(s.cin) * s.kh * s.kw * s.out_h * s.out_w;
+  };
+  // act_from_output[i]: the activation i's convolution (its input) writes only the activation,
+  // and the max pool reading it finds its choices again in the activation's output.
+  const auto unwritten = [&](size_t i) { return i + 1 < n && from_output[i + 1]; };
+  for (size_t i = 0; i < n; ++i) {
+    const CnnNode& node = model.nodes[i];
+    const int64_t chw = int64_t(node.c) * node.h * node.w;
+    const bool gn = node.op == CnnNode::Op::GroupNorm;
+    const bool choices_found = node.input >= 0 && from_output[size_t(node.input)];
+    z.node.push_back(chw);
+    z.value.push_back(unwritten(i) ? 0 : chw);
+    z.normed.push_back(gn ? chw : 0);
+    z.stats.push_back(gn ? 2 * int64_t(node.groups) : 0);
+    z.arg.push_back(node.op == CnnNode::Op::MaxPool && !choices_found ? chw : 0);
+    if (node.op == CnnNode::Op::Conv || node.op == CnnNode::Op::Add)
+      z.col = std::max(z.col, col_of(node.conv));
+  }
+  return z;
+}
+
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool fused) {
+  const CnnPairSizes z = cnn_pair_sizes(model, fused);
   const int64_t twins = with_r ? 2 : 1;
   int64_t floats = z.image + twins * (z.col + z.logits), ints = 0;
   for (size_t i = 0; i < z.node.size(); ++i) {
-    floats += twins * (2 * z.node[i] + z.normed[i]) + z.stats[i];
+    // y, dy and (with R) R{y}, R{dy}; x^ and R{x^}; the GroupNorm's sigmas.
+    floats += z.value[i] + (2 * twins - 1) * z.node[i] + twins * z.normed[i] + z.stats[i];
     ints += z.arg[i];
   }
   return capacity * ((floats + ints) * kFloat + kFloat + 1);
 }
 
-int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
-  return model.kind == ModelKind::Cnn ? cnn_workspace_bytes(model, capacity, with_r)
+int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool cnn_fused) {
+  return model.kind == ModelKind::Cnn ? cnn_workspace_bytes(model, capacity, with_r, cnn_fused)
                                       : mlp_workspace_bytes(model, capacity, with_r);
 }
 
@@ -189,22 +202,26 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   p.parts.push_back({"minibatches (indices, rows, labels)",
                      rows * (8 + int64_t(model.input) * kFloat + 4), "the per-worker batch"});
   p.parts.push_back({"training activations (m x batch rows)",
-                     net_workspace_bytes(model, rows, false), "the per-worker batch or workers"});
+                     net_workspace_bytes(model, rows, false, in.cnn_fused),
+                     "the per-worker batch or workers"});
   // A CNN's (model, row) pair holds every layer's image (and its im2col columns): its passes
   // take as many pairs as fit in kCnnEvalBytes, at least kMinCnnEvalCapacity.
   p.eval_capacity =
       model.kind == ModelKind::Cnn
-          ? std::clamp(kCnnEvalBytes / std::max<int64_t>(1, cnn_workspace_bytes(model, 1, true)),
+          ? std::clamp(kCnnEvalBytes /
+                           std::max<int64_t>(1, cnn_workspace_bytes(model, 1, true, in.cnn_fused)),
                        kMinCnnEvalCapacity, kMinEvalCapacity)
           : std::max(rows, kMinEvalCapacity);
   p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
-                     net_workspace_bytes(model, p.eval_capacity, true),
+                     net_workspace_bytes(model, p.eval_capacity, true, in.cnn_fused),
                      "the per-worker batch or workers"});
   p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (3 * ld * kFloat), 1, 1024));
   p.parts.push_back({"curvature points, directions and results",
                      3 * int64_t(p.curvature_pairs) * ld * kFloat, "the model width"});
   p.parts.push_back({"reductions (means in float and double)", ld * (kFloat + 8) * 2 + (1 << 16),
                      "the model width"});
+  p.parts.push_back({"cuBLAS workspaces (" + std::to_string(kCublasHandles) + " x 32 MiB)",
+                     kCublasHandles * kCublasWorkspaceBytes, "nothing (a fixed size)"});
   return p;
 }
 
@@ -257,13 +274,21 @@ int64_t parse_memory_size(const std::string& text) {
   }
   std::string unit = text.substr(used);
   unit.erase(0, unit.find_first_not_of(' '));
-  const std::pair<const char*, double> units[] = {
-      {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-      {"G", 1073741824.0}, {"TiB", 1099511627776.0}, {"GB", 1e9}, {"MB", 1e6}};
+  const std::pair<const char*, double> units[] = {{"", 1},
+                                                  {"B", 1},
+                                                  {"KiB", 1024.0},
+                                                  {"MiB", 1048576.0},
+                                                  {"GiB", 1073741824.0},
+                                                  {"G", 1073741824.0},
+                                                  {"TiB", 1099511627776.0},
+                                                  {"GB", 1e9},
+                                                  {"MB", 1e6}};
   for (const auto& [name, scale] : units)
-    if (used > 0 && unit == name && value > 0 && value * scale < 9e18) return int64_t(value * scale);
-  throw config_error("--fit " + text +
-                     ": expected a memory size such as 80GiB, 141GiB or 81920MiB (GiB = 2^30 bytes)");
+    if (used > 0 && unit == name && value > 0 && value * scale < 9e18)
+      return int64_t(value * scale);
+  throw config_error(
+      "--fit " + text +
+      ": expected a memory size such as 80GiB, 141GiB or 81920MiB (GiB = 2^30 bytes)");
 }
 
 void check_plan_fits(const CudaPlan& plan, int64_t free_bytes, const std::string& device) {

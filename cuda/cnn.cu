@@ -27,8 +27,9 @@ int64_t count(const CnnNode& n, int models, int rows) {
 }
 
 PoolKind pool_kind(CnnNode::Op op) {
-  return op == CnnNode::Op::MaxPool ? PoolKind::Max
-                                    : op == CnnNode::Op::AvgPool ? PoolKind::Avg : PoolKind::Gap;
+  return op == CnnNode::Op::MaxPool   ? PoolKind::Max
+         : op == CnnNode::Op::AvgPool ? PoolKind::Avg
+                                      : PoolKind::Gap;
 }
 
 }  // namespace
@@ -40,11 +41,11 @@ BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bo
       m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size())),
       // The general path: no fusion (all false).
       m_fused(fused ? cnn_fusions(model) : CnnFusions{m_stored, m_stored, m_stored}) {
-  const CnnPairSizes z = cnn_pair_sizes(model);
+  const CnnPairSizes z = cnn_pair_sizes(model, fused);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
   for (size_t i = 0; i < z.node.size(); ++i) {
-    m_y.emplace_back(P * size_t(z.node[i]));
+    m_y.emplace_back(P * size_t(z.value[i]));
     m_dy.emplace_back(P * size_t(z.node[i]));
     m_ry.emplace_back(twin(z.node[i]));
     m_rdy.emplace_back(twin(z.node[i]));
@@ -72,10 +73,9 @@ void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, in
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
   if (small(c)) {  // few columns: one kernel, no columns, the bias (and act) included
     SmallConvOut out;
-    out.y = y, out.ry = ry, out.act = m_model.activation;
+    out.y = y, out.ry = ry, out.act = m_model.activation;  // y null: act_from_output
     if (act >= 0) {
-      if (m_fused.act_from_output[size_t(act)]) out.y = nullptr;  // nothing reads it
-      out.a = m_y[size_t(act)].get();
+      out.a = value(act);
       out.ra = ry ? m_ry[size_t(act)].get() : nullptr;
     }
     launch_small_conv(in(j), r_in(j, ry != nullptr), c, rows, K, mb.w, mb.w_stride, mb.v,
@@ -105,23 +105,24 @@ void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const
                                float beta, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
-  const MatrixArg col_t{m_col.get(), N, col_stride, true}, rcol_t{m_rcol.get(), N, col_stride, true};
+  const MatrixArg col_t{m_col.get(), N, col_stride, true},
+      rcol_t{m_rcol.get(), N, col_stride, true};
   const float* rx = r_in(j, rdy != nullptr);
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
   // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
   // entries from its input.
   if (small(c)) {  // the columns' buffer, unused by a small convolution, holds its partial sums
     launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K,
-                             reinterpret_cast<double*>(m_col.get()), int64_t(m_col.size() / 2),
-                             out, out_stride, beta, s);
+                             reinterpret_cast<double*>(m_col.get()), int64_t(m_col.size() / 2), out,
+                             out_stride, beta, s);
   } else {
     launch_im2col(in(j), c, rows, K, m_col.get(), s);
     if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);
     gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
              out + c.w_offset, kc, out_stride, K);
     if (rx)
-      gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset,
-               kc, out_stride, K);
+      gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset, kc,
+               out_stride, K);
     launch_channel_sums(rdy ? rdy : dy, nullptr, nullptr, nullptr, c.cout, N, K, out, out_stride,
                         c.b_offset, beta, s);
   }
@@ -144,7 +145,7 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
   const CnnNode& n = m_model.nodes[size_t(i)];
   const bool r = mb.v != nullptr;
   const int K = mb.count, j = n.input;
-  float* y = m_y[size_t(i)].get();
+  float* y = value(i);
   float* ry = r ? m_ry[size_t(i)].get() : nullptr;
   const int64_t cnt = count(n, K, rows);
   switch (n.op) {
@@ -170,9 +171,10 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
       break;
     }
     case CnnNode::Op::GroupNorm:
-      launch_group_norm(in(j), r_in(j, r), m_xh[size_t(i)].get(), r ? m_rxh[size_t(i)].get() : nullptr,
-                        y, ry, m_stats[size_t(i)].get(), mb.w, mb.w_stride, mb.v, mb.v_stride,
-                        n.conv.b_offset, n.c, n.groups, rows, n.h * n.w, K, s);
+      launch_group_norm(in(j), r_in(j, r), m_xh[size_t(i)].get(),
+                        r ? m_rxh[size_t(i)].get() : nullptr, y, ry, m_stats[size_t(i)].get(), mb.w,
+                        mb.w_stride, mb.v, mb.v_stride, n.conv.b_offset, n.c, n.groups, rows,
+                        n.h * n.w, K, s);
       break;
     case CnnNode::Op::Add:
       if (n.conv.w_offset >= 0) {  // the 1 x 1 shortcut
@@ -228,8 +230,7 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
                                    of_output ? nullptr : m_arg[size_t(i)].get(),
                                    of_output ? in(j) : in(z), of_output, r_in(z, r),
                                    m_dy[size_t(z)].get(), r ? m_rdy[size_t(z)].get() : nullptr,
-                                   planes, ih, iw, n.h, n.w, m_model.activation, accumulates(z),
-                                   s);
+                                   planes, ih, iw, n.h, n.w, m_model.activation, accumulates(z), s);
         } else {
           launch_pool_backward(pool_kind(n.op), dy, rdy, m_arg[size_t(i)].get(), dx, rdx, planes,
                                ih, iw, n.h, n.w, accumulates(j), s);
@@ -272,7 +273,7 @@ void BatchedCnn::forward(const ModelBatch& mb, const RowBatch& rb, const Gemm& g
                     int64_t(m_model.image_h) * m_model.image_w, m_image.get(), s);
   for (int i = 0; i <= last; ++i) forward_node(i, mb, R, gemm, s);
   // The classifier's [k][classes][row] as the loss's [k][row][classes].
-  launch_batched_transpose(m_y[size_t(last)].get(), m_logits.get(), K, m_model.classes, R, s);
+  launch_batched_transpose(value(last), m_logits.get(), K, m_model.classes, R, s);
   if (mb.v)
     launch_batched_transpose(m_ry[size_t(last)].get(), m_rlogits.get(), K, m_model.classes, R, s);
 }
@@ -296,7 +297,8 @@ void BatchedCnn::backward(const ModelBatch& mb, const RowBatch& rb, float* out, 
   }
   // dL/dz (and R{dL/dz}) that loss() left in place of the logits, back as [k][classes][row].
   launch_batched_transpose(m_logits.get(), m_dy[size_t(last)].get(), K, R, m_model.classes, s);
-  if (r) launch_batched_transpose(m_rlogits.get(), m_rdy[size_t(last)].get(), K, R, m_model.classes, s);
+  if (r)
+    launch_batched_transpose(m_rlogits.get(), m_rdy[size_t(last)].get(), K, R, m_model.classes, s);
   for (int i = last; i >= 0; --i) backward_node(i, mb, R, out, out_stride, beta, gemm, s);
 }
 

@@ -28,7 +28,9 @@ class BatchedCnn : public BatchedNet {
   const float* logits() const override { return m_logits.get(); }
 
  private:
-  const float* in(int j) const { return j < 0 ? m_image.get() : m_y[size_t(j)].get(); }
+  // Node i's value; null where the fused paths never write it (cnn_pair_sizes).
+  float* value(int i) const { return m_y[size_t(i)].empty() ? nullptr : m_y[size_t(i)].get(); }
+  const float* in(int j) const { return j < 0 ? m_image.get() : value(j); }
   // Whether the backward pass adds to node j's gradient (else its one reader stores it whole).
   bool accumulates(int j) const { return !m_stored[size_t(j)]; }
   // Whether a convolution runs without im2col (few columns, the fused paths on).

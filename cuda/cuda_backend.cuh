@@ -606,7 +606,9 @@ class CudaBackend final : public Backend {
     const DeviceInfo& dev = gpus.devices[size_t(m_options.device)];
     CUDA_CHECK(cudaSetDevice(dev.index));
     m_device = dev.name;
-    CudaPlan plan = plan_cuda_memory(cuda_plan_input(s));
+    CudaPlanInput in = cuda_plan_input(s);
+    in.cnn_fused = m_options.cnn_fused;
+    CudaPlan plan = plan_cuda_memory(in);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     check_plan_fits(plan, int64_t(free_b), dev.name);

@@ -1,11 +1,11 @@
 #include "device_array.cuh"
 #include "gemm.cuh"
 #include "gossamer/cuda.hpp"
+#include "gossamer/cuda_plan.hpp"
 
 namespace gossamer {
 
-// 32 MiB: NVIDIA's recommendation for Hopper in the cuBLAS docs (cublasSetWorkspace).
-constexpr size_t kCublasWorkspace = size_t(32) << 20;
+constexpr size_t kCublasWorkspace = size_t(kCublasWorkspaceBytes);  // core's plan counts it
 
 Gemm::Gemm(cudaStream_t stream, MathMode mode) : m_mode(mode) {
   CUBLAS_CHECK(cublasCreate(&m_handle));
@@ -34,12 +34,12 @@ void Gemm::run(int M, int N, int K, MatrixArg A, MatrixArg B, float beta, float*
   // Row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T: B goes first.
   CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       m_handle, B.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, A.transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
-      N, M, K, &alpha, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta, C,
-      CUDA_R_32F, ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
+      N, M, K, &alpha, B.ptr, CUDA_R_32F, B.ld, B.stride, A.ptr, CUDA_R_32F, A.ld, A.stride, &beta,
+      C, CUDA_R_32F, ldc, stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 
-std::vector<float> cuda_gemm(const std::vector<float>& A, const std::vector<float>& B, int M,
-                             int N, int K, bool tf32) {
+std::vector<float> cuda_gemm(const std::vector<float>& A, const std::vector<float>& B, int M, int N,
+                             int K, bool tf32) {
   if (A.size() != size_t(M) * K || B.size() != size_t(K) * N)
     throw runtime_error("cuda_gemm: A must be M x K and B K x N");
   DeviceArray<float> a(A), b(B), c(size_t(M) * N);

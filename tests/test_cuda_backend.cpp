@@ -12,8 +12,9 @@
 #include <functional>
 #include <sstream>
 
-#include "gossamer/curvature.hpp"
 #include "gossamer/cuda.hpp"
+#include "gossamer/cuda_plan.hpp"
+#include "gossamer/curvature.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
@@ -390,7 +391,8 @@ json trainer_final(const std::string& backend, const std::string& name,
                    std::vector<std::string> overrides, std::string* log = nullptr) {
   const char* source = std::getenv("GOSSAMER_SOURCE_DIR");
   const char* fmnist = std::getenv("GOSSAMER_FASHION_MNIST");
-  const std::string config = std::string(source ? source : GOSSAMER_SOURCE_DIR) + "/configs/" + name;
+  const std::string config =
+      std::string(source ? source : GOSSAMER_SOURCE_DIR) + "/configs/" + name;
   overrides.push_back("backend=" + backend);
   if (fmnist) overrides.push_back(std::string("data.path=") + fmnist);
   const RunConfig c = load_config_file(config, overrides);
@@ -435,10 +437,10 @@ json cnn_layer(const std::string& type, int channels = 0, int kernel = 3, int st
 }
 
 const std::vector<json> kCnnShapes = {
-    cnn_patch({cnn_layer("conv", 4), cnn_layer("act"), cnn_layer("maxpool"),
-               cnn_layer("conv", 6, 5, 2), cnn_layer("act"), cnn_layer("avgpool"),
-               cnn_layer("linear", 12), cnn_layer("act")},
-              "tanh", 3, 5),
+    cnn_patch(
+        {cnn_layer("conv", 4), cnn_layer("act"), cnn_layer("maxpool"), cnn_layer("conv", 6, 5, 2),
+         cnn_layer("act"), cnn_layer("avgpool"), cnn_layer("linear", 12), cnn_layer("act")},
+        "tanh", 3, 5),
     cnn_patch({cnn_layer("residual", 4), cnn_layer("groupnorm", 2), cnn_layer("residual", 4),
                cnn_layer("residual", 8, 3, 2), cnn_layer("gap")},
               "gelu", 2, 3),
@@ -461,8 +463,8 @@ std::unique_ptr<Twin> cnn_twin(const json& shape, CudaOptions options = {true, t
   }
 }
 
-#define CNN_TWIN_OR_SKIP(t, ...)                                            \
-  std::unique_ptr<Twin> t = cnn_twin(__VA_ARGS__);                          \
+#define CNN_TWIN_OR_SKIP(t, ...)                   \
+  std::unique_ptr<Twin> t = cnn_twin(__VA_ARGS__); \
   if (!t) GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST"
 
 // Gradients and losses of every worker's minibatch, eager and from the captured graph (steps 1
@@ -526,6 +528,59 @@ TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
   }
 }
 
+// The memory plan covers what the backend allocates, per shape (fused and general paths): after a
+// step, a perturbed gradient, an HVP and the subset's loss (which allocate their buffers on first
+// use), the device's free memory has dropped by at most the plan, plus on a GPU the headroom the
+// plan keeps for the context and cuBLAS's own; on the emulated device, where only our cudaMallocs
+// count, plus 1 MiB for small lazily allocated buffers and the curvature subset's rows.
+// (test_emulated_cuda.cpp checks that each network's buffers are exactly the planned ones.)
+TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
+  // An MLP, the GroupNorm network and the CNN quickstart's.
+  const std::vector<json> shapes = {kShapes[2], kCnnShapes[1], kCnnShapes.back()};
+  const auto free_bytes = [] { return int64_t(list_devices().devices[0].free_memory); };
+  for (const json& shape : shapes)
+    for (bool fused : {true, false}) {
+      SCOPED_TRACE(shape["model"].dump() + (fused ? " fused" : " general"));
+      test_util::Sim sim;
+      try {
+        sim = test_util::make_sim(shape, false);
+      } catch (const Error& e) {
+        if (std::string(e.what()).find("fashion") == std::string::npos) throw;
+        GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST";
+      }
+      BackendSetup setup = backend_setup(*sim);
+      setup.perturbs = true;
+      CudaOptions options{true, true};
+      options.cnn_fused = fused;
+      CudaPlanInput in = cuda_plan_input(setup);
+      in.cnn_fused = fused;
+      const CudaPlan plan = plan_cuda_memory(in);
+      const int64_t before = free_bytes();
+      const std::unique_ptr<Backend> gpu = make_cuda_backend(setup, options);
+      const int64_t d = sim->model.dim;
+      gpu->set_weights(random_rows(size_t(sim->config.workers) * d, 1, 0.3));
+      gpu->set_curvature_subset(sim->curvature_subset);
+      gpu->sample(0);
+      gpu->local_gradient(true);
+      gpu->mix_update(&sim->topology->at(0), 0.05, MixForm::Default);
+      gpu->perturb_weights(random_rows(size_t(d), 2, 0.01));
+      gpu->local_gradient(false);
+      gpu->restore_weights();
+      const std::vector<double> point = random_rows(size_t(d), 8, 0.3);
+      gpu->hvp(point, random_rows(size_t(d), 9, 1.0));
+      gpu->subset_loss(point, nullptr);  // its points' buffers
+      const int64_t used = before - free_bytes();
+      const int64_t slack = emulated_device()
+                                ? (int64_t(1) << 20) + int64_t(sim->curvature_subset.size()) *
+                                                           (sim->model.input * 4 + 4)
+                                : kCudaHeadroom;
+      std::printf("%s, %s paths: %lld bytes allocated, %lld planned\n",
+                  shape["model"].value("kind", "mlp").c_str(), fused ? "fused" : "general",
+                  (long long)used, (long long)plan.total());
+      EXPECT_LE(used, plan.total() + slack) << plan.table();
+    }
+}
+
 // The fused paths (convolutions of few columns without im2col, gradients stored by their one
 // reader, activations inside a neighbour's kernel) against the general path (CudaOptions::
 // cnn_fused false: im2col and cuBLAS, every gradient zeroed and added to) on the same GPU, to
@@ -572,8 +627,8 @@ TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
   for (int i = 0; i < 2; ++i) {
     std::string log;
     finals[i] = trainer_final(i == 0 ? "cpu" : "cuda", "quickstart-cnn.json",
-                              {"train.steps=200", "train.eval_every=200",
-                               "data.train_samples=4096", "data.test_samples=1000"},
+                              {"train.steps=200", "train.eval_every=200", "data.train_samples=4096",
+                               "data.test_samples=1000"},
                               &log);
     EXPECT_NE(log.find(i == 0 ? "cpu" : "cuda ("), std::string::npos) << log;
   }
@@ -584,7 +639,8 @@ TEST_F(CudaBackendTest, CnnQuickstartAgreesWithTheCpu) {
   // distance 7.3e-3 and test loss 5.5e-3 apart, accuracy 0.1 and 0.3 points. These tolerances
   // only catch a run that goes elsewhere; the single-step tests hold the arithmetic.
   for (const auto& [key, tol] : {std::pair<const char*, double>{"train_loss", 2e-2},
-                                 {"test_loss", 2e-2}, {"consensus_distance", 5e-2}}) {
+                                 {"test_loss", 2e-2},
+                                 {"consensus_distance", 5e-2}}) {
     ASSERT_TRUE(finals[0].contains(key)) << key << " missing from " << finals[0].dump();
     EXPECT_LT(rel_err(finals[1][key].get<double>(), finals[0][key].get<double>()), tol) << key;
   }
@@ -695,7 +751,8 @@ TEST_F(CudaBackendTest, DeviceInitializationEqualsTheCpusWithinOneUlp) {
   for (const char* init : {"kaiming", "xavier", "zeros"})
     for (const bool same : {true, false}) {
       SCOPED_TRACE(std::string(init) + (same ? " same" : " per worker"));
-      Twin t = make_twin({{"workers", 6}, {"model", {{"init", init}, {"same_init", same}, {"hidden", {33, 7}}}}});
+      Twin t = make_twin(
+          {{"workers", 6}, {"model", {{"init", init}, {"same_init", same}, {"hidden", {33, 7}}}}});
       t.cpu().initialize_weights(t.sim->config.model, 42);
       t.gpu->initialize_weights(t.sim->config.model, 42);
       const std::vector<double> c = t.cpu().weights(), g = t.gpu->weights();

@@ -53,9 +53,10 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   const ModelSpec model = ModelSpec::cnn(1, 4, 4, {conv, pool}, 3, Activation::Relu);
   const CnnPairSizes z = cnn_pair_sizes(model);
   EXPECT_EQ(z.node, (std::vector<int64_t>{32, 8, 3}));
+  EXPECT_EQ(z.value, z.node);
   EXPECT_EQ(z.arg, (std::vector<int64_t>{0, 8, 0}));
   EXPECT_EQ(z.col, 144);
-  const int64_t plain = 16 + 144 + 3 + 2 * (32 + 8 + 3) + 8;       // 257 four-byte values
+  const int64_t plain = 16 + 144 + 3 + 2 * (32 + 8 + 3) + 8;         // 257 four-byte values
   const int64_t with_r = 16 + 2 * (144 + 3) + 4 * (32 + 8 + 3) + 8;  // R twins of all but the image
   EXPECT_EQ(cnn_workspace_bytes(model, 1, false), plain * 4 + 5);
   EXPECT_EQ(net_workspace_bytes(model, 10, true), 10 * (with_r * 4 + 5));
@@ -69,9 +70,40 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   const ModelSpec big = ModelSpec::cnn(1, 28, 28, {conv, pool}, 10, Activation::Relu);
   CudaPlanInput in = input(big, 16, 32);
   const CudaPlan p = plan_cuda_memory(in);
-  EXPECT_EQ(p.eval_capacity, std::clamp<int64_t>((int64_t(2) << 30) / cnn_workspace_bytes(big, 1, true), 256, 16384));
+  EXPECT_EQ(
+      p.eval_capacity,
+      std::clamp<int64_t>((int64_t(2) << 30) / cnn_workspace_bytes(big, 1, true), 256, 16384));
   EXPECT_EQ(part_named(p, "evaluation").bytes, cnn_workspace_bytes(big, p.eval_capacity, true));
   EXPECT_EQ(part_named(p, "training activations").bytes, cnn_workspace_bytes(big, 16 * 32, false));
+}
+
+// A small convolution, its ReLU and a max pool (act_from_output): the fused paths write neither
+// the convolution's value nor the pool's choices, so neither is allocated; the general path
+// (cnn_fused false) and GELU (whose derivatives need its input) keep both. The plan follows.
+TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
+  CnnLayerConfig conv, act, pool;
+  conv.type = "conv", conv.channels = 2, conv.kernel = 3;
+  act.type = "act";
+  pool.type = "maxpool";
+  const ModelSpec relu = ModelSpec::cnn(1, 4, 4, {conv, act, pool}, 3, Activation::Relu);
+  const CnnPairSizes fused = cnn_pair_sizes(relu), general = cnn_pair_sizes(relu, false);
+  EXPECT_EQ(fused.node, (std::vector<int64_t>{32, 32, 8, 3}));
+  EXPECT_EQ(fused.value, (std::vector<int64_t>{0, 32, 8, 3}));
+  EXPECT_EQ(fused.arg, (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(general.value, general.node);
+  EXPECT_EQ(general.arg, (std::vector<int64_t>{0, 0, 8, 0}));
+  const ModelSpec gelu = ModelSpec::cnn(1, 4, 4, {conv, act, pool}, 3, Activation::Gelu);
+  EXPECT_EQ(cnn_pair_sizes(gelu).value, general.value);
+  EXPECT_EQ(cnn_pair_sizes(gelu).arg, general.arg);
+  // 32 floats of the convolution's value and 8 int32 choices a pair, with or without R twins.
+  for (bool with_r : {false, true})
+    EXPECT_EQ(cnn_workspace_bytes(relu, 10, with_r, false) - cnn_workspace_bytes(relu, 10, with_r),
+              10 * (32 + 8) * 4);
+  CudaPlanInput in = input(relu, 16, 32);
+  const int64_t fused_train = part_named(plan_cuda_memory(in), "training activations").bytes;
+  in.cnn_fused = false;
+  EXPECT_EQ(part_named(plan_cuda_memory(in), "training activations").bytes - fused_train,
+            16 * 32 * (32 + 8) * 4);
 }
 
 TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {

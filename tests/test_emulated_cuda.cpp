@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "batched_net.cuh"
+#include "gossamer/cuda_plan.hpp"
 #include "helpers.hpp"
 #include "network.hpp"
 
@@ -44,8 +45,7 @@ const Net kNets[] = {
     {"TanhActivationOnTheImageFourPools",
      ModelSpec::cnn(1, 20, 20,
                     {layer("act"), layer("conv", 3, 1), layer("act"), layer("avgpool"),
-                     groupnorm(1), layer("maxpool"), layer("maxpool"),
-                     layer("avgpool")},
+                     groupnorm(1), layer("maxpool"), layer("maxpool"), layer("avgpool")},
                     4, Activation::Tanh)},
     {"ReluQuickstartLayers",
      ModelSpec::cnn(1, 12, 12,
@@ -74,8 +74,7 @@ struct Case {
   std::vector<double> logits, loss_sum, grad, hvp;  // [k][...]
   std::vector<double> shared_hvp;  // [k]: H v_k at model 0's point on model 0's rows
 
-  explicit Case(const ModelSpec& m)
-      : model(m), ld(row_stride(m.dim, 4)), features(m.input) {
+  explicit Case(const ModelSpec& m) : model(m), ld(row_stride(m.dim, 4)), features(m.input) {
     const std::vector<double> wd = random_normals(size_t(kModels * m.dim), 3, 1, 0.3);
     const std::vector<double> vd = random_normals(size_t(kModels * m.dim), 3, 2, 1.0);
     const std::vector<double> xd = random_normals(size_t(kModels * kRows * features), 3, 3, 1.0);
@@ -103,7 +102,8 @@ struct Case {
       grad.insert(grad.end(), g.begin(), g.end());
       net_hvp(m, wk.data(), vk.data(), xm, yk, hv.data(), ws);
       hvp.insert(hvp.end(), hv.begin(), hv.end());
-      const std::vector<double> w0(w.begin(), w.begin() + m.dim), x0(x.begin(), x.begin() + kRows * features);
+      const std::vector<double> w0(w.begin(), w.begin() + m.dim),
+          x0(x.begin(), x.begin() + kRows * features);
       net_hvp(m, w0.data(), vk.data(), ConstRowMap<double>(x0.data(), kRows, features), y.data(),
               hv.data(), ws);
       shared_hvp.insert(shared_hvp.end(), hv.begin(), hv.end());
@@ -114,11 +114,14 @@ struct Case {
 // One model's d entries of each row of out [kModels][ld].
 std::vector<double> unpad(const std::vector<float>& out, int64_t ld, int64_t d) {
   std::vector<double> r;
-  for (int k = 0; k < kModels; ++k) r.insert(r.end(), out.begin() + k * ld, out.begin() + k * ld + d);
+  for (int k = 0; k < kModels; ++k)
+    r.insert(r.end(), out.begin() + k * ld, out.begin() + k * ld + d);
   return r;
 }
 
-std::vector<double> doubles(const std::vector<float>& a) { return {a.begin(), a.end()}; }
+std::vector<double> doubles(const std::vector<float>& a) {
+  return {a.begin(), a.end()};
+}
 
 // The batched network's passes on a Case, as the CUDA backend runs them: the buffers poisoned
 // (NaN) first, the loss scaled to the mean over the rows.
@@ -131,8 +134,13 @@ struct Emulated {
   bool shared = false;  // one point and one chunk of rows for every model (strides 0)
 
   Emulated(const Case& cs, bool fused)
-      : c(cs), net(make_batched_net(cs.model, kModels * kRows, true, fused)), w(cs.w), v(cs.v),
-        x(cs.x), out(cs.w.size()), y(cs.y) {
+      : c(cs),
+        net(make_batched_net(cs.model, kModels * kRows, true, fused)),
+        w(cs.w),
+        v(cs.v),
+        x(cs.x),
+        out(cs.w.size()),
+        y(cs.y) {
     net->poison(nullptr);
   }
   ModelBatch models(bool r) const {
@@ -196,6 +204,29 @@ TEST_P(EmulatedCudaNet, LogitsGradientsAndHvpsMatchFloat64) {
   EXPECT_LT(rel_err(unpad(e.out.fetch(), c.ld, c.model.dim), c.shared_hvp), 1e-4);
 }
 
+// The network allocates what core/cuda_plan.cpp plans for it (net_workspace_bytes), with and
+// without the R-operator's twins: the emulated device's free memory drops by exactly that, give
+// or take the one element an empty buffer still takes (DeviceArray asks cudaMalloc for at least
+// one); on the fused paths of a ReLU or tanh network that is less than on the general path.
+TEST_P(EmulatedCudaNet, AllocatesWhatThePlanCounts) {
+  const auto [net, fused] = GetParam();
+  const ModelSpec& model = kNets[net].model;
+  const auto free_bytes = [] {
+    size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    return int64_t(free);
+  };
+  const int64_t buffers = 8 * int64_t(model.nodes.size() + model.layers.size()) + 16;
+  for (bool with_r : {false, true}) {
+    const int64_t before = free_bytes();
+    const std::unique_ptr<BatchedNet> n = make_batched_net(model, kModels * kRows, with_r, fused);
+    const int64_t used = before - free_bytes();
+    const int64_t planned = net_workspace_bytes(model, kModels * kRows, with_r, fused);
+    EXPECT_GE(used, planned) << (with_r ? "with R" : "");
+    EXPECT_LE(used, planned + 8 * buffers) << (with_r ? "with R" : "");
+  }
+}
+
 // Each network, a CNN with the fused paths on and off.
 std::vector<std::tuple<int, bool>> net_cases() {
   std::vector<std::tuple<int, bool>> cases;
@@ -211,7 +242,8 @@ INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaNet, ::testing::ValuesIn(net_cases())
                            const Net& n = kNets[std::get<0>(info.param)];
                            const bool fused = std::get<1>(info.param);
                            return std::string(n.name) + (n.model.kind != ModelKind::Cnn ? ""
-                                                         : fused ? "Fused" : "General");
+                                                         : fused                        ? "Fused"
+                                                                 : "General");
                          });
 
 }  // namespace

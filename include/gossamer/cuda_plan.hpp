@@ -18,6 +18,7 @@ struct CudaPlanInput {
   int64_t train_rows = 0, test_rows = 0;
   bool momentum = false;
   bool perturb = false;  // SAM / average-direction SAM / the equivalence tracker: a saved copy of W
+  bool cnn_fused = true;  // CudaOptions::cnn_fused: a CNN's fused paths (cnn_pair_sizes)
 };
 
 struct MemoryPart {
@@ -37,6 +38,11 @@ struct CudaPlan {
 
 // Kept free beyond the plan: the CUDA context's and cuBLAS's own allocations.
 inline constexpr int64_t kCudaHeadroom = int64_t(512) << 20;
+// The workspace we give each cuBLAS handle (cuda/gemm.cu; 32 MiB, NVIDIA's recommendation for
+// Hopper in the cuBLAS docs, cublasSetWorkspace), and the handles a backend holds (its training
+// GEMMs and the curvature bases' exact FP32 ones): part of the plan.
+inline constexpr int64_t kCublasWorkspaceBytes = int64_t(32) << 20;
+inline constexpr int kCublasHandles = 2;
 
 CudaPlan plan_cuda_memory(const CudaPlanInput& in);
 // The plan's input for a backend setup (what the CUDA backend and `gossamer plan` both use).
@@ -61,18 +67,21 @@ int64_t parse_memory_size(const std::string& text);
 int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
 
 // The batched CNN's buffers (cuda/cnn.cu allocates exactly these) per (model, row) pair, in
-// floats unless said; with the R-operator the node outputs, x^ , the columns and the logits have
-// R twins.
+// floats unless said; with the R-operator the node outputs, their gradients, x^ , the columns and
+// the logits have R twins. `fused` (CudaOptions::cnn_fused): where the fused paths never write a
+// node's value (a convolution whose activation takes its derivatives from its output) or a max
+// pool's choices (act_from_output), those buffers are not allocated.
 struct CnnPairSizes {
-  std::vector<int64_t> node;    // each node's output c h w (its value y and its gradient dy)
+  std::vector<int64_t> node;    // each node's output c h w (its gradient dy, and the R twins)
+  std::vector<int64_t> value;   // each node's value y: c h w, or 0 where nothing writes it
   std::vector<int64_t> normed;  // per node: a GroupNorm's x^ (c h w), else 0
   std::vector<int64_t> stats;   // per node: a GroupNorm's sigma and R{sigma} (2 x groups), else 0
-  std::vector<int64_t> arg;     // per node: a max pool's chosen inputs (int32, c h w), else 0
-  int64_t image = 0;            // the input rows as [c][row][h w]
-  int64_t col = 0;              // the largest convolution's im2col columns (cin kh kw oh ow)
-  int64_t logits = 0;           // classes
+  std::vector<int64_t> arg;  // per node: a max pool's chosen inputs (int32, c h w) if kept, else 0
+  int64_t image = 0;         // the input rows as [c][row][h w]
+  int64_t col = 0;           // the largest convolution's im2col columns (cin kh kw oh ow)
+  int64_t logits = 0;        // classes
 };
-CnnPairSizes cnn_pair_sizes(const ModelSpec& model);
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused = true);
 // Per node of the batched CNN's backward pass: true where one node alone reads its output and
 // that node's backward writes every element of its gradient (an activation, GroupNorm, a
 // convolution's col2im, a residual addition, the global average, a 2 x 2 pool of an input of even
@@ -92,9 +101,11 @@ struct CnnFusions {
   std::vector<bool> act_in_conv, act_in_pool, act_from_output;
 };
 CnnFusions cnn_fusions(const ModelSpec& model);
-int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
+                            bool fused = true);
 // The model's kind's: mlp_workspace_bytes or cnn_workspace_bytes.
-int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r);
+int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
+                            bool cnn_fused = true);
 
 // How a job of `models` x `rows` (model, row) pairs is cut into passes of at most
 // `capacity`: all rows of as many models as fit, else as many rows as fit for all models.
