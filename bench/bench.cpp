@@ -18,10 +18,10 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Dense>
 #include <algorithm>
-#include <cstdlib>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -32,18 +32,18 @@
 #include "gossamer/curvature.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
+#include "gossamer/model.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
 #include "gossamer/transport.hpp"
-#include "gossamer/model.hpp"
 #include "workloads.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
 #endif
 
 using namespace gossamer;
-using nlohmann::json;
 using gossamer_bench::workload;
+using nlohmann::json;
 
 namespace {
 
@@ -251,9 +251,11 @@ json bench_step(const BenchOptions& o, const Machine& mach, Simulation& sim, dou
   std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
   std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
   std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
-  if (const double ck = double(m) * double(model.dim) * b.scalar_bytes(); ck <= kCheckpointBenchBytes) {
+  if (const double ck = double(m) * double(model.dim) * b.scalar_bytes();
+      ck <= kCheckpointBenchBytes) {
     const auto [write_s, read_s] = checkpoint_io(cfg, b, o.out_dir + "/.bench-checkpoint.bin");
-    w["checkpoint"] = {{"bytes", ck}, {"write_gb_per_s", ck / write_s / 1e9},
+    w["checkpoint"] = {{"bytes", ck},
+                       {"write_gb_per_s", ck / write_s / 1e9},
                        {"read_gb_per_s", ck / read_s / 1e9}};
     std::printf("  checkpoint %.2f GB: write %.2f GB/s, read (checked) + load %.2f GB/s\n",
                 ck / 1e9, ck / write_s / 1e9, ck / read_s / 1e9);
@@ -287,11 +289,12 @@ void export_curvature_point(const std::string& dir, const std::string& name, Sim
   json sizes = json::array({model.input});
   for (int h : model.hidden) sizes.push_back(h);
   sizes.push_back(model.classes);
-  std::ofstream(dir + "/" + name + "-meta.json") << json{
-      {"sizes", sizes},
-      {"activation", sim.config.resolved["model"]["activation"]},
-      {"samples", ys.size()},
-      {"layout", "per layer: weight out x in row-major, then bias"}}.dump(2);
+  std::ofstream(dir + "/" + name + "-meta.json")
+      << json{{"sizes", sizes},
+              {"activation", sim.config.resolved["model"]["activation"]},
+              {"samples", ys.size()},
+              {"layout", "per layer: weight out x in row-major, then bias"}}
+             .dump(2);
 }
 
 // One batched HVP over K = min(m, 64) (point, direction) pairs vs one batched gradient over the
@@ -326,18 +329,22 @@ json bench_curvature(Simulation& sim) {
   const double t_density = once([&] { density = spectral_density(b, p, 8, 64, 256, 0.01, 7); });
   int max_iters = 0;
   for (int it : workers.power_iterations) max_iters = std::max(max_iters, it);
-  std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k,
-              t_hvp / t_subset_grad, t_hvp * 1e3, t_subset_grad * 1e3);
+  std::printf("  HVP / gradient over %d points: %.2fx (%.3f / %.3f ms)\n", k, t_hvp / t_subset_grad,
+              t_hvp * 1e3, t_subset_grad * 1e3);
   std::printf("  Hutchinson 64 probes: %.3f s (tr H = %.4g +- %.2g)\n", t_hutch, trace.value,
               trace.std_error);
-  std::printf("  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
-              t_power, power.values.at(0), t_lanczos, lanczos.values.at(0));
-  std::printf("  every worker (%d): trace (%d probes) + top eigenvalue (%d power iterations): %.3f s\n",
-              m, kWorkerProbes, max_iters, t_workers);
+  std::printf(
+      "  power top-10: %.3f s (lambda_1 = %.4g); Lanczos top-10: %.3f s (lambda_1 = %.4g)\n",
+      t_power, power.values.at(0), t_lanczos, lanczos.values.at(0));
+  std::printf(
+      "  every worker (%d): trace (%d probes) + top eigenvalue (%d power iterations): %.3f s\n", m,
+      kWorkerProbes, max_iters, t_workers);
   std::printf("  spectral density (8 runs x 64 Lanczos steps): %.3f s\n", t_density);
   return {{"subset_samples", sim.config.curvature.samples},
           {"hvp_vs_gradient",
-           {{"pairs", k}, {"hvp_s", t_hvp}, {"gradient_s", t_subset_grad},
+           {{"pairs", k},
+            {"hvp_s", t_hvp},
+            {"gradient_s", t_subset_grad},
             {"ratio", t_hvp / t_subset_grad}}},
           {"hutchinson_64",
            {{"seconds", t_hutch}, {"trace", trace.value}, {"std_error", trace.std_error}}},
@@ -379,7 +386,8 @@ json bench_shards(const BenchOptions& o, const std::string& name) {
         total_rows += double(plan.copies.size()) / double(period);
       }
       const int64_t d = ModelSpec::mlp(base.data.synthetic_features, base.model.hidden,
-                                       base.data.synthetic_classes, base.model.activation).dim;
+                                       base.data.synthetic_classes, base.model.activation)
+                            .dim;
       const double row_bytes = double(d) * 4;  // float32 rows, as the CUDA backend sends them
       out.push_back({{"topology", topo},
                      {"shards", S},
@@ -387,8 +395,10 @@ json bench_shards(const BenchOptions& o, const std::string& name) {
                      {"bytes_per_shard_step_max", most_rows * row_bytes},
                      {"rows_per_step_all_shards", total_rows},
                      {"fraction_of_w_per_shard", most_rows / (double(m) / S)}});
-      std::printf("  %-22s S = %d: %8.1f rows (%7.2f MB) into the busiest shard a step, %5.1f %% of its rows\n",
-                  topo, S, most_rows, most_rows * row_bytes / 1e6, 100 * most_rows / (double(m) / S));
+      std::printf(
+          "  %-22s S = %d: %8.1f rows (%7.2f MB) into the busiest shard a step, %5.1f %% of its "
+          "rows\n",
+          topo, S, most_rows, most_rows * row_bytes / 1e6, 100 * most_rows / (double(m) / S));
     }
   }
   // The transport's cost: the sharded gossip + update against one shard, the workload's own
@@ -404,16 +414,17 @@ json bench_shards(const BenchOptions& o, const std::string& name) {
     auto sim = make_simulation(load_config(cfg, {}, "workload " + name));
     Backend& b = *sim->backend;
     const Csr& mixing = sim->topology->at(0);
-    return median_per_call(b, [&] { b.mix_update(&mixing, 1e-6, MixForm::Default); }, o.repeats,
-                           o.calls);
+    return median_per_call(
+        b, [&] { b.mix_update(&mixing, 1e-6, MixForm::Default); }, o.repeats, o.calls);
   };
   double one = NAN;  // the unsharded time, measured once
   for (int S : o.shards) {
     if (S > m || S < 2) continue;
     if (std::isnan(one)) one = time_update(1);
     const double sharded = time_update(S);
-    out.push_back({{"gossip_update_seconds",
-                    {{"backend", o.backend}, {"shards", S}, {"one_shard", one}, {"sharded", sharded}}}});
+    out.push_back(
+        {{"gossip_update_seconds",
+          {{"backend", o.backend}, {"shards", S}, {"one_shard", one}, {"sharded", sharded}}}});
     std::printf("  %s gossip + update, %s: %.3f ms unsharded, %.3f ms in %d shards (%.2fx)\n",
                 o.backend.c_str(), base.topology.name.c_str(), one * 1e3, sharded * 1e3, S,
                 sharded / one);
@@ -458,21 +469,19 @@ int run_bench(int argc, char** argv) {
     throw config_error("--cnn-general: the general path is the CUDA backend's; add --backend cuda");
   std::filesystem::create_directories(o.out_dir);  // the result, and the checkpoint I/O's file
 
-  json result = {{"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
-                 {"timing", "median over repeats of (calls back to back) / calls"},
-                 {"repeats", o.repeats},
-                 {"calls", o.calls},
-                 {"workloads", json::object()}};
+  json result = {
+      {"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
+      {"timing", "median over repeats of (calls back to back) / calls"},
+      {"repeats", o.repeats},
+      {"calls", o.calls},
+      {"workloads", json::object()}};
   Machine mach;
   if (!measure_machine(o, result, mach)) return 1;
   std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", mach.device.c_str(),
               mach.copy_gbs, mach.gemm_gflops, o.math.c_str());
 
-  char date[16];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
-  const std::string path = o.out_dir + "/" + date + "-" +
-                           (o.backend == "cpu" ? std::string("cpu") : slug(mach.device)) + ".json";
+  const std::string path = gossamer_bench::dated_result_path(
+      o.out_dir, o.backend == "cpu" ? std::string("cpu") : slug(mach.device));
   for (const auto& name : o.names) {
     json wc = workload(name, o.backend);
     wc["math"] = o.math;
@@ -483,8 +492,8 @@ int run_bench(int argc, char** argv) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
     if (o.cnn_general) gossamer_bench::use_general_cnn_path(*sim);  // after the set-up's timing
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
-                sim->model.describe().c_str(), cfg.optimizer.batch_size,
-                cfg.topology.name.c_str(), sim->backend->name().c_str());
+                sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
+                sim->backend->name().c_str());
     json w = bench_step(o, mach, *sim, t_setup);
     if (o.cnn_general) w["cnn_path"] = "general (CudaOptions::cnn_fused off)";
     if (!o.shards.empty()) {

@@ -147,12 +147,8 @@ int run(int argc, char** argv) {
     result["hvp"] = report("one batched HVP", gossamer_emu::stop_traffic());
     result["hvp"]["points"] = hvp;
   }
-  char date[16];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
-  std::filesystem::create_directories(out_dir);
-  const std::string path =
-      out_dir + "/" + date + "-emulated-traffic-" + name + (general ? "-general" : "") + ".json";
+  const std::string path = gossamer_bench::dated_result_path(
+      out_dir, "emulated-traffic-" + name + (general ? "-general" : ""));
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\n(wrote %s)\n", path.c_str());
   return 0;

@@ -2,6 +2,8 @@
 // gossamer-bench and gossamer-traffic).
 #pragma once
 #include <cstdlib>
+#include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -71,6 +73,15 @@ inline nlohmann::json workload(const std::string& name, const std::string& backe
     throw std::runtime_error("unknown workload " + name + " (a, b, c, c1024, quickstart, m<N>)");
   }
   return c;
+}
+
+// out_dir/DATE-stem.json (today's local date), out_dir created if missing: a result file's path.
+inline std::string dated_result_path(const std::string& out_dir, const std::string& stem) {
+  char date[16];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::localtime(&now));
+  std::filesystem::create_directories(out_dir);
+  return out_dir + "/" + date + "-" + stem + ".json";
 }
 
 // --cnn-general: the workload's CUDA backend built again with CudaOptions::cnn_fused off (a CNN
