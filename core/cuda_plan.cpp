@@ -113,6 +113,8 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
   // act_from_output[i]: the activation i's convolution (its input) writes only the activation,
   // and the max pool reading it finds its choices again in the activation's output.
   const auto unwritten = [&](size_t i) { return i + 1 < n && from_output[i + 1]; };
+  z.col_at.assign(n, -1);
+  std::vector<size_t> small;  // the fused paths' convolutions of few columns with an input node
   for (size_t i = 0; i < n; ++i) {
     const CnnNode& node = model.nodes[i];
     const int64_t chw = int64_t(node.c) * node.h * node.w;
@@ -123,9 +125,26 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
     z.normed.push_back(gn ? chw : 0);
     z.stats.push_back(gn ? 2 * int64_t(node.groups) : 0);
     z.arg.push_back(node.op == CnnNode::Op::MaxPool && !choices_found ? chw : 0);
-    if (node.op == CnnNode::Op::Conv || node.op == CnnNode::Op::Add)
+    if ((node.op != CnnNode::Op::Conv && node.op != CnnNode::Op::Add) || col_of(node.conv) == 0)
+      continue;
+    const int input = node.op == CnnNode::Op::Add ? node.other : node.input;
+    if (!fused) {  // one buffer of the largest columns, recomputed in the backward pass
+      z.col_at[i] = 0;
       z.col = std::max(z.col, col_of(node.conv));
+    } else if (few_columns(node.conv)) {  // gathered, not kept; the weight gradient's partial sums
+      z.partials = 2 * kSmallGradBlocks * (kSmallConv + 1);
+      if (input >= 0) small.push_back(i);  // its input gradient's W^T dY: one shared buffer
+    } else {  // each convolution's own, kept from the forward pass for the backward
+      z.col_at[i] = z.col;
+      z.col += col_of(node.conv);
+    }
   }
+  int64_t shared = 0;
+  for (const size_t i : small) {
+    z.col_at[i] = z.col;
+    shared = std::max(shared, col_of(model.nodes[i].conv));
+  }
+  z.col += shared;
   return z;
 }
 
@@ -138,7 +157,7 @@ int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
     floats += z.value[i] + (2 * twins - 1) * z.node[i] + twins * z.normed[i] + z.stats[i];
     ints += z.arg[i];
   }
-  return capacity * ((floats + ints) * kFloat + kFloat + 1);
+  return capacity * ((floats + ints) * kFloat + kFloat + 1) + z.partials * 8;
 }
 
 int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool cnn_fused) {

@@ -49,7 +49,8 @@ class BatchedNet {
   virtual void loss(const ModelBatch& models, const RowBatch& rows, float scale,
                     cudaStream_t s) = 0;
   // Backward pass from loss(): out + k * out_stride = beta out + dL/dw of model k (the
-  // gradient), or, when models.v is set, R{dL/dw} = H v. Every parameter is written once.
+  // gradient), or, when models.v is set, R{dL/dw} = H v. Every parameter is written once. One
+  // backward pass a forward pass: it may consume what the forward pass kept (the CNN's columns).
   virtual void backward(const ModelBatch& models, const RowBatch& rows, float* out,
                         int64_t out_stride, float beta, const Gemm& gemm, cudaStream_t s) = 0;
 

@@ -8,13 +8,14 @@
 // Each is one strided-batched GEMM over the K models (W_k at w + k w_stride inside W[m][d]),
 // except for a convolution of few columns (kc <= kSmallConv: the first layer on the image, a
 // 1 x 1 shortcut, a small classifier), whose forward and weight gradient are one kernel each that
-// gathers the columns' entries from the input (no im2col; the forward adds the bias). The
-// columns are recomputed in the backward pass rather than kept per layer: one buffer of the
-// largest layer's columns (and its R twin) serves every convolution. A node's gradient is
-// accumulated where its output feeds two nodes (a residual block's input) or where its reader
-// writes only part of it (a max pool's chosen inputs, a pool that leaves an odd row out), so the
-// backward pass zeroes those first; every other gradient its one reader stores whole
-// (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is
+// gathers the columns' entries from the input (no im2col; the forward adds the bias). On the
+// fused paths each convolution keeps its columns (and their R twin) from the forward pass for the
+// backward, which then writes W^T dY over them for col2im; the general path recomputes them in
+// the backward pass into one buffer of the largest layer's columns (cnn_pair_sizes's col_at). A
+// node's gradient is accumulated where its output feeds two nodes (a residual block's input) or
+// where its reader writes only part of it (a max pool's chosen inputs, a pool that leaves an odd
+// row out), so the backward pass zeroes those first; every other gradient its one reader stores
+// whole (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is
 // queued on the stream: the training step is captured in a CUDA graph with it.
 #include "cnn.cuh"
 #include "kernels.cuh"
@@ -55,8 +56,10 @@ BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bo
     m_arg.emplace_back(P * size_t(z.arg[i]));
   }
   m_image = DeviceArray<float>(P * size_t(z.image));
+  m_col_at = z.col_at;
   m_col = DeviceArray<float>(P * size_t(z.col));
   m_rcol = DeviceArray<float>(twin(z.col));
+  m_partials = DeviceArray<double>(size_t(z.partials));
   m_logits = DeviceArray<float>(P * size_t(z.logits));
   m_rlogits = DeviceArray<float>(twin(z.logits));
 }
@@ -68,7 +71,7 @@ void BatchedCnn::poison(cudaStream_t s) {
   poison_outputs(s);
 }
 
-void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, int act,
+void BatchedCnn::conv_forward(int i, const ConvShape& c, int j, float* y, float* ry, int act,
                               const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
   if (small(c)) {  // few columns: one kernel, no columns, the bias (and act) included
@@ -84,60 +87,61 @@ void BatchedCnn::conv_forward(const ConvShape& c, int j, float* y, float* ry, in
   }
   if (act >= 0) throw runtime_error("conv_forward: an activation fused into a GEMM convolution");
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
-  launch_im2col(in(j), c, rows, K, m_col.get(), s);
-  const MatrixArg col{m_col.get(), N, col_stride, false};
+  launch_im2col(in(j), c, rows, K, col(i), s);
+  const MatrixArg columns{col(i), N, col_stride, false};
   const MatrixArg weight{mb.w + c.w_offset, kc, mb.w_stride, false};
-  gemm.run(c.cout, N, kc, weight, col, 0.f, y, N, y_stride, K);
+  gemm.run(c.cout, N, kc, weight, columns, 0.f, y, N, y_stride, K);
   if (ry) {
-    gemm.run(c.cout, N, kc, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, false}, col, 0.f, ry, N,
-             y_stride, K);
+    gemm.run(c.cout, N, kc, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, false}, columns, 0.f, ry,
+             N, y_stride, K);
     if (const float* rx = r_in(j, true)) {
-      launch_im2col(rx, c, rows, K, m_rcol.get(), s);
-      gemm.run(c.cout, N, kc, weight, MatrixArg{m_rcol.get(), N, col_stride, false}, 1.f, ry, N,
+      launch_im2col(rx, c, rows, K, rcol(i), s);
+      gemm.run(c.cout, N, kc, weight, MatrixArg{rcol(i), N, col_stride, false}, 1.f, ry, N,
                y_stride, K);
     }
   }
   launch_channel_bias(y, ry, mb.w, mb.w_stride, mb.v, mb.v_stride, c.b_offset, c.cout, N, K, s);
 }
 
-void BatchedCnn::conv_backward(const ConvShape& c, int j, const float* dy, const float* rdy,
+void BatchedCnn::conv_backward(int i, const ConvShape& c, int j, const float* dy, const float* rdy,
                                const ModelBatch& mb, int rows, float* out, int64_t out_stride,
                                float beta, const Gemm& gemm, cudaStream_t s) {
   const int K = mb.count, kc = c.cin * c.kh * c.kw, N = rows * c.out_h * c.out_w;
   const long long col_stride = (long long)kc * N, y_stride = (long long)c.cout * N;
-  const MatrixArg col_t{m_col.get(), N, col_stride, true},
-      rcol_t{m_rcol.get(), N, col_stride, true};
   const float* rx = r_in(j, rdy != nullptr);
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
   // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
   // entries from its input.
-  if (small(c)) {  // the columns' buffer, unused by a small convolution, holds its partial sums
+  if (small(c)) {
     launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K,
-                             reinterpret_cast<double*>(m_col.get()), int64_t(m_col.size() / 2), out,
-                             out_stride, beta, s);
+                             m_partials.get(), int64_t(m_partials.size()), out, out_stride, beta,
+                             s);
   } else {
-    launch_im2col(in(j), c, rows, K, m_col.get(), s);
-    if (rx) launch_im2col(rx, c, rows, K, m_rcol.get(), s);
-    gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false}, col_t, beta,
-             out + c.w_offset, kc, out_stride, K);
+    if (!m_fused_paths) {  // the general path recomputes the columns; the fused paths kept them
+      launch_im2col(in(j), c, rows, K, col(i), s);
+      if (rx) launch_im2col(rx, c, rows, K, rcol(i), s);
+    }
+    gemm.run(c.cout, kc, N, MatrixArg{rdy ? rdy : dy, N, y_stride, false},
+             MatrixArg{col(i), N, col_stride, true}, beta, out + c.w_offset, kc, out_stride, K);
     if (rx)
-      gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false}, rcol_t, 1.f, out + c.w_offset, kc,
-               out_stride, K);
+      gemm.run(c.cout, kc, N, MatrixArg{dy, N, y_stride, false},
+               MatrixArg{rcol(i), N, col_stride, true}, 1.f, out + c.w_offset, kc, out_stride, K);
     launch_channel_sums(rdy ? rdy : dy, nullptr, nullptr, nullptr, c.cout, N, K, out, out_stride,
                         c.b_offset, beta, s);
   }
   if (j < 0) return;  // the image needs no gradient
-  // The input: dX += col2im(W^T dY) (R: col2im(W^T R{dY} + V^T dY)); the columns are free now.
+  // The input: dX += col2im(W^T dY) (R: col2im(W^T R{dY} + V^T dY)), through the columns' buffer,
+  // free now (the kept columns are the forward pass's: one backward pass a forward pass).
   const MatrixArg weight_t{mb.w + c.w_offset, kc, mb.w_stride, true};
-  gemm.run(kc, N, c.cout, weight_t, MatrixArg{dy, N, y_stride, false}, 0.f, m_col.get(), N,
-           col_stride, K);
-  launch_col2im_add(m_col.get(), c, rows, K, m_dy[size_t(j)].get(), accumulates(j), s);
+  gemm.run(kc, N, c.cout, weight_t, MatrixArg{dy, N, y_stride, false}, 0.f, col(i), N, col_stride,
+           K);
+  launch_col2im_add(col(i), c, rows, K, m_dy[size_t(j)].get(), accumulates(j), s);
   if (!rdy) return;
-  gemm.run(kc, N, c.cout, weight_t, MatrixArg{rdy, N, y_stride, false}, 0.f, m_rcol.get(), N,
-           col_stride, K);
+  gemm.run(kc, N, c.cout, weight_t, MatrixArg{rdy, N, y_stride, false}, 0.f, rcol(i), N, col_stride,
+           K);
   gemm.run(kc, N, c.cout, MatrixArg{mb.v + c.w_offset, kc, mb.v_stride, true},
-           MatrixArg{dy, N, y_stride, false}, 1.f, m_rcol.get(), N, col_stride, K);
-  launch_col2im_add(m_rcol.get(), c, rows, K, m_rdy[size_t(j)].get(), accumulates(j), s);
+           MatrixArg{dy, N, y_stride, false}, 1.f, rcol(i), N, col_stride, K);
+  launch_col2im_add(rcol(i), c, rows, K, m_rdy[size_t(j)].get(), accumulates(j), s);
 }
 
 void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm,
@@ -152,7 +156,7 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
     case CnnNode::Op::Conv: {
       const size_t next = size_t(i) + 1;  // the activation this convolution's kernel computes
       const bool fused = next < m_model.nodes.size() && m_fused.act_in_conv[next];
-      conv_forward(n.conv, j, y, ry, fused ? int(next) : -1, mb, rows, gemm, s);
+      conv_forward(i, n.conv, j, y, ry, fused ? int(next) : -1, mb, rows, gemm, s);
       break;
     }
     case CnnNode::Op::Act:
@@ -178,7 +182,7 @@ void BatchedCnn::forward_node(int i, const ModelBatch& mb, int rows, const Gemm&
       break;
     case CnnNode::Op::Add:
       if (n.conv.w_offset >= 0) {  // the 1 x 1 shortcut
-        conv_forward(n.conv, n.other, y, ry, -1, mb, rows, gemm, s);
+        conv_forward(i, n.conv, n.other, y, ry, -1, mb, rows, gemm, s);
       } else {
         CUDA_CHECK(cudaMemcpyAsync(y, in(n.other), size_t(cnt) * sizeof(float),
                                    cudaMemcpyDeviceToDevice, s));
@@ -208,7 +212,7 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
   const int64_t cnt = count(n, K, rows);
   switch (n.op) {
     case CnnNode::Op::Conv:
-      conv_backward(n.conv, j, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
+      conv_backward(i, n.conv, j, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
       break;
     case CnnNode::Op::Act:
       if (m_fused.act_in_pool[size_t(i)]) break;  // its reader, a pool, ran it
@@ -256,7 +260,7 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
       if (dx) launch_add_or_copy(dx, dy, cnt, accumulates(j), s);
       if (rdx) launch_add_or_copy(rdx, rdy, cnt, accumulates(j), s);
       if (n.conv.w_offset >= 0) {
-        conv_backward(n.conv, n.other, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
+        conv_backward(i, n.conv, n.other, dy, rdy, mb, rows, out, out_stride, beta, gemm, s);
       } else if (n.other >= 0) {
         launch_add_or_copy(m_dy[size_t(n.other)].get(), dy, cnt, accumulates(n.other), s);
         if (r) launch_add_or_copy(m_rdy[size_t(n.other)].get(), rdy, cnt, accumulates(n.other), s);

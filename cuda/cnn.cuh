@@ -45,12 +45,16 @@ class BatchedCnn : public BatchedNet {
   void forward_node(int i, const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s);
   void backward_node(int i, const ModelBatch& mb, int rows, float* out, int64_t out_stride,
                      float beta, const Gemm& gemm, cudaStream_t s);
-  // act >= 0: the activation node whose forward the convolution's kernel computes too.
-  void conv_forward(const ConvShape& c, int j, float* y, float* ry, int act, const ModelBatch& mb,
-                    int rows, const Gemm& gemm, cudaStream_t s);
-  void conv_backward(const ConvShape& c, int j, const float* dy, const float* rdy,
+  // Node i's convolution c of input j; act >= 0: the activation node whose forward the
+  // convolution's kernel computes too.
+  void conv_forward(int i, const ConvShape& c, int j, float* y, float* ry, int act,
+                    const ModelBatch& mb, int rows, const Gemm& gemm, cudaStream_t s);
+  void conv_backward(int i, const ConvShape& c, int j, const float* dy, const float* rdy,
                      const ModelBatch& mb, int rows, float* out, int64_t out_stride, float beta,
                      const Gemm& gemm, cudaStream_t s);
+  // Node i's im2col columns and their R twin (cnn_pair_sizes's col_at).
+  float* col(int i) const { return m_col.get() + capacity() * m_col_at[size_t(i)]; }
+  float* rcol(int i) const { return m_rcol.get() + capacity() * m_col_at[size_t(i)]; }
 
   ModelSpec m_model;
   bool m_fused_paths;          // CudaOptions::cnn_fused
@@ -61,6 +65,8 @@ class BatchedCnn : public BatchedNet {
   std::vector<DeviceArray<float>> m_y, m_dy, m_ry, m_rdy, m_xh, m_rxh, m_stats;
   std::vector<DeviceArray<int32_t>> m_arg;
   DeviceArray<float> m_image, m_col, m_rcol, m_logits, m_rlogits;
+  std::vector<int64_t> m_col_at;   // cnn_pair_sizes's col_at
+  DeviceArray<double> m_partials;  // the small weight gradients' partial sums
 };
 
 }  // namespace gossamer

@@ -50,16 +50,28 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   CnnLayerConfig conv, pool;
   conv.type = "conv", conv.channels = 2, conv.kernel = 3;
   pool.type = "maxpool";
+  // On the general path (every convolution through im2col, one buffer of the largest columns):
   const ModelSpec model = ModelSpec::cnn(1, 4, 4, {conv, pool}, 3, Activation::Relu);
-  const CnnPairSizes z = cnn_pair_sizes(model);
+  const CnnPairSizes z = cnn_pair_sizes(model, false);
   EXPECT_EQ(z.node, (std::vector<int64_t>{32, 8, 3}));
   EXPECT_EQ(z.value, z.node);
   EXPECT_EQ(z.arg, (std::vector<int64_t>{0, 8, 0}));
   EXPECT_EQ(z.col, 144);
+  EXPECT_EQ(z.col_at, (std::vector<int64_t>{0, -1, 0}));
+  EXPECT_EQ(z.partials, 0);
   const int64_t plain = 16 + 144 + 3 + 2 * (32 + 8 + 3) + 8;         // 257 four-byte values
   const int64_t with_r = 16 + 2 * (144 + 3) + 4 * (32 + 8 + 3) + 8;  // R twins of all but the image
-  EXPECT_EQ(cnn_workspace_bytes(model, 1, false), plain * 4 + 5);
-  EXPECT_EQ(net_workspace_bytes(model, 10, true), 10 * (with_r * 4 + 5));
+  EXPECT_EQ(cnn_workspace_bytes(model, 1, false, false), plain * 4 + 5);
+  EXPECT_EQ(net_workspace_bytes(model, 10, true, false), 10 * (with_r * 4 + 5));
+  // On the fused paths both convolutions (9 and 8 columns) gather their entries from their
+  // inputs: 2 x 1,024 x 33 doubles, once, for the weight gradients' partial sums, and only the
+  // classifier's 8 columns for its input gradient.
+  const CnnPairSizes f = cnn_pair_sizes(model);
+  EXPECT_EQ(f.col, 8);
+  EXPECT_EQ(f.col_at, (std::vector<int64_t>{-1, -1, 0}));
+  EXPECT_EQ(f.partials, 2 * 1024 * 33);
+  EXPECT_EQ(cnn_workspace_bytes(model, 10, true),
+            10 * ((with_r - 2 * (144 - 8)) * 4 + 5) + f.partials * 8);
   // GroupNorm keeps x^ (and R{x^}) and sigma, R{sigma} per group.
   CnnLayerConfig gn;
   gn.type = "groupnorm", gn.groups = 2;
@@ -95,15 +107,38 @@ TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
   const ModelSpec gelu = ModelSpec::cnn(1, 4, 4, {conv, act, pool}, 3, Activation::Gelu);
   EXPECT_EQ(cnn_pair_sizes(gelu).value, general.value);
   EXPECT_EQ(cnn_pair_sizes(gelu).arg, general.arg);
-  // 32 floats of the convolution's value and 8 int32 choices a pair, with or without R twins.
+  // 32 floats of the convolution's value and 8 int32 choices a pair, with or without R twins
+  // (and the general path's columns, 144 a pair and their twin, for the fused paths' classifier's
+  // 8 and the partial sums).
   for (bool with_r : {false, true})
     EXPECT_EQ(cnn_workspace_bytes(relu, 10, with_r, false) - cnn_workspace_bytes(relu, 10, with_r),
-              10 * (32 + 8) * 4);
+              10 * (32 + 8 + (with_r ? 2 : 1) * (144 - 8)) * 4 - fused.partials * 8);
   CudaPlanInput in = input(relu, 16, 32);
   const int64_t fused_train = part_named(plan_cuda_memory(in), "training activations").bytes;
   in.cnn_fused = false;
   EXPECT_EQ(part_named(plan_cuda_memory(in), "training activations").bytes - fused_train,
-            16 * 32 * (32 + 8) * 4);
+            16 * 32 * (32 + 8 + 144 - 8) * 4 - fused.partials * 8);
+}
+
+// Convolutions of many columns keep theirs from the forward pass on the fused paths, side by side
+// (col_at, in units of the capacity); the general path recomputes them in one buffer of the
+// largest. 1 x 4 x 4 images: conv 4 (9 columns: gathered), conv 8 (36 x 16 = 576 a pair), conv 8
+// (72 x 16 = 1,152), the classifier (8 x 16 = 128).
+TEST(CudaPlanTest, CnnColumnsAreKeptOnTheFusedPaths) {
+  const ModelSpec model = ModelSpec::cnn(
+      1, 4, 4,
+      {test_util::layer("conv", 4), test_util::layer("conv", 8), test_util::layer("conv", 8)}, 3,
+      Activation::Relu);
+  const CnnPairSizes fused = cnn_pair_sizes(model), general = cnn_pair_sizes(model, false);
+  EXPECT_EQ(fused.col_at, (std::vector<int64_t>{-1, 0, 576, 1728}));
+  EXPECT_EQ(fused.col, 576 + 1152 + 128);
+  EXPECT_EQ(general.col_at, (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(general.col, 1152);
+  // The difference in bytes: the columns (and their R twins) and the partial sums.
+  for (bool with_r : {false, true})
+    EXPECT_EQ(
+        cnn_workspace_bytes(model, 10, with_r) - cnn_workspace_bytes(model, 10, with_r, false),
+        10 * (with_r ? 2 : 1) * (1856 - 1152) * 4 + fused.partials * 8);
 }
 
 TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {

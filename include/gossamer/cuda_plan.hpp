@@ -78,8 +78,17 @@ struct CnnPairSizes {
   std::vector<int64_t> stats;   // per node: a GroupNorm's sigma and R{sigma} (2 x groups), else 0
   std::vector<int64_t> arg;  // per node: a max pool's chosen inputs (int32, c h w) if kept, else 0
   int64_t image = 0;         // the input rows as [c][row][h w]
-  int64_t col = 0;           // the largest convolution's im2col columns (cin kh kw oh ow)
-  int64_t logits = 0;        // classes
+  // The im2col columns (cin kh kw oh ow a convolution): with the fused paths each convolution's
+  // own, kept from the forward pass for the backward, side by side, then one buffer shared by the
+  // convolutions of few columns (which gather their entries from their input) for their input
+  // gradient's W^T dY; col is the sum, col_at[i] where node i's start in units of the capacity
+  // (node i's columns begin at capacity x col_at[i]). Without the fused paths, one buffer of the
+  // largest, recomputed in the backward pass (col_at 0). -1: none (not a convolution, or one of
+  // few columns on the image).
+  int64_t col = 0;
+  std::vector<int64_t> col_at;
+  int64_t logits = 0;    // classes
+  int64_t partials = 0;  // doubles, once (not a pair): the small weight gradients' partial sums
 };
 CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused = true);
 // Per node of the batched CNN's backward pass: true where one node alone reads its output and
