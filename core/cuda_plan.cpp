@@ -293,15 +293,11 @@ int64_t parse_memory_size(const std::string& text) {
   }
   std::string unit = text.substr(used);
   unit.erase(0, unit.find_first_not_of(' '));
-  const std::pair<const char*, double> units[] = {{"", 1},
-                                                  {"B", 1},
-                                                  {"KiB", 1024.0},
-                                                  {"MiB", 1048576.0},
-                                                  {"GiB", 1073741824.0},
-                                                  {"G", 1073741824.0},
-                                                  {"TiB", 1099511627776.0},
-                                                  {"GB", 1e9},
-                                                  {"MB", 1e6}};
+  // clang-format off
+  const std::pair<const char*, double> units[] = {
+      {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"G", 1073741824.0}, {"TiB", 1099511627776.0}, {"GB", 1e9}, {"MB", 1e6}};
+  // clang-format on
   for (const auto& [name, scale] : units)
     if (used > 0 && unit == name && value > 0 && value * scale < 9e18)
       return int64_t(value * scale);
