@@ -65,25 +65,35 @@ json report(const char* what, gossamer_emu::TrafficReport r) {
                        {"distinct_bytes_read", read},
                        {"distinct_bytes_written", written}});
   }
-  std::printf("  cuBLAS GEMMs (column-major m x n x k, batch: calls):\n");
+  std::printf(
+      "  cuBLAS GEMMs (column-major m x n x k, batch: calls; operands read and written once, "
+      "MB):\n");
+  double gemm_bytes = 0;
   for (const auto& g : r.gemms) {
     const double flops = 2.0 * g.m * g.n * double(g.k) * g.batch * double(g.calls);
     gemm_flops += flops;
-    std::printf("    %d x %d x %d, batch %d: %llu\n", g.m, g.n, g.k, g.batch,
-                (unsigned long long)g.calls);
+    gemm_bytes += double(g.bytes_read + g.bytes_written);
+    std::printf("    %d x %d x %d, batch %d: %llu; read %.3f, written %.3f\n", g.m, g.n, g.k,
+                g.batch, (unsigned long long)g.calls, double(g.bytes_read) / 1e6,
+                double(g.bytes_written) / 1e6);
     gemms.push_back({{"m", g.m},
                      {"n", g.n},
                      {"k", g.k},
                      {"batch", g.batch},
                      {"calls", g.calls},
-                     {"flops", flops}});
+                     {"flops", flops},
+                     {"operand_bytes_read", g.bytes_read},
+                     {"operand_bytes_written", g.bytes_written}});
   }
-  std::printf("  total: kernels %.3f MB distinct (read + written), GEMMs %.4f GFLOP\n",
-              floor_bytes / 1e6, gemm_flops / 1e9);
+  std::printf(
+      "  total: kernels %.3f MB distinct (read + written), GEMMs %.4f GFLOP and %.3f MB of "
+      "operands\n",
+      floor_bytes / 1e6, gemm_flops / 1e9, gemm_bytes / 1e6);
   return {{"kernels", kernels},
           {"gemms", gemms},
           {"kernel_distinct_bytes", floor_bytes},
-          {"gemm_flops", gemm_flops}};
+          {"gemm_flops", gemm_flops},
+          {"gemm_operand_bytes", gemm_bytes}};
 }
 
 int run(int argc, char** argv) {

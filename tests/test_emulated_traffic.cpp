@@ -202,7 +202,7 @@ TEST(EmulatedTraffic, CountsOnlyWhileOnAndAddsUpLaunches) {
   EXPECT_TRUE(gossamer_emu::stop_traffic().kernels.empty());
 }
 
-TEST(EmulatedTraffic, ListsTheGemmShapes) {
+TEST(EmulatedTraffic, ListsTheGemmShapesAndOperandBytes) {
   Buffers b;
   float *a = b.make(6 * 4), *x = b.make(4 * 5), *c = b.make(6 * 5);
   cublasHandle_t h;
@@ -215,7 +215,6 @@ TEST(EmulatedTraffic, ListsTheGemmShapes) {
                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
               CUBLAS_STATUS_SUCCESS);
   const TrafficReport r = gossamer_emu::stop_traffic();
-  cublasDestroy(h);
   EXPECT_TRUE(r.kernels.empty());
   ASSERT_EQ(r.gemms.size(), 1u);
   EXPECT_EQ(r.gemms[0].m, 3);
@@ -223,6 +222,20 @@ TEST(EmulatedTraffic, ListsTheGemmShapes) {
   EXPECT_EQ(r.gemms[0].k, 4);
   EXPECT_EQ(r.gemms[0].batch, 2);
   EXPECT_EQ(r.gemms[0].calls, 3u);
+  // A (3 x 4) a batch entry, B (4 x 5, batch stride 0) once, C (3 x 5) a batch entry, not read
+  // (beta 0): three calls.
+  EXPECT_EQ(r.gemms[0].bytes_read, 3u * (2 * 12 + 20) * 4);
+  EXPECT_EQ(r.gemms[0].bytes_written, 3u * 2 * 15 * 4);
+  // beta 1 reads C too.
+  gossamer_emu::start_traffic();
+  ASSERT_EQ(cublasGemmStridedBatchedEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 3, 5, 4, &one, a, CUDA_R_32F, 3,
+                                       12, x, CUDA_R_32F, 4, 0, &one, c, CUDA_R_32F, 3, 15, 2,
+                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_SUCCESS);
+  const TrafficReport beta = gossamer_emu::stop_traffic();
+  cublasDestroy(h);
+  ASSERT_EQ(beta.gemms.size(), 1u);
+  EXPECT_EQ(beta.gemms[0].bytes_read, (2 * 12 + 20 + 2 * 15) * 4u);
 }
 
 // The bench's workload (c), the CNN quickstart's network, at 2 workers of 8 images on the emulated

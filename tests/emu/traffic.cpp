@@ -96,10 +96,10 @@ class Sites {
 struct Tracing {
   bool on = false;
   std::vector<KernelTraffic> kernels;
-  std::map<std::string, size_t> index;  // kernel name -> kernels[i]
-  std::map<std::tuple<int, int, int, int>, uint64_t> gemms;
-  KernelTraffic* current = nullptr;  // the running launch's, while tracing
-  std::vector<Access> block;         // the running block's accesses, each thread's in order
+  std::map<std::string, size_t> index;                        // kernel name -> kernels[i]
+  std::map<std::tuple<int, int, int, int>, GemmShape> gemms;  // by (m, n, k, batch)
+  KernelTraffic* current = nullptr;                           // the running launch's, while tracing
+  std::vector<Access> block;  // the running block's accesses, each thread's in order
   std::unordered_set<uintptr_t> read, written;  // the launch's distinct sectors
 };
 Tracing g;
@@ -134,10 +134,7 @@ void start_traffic() {
 TrafficReport stop_traffic() {
   TrafficReport r;
   r.kernels = std::move(g.kernels);
-  for (const auto& [shape, calls] : g.gemms) {
-    const auto [m, n, k, batch] = shape;
-    r.gemms.push_back({m, n, k, batch, calls});
-  }
+  for (const auto& [shape, gemm] : g.gemms) r.gemms.push_back(gemm);
   g = Tracing{};
   return r;
 }
@@ -189,8 +186,13 @@ void trace_launch_end() {
   g.current = nullptr;
 }
 
-void trace_gemm(int m, int n, int k, int batch) {
-  if (g.on) g.gemms[{m, n, k, batch}] += 1;
+void trace_gemm(int m, int n, int k, int batch, uint64_t bytes_read, uint64_t bytes_written) {
+  if (!g.on) return;
+  GemmShape& s = g.gemms[{m, n, k, batch}];
+  s.m = m, s.n = n, s.k = k, s.batch = batch;
+  s.calls += 1;
+  s.bytes_read += bytes_read;
+  s.bytes_written += bytes_written;
 }
 
 void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc) {

@@ -43,10 +43,14 @@ struct KernelTraffic {
   uint64_t read_sectors = 0, written_sectors = 0;
 };
 
-// A GEMM the emulated cuBLAS ran, column-major as cuBLAS sees it.
+// A GEMM the emulated cuBLAS ran, column-major as cuBLAS sees it; its calls' operand bytes: A
+// and B read once (once a call where their batch stride is 0, else once a batch entry), C
+// written once and read once where beta is not 0. What the GEMMs move if none of it is in a cache
+// when they start (the kernels' distinct sectors are counted alike).
 struct GemmShape {
   int m = 0, n = 0, k = 0, batch = 0;
   uint64_t calls = 0;
+  uint64_t bytes_read = 0, bytes_written = 0;
 };
 
 struct TrafficReport {
@@ -64,7 +68,7 @@ void trace_launch_begin(const char* kernel, dim3 grid, dim3 block);
 void trace_block_begin(int threads);
 void trace_block_end();
 void trace_launch_end();
-void trace_gemm(int m, int n, int k, int batch);
+void trace_gemm(int m, int n, int k, int batch, uint64_t bytes_read, uint64_t bytes_written);
 void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc);
 // The running thread's index in its block (x fastest), or -1 outside a kernel.
 int running_thread();
