@@ -15,7 +15,7 @@
 // the bytes asked for over the sectors' bytes; the L1's view, as ncu's sector counts), and each
 // launch's footprint (distinct sectors read and written: what DRAM must move at least, whatever
 // the caches do). What it does not: time, caches' hits, shared memory's bank conflicts, cuBLAS's
-// kernels (only the shapes of its GEMMs are listed), and a lane's divergent path is grouped with
+// kernels (its GEMMs' shapes and operand bytes are listed), and a lane's divergent path is grouped with
 // the others' by call site and count, which matches the GPU where the code does not diverge.
 #pragma once
 #include <cstdint>
