@@ -148,8 +148,10 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
   return z;
 }
 
-int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool fused) {
-  const CnnPairSizes z = cnn_pair_sizes(model, fused);
+namespace {
+
+// The bytes of one (model, row) pair's buffers.
+int64_t cnn_bytes_a_pair(const CnnPairSizes& z, bool with_r) {
   const int64_t twins = with_r ? 2 : 1;
   int64_t floats = z.image + twins * (z.col + z.logits), ints = 0;
   for (size_t i = 0; i < z.node.size(); ++i) {
@@ -157,7 +159,14 @@ int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
     floats += z.value[i] + (2 * twins - 1) * z.node[i] + twins * z.normed[i] + z.stats[i];
     ints += z.arg[i];
   }
-  return capacity * ((floats + ints) * kFloat + kFloat + 1) + z.partials * 8;
+  return (floats + ints) * kFloat + kFloat + 1;
+}
+
+}  // namespace
+
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool fused) {
+  const CnnPairSizes z = cnn_pair_sizes(model, fused);
+  return capacity * cnn_bytes_a_pair(z, with_r) + z.partials * 8;
 }
 
 int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool cnn_fused) {
@@ -227,8 +236,7 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   // take as many pairs as fit in kCnnEvalBytes, at least kMinCnnEvalCapacity.
   p.eval_capacity =
       model.kind == ModelKind::Cnn
-          ? std::clamp(kCnnEvalBytes /
-                           std::max<int64_t>(1, cnn_workspace_bytes(model, 1, true, in.cnn_fused)),
+          ? std::clamp(kCnnEvalBytes / cnn_bytes_a_pair(cnn_pair_sizes(model, in.cnn_fused), true),
                        kMinCnnEvalCapacity, kMinEvalCapacity)
           : std::max(rows, kMinEvalCapacity);
   p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
