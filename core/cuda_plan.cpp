@@ -74,12 +74,15 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
   return stored;
 }
 
-CnnFusions cnn_fusions(const ModelSpec& model) {
+CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
   const size_t n = model.nodes.size();
   const std::vector<bool> stored = cnn_gradient_stored(model);
   CnnFusions f;
   f.act_in_conv.assign(n, false);
   f.act_in_pool.assign(n, false);
+  f.act_from_output.assign(n, false);
+  f.weight_grad_through_pool.assign(n, -1);
+  if (!fused) return f;
   for (size_t i = 0; i < n; ++i) {
     const CnnNode& node = model.nodes[i];
     const int j = node.input;
@@ -92,18 +95,24 @@ CnnFusions cnn_fusions(const ModelSpec& model) {
       f.act_in_pool[size_t(j)] = true;
   }
   const std::vector<int> readers = cnn_readers(model);
-  f.act_from_output.assign(n, false);
   for (size_t i = 0; i < n; ++i)
     f.act_from_output[i] = f.act_in_conv[i] && f.act_in_pool[i] &&
                            derivatives_from_output(model.activation) &&
                            readers[size_t(model.nodes[i].input)] == 1;
+  for (size_t p = 0; p < n;
+       ++p) {  // a pool reading such an activation, of a convolution on the image
+    const int j = model.nodes[p].input;
+    if (!window_pool(model.nodes[p].op) || j < 0 || !f.act_from_output[size_t(j)]) continue;
+    const int z = model.nodes[size_t(j)].input;
+    if (model.nodes[size_t(z)].input < 0) f.weight_grad_through_pool[size_t(z)] = int(p);
+  }
   return f;
 }
 
 CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
   const size_t n = model.nodes.size();
-  const std::vector<bool> from_output =
-      fused ? cnn_fusions(model).act_from_output : std::vector<bool>(n, false);
+  const CnnFusions f = cnn_fusions(model, fused);
+  const std::vector<bool>& from_output = f.act_from_output;
   CnnPairSizes z;
   z.image = int64_t(model.image_c) * model.image_h * model.image_w;
   z.logits = model.classes;
@@ -122,6 +131,8 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
     const bool choices_found = node.input >= 0 && from_output[size_t(node.input)];
     z.node.push_back(chw);
     z.value.push_back(unwritten(i) ? 0 : chw);
+    z.grad_r.push_back(f.act_in_pool[i] ? 0 : chw);
+    z.grad.push_back(f.weight_grad_through_pool[i] >= 0 ? 0 : z.grad_r.back());
     z.normed.push_back(gn ? chw : 0);
     z.stats.push_back(gn ? 2 * int64_t(node.groups) : 0);
     z.arg.push_back(node.op == CnnNode::Op::MaxPool && !choices_found ? chw : 0);
@@ -156,7 +167,8 @@ int64_t cnn_bytes_a_pair(const CnnPairSizes& z, bool with_r) {
   int64_t floats = z.image + twins * (z.col + z.logits), ints = 0;
   for (size_t i = 0; i < z.node.size(); ++i) {
     // y, dy and (with R) R{y}, R{dy}; x^ and R{x^}; the GroupNorm's sigmas.
-    floats += z.value[i] + (2 * twins - 1) * z.node[i] + twins * z.normed[i] + z.stats[i];
+    floats += z.value[i] + (with_r ? 2 * z.grad_r[i] + z.node[i] : z.grad[i]) +
+              twins * z.normed[i] + z.stats[i];
     ints += z.arg[i];
   }
   return (floats + ints) * kFloat + kFloat + 1;

@@ -40,16 +40,16 @@ BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bo
       m_model(model),
       m_fused_paths(fused),
       m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size())),
-      // The general path: no fusion (all false).
-      m_fused(fused ? cnn_fusions(model) : CnnFusions{m_stored, m_stored, m_stored}) {
+      // The general path: no fusion (cnn_fusions(model, false)).
+      m_fused(cnn_fusions(model, fused)) {
   const CnnPairSizes z = cnn_pair_sizes(model, fused);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
   for (size_t i = 0; i < z.node.size(); ++i) {
     m_y.emplace_back(P * size_t(z.value[i]));
-    m_dy.emplace_back(P * size_t(z.node[i]));
+    m_dy.emplace_back(P * size_t(with_r ? z.grad_r[i] : z.grad[i]));
     m_ry.emplace_back(twin(z.node[i]));
-    m_rdy.emplace_back(twin(z.node[i]));
+    m_rdy.emplace_back(twin(z.grad_r[i]));
     m_xh.emplace_back(P * size_t(z.normed[i]));
     m_rxh.emplace_back(twin(z.normed[i]));
     m_stats.emplace_back(P * size_t(z.stats[i]));
@@ -112,7 +112,20 @@ void BatchedCnn::conv_backward(int i, const ConvShape& c, int j, const float* dy
   // The parameters: dW = dY col^T (R: R{dY} col^T + dY R{col}^T), the bias the row sums. A
   // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
   // entries from its input.
-  if (small(c)) {
+  const int pool = m_fused.weight_grad_through_pool[size_t(i)];
+  if (small(c) && pool >= 0 && !rdy) {  // dY from the pool's gradient (the fusion's comment)
+    const CnnNode& p = m_model.nodes[size_t(pool)];
+    const PoolGradient through{m_dy[size_t(pool)].get(),
+                               value(p.input),
+                               pool_kind(p.op),
+                               m_model.activation,
+                               c.out_h,
+                               c.out_w,
+                               p.h,
+                               p.w};
+    launch_small_weight_grad(nullptr, in(j), nullptr, nullptr, c, rows, K, m_partials.get(),
+                             int64_t(m_partials.size()), out, out_stride, beta, s, &through);
+  } else if (small(c)) {
     launch_small_weight_grad(rdy ? rdy : dy, in(j), rx ? dy : nullptr, rx, c, rows, K,
                              m_partials.get(), int64_t(m_partials.size()), out, out_stride, beta,
                              s);
@@ -228,6 +241,8 @@ void BatchedCnn::backward_node(int i, const ModelBatch& mb, int rows, float* out
         const int64_t planes = int64_t(K) * rows * n.c;
         if (m_fused.act_in_pool[size_t(j)]) {  // through the activation j to its input z
           const int z = m_model.nodes[size_t(j)].input;
+          // Without R, z's weight gradient reads this pool's dy itself (weight_grad_through_pool).
+          if (!r && m_fused.weight_grad_through_pool[size_t(z)] == i) break;
           // The activation's derivatives from its input z, or from its output (act_from_output).
           const bool of_output = m_fused.act_from_output[size_t(j)];
           launch_pool_act_backward(pool_kind(n.op), dy, rdy,

@@ -151,17 +151,37 @@ static __device__ void put_small_grad(float* out, int64_t out_stride, int64_t w_
   *dst = beta == 0.f ? float(total) : beta * *dst + float(total);  // beta 0 never reads
 }
 
+// PoolGradient on the device: the pool's row plane (ih iw) and width as FastDivs.
+struct PoolGradientAt {
+  PoolGradient p;
+  FastDiv plane, iw;
+  // a at column n of the (model, channel) kc's cols: e = kc cols + n in the activation's output,
+  // its window t in the pool's output; what pool_act_backward_f32 stores at dz[e].
+  __device__ float operator()(int64_t kc, uint32_t cols, uint32_t n, int rows) const {
+    const uint32_t row = plane.div(n), in_plane = n - row * plane.d;
+    const uint32_t h = iw.div(in_plane), w = in_plane - h * iw.d;
+    const int ohw = p.oh * p.ow;
+    const int64_t t = (kc * rows + row) * int64_t(ohw) + int64_t(h / 2) * p.ow + w / 2;
+    int64_t window[4];
+    pool_window(t, int64_t(ohw), p.ow, p.iw, int64_t(plane.d), window);
+    const int64_t e = kc * cols + n;
+    const int64_t chosen = p.kind == PoolKind::Max ? window_max(p.x, window) : -1;
+    return activate_derivative_of_output(p.act, p.x[e]) * pool_share(p.kind, e, chosen, p.dy[t]);
+  }
+};
+
 static __global__ void small_weight_grad_f32(const float* a, const float* x, const float* a2,
                                              const float* x2, ColumnGeometry g, uint32_t chunk,
                                              double* partial, float* out, int64_t out_stride,
-                                             int64_t w_offset, int64_t b_offset, float beta) {
+                                             int64_t w_offset, int64_t b_offset, float beta,
+                                             PoolGradientAt through) {
   const int cout = g.s.cout, kc = int(g.kc.d);
   const int64_t kcout = blockIdx.x, k = kcout / cout;
   const int c = int(kcout % cout);
   const uint32_t cols = g.cols.d;
   // This block's columns: [begin, end) of the model's cols.
   const uint32_t begin = blockIdx.y * chunk, end = begin + chunk < cols ? begin + chunk : cols;
-  const float* ar = a + kcout * cols;
+  const float* ar = a ? a + kcout * cols : nullptr;  // null: a through the pool
   const float* a2r = a2 ? a2 + kcout * cols : nullptr;
   float acc[kSmallConv], bias = 0.f;
   for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
@@ -172,7 +192,7 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
     for (uint32_t u = 0; u < 4; ++u) {
       const uint32_t n = n0 + u * blockDim.x;
       if (n >= end) continue;
-      const float an = ar[n];
+      const float an = ar ? ar[n] : through(kcout, cols, n, int(g.rows.d));
       bias += an;
       small_weight_grad_column(g, x, x2, uint32_t(k), n, an, a2r ? a2r[n] : 0.f, acc);
     }
@@ -614,8 +634,21 @@ void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, 
 void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
                               const ConvShape& shape, int rows, int models, double* scratch,
                               int64_t scratch_doubles, float* out, int64_t out_stride, float beta,
-                              cudaStream_t s) {
+                              cudaStream_t s, const PoolGradient* through) {
   check_small(shape, "small_weight_grad");
+  PoolGradientAt at;
+  if (through) {
+    if (a || a2 || !through->dy || !through->x || through->kind == PoolKind::Gap ||
+        through->ih != shape.out_h || through->iw != shape.out_w ||
+        through->oh * 2 != through->ih || through->ow * 2 != through->iw)
+      throw runtime_error("small_weight_grad: a gradient through a pool of " +
+                          std::to_string(through->ih) + " x " + std::to_string(through->iw) +
+                          " that is not a 2 x 2 pool of the convolution's whole output");
+    at = PoolGradientAt{*through, FastDiv(uint32_t(through->ih * through->iw)),
+                        FastDiv(uint32_t(through->iw))};
+  } else if (!a) {
+    throw runtime_error("small_weight_grad: no output gradient");
+  }
   const int64_t blocks = int64_t(models) * shape.cout;
   if (blocks == 0) return;
   const ColumnGeometry g = geometry(shape, rows, "small_weight_grad");
@@ -625,7 +658,8 @@ void launch_small_weight_grad(const float* a, const float* x, const float* a2, c
       small_grad_splits(blocks, g.cols.d, round, scratch_doubles / (blocks * sums));
   const uint32_t chunk = uint32_t(CEIL_DIV(CEIL_DIV(int64_t(g.cols.d), splits), round) * round);
   small_weight_grad_f32<<<dim3(unsigned(blocks), unsigned(splits)), kReduceThreads, 0, s>>>(
-      a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta);
+      a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta,
+      at);
   CUDA_CHECK_LAUNCH();
   if (splits > 1)
     LINEAR_LAUNCH(small_weight_grad_finish_f32, blocks * sums, scratch, int(splits), sums - 1,

@@ -1,6 +1,6 @@
-// The launchers of gossamer's kernels (docs/ARCHITECTURE.md, "Code conventions": kernel, launcher, public entry). Each
-// takes device pointers and a stream, returns at once, and checks its launch. One file
-// per operation holds the kernel and its launcher.
+// The launchers of gossamer's kernels (docs/ARCHITECTURE.md, "Code conventions": kernel, launcher,
+// public entry). Each takes device pointers and a stream, returns at once, and checks its launch.
+// One file per operation holds the kernel and its launcher.
 #pragma once
 #include <cstdint>
 
@@ -102,16 +102,29 @@ void launch_col2im_add(const float* col, const ConvShape& shape, int rows, int m
 void launch_small_conv(const float* x, const float* rx, const ConvShape& shape, int rows,
                        int models, const float* w, int64_t w_stride, const float* v,
                        int64_t v_stride, const SmallConvOut& out, cudaStream_t s);
+enum class PoolKind { Max, Avg, Gap };
+// A convolution's output gradient a found on the fly from the 2 x 2 pool after its activation
+// (the CUDA CNN's weight_grad_through_pool): dy the pool's output gradient, x the activation's
+// output (ih x iw a row, the pool's oh x ow), a[e] = act'(x[e]) (from the output) times e's
+// share of its window's dy, as launch_pool_act_backward would store it.
+struct PoolGradient {
+  const float* dy = nullptr;
+  const float* x = nullptr;
+  PoolKind kind = PoolKind::Max;
+  Activation act = Activation::Relu;
+  int ih = 0, iw = 0, oh = 0, ow = 0;
+};
 // scratch: room for partial sums (scratch_doubles doubles) where the columns are split over
-// blocks (small_grad_splits); any free device memory, none needed.
+// blocks (small_grad_splits); any free device memory, none needed. through (a and a2 null): a
+// from the pool after the activation instead.
 void launch_small_weight_grad(const float* a, const float* x, const float* a2, const float* x2,
                               const ConvShape& shape, int rows, int models, double* scratch,
                               int64_t scratch_doubles, float* out, int64_t out_stride, float beta,
-                              cudaStream_t s);
+                              cudaStream_t s, const PoolGradient* through = nullptr);
 //   y[k][c][:] += w_k[b_offset + c]; ry (when set) += v_k[b_offset + c].
 void launch_channel_bias(float* y, float* ry, const float* w, int64_t w_stride, const float* v,
-                         int64_t v_stride, int64_t b_offset, int channels, int64_t cols,
-                         int models, cudaStream_t s);
+                         int64_t v_stride, int64_t b_offset, int channels, int64_t cols, int models,
+                         cudaStream_t s);
 //   out[k * out_stride + offset + c] = beta out + sum over the cols of [k][c] of
 //   a (b or 1) + a2 (b2 or 1)  (a2 may be null): biases', GroupNorm's parameters' gradients.
 void launch_channel_sums(const float* a, const float* b, const float* a2, const float* b2,
@@ -129,7 +142,6 @@ void launch_act_backward_add(const float* x, const float* rx, const float* dy, c
 //   2 x 2 max / average pools (stride 2) and the global average over `planes` planes of
 //   ih x iw; the max pool keeps each output's input element (arg); backward adds into dx (stores
 //   only where the windows cover the input: ih = 2 oh, iw = 2 ow).
-enum class PoolKind { Max, Avg, Gap };
 void launch_pool(PoolKind kind, const float* x, const float* rx, float* y, float* ry, int32_t* arg,
                  int64_t planes, int ih, int iw, int oh, int ow, cudaStream_t s);
 void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
@@ -139,10 +151,10 @@ void launch_pool_backward(PoolKind kind, const float* dy, const float* rdy, cons
 //   the pool's gradient share (R as launch_act_backward_add), z the activation's input.
 // x: the activation's input z, or with of_output its output (the pool's input), in which a max
 // pool's choices are found again (arg null).
-void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy,
-                              const int32_t* arg, const float* x, bool of_output, const float* rz,
-                              float* dz, float* rdz, int64_t planes, int ih, int iw, int oh,
-                              int ow, Activation act, bool accumulate, cudaStream_t s);
+void launch_pool_act_backward(PoolKind kind, const float* dy, const float* rdy, const int32_t* arg,
+                              const float* x, bool of_output, const float* rz, float* dz,
+                              float* rdz, int64_t planes, int ih, int iw, int oh, int ow,
+                              Activation act, bool accumulate, cudaStream_t s);
 //   y += x over n floats; launch_add_or_copy: y = x when not accumulating.
 void launch_add(float* y, const float* x, int64_t n, cudaStream_t s);
 void launch_add_or_copy(float* y, const float* x, int64_t n, bool accumulate, cudaStream_t s);
@@ -157,8 +169,7 @@ void launch_group_norm_backward(const float* dy, const float* rdy, const float* 
                                 const float* rxh, const float* stats, const float* w,
                                 int64_t w_stride, const float* v, int64_t v_stride,
                                 int64_t p_offset, int channels, int groups, int rows, int hw,
-                                int models, bool accumulate, float* dx, float* rdx,
-                                cudaStream_t s);
+                                int models, bool accumulate, float* dx, float* rdx, cudaStream_t s);
 //   dst[k][j][i] = src[k][i][j] for i < a, j < b.
 void launch_batched_transpose(const float* src, float* dst, int models, int a, int b,
                               cudaStream_t s);

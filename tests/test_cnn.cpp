@@ -35,9 +35,10 @@ ConvShape column_shape(int cin, int h, int w, int k, int stride, int pad, bool w
 
 // Strides 1 and 2, paddings 0 to 2, 1 x 1, 3 x 3, 5 x 5 and a window of the whole input (a linear
 // layer); all but the 5 x 5 have few enough columns for the small-convolution kernels.
-const ConvShape kColumnShapes[] = {column_shape(2, 6, 5, 3, 1, 1, false), column_shape(2, 7, 7, 3, 2, 1, false),
-                                   column_shape(3, 6, 5, 5, 2, 2, false), column_shape(2, 6, 6, 1, 2, 0, false),
-                                   column_shape(2, 4, 3, 0, 1, 0, true)};
+const ConvShape kColumnShapes[] = {
+    column_shape(2, 6, 5, 3, 1, 1, false), column_shape(2, 7, 7, 3, 2, 1, false),
+    column_shape(3, 6, 5, 5, 2, 2, false), column_shape(2, 6, 6, 1, 2, 0, false),
+    column_shape(2, 4, 3, 0, 1, 0, true)};
 
 // The input index column entry (q, n) of model k reads (-1: padding), by the definition of im2col
 // (R rows a model, the input [k][ch][r][h][w]).
@@ -141,7 +142,8 @@ TEST(CnnTest, HessianVectorProductsMatchCentralDifferencesOfTheGradient) {
 
 // The HVP of every unit vector is a column of the Hessian: it must be symmetric.
 TEST(CnnTest, ExplicitHessianOfASmallNetworkIsSymmetric) {
-  Problem p({layer("conv", 2), groupnorm(1), layer("act"), layer("maxpool"), layer("residual", 2), layer("gap")},
+  Problem p({layer("conv", 2), groupnorm(1), layer("act"), layer("maxpool"), layer("residual", 2),
+             layer("gap")},
             Activation::Gelu);
   const size_t d = p.w.size();
   ASSERT_LT(d, 200u);
@@ -173,7 +175,8 @@ TEST(CnnTest, Float32PassesAgreeWithFloat64) {
                                       p.y.data(), g32.data(), ws);
   EXPECT_NEAR(r.loss_sum / 3, p.loss(p.w), 1e-5);
   EXPECT_LT(rel_err(std::vector<double>(g32.begin(), g32.end()), g64), 1e-5);
-  const RowMat<float>& logits = cnn_logits(p.model, w32.data(), ConstRowMap<float>(x32.data(), 3, 60), ws);
+  const RowMat<float>& logits =
+      cnn_logits(p.model, w32.data(), ConstRowMap<float>(x32.data(), 3, 60), ws);
   EXPECT_EQ(logits.rows(), 3);
   EXPECT_EQ(logits.cols(), 3);
 }
@@ -181,8 +184,9 @@ TEST(CnnTest, Float32PassesAgreeWithFloat64) {
 TEST(CnnTest, ShapesAndParameterCounts) {
   // 2 x 6 x 5: conv 4 (2*9*4 + 4 = 76), maxpool -> 3 x 2, residual 5 stride 2 -> 2 x 1 with a
   // 1x1 shortcut (4*9*5+5 + 5*9*5+5 + 4*5+5 = 440), gap, classifier 5 -> 3 (18).
-  const ModelSpec m = ModelSpec::cnn(2, 6, 5, {layer("conv", 4), layer("maxpool"), layer("residual", 5, 3, 2), layer("gap")}, 3,
-                                     Activation::Relu);
+  const ModelSpec m = ModelSpec::cnn(
+      2, 6, 5, {layer("conv", 4), layer("maxpool"), layer("residual", 5, 3, 2), layer("gap")}, 3,
+      Activation::Relu);
   EXPECT_EQ(m.dim, 76 + 440 + 18);
   EXPECT_EQ(m.nodes[5].h, 2);
   EXPECT_EQ(m.nodes[5].w, 1);
@@ -194,7 +198,8 @@ TEST(CnnTest, ShapesAndParameterCounts) {
     ModelSpec::cnn(1, 4, 4, {layer("conv", 6), groupnorm(4)}, 3, Activation::Relu);
     ADD_FAILURE() << "4 groups of 6 channels";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("model.layers[1] (groupnorm): groups: 4 does not divide the 6 channels"),
+    EXPECT_NE(std::string(e.what()).find(
+                  "model.layers[1] (groupnorm): groups: 4 does not divide the 6 channels"),
               std::string::npos)
         << e.what();
   }
@@ -203,7 +208,8 @@ TEST(CnnTest, ShapesAndParameterCounts) {
     ADD_FAILURE() << "a 1 x 1 image was pooled";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Config);
-    EXPECT_NE(std::string(e.what()).find("model.layers[1] (maxpool): the input is 1 x 1"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("model.layers[1] (maxpool): the input is 1 x 1"),
+              std::string::npos)
         << e.what();
   }
 }
@@ -216,20 +222,26 @@ TEST(CnnTest, MalformedLayerListsNameTheLayerAndTheField) {
     const std::string m = message(layers);
     EXPECT_NE(m.find(text), std::string::npos) << layers.dump() << " -> " << m;
   };
-  has(json::array({{{"type", "conv"}, {"channels", 8}}, {{"type", "conv"}, {"channels", 8}, {"kernel", 4}}}),
+  has(json::array({{{"type", "conv"}, {"channels", 8}},
+                   {{"type", "conv"}, {"channels", 8}, {"kernel", 4}}}),
       "f.json: model.layers[1] (conv): kernel: expected an odd integer from 1 to 7");
   has(json::array({{{"type", "conv"}}}), "model.layers[0] (conv): channels: missing");
-  has(json::array({{{"type", "conv"}, {"channels", "8"}}}), "model.layers[0] (conv): channels: expected an integer");
-  has(json::array({{{"type", "residual"}, {"channels", 8}, {"stride", 3}}}), "model.layers[0] (residual): stride: expected 1 or 2");
-  has(json::array({{{"type", "maxpool"}, {"size", 3}}}), "model.layers[0] (maxpool): size: not a field of this layer");
+  has(json::array({{{"type", "conv"}, {"channels", "8"}}}),
+      "model.layers[0] (conv): channels: expected an integer");
+  has(json::array({{{"type", "residual"}, {"channels", 8}, {"stride", 3}}}),
+      "model.layers[0] (residual): stride: expected 1 or 2");
+  has(json::array({{{"type", "maxpool"}, {"size", 3}}}),
+      "model.layers[0] (maxpool): size: not a field of this layer");
   has(json::array({{{"type", "dense"}}}), "model.layers[0]: type: expected one of conv");
   has(json::array({{{"type", "groupnorm"}}}), "model.layers[0] (groupnorm): groups: missing");
   has(json::array({"conv"}), "model.layers[0]: expected an object with a \"type\"");
   has(json::object(), "model.layers: expected a list");
-  EXPECT_NE(message(json::array({{{"type", "conv"}, {"channels", 8}}})).find("(accepted)"), std::string::npos);
+  EXPECT_NE(message(json::array({{{"type", "conv"}, {"channels", 8}}})).find("(accepted)"),
+            std::string::npos);
   // Layers without kind cnn, and a cnn on data without an image shape.
   try {
-    load_config(tiny_config({{"model", {{"layers", json::array({{{"type", "gap"}}})}}}}), {}, "f.json");
+    load_config(tiny_config({{"model", {{"layers", json::array({{{"type", "gap"}}})}}}}), {},
+                "f.json");
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.kind is \"mlp\""), std::string::npos) << e.what();
@@ -241,10 +253,15 @@ TEST(CnnTest, MalformedLayerListsNameTheLayerAndTheField) {
 TEST(CnnTest, TheCliRefusesAMalformedLayerWithExitTwo) {
   const auto dir = fresh_temp_dir("cnncli");
   const std::string config = (dir / "c.json").string();
-  std::ofstream(config) << tiny_config({{"model", {{"kind", "cnn"}, {"layers", json::array({{{"type", "conv"}, {"channels", 0}}})}}}}).dump();
+  std::ofstream(config) << tiny_config(
+                               {{"model",
+                                 {{"kind", "cnn"},
+                                  {"layers", json::array({{{"type", "conv"}, {"channels", 0}}})}}}})
+                               .dump();
   const Result r = run_cli("run " + config + " --out " + (dir / "r").string());
   EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_NE(r.output.find("model.layers[0] (conv): channels: expected an integer from 1 to 4096, found 0"),
+  EXPECT_NE(r.output.find(
+                "model.layers[0] (conv): channels: expected an integer from 1 to 4096, found 0"),
             std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "r" / "metrics.jsonl"));
@@ -255,14 +272,17 @@ namespace {
 
 const char* kFashion = "/usr/share/datasets/fashion-mnist";
 
-std::string repo_file(const std::string& rel) { return std::string(GOSSAMER_SOURCE_DIR) + "/" + rel; }
+std::string repo_file(const std::string& rel) {
+  return std::string(GOSSAMER_SOURCE_DIR) + "/" + rel;
+}
 
 }  // namespace
 
 // The CPU backend's HVP of a cnn (curvature subset in chunks, pairs in parallel) is the
 // per-batch R-operator's over the same subset, and a cnn trains through the whole stack.
 TEST(CnnTest, TheCpuBackendComputesCnnHvpsOverTheCurvatureSubset) {
-  if (!std::filesystem::exists(kFashion)) GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
+  if (!std::filesystem::exists(kFashion))
+    GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
   json c = read_json_file(repo_file("configs/quickstart-cnn.json"), "config");
   c["workers"] = 2;
   c["data"]["train_samples"] = 600;
@@ -281,30 +301,34 @@ TEST(CnnTest, TheCpuBackendComputesCnnHvpsOverTheCurvatureSubset) {
   std::vector<int32_t> y;
   for (size_t i = 0; i < sim->curvature_subset.size(); ++i) {
     const int64_t r = sim->curvature_subset[i];
-    for (int f = 0; f < sim->model.input; ++f) x(int64_t(i), f) = sim->data.train.x[size_t(r * sim->model.input + f)];
+    for (int f = 0; f < sim->model.input; ++f)
+      x(int64_t(i), f) = sim->data.train.x[size_t(r * sim->model.input + f)];
     y.push_back(sim->data.train.y[size_t(r)]);
   }
   CnnWorkspace<double> ws;
   std::vector<double> direct(static_cast<size_t>(d));
-  cnn_hvp(sim->model, point.data(), v.data(), ConstRowMap<double>(x.data(), x.rows(), x.cols()), y.data(),
-          direct.data(), ws);
+  cnn_hvp(sim->model, point.data(), v.data(), ConstRowMap<double>(x.data(), x.rows(), x.cols()),
+          y.data(), direct.data(), ws);
   EXPECT_LT(rel_err(hv, direct), 1e-10);
 }
 
 // The CNN quickstart's config, cut to 100 steps on 12,000 training and 1,000 test images: it
 // learns (the full run, 1,500 steps, reaches 90 % in 2 min 17 s on the 2-core VM: README).
 TEST(CnnTest, TheCnnQuickstartLearns) {
-  if (!std::filesystem::exists(kFashion)) GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
+  if (!std::filesystem::exists(kFashion))
+    GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
   const auto dir = fresh_temp_dir("cnnquick");
-  const Result r = run_cli("run " + repo_file("configs/quickstart-cnn.json") +
-                           " --set train.steps=100 --set train.eval_every=100 --set data.train_samples=12000"
-                           " --set data.test_samples=1000 --out " +
-                           (dir / "r").string());
+  const Result r =
+      run_cli("run " + repo_file("configs/quickstart-cnn.json") +
+              " --set train.steps=100 --set train.eval_every=100 --set data.train_samples=12000"
+              " --set data.test_samples=1000 --out " +
+              (dir / "r").string());
   ASSERT_EQ(r.code, 0) << r.output;
   std::ifstream in(dir / "r" / "summary.json");
   const json s = json::parse(in);
   EXPECT_GT(s["final"]["test_acc"].get<double>(), 0.75) << s.dump();
-  std::printf("cnn quickstart, 100 steps: test accuracy %.4f\n", s["final"]["test_acc"].get<double>());
+  std::printf("cnn quickstart, 100 steps: test accuracy %.4f\n",
+              s["final"]["test_acc"].get<double>());
   EXPECT_NE(r.output.find("cnn 1x28x28 conv16"), std::string::npos) << r.output;
   std::filesystem::remove_all(dir);
 }
@@ -312,13 +336,16 @@ TEST(CnnTest, TheCnnQuickstartLearns) {
 // `gossamer plan` shows a cnn's device-memory plan (it refused one before the CUDA backend had
 // convolutions), its training activations the bytes cnn_workspace_bytes counts for 16 x 32 rows.
 TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
-  if (!std::filesystem::exists(kFashion)) GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
+  if (!std::filesystem::exists(kFashion))
+    GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
   const Result r = run_cli("plan " + repo_file("configs/quickstart-cnn.json"));
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("16 workers, cnn 1x28x28 conv16"), std::string::npos) << r.output;
-  const ModelSpec model = ModelSpec::cnn(1, 28, 28, {layer("conv", 16), layer("act"), layer("maxpool"),
-                                                     layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
-                                         10, Activation::Relu);
+  const ModelSpec model =
+      ModelSpec::cnn(1, 28, 28,
+                     {layer("conv", 16), layer("act"), layer("maxpool"),
+                      layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
+                     10, Activation::Relu);
   char line[96];
   std::snprintf(line, sizeof line, "%.2f GiB  training activations",
                 double(cnn_workspace_bytes(model, 16 * 32, false)) / double(int64_t(1) << 30));
@@ -331,19 +358,22 @@ TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
 TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
   // conv, act, maxpool (of 28 x 28), conv/2, act, conv, add (1x1 shortcut from the pool), act,
   // linear, act, classifier.
-  const ModelSpec quick = ModelSpec::cnn(1, 28, 28, {layer("conv", 16), layer("act"), layer("maxpool"),
-                                                     layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
-                                         10, Activation::Relu);
-  EXPECT_EQ(cnn_gradient_stored(quick),
-            (std::vector<bool>{true, true, false, true, true, true, true, true, true, true, false}));
+  const ModelSpec quick =
+      ModelSpec::cnn(1, 28, 28,
+                     {layer("conv", 16), layer("act"), layer("maxpool"),
+                      layer("residual", 32, 3, 2), layer("linear", 32), layer("act")},
+                     10, Activation::Relu);
+  EXPECT_EQ(cnn_gradient_stored(quick), (std::vector<bool>{true, true, false, true, true, true,
+                                                           true, true, true, true, false}));
   // conv, act (7 x 7: the pool's windows leave a row and a column), avgpool, groupnorm, conv,
   // act, conv, add (identity from the groupnorm), gap, classifier.
-  const ModelSpec odd = ModelSpec::cnn(1, 7, 7, {layer("conv", 4), layer("act"), layer("avgpool"), groupnorm(2),
-                                                 layer("residual", 4, 3, 1), layer("gap")},
+  const ModelSpec odd = ModelSpec::cnn(1, 7, 7,
+                                       {layer("conv", 4), layer("act"), layer("avgpool"),
+                                        groupnorm(2), layer("residual", 4, 3, 1), layer("gap")},
                                        3, Activation::Tanh);
   ASSERT_EQ(odd.nodes.size(), 11u);
-  EXPECT_EQ(cnn_gradient_stored(odd),
-            (std::vector<bool>{true, false, true, false, true, true, true, true, true, true, false}));
+  EXPECT_EQ(cnn_gradient_stored(odd), (std::vector<bool>{true, false, true, false, true, true, true,
+                                                         true, true, true, false}));
   // The activations run inside a neighbour's kernel: the quickstart's first (after a convolution
   // of 9 columns, before a pool of 28 x 28), none in the odd network but the one after its first
   // convolution (its pool leaves a row out; its 4-channel convolutions have 36 columns).
@@ -355,8 +385,9 @@ TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
   EXPECT_EQ(cnn_fusions(odd).act_in_conv, first);
   EXPECT_EQ(cnn_fusions(odd).act_in_pool, none);
   // An activation on the image: no convolution before it, no node's gradient after it.
-  const ModelSpec image = ModelSpec::cnn(1, 8, 8, {layer("act"), layer("maxpool"), layer("conv", 2, 1), layer("act")},
-                                         3, Activation::Tanh);
+  const ModelSpec image =
+      ModelSpec::cnn(1, 8, 8, {layer("act"), layer("maxpool"), layer("conv", 2, 1), layer("act")},
+                     3, Activation::Tanh);
   EXPECT_EQ(cnn_fusions(image).act_in_conv, (std::vector<bool>{false, false, false, true, false}));
   EXPECT_EQ(cnn_fusions(image).act_in_pool, (std::vector<bool>(5, false)));
   // The quickstart's first activation, in both its convolution and its pool, takes its
@@ -369,6 +400,22 @@ TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
   EXPECT_EQ(cnn_fusions(quick_tanh).act_from_output, first);
   EXPECT_EQ(cnn_fusions(quick_gelu).act_from_output, none);
   EXPECT_EQ(cnn_fusions(odd).act_from_output, none);
+  // The quickstart's first convolution (on the image) takes its weight gradient through the max
+  // pool (node 2) in passes without R; none with GELU, none on the general path.
+  std::vector<int> through(11, -1);
+  through[0] = 2;
+  EXPECT_EQ(cnn_fusions(quick).weight_grad_through_pool, through);
+  EXPECT_EQ(cnn_fusions(quick_tanh).weight_grad_through_pool, through);
+  EXPECT_EQ(cnn_fusions(quick_gelu).weight_grad_through_pool, std::vector<int>(11, -1));
+  EXPECT_EQ(cnn_fusions(quick, false).weight_grad_through_pool, std::vector<int>(11, -1));
+  EXPECT_EQ(cnn_fusions(quick, false).act_in_pool, none);
+  // Not after a convolution on a node: an activation on the image, then conv, act, pool.
+  const ModelSpec later =
+      ModelSpec::cnn(1, 8, 8, {layer("act"), layer("conv", 2), layer("act"), layer("maxpool")}, 3,
+                     Activation::Relu);
+  EXPECT_EQ(cnn_fusions(later).act_from_output,
+            (std::vector<bool>{false, false, true, false, false}));
+  EXPECT_EQ(cnn_fusions(later).weight_grad_through_pool, std::vector<int>(5, -1));
 }
 
 // ReLU's and tanh's derivatives from their output equal those from their input, float for float
@@ -399,11 +446,12 @@ TEST(CnnTest, ActivationDerivativesFromTheOutputEqualThoseFromTheInput) {
 // division against the plain one, and every column entry and every input gradient against a direct
 // im2col and its adjoint, for several models and rows, strides, paddings and a whole-input window.
 TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
-  for (uint32_t d : {1u, 2u, 3u, 7u, 9u, 28u, 49u, 144u, 784u, 1568u, 25088u, 12345u, (1u << 20) + 1,
-                     (1u << 31) - 1, 1u << 31}) {
+  for (uint32_t d : {1u, 2u, 3u, 7u, 9u, 28u, 49u, 144u, 784u, 1568u, 25088u, 12345u,
+                     (1u << 20) + 1, (1u << 31) - 1, 1u << 31}) {
     const FastDiv f(d);
     std::vector<uint32_t> ns = {0u, 1u, d - 1, d, d + 1, (1u << 31) - 1, (1u << 31) - 2};
-    for (uint64_t i = 0; i < 2000; ++i) ns.push_back(philox_draw(77, RngDomain::Data, d, i).v[0] % (1u << 31));
+    for (uint64_t i = 0; i < 2000; ++i)
+      ns.push_back(philox_draw(77, RngDomain::Data, d, i).v[0] % (1u << 31));
     for (uint32_t n : ns) {
       if (n >= (1u << 31)) continue;
       ASSERT_EQ(f.div(n), n / d) << n << " / " << d;
@@ -412,7 +460,8 @@ TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
   }
   const int K = 3, R = 2;
   for (const ConvShape& s : kColumnShapes) {
-    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " + std::to_string(s.stride));
+    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " +
+                 std::to_string(s.stride));
     const ColumnGeometry g(s, R);
     const int64_t ihw = int64_t(s.in_h) * s.in_w, ohw = int64_t(s.out_h) * s.out_w;
     const int64_t kc = int64_t(s.cin) * s.kh * s.kw, cols = R * ohw;
@@ -430,7 +479,8 @@ TEST(CnnTest, TheColumnKernelsIndexArithmeticIsExact) {
           if (src >= 0) dx_ref[size_t(src)] += c[size_t(t)];
         }
     for (uint32_t t = 0; t < uint32_t(x.size()); ++t)
-      ASSERT_NEAR(col2im_sum(c.data(), g, t), dx_ref[t], 1e-5f * (1.f + std::fabs(dx_ref[t]))) << "input " << t;
+      ASSERT_NEAR(col2im_sum(c.data(), g, t), dx_ref[t], 1e-5f * (1.f + std::fabs(dx_ref[t])))
+          << "input " << t;
   }
 }
 
@@ -443,7 +493,8 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
     const int kc = s.cin * s.kh * s.kw;
     if (kc > kSmallConv) continue;
     ++tested;
-    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " + std::to_string(s.stride));
+    SCOPED_TRACE(std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride " +
+                 std::to_string(s.stride));
     const ColumnGeometry g(s, R);
     const int64_t cols = g.cols.d, cout = s.cout, model_out = cout * cols;
     const auto floats = [](size_t n, uint32_t stream) {
@@ -467,11 +518,12 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
           const float* vk = v.data() + k * stride;
           const int64_t at = k * model_out + n;
           SmallConvOut out, plain;
-          out.y = y.data() + at, out.ry = ry.data() + at, out.a = act.data() + at, out.ra = ract.data() + at;
+          out.y = y.data() + at, out.ry = ry.data() + at, out.a = act.data() + at,
+          out.ra = ract.data() + at;
           out.act = Activation::Gelu;
           plain.y = y_plain.data() + at;
-          small_conv_column(g, x.data(), with_rx ? rx.data() : nullptr, uint32_t(k), uint32_t(n), wk,
-                            wk + cout * kc, vk, vk + cout * kc, out);
+          small_conv_column(g, x.data(), with_rx ? rx.data() : nullptr, uint32_t(k), uint32_t(n),
+                            wk, wk + cout * kc, vk, vk + cout * kc, out);
           small_conv_column(g, x.data(), nullptr, uint32_t(k), uint32_t(n), wk, wk + cout * kc,
                             nullptr, nullptr, plain);
         }
@@ -479,16 +531,19 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
         for (int64_t c = 0; c < cout; ++c)
           for (int64_t n = 0; n < cols; ++n) {
             const size_t wc = size_t(k * stride + c * kc);
-            double ref = w[size_t(k * stride + cout * kc + c)], rref = v[size_t(k * stride + cout * kc + c)];
+            double ref = w[size_t(k * stride + cout * kc + c)],
+                   rref = v[size_t(k * stride + cout * kc + c)];
             for (int q = 0; q < kc; ++q) {
               ref += double(w[wc + size_t(q)]) * col(x, k, q, n);
               rref += double(v[wc + size_t(q)]) * col(x, k, q, n) +
                       (with_rx ? double(w[wc + size_t(q)]) * col(rx, k, q, n) : 0.0);
             }
             const size_t at = size_t(k * model_out + c * cols + n);
-            ASSERT_NEAR(y[at], ref, 1e-5 * (1 + std::fabs(ref))) << "y, model " << k << " channel " << c << " column " << n;
+            ASSERT_NEAR(y[at], ref, 1e-5 * (1 + std::fabs(ref)))
+                << "y, model " << k << " channel " << c << " column " << n;
             ASSERT_EQ(y_plain[at], y[at]) << "the plain pass computes y as the R pass does";
-            ASSERT_NEAR(ry[at], rref, 1e-5 * (1 + std::fabs(rref))) << "ry, model " << k << " channel " << c;
+            ASSERT_NEAR(ry[at], rref, 1e-5 * (1 + std::fabs(rref)))
+                << "ry, model " << k << " channel " << c;
             // The fused activation: what the activation's own kernel computes from y and ry.
             ASSERT_EQ(act[at], activate(Activation::Gelu, y[at]));
             ASSERT_EQ(ract[at], activate_derivative(Activation::Gelu, y[at]) * ry[at]);
@@ -507,11 +562,13 @@ TEST(CnnTest, TheSmallConvolutionsMatchAFloat64Convolution) {
             double ref = 0, scale = 0;
             for (int64_t n = 0; q < kc && n < cols; ++n) {
               const size_t at = size_t(k * model_out + c * cols + n);
-              const double term = double(a[at]) * col(x, k, q, n) + (with_rx ? double(a2[at]) * col(rx, k, q, n) : 0.0);
+              const double term = double(a[at]) * col(x, k, q, n) +
+                                  (with_rx ? double(a2[at]) * col(rx, k, q, n) : 0.0);
               ref += term;
               scale += std::fabs(term);
             }
-            ASSERT_NEAR(acc[q], ref, 1e-6 * (1 + scale)) << "dW, model " << k << " channel " << c << " tap " << q;
+            ASSERT_NEAR(acc[q], ref, 1e-6 * (1 + scale))
+                << "dW, model " << k << " channel " << c << " tap " << q;
           }
         }
     }

@@ -88,9 +88,12 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   EXPECT_EQ(part_named(p, "training activations").bytes, cnn_workspace_bytes(big, 16 * 32, false));
 }
 
-// A small convolution, its ReLU and a max pool (act_from_output): the fused paths write neither
-// the convolution's value nor the pool's choices, so neither is allocated; the general path
-// (cnn_fused false) and GELU (whose derivatives need its input) keep both. The plan follows.
+// A small convolution on the image, its ReLU and a max pool (act_from_output): the fused paths
+// write neither the convolution's value nor the pool's choices nor the activation's gradient (the
+// pool's backward runs through it), and without the R-operator not the convolution's gradient
+// either (its weight gradient reads the pool's: weight_grad_through_pool), so none of these is
+// allocated; the general path (cnn_fused false) keeps them all, GELU (whose derivatives need its
+// input) the value and the choices. The plan follows.
 TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
   CnnLayerConfig conv, act, pool;
   conv.type = "conv", conv.channels = 2, conv.kernel = 3;
@@ -100,23 +103,28 @@ TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
   const CnnPairSizes fused = cnn_pair_sizes(relu), general = cnn_pair_sizes(relu, false);
   EXPECT_EQ(fused.node, (std::vector<int64_t>{32, 32, 8, 3}));
   EXPECT_EQ(fused.value, (std::vector<int64_t>{0, 32, 8, 3}));
+  EXPECT_EQ(fused.grad, (std::vector<int64_t>{0, 0, 8, 3}));
+  EXPECT_EQ(fused.grad_r, (std::vector<int64_t>{32, 0, 8, 3}));
   EXPECT_EQ(fused.arg, (std::vector<int64_t>{0, 0, 0, 0}));
-  EXPECT_EQ(general.value, general.node);
+  for (const auto* v : {&general.value, &general.grad, &general.grad_r})
+    EXPECT_EQ(*v, general.node);
   EXPECT_EQ(general.arg, (std::vector<int64_t>{0, 0, 8, 0}));
   const ModelSpec gelu = ModelSpec::cnn(1, 4, 4, {conv, act, pool}, 3, Activation::Gelu);
   EXPECT_EQ(cnn_pair_sizes(gelu).value, general.value);
   EXPECT_EQ(cnn_pair_sizes(gelu).arg, general.arg);
-  // 32 floats of the convolution's value and 8 int32 choices a pair, with or without R twins
-  // (and the general path's columns, 144 a pair and their twin, for the fused paths' classifier's
-  // 8 and the partial sums).
+  EXPECT_EQ(cnn_pair_sizes(gelu).grad, fused.grad_r);  // the activation's gradient only
+  // A pair: the convolution's value (32 floats), the choices (8 int32), the activation's gradient
+  // (32; with R its R twin too), without R the convolution's gradient (32), and the general
+  // path's columns (144, with R their twin) for the fused paths' classifier's 8; then the fused
+  // paths' partial sums, once.
   for (bool with_r : {false, true})
     EXPECT_EQ(cnn_workspace_bytes(relu, 10, with_r, false) - cnn_workspace_bytes(relu, 10, with_r),
-              10 * (32 + 8 + (with_r ? 2 : 1) * (144 - 8)) * 4 - fused.partials * 8);
+              10 * (32 + 8 + 2 * 32 + (with_r ? 2 : 1) * (144 - 8)) * 4 - fused.partials * 8);
   CudaPlanInput in = input(relu, 16, 32);
   const int64_t fused_train = part_named(plan_cuda_memory(in), "training activations").bytes;
   in.cnn_fused = false;
   EXPECT_EQ(part_named(plan_cuda_memory(in), "training activations").bytes - fused_train,
-            16 * 32 * (32 + 8 + 144 - 8) * 4 - fused.partials * 8);
+            16 * 32 * (32 + 8 + 2 * 32 + 144 - 8) * 4 - fused.partials * 8);
 }
 
 // Convolutions of many columns keep theirs from the forward pass on the fused paths, side by side

@@ -59,6 +59,10 @@ const Net kNets[] = {
                     {layer("conv", 4), layer("act"), layer("maxpool"), layer("residual", 8, 3, 2),
                      layer("linear", 8), layer("act")},
                     10, Activation::Relu)},
+    // The first convolution's weight gradient through an average pool (weight_grad_through_pool).
+    {"TanhAveragePoolFirst",
+     ModelSpec::cnn(1, 8, 6, {layer("conv", 3), layer("act"), layer("avgpool"), layer("linear", 6)},
+                    4, Activation::Tanh)},
     {"MlpGelu", ModelSpec::mlp(37, {19, 11}, 5, Activation::Gelu)},
 };
 

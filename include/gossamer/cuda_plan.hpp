@@ -69,11 +69,16 @@ int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
 // The batched CNN's buffers (cuda/cnn.cu allocates exactly these) per (model, row) pair, in
 // floats unless said; with the R-operator the node outputs, their gradients, x^ , the columns and
 // the logits have R twins. `fused` (CudaOptions::cnn_fused): where the fused paths never write a
-// node's value (a convolution whose activation takes its derivatives from its output) or a max
-// pool's choices (act_from_output), those buffers are not allocated.
+// node's value (a convolution whose activation takes its derivatives from its output), its
+// gradient or a max pool's choices (cnn_fusions), those buffers are not allocated.
 struct CnnPairSizes {
-  std::vector<int64_t> node;    // each node's output c h w (its gradient dy, and the R twins)
-  std::vector<int64_t> value;   // each node's value y: c h w, or 0 where nothing writes it
+  std::vector<int64_t> node;   // each node's output c h w (the value's R twin R{y})
+  std::vector<int64_t> value;  // each node's value y: c h w, or 0 where nothing writes it
+  // Each node's gradient dy (c h w, or 0 where nothing writes it: an activation whose pool's
+  // backward runs through it, act_in_pool; without the R-operator, a convolution whose weight
+  // gradient reads its pool's, weight_grad_through_pool): without the R-operator, and with it
+  // (dy and R{dy} alike).
+  std::vector<int64_t> grad, grad_r;
   std::vector<int64_t> normed;  // per node: a GroupNorm's x^ (c h w), else 0
   std::vector<int64_t> stats;   // per node: a GroupNorm's sigma and R{sigma} (2 x groups), else 0
   std::vector<int64_t> arg;  // per node: a max pool's chosen inputs (int32, c h w) if kept, else 0
@@ -105,11 +110,16 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model);
 // derivatives are functions of its output (ReLU, tanh: derivatives_from_output) and whose
 // convolution has no other reader: the pool's backward reads the activation's output instead of
 // its input, and finds the max pool's choice again there, so that neither the convolution's output
-// nor the max pool's choices are written.
+// nor the max pool's choices are written. weight_grad_through_pool, per convolution on the image
+// whose activation is act_from_output: the pool reading that activation (else -1); in passes
+// without the R-operator the convolution's weight gradient finds its output gradient from the
+// pool's on the fly, as the pool's backward would have stored it, and that backward does not run
+// (the convolution on the image needs no input gradient). `fused` false: none of these.
 struct CnnFusions {
   std::vector<bool> act_in_conv, act_in_pool, act_from_output;
+  std::vector<int> weight_grad_through_pool;
 };
-CnnFusions cnn_fusions(const ModelSpec& model);
+CnnFusions cnn_fusions(const ModelSpec& model, bool fused = true);
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
                             bool fused = true);
 // The model's kind's: mlp_workspace_bytes or cnn_workspace_bytes.
