@@ -170,6 +170,9 @@ struct PoolGradientAt {
   }
 };
 
+// kThrough: a from the pool (PoolGradientAt) instead of a (a template, so that the plain path
+// keeps its registers).
+template <bool kThrough>
 static __global__ void small_weight_grad_f32(const float* a, const float* x, const float* a2,
                                              const float* x2, ColumnGeometry g, uint32_t chunk,
                                              double* partial, float* out, int64_t out_stride,
@@ -181,7 +184,7 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
   const uint32_t cols = g.cols.d;
   // This block's columns: [begin, end) of the model's cols.
   const uint32_t begin = blockIdx.y * chunk, end = begin + chunk < cols ? begin + chunk : cols;
-  const float* ar = a ? a + kcout * cols : nullptr;  // null: a through the pool
+  const float* ar = kThrough ? nullptr : a + kcout * cols;
   const float* a2r = a2 ? a2 + kcout * cols : nullptr;
   float acc[kSmallConv], bias = 0.f;
   for (int q = 0; q < kSmallConv; ++q) acc[q] = 0.f;
@@ -192,7 +195,7 @@ static __global__ void small_weight_grad_f32(const float* a, const float* x, con
     for (uint32_t u = 0; u < 4; ++u) {
       const uint32_t n = n0 + u * blockDim.x;
       if (n >= end) continue;
-      const float an = ar ? ar[n] : through(kcout, cols, n, int(g.rows.d));
+      const float an = kThrough ? through(kcout, cols, n, int(g.rows.d)) : ar[n];
       bias += an;
       small_weight_grad_column(g, x, x2, uint32_t(k), n, an, a2r ? a2r[n] : 0.f, acc);
     }
@@ -657,9 +660,15 @@ void launch_small_weight_grad(const float* a, const float* x, const float* a2, c
   const int64_t splits =
       small_grad_splits(blocks, g.cols.d, round, scratch_doubles / (blocks * sums));
   const uint32_t chunk = uint32_t(CEIL_DIV(CEIL_DIV(int64_t(g.cols.d), splits), round) * round);
-  small_weight_grad_f32<<<dim3(unsigned(blocks), unsigned(splits)), kReduceThreads, 0, s>>>(
-      a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta,
-      at);
+  const dim3 grid{unsigned(blocks), unsigned(splits)};
+  if (through)
+    small_weight_grad_f32<true><<<grid, kReduceThreads, 0, s>>>(
+        a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta,
+        at);
+  else
+    small_weight_grad_f32<false><<<grid, kReduceThreads, 0, s>>>(
+        a, x, a2, x2, g, chunk, scratch, out, out_stride, shape.w_offset, shape.b_offset, beta,
+        at);
   CUDA_CHECK_LAUNCH();
   if (splits > 1)
     LINEAR_LAUNCH(small_weight_grad_finish_f32, blocks * sums, scratch, int(splits), sums - 1,
