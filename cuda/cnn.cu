@@ -113,16 +113,12 @@ void BatchedCnn::conv_backward(int i, const ConvShape& c, int j, const float* dy
   // convolution of few columns sums its long rows in one kernel instead, gathering the columns'
   // entries from its input.
   const int pool = m_fused.weight_grad_through_pool[size_t(i)];
-  if (small(c) && pool >= 0 && !rdy) {  // dY from the pool's gradient (the fusion's comment)
+  if (small(c) && pool >= 0 && !rdy) {  // dY from the pool's: cnn_fusions' comment
     const CnnNode& p = m_model.nodes[size_t(pool)];
-    const PoolGradient through{m_dy[size_t(pool)].get(),
-                               value(p.input),
-                               pool_kind(p.op),
-                               m_model.activation,
-                               c.out_h,
-                               c.out_w,
-                               p.h,
-                               p.w};
+    PoolGradient through;
+    through.dy = m_dy[size_t(pool)].get(), through.x = value(p.input);
+    through.kind = pool_kind(p.op), through.act = m_model.activation;
+    through.ih = c.out_h, through.iw = c.out_w, through.oh = p.h, through.ow = p.w;
     launch_small_weight_grad(nullptr, in(j), nullptr, nullptr, c, rows, K, m_partials.get(),
                              int64_t(m_partials.size()), out, out_stride, beta, s, &through);
   } else if (small(c)) {
