@@ -155,16 +155,16 @@ static __device__ void put_small_grad(float* out, int64_t out_stride, int64_t w_
 struct PoolGradientAt {
   PoolGradient p;
   FastDiv plane, iw;
-  // a at column n of the (model, channel) kc's cols: e = kc cols + n in the activation's output,
-  // its window t in the pool's output; what pool_act_backward_f32 stores at dz[e].
-  __device__ float operator()(int64_t kc, uint32_t cols, uint32_t n, int rows) const {
+  // a at column n of (model, channel) kcout's cols: e = kcout cols + n in the activation's
+  // output, its window t in the pool's output; what pool_act_backward_f32 stores at dz[e].
+  __device__ float operator()(int64_t kcout, uint32_t cols, uint32_t n, int rows) const {
     const uint32_t row = plane.div(n), in_plane = n - row * plane.d;
     const uint32_t h = iw.div(in_plane), w = in_plane - h * iw.d;
     const int ohw = p.oh * p.ow;
-    const int64_t t = (kc * rows + row) * int64_t(ohw) + int64_t(h / 2) * p.ow + w / 2;
+    const int64_t t = (kcout * rows + row) * int64_t(ohw) + int64_t(h / 2) * p.ow + w / 2;
     int64_t window[4];
     pool_window(t, int64_t(ohw), p.ow, p.iw, int64_t(plane.d), window);
-    const int64_t e = kc * cols + n;
+    const int64_t e = kcout * cols + n;
     const int64_t chosen = p.kind == PoolKind::Max ? window_max(p.x, window) : -1;
     return activate_derivative_of_output(p.act, p.x[e]) * pool_share(p.kind, e, chosen, p.dy[t]);
   }
