@@ -99,8 +99,8 @@ CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
     f.act_from_output[i] = f.act_in_conv[i] && f.act_in_pool[i] &&
                            derivatives_from_output(model.activation) &&
                            readers[size_t(model.nodes[i].input)] == 1;
-  for (size_t p = 0; p < n;
-       ++p) {  // a pool reading such an activation, of a convolution on the image
+  // A pool reading such an activation, of a convolution on the image.
+  for (size_t p = 0; p < n; ++p) {
     const int j = model.nodes[p].input;
     if (!window_pool(model.nodes[p].op) || j < 0 || !f.act_from_output[size_t(j)]) continue;
     const int z = model.nodes[size_t(j)].input;
