@@ -33,10 +33,10 @@ struct CUgraph_st {
 namespace {
 
 cudaError_t g_last_error = cudaSuccess;
-CUgraph_st* g_capture = nullptr;                    // the graph being captured, if any
+CUgraph_st* g_capture = nullptr;  // the graph being captured, if any
 constexpr size_t kDeviceMemory = size_t(16) << 30;  // what the emulated device reports
-std::map<uintptr_t, size_t> g_allocations;          // cudaMalloc's: start -> bytes
-size_t g_device_bytes = 0;                          // their sum: cudaMemGetInfo's used memory
+std::map<uintptr_t, size_t> g_allocations;  // cudaMalloc's: start -> bytes
+size_t g_device_bytes = 0;                   // their sum: cudaMemGetInfo's used memory
 
 // 256-byte alignment, as cudaMalloc gives; `device`: counted as device memory (not pinned host).
 cudaError_t allocate(void** ptr, size_t bytes, bool device) {
@@ -66,9 +66,7 @@ void gossamer_emu::submit(std::function<void()> op) {
     op();
 }
 
-cudaError_t cudaMalloc(void** ptr, size_t bytes) {
-  return allocate(ptr, bytes, true);
-}
+cudaError_t cudaMalloc(void** ptr, size_t bytes) { return allocate(ptr, bytes, true); }
 cudaError_t cudaFree(void* ptr) {
   const auto it = g_allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it != g_allocations.end()) {
@@ -78,9 +76,7 @@ cudaError_t cudaFree(void* ptr) {
   std::free(ptr);
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
-  return allocate(ptr, bytes, false);
-}
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return allocate(ptr, bytes, false); }
 cudaError_t cudaFreeHost(void* ptr) {
   std::free(ptr);
   return cudaSuccess;
@@ -94,8 +90,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   gossamer_emu::submit([=] { cudaMemcpy(dst, src, bytes, kind); });
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes,
-                                cudaStream_t s) {
+cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t s) {
   return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s);
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dst_pitch, const void* src, size_t src_pitch,
@@ -120,14 +115,11 @@ cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, 
                               cudaStream_t) {
   if (width > pitch) return cudaErrorInvalidValue;
   gossamer_emu::submit([=] {
-    for (size_t r = 0; r < height; ++r)
-      std::memset(static_cast<char*>(ptr) + r * pitch, value, width);
+    for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(ptr) + r * pitch, value, width);
   });
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() {
-  return cudaSuccess;
-}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaGetLastError() {
   const cudaError_t e = g_last_error;
   g_last_error = cudaSuccess;
@@ -150,9 +142,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->multiProcessorCount = 1;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
-}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   *total = kDeviceMemory;
   *free = kDeviceMemory - std::min(g_device_bytes, kDeviceMemory);
@@ -162,33 +152,23 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) {
   *s = new CUstream_st;
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  return cudaStreamCreate(s);
-}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  return cudaSuccess;
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) {
-  return cudaSuccess;
-}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st;
   return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  return cudaEventCreate(e);
-}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   gossamer_emu::submit([e] { e->at = std::chrono::steady_clock::now(); });
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) {
-  return cudaSuccess;
-}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t stop) {
   *ms = std::chrono::duration<float, std::milli>(stop->at - start->at).count();
   return cudaSuccess;
@@ -226,20 +206,13 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 }
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration:
-      return "cudaErrorInvalidConfiguration";
-    case cudaErrorInsufficientDriver:
-      return "cudaErrorInsufficientDriver";
-    case cudaErrorInvalidDevice:
-      return "cudaErrorInvalidDevice";
-    case cudaErrorNoDevice:
-      return "cudaErrorNoDevice";
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
   }
   return "cudaErrorUnknown";
 }
@@ -292,9 +265,7 @@ Block g_block;
 // __builtin_longjmp may not share a function with its __builtin_setjmp. Not declared noreturn:
 // AddressSanitizer would call __asan_handle_no_return (a system call) before each jump, and
 // does so before a __builtin_longjmp it instruments.
-[[gnu::noinline, gnu::no_sanitize_address]] void jump(void** to) {
-  __builtin_longjmp(to, 1);
-}
+[[gnu::noinline, gnu::no_sanitize_address]] void jump(void** to) { __builtin_longjmp(to, 1); }
 
 // From the running fiber back to the scheduler; returns when the scheduler resumes it. The
 // functions that switch are not instrumented either: AddressSanitizer would unpoison the whole
@@ -414,9 +385,7 @@ void run_block(int threads) {
 
 }  // namespace
 
-int running_thread() {
-  return g_block.body ? g_block.current : -1;
-}
+int running_thread() { return g_block.body ? g_block.current : -1; }
 
 void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<void()>& body) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
@@ -453,9 +422,7 @@ void run_grid(const char* kernel, dim3 grid, dim3 block, const std::function<voi
   trace_launch_end();
 }
 
-void syncthreads() {
-  yield(State::AtBarrier);
-}
+void syncthreads() { yield(State::AtBarrier); }
 
 uint64_t shuffle_down(uint64_t bits, unsigned delta, int width) {
   Fiber& f = g_block.fibers[size_t(g_block.current)];

@@ -31,29 +31,27 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
   delete handle;
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) {
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetWorkspace(cublasHandle_t, void*, size_t) {
-  return CUBLAS_STATUS_SUCCESS;
-}
+cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace(cublasHandle_t, void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasSetPointerMode(cublasHandle_t, cublasPointerMode_t) {
   return CUBLAS_STATUS_SUCCESS;
 }
 
 // Column-major, as cuBLAS: C (m x n, ldc) = alpha op(A) op(B) + beta C, op(A) m x k; beta 0 never
 // reads C.
-cublasStatus_t cublasGemmStridedBatchedEx(
-    cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
-    const void* alpha_p, const void* A, cudaDataType_t, int lda, long long stride_a, const void* B,
-    cudaDataType_t, int ldb, long long stride_b, const void* beta_p, void* C, cudaDataType_t,
-    int ldc, long long stride_c, int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t transa,
+                                          cublasOperation_t transb, int m, int n, int k,
+                                          const void* alpha_p, const void* A, cudaDataType_t,
+                                          int lda, long long stride_a, const void* B,
+                                          cudaDataType_t, int ldb, long long stride_b,
+                                          const void* beta_p, void* C, cudaDataType_t, int ldc,
+                                          long long stride_c, int batch,
+                                          cublasComputeType_t compute, cublasGemmAlgo_t) {
   const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
   if (m < 0 || n < 0 || k < 0 || batch < 0 || lda < std::max(1, ta ? k : m) ||
       ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
-  const float alpha = *static_cast<const float*>(alpha_p),
-              beta = *static_cast<const float*>(beta_p);
+  const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
   const bool round = compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   const auto* a0 = static_cast<const float*>(A);
   const auto* b0 = static_cast<const float*>(B);
@@ -103,9 +101,7 @@ struct Transfer {
 int g_group = 0;  // ncclGroupStart depth
 std::vector<Transfer> g_sends, g_recvs;
 
-size_t bytes_of(size_t count, ncclDataType_t type) {
-  return count * (type == ncclDouble ? 8 : 4);
-}
+size_t bytes_of(size_t count, ncclDataType_t type) { return count * (type == ncclDouble ? 8 : 4); }
 
 // At the outermost group's end: each send to itself into the receive of the same rank (one rank).
 ncclResult_t match() {
