@@ -87,6 +87,12 @@ inline std::string fashion_mnist_dir() {
   return dir ? dir : "/usr/share/datasets/fashion-mnist";
 }
 
+// Whether a set-up failed because the Fashion-MNIST files are not there (the tests that need
+// them then skip, saying so); any other error is rethrown by the caller.
+inline bool fashion_missing(const Error& e) {
+  return std::string(e.what()).find("fashion") != std::string::npos;
+}
+
 // Whether the GPU the suites see is the CPU emulation of tests/emu (gossamer_emulated_backend_tests),
 // where the tests that train for hundreds of steps or evaluate whole data sets take minutes: they
 // skip there, saying so, unless GOSSAMER_EMULATED_LONG is set, and run on a GPU.

@@ -255,7 +255,7 @@ TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
   try {
     sim = gossamer::make_simulation(gossamer::load_config(c, {}, "workload c"));
   } catch (const gossamer::Error& e) {
-    if (std::string(e.what()).find("fashion") == std::string::npos) throw;
+    if (!gossamer::test_util::fashion_missing(e)) throw;
     GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST";
   }
   gossamer::train_step(*sim->backend, sim->config, *sim->topology, 0, 1e-3);

@@ -4,6 +4,7 @@
 // a float64 convolution. Layouts (cuda/cnn.cu): activations
 // [model][channel][row][h][w]; the columns of model k [k][(ch, i, j)][(row, oh, ow)].
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "gossamer/activations.hpp"
@@ -110,8 +111,7 @@ constexpr int64_t kSmallGradBlocks = 1024;
 inline int64_t small_grad_splits(int64_t blocks, int64_t cols, int64_t round, int64_t max_splits) {
   if (blocks >= kSmallGradBlocks) return 1;
   const int64_t want = (kSmallGradBlocks + blocks - 1) / blocks;
-  const int64_t splits = want < cols / round ? want : cols / round;
-  return splits < max_splits ? (splits > 1 ? splits : 1) : (max_splits > 1 ? max_splits : 1);
+  return std::max<int64_t>(1, std::min({want, cols / round, max_splits}));
 }
 
 // Where small_conv_column writes, each at model k's column n of channel 0 (channel c cols
