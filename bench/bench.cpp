@@ -134,7 +134,7 @@ struct BenchOptions {
   std::string backend = "cpu", math = "fp32", out_dir = "bench/results", export_dir;
   int repeats = 10, calls = 5;
   bool curvature = true, ceilings = true;
-  bool cnn_general = false;  // --cnn-general: CudaOptions::cnn_fused off
+  std::string cnn_off;       // --cnn-off: a CNN's fused paths off (CudaOptions::cnn_paths)
   std::vector<int> shards;   // --shards: the halo table and the transport's cost
 };
 
@@ -447,10 +447,7 @@ int run_bench(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--calls", o.calls, "Calls per timed batch")->check(CLI::PositiveNumber);
   app.add_flag("!--no-curvature", o.curvature, "Skip the curvature estimators");
-  app.add_flag("--cnn-general", o.cnn_general,
-               "CUDA backend: run a CNN on the general path only (im2col and cuBLAS for every "
-               "convolution, every gradient zeroed and added to, no fused activation), to measure "
-               "what the fused paths gain");
+  gossamer_bench::add_cnn_off_option(app, o.cnn_off);
   app.add_flag("!--no-ceilings", o.ceilings,
                "Skip the ceiling measurements (under a profiler: the workload's own kernels "
                "come first; fractions of the ceilings are then not reported)");
@@ -465,8 +462,9 @@ int run_bench(int argc, char** argv) {
                  "Write each workload's w-bar, curvature subset and layer sizes here, for the "
                  "PyHessian-style peer to measure the same model on the same data");
   CLI11_PARSE(app, argc, argv);
-  if (o.cnn_general && o.backend != "cuda")
-    throw config_error("--cnn-general: the general path is the CUDA backend's; add --backend cuda");
+  if (!o.cnn_off.empty() && o.backend != "cuda")
+    throw config_error("--cnn-off: the CNN's paths are the CUDA backend's; add --backend cuda");
+  const CnnPaths paths = cnn_paths_without(o.cnn_off, "--cnn-off");
   std::filesystem::create_directories(o.out_dir);  // the result, and the checkpoint I/O's file
 
   json result = {
@@ -490,12 +488,13 @@ int run_bench(int argc, char** argv) {
     auto sim = make_simulation(cfg);
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
-    if (o.cnn_general) gossamer_bench::use_general_cnn_path(*sim);  // after the set-up's timing
+    if (!o.cnn_off.empty()) gossamer_bench::use_cnn_paths(*sim, paths);  // after the set-up's
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
                 sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
                 sim->backend->name().c_str());
     json w = bench_step(o, mach, *sim, t_setup);
-    if (o.cnn_general) w["cnn_path"] = "general (CudaOptions::cnn_fused off)";
+    if (sim->model.kind == ModelKind::Cnn && o.backend == "cuda")
+      w["cnn_paths_off"] = cnn_paths_off(paths);  // CudaOptions::cnn_paths
     if (!o.shards.empty()) {
       std::printf("  sharding (halo rows a step):\n");
       w["shards"] = bench_shards(o, name);
@@ -512,12 +511,14 @@ int run_bench(int argc, char** argv) {
   return 0;
 }
 
-// Errors end in one line and exit 1, as the CLI's do (a throw out of main would abort).
+// Errors end in one line and exit 2 (bad input) or 1, as the CLI's do (a throw out of main would
+// abort).
 int main(int argc, char** argv) {
   try {
     return run_bench(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gossamer-bench: error: %s\n", e.what());
-    return 1;
+    const auto* g = dynamic_cast<const Error*>(&e);
+    return g && g->kind() == ErrorKind::Config ? kExitUsage : kExitRuntime;
   }
 }

@@ -23,7 +23,7 @@
 #             the GPU, a 1024-worker run whose steps/s must match its progress lines, and
 #             16,384 and 65,536 workers (setup phases, step time)                          160+80
 #   bench     plan --fit on the card; gossamer-bench, workloads a, b and the CNN's c (16 workers)
-#             and c1024 (and both again on the general path only, --cnn-general) with the curvature rows
+#             and c1024 (and both again on the general path only, --cnn-off all) with the curvature rows
 #             (HVP vs gradient, Hutchinson, power, Lanczos, every worker's trace and top
 #             eigenvalue, spectral density) and the shard rows (halo bytes, 2 and 4 shards'
 #             gossip on the one GPU against one shard), then the m16 ... m65536 series (setup,
@@ -37,6 +37,9 @@
 #             tests in 45 or 60 s on the H200: give it SANITIZE_TIMEOUT=150 once   2 x SANITIZE_TIMEOUT
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
 #             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
+#   paths     workloads c and c1024 with each of the CNN's fused paths alone off (--cnn-off NAME):
+#             what each one gains, beside the bench step's all-on and all-off lines; last, so it
+#             runs when the visit has time left                                             5 x 18
 # SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
 # the bench JSONs (a and b, the m-series, TF32), peers.json and cuda-tests.txt beside it (at
 # most 8 files come back).
@@ -63,7 +66,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=220 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90)
+declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=220 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90 [paths]=95)
 [ "${BENCH:-}" = cnn ] && CAP[bench]=150
 # PEER_TIMEOUT / SANITIZE_TIMEOUT: the peers' and each sanitizer's own caps, for a short visit.
 PEER_TIMEOUT=${PEER_TIMEOUT:-190}
@@ -223,9 +226,10 @@ if want bench; then
     --out /tmp/bench-c1024 > "$V/bench-c1024.txt" 2>&1; echo "bench c1024 exit $?" >> "$V/bench-c1024.txt"
   grep -E "workload|forward|gossip|whole step|HVP|Hutchinson|power|every worker|density|setup|exit" \
     "$V/bench-c.txt" "$V/bench-c1024.txt" | tee -a "$SUMMARY"
-  # The same two CNN workloads on the general path only (CudaOptions::cnn_fused off): what the
-  # fused paths (small convolutions without im2col, stored gradients, fused activations) gain.
-  timeout 50 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-general --no-curvature \
+  # The same two CNN workloads on the general path only (CudaOptions::cnn_paths all off): what
+  # the fused paths (small convolutions without im2col, stored gradients, fused activations, the
+  # first weight gradient through its pool, kept columns) gain together; the paths step, each.
+  timeout 50 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-off all --no-curvature \
     --out "$V/bench-general" > "$V/bench-general.txt" 2>&1; echo "bench general exit $?" >> "$V/bench-general.txt"
   grep -E "workload|forward|whole step|exit" "$V/bench-general.txt" | sed 's/^/general path: /' | tee -a "$SUMMARY"
   if [ "${BENCH:-}" != cnn ]; then
@@ -339,6 +343,16 @@ if want ncu && command -v ncu > /dev/null; then
     --workload b --repeats 1 --calls 1 --no-curvature --no-ceilings --out /tmp > "$V/ncu-gemm.txt" 2>&1
   for f in gossip gemm; do
     say "ncu $f: $(grep -E '^  [a-zA-Z_].*\(' "$V/ncu-$f.txt" | head -2 | tr -s ' ' | tr '\n' ';') $(grep -E 'Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput' "$V/ncu-$f.txt" | head -3 | tr -s ' ' | tr '\n' ';')"
+  done
+fi
+
+if want paths; then
+  echo "=== the CNN's fused paths, each alone off"
+  for p in small_convs stored_grads fused_acts grad_through_pool kept_columns; do
+    timeout 18 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-off $p --no-curvature \
+      --no-ceilings --repeats 5 --calls 3 --out "$V/bench-without-$p" > "$V/bench-without-$p.txt" 2>&1
+    echo "bench without $p exit $?" >> "$V/bench-without-$p.txt"
+    grep -E "^workload|forward|whole step|exit" "$V/bench-without-$p.txt" | sed "s/^/without $p: /" | tee -a "$SUMMARY"
   done
 fi
 

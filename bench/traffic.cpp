@@ -101,7 +101,7 @@ int run(int argc, char** argv) {
       "gossamer-traffic: a workload's step, kernel by kernel, on the emulated CUDA device"};
   std::string name = "c", out_dir = "bench/results";
   int workers = 0, hvp = 0, samples = 64;
-  bool general = false;
+  std::string cnn_off;
   app.add_option("--workload", name,
                  "Workload of gossamer-bench (c: the CNN; a, b, quickstart, m<N>)");
   app.add_option("--workers", workers,
@@ -112,8 +112,7 @@ int run(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--curvature-samples", samples, "Samples of the HVP's subset")
       ->check(CLI::PositiveNumber);
-  app.add_flag("--cnn-general", general,
-               "The CNN on the general path (CudaOptions::cnn_fused off)");
+  gossamer_bench::add_cnn_off_option(app, cnn_off);
   app.add_option("--out", out_dir, "Folder of the JSON result");
   CLI11_PARSE(app, argc, argv);
 
@@ -124,8 +123,9 @@ int run(int argc, char** argv) {
   if (hvp > cfg.workers)
     throw config_error("--hvp " + std::to_string(hvp) + ": at most the " +
                        std::to_string(cfg.workers) + " workers");
+  const CnnPaths paths = cnn_paths_without(cnn_off, "--cnn-off");
   auto sim = make_simulation(cfg);
-  if (general) gossamer_bench::use_general_cnn_path(*sim);
+  if (!cnn_off.empty()) gossamer_bench::use_cnn_paths(*sim, paths);
   Backend& b = *sim->backend;
   std::printf("workload %s: m = %d, %s, batch %d, %s, on %s\n", name.c_str(), cfg.workers,
               sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
@@ -143,7 +143,7 @@ int run(int argc, char** argv) {
   json result = {{"git_revision", GOSSAMER_GIT_REVISION},
                  {"device", "emulated (tests/emu): access counts, no times"},
                  {"workload", name},
-                 {"cnn_path", general ? "general" : "fused"},
+                 {"cnn_paths_off", cnn_paths_off(paths)},  // CudaOptions::cnn_paths
                  {"config", cfg.resolved},
                  {"model", sim->model.describe()},
                  {"step", report("one training step", gossamer_emu::stop_traffic())}};
@@ -157,8 +157,9 @@ int run(int argc, char** argv) {
     result["hvp"] = report("one batched HVP", gossamer_emu::stop_traffic());
     result["hvp"]["points"] = hvp;
   }
-  const std::string path = gossamer_bench::dated_result_path(
-      out_dir, "emulated-traffic-" + name + (general ? "-general" : ""));
+  const std::string off = cnn_off.empty() ? "" : "-without-" + cnn_paths_off(paths);
+  const std::string path =
+      gossamer_bench::dated_result_path(out_dir, "emulated-traffic-" + name + off);
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\n(wrote %s)\n", path.c_str());
   return 0;

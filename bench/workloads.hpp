@@ -1,6 +1,7 @@
-// The benchmark workloads by name, as configs, and the CNN's general path (shared by
-// gossamer-bench and gossamer-traffic).
+// The benchmark workloads by name, as configs, and the CNN's paths (shared by gossamer-bench and
+// gossamer-traffic).
 #pragma once
+#include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/simulation.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
@@ -84,20 +86,34 @@ inline std::string dated_result_path(const std::string& out_dir, const std::stri
   return out_dir + "/" + date + "-" + stem + ".json";
 }
 
-// --cnn-general: the workload's CUDA backend built again with CudaOptions::cnn_fused off (a CNN
-// on the general im2col-and-cuBLAS path only), from the same initial weights, to measure what the
-// fused paths gain on the same card.
-inline void use_general_cnn_path(gossamer::Simulation& sim) {
+// --cnn-off NAMES (gossamer-bench and gossamer-traffic): a CNN's fused paths to turn off
+// (CudaOptions::cnn_paths), comma-separated; "all" is the general im2col-and-cuBLAS path.
+inline CLI::Option* add_cnn_off_option(CLI::App& app, std::string& names) {
+  std::string list;
+  for (const gossamer::CnnPathSwitch& s : gossamer::kCnnPathSwitches)
+    list += std::string("\n  ") + s.name + ": " + s.what;
+  return app
+      .add_option("--cnn-off", names,
+                  "CUDA backend: run a CNN with these fused paths off, to measure what each "
+                  "gains (comma-separated; all: the general path, im2col and cuBLAS for "
+                  "every convolution, every gradient zeroed and added to):" +
+                      list)
+      ->type_name("NAMES");
+}
+
+// The workload's CUDA backend built again with a CNN's paths as given (--cnn-off), from the same
+// initial weights, to measure on the same card what the paths turned off gain.
+inline void use_cnn_paths(gossamer::Simulation& sim, const gossamer::CnnPaths& paths) {
 #ifdef GOSSAMER_HAVE_CUDA
-  gossamer::CudaOptions options;  // the callers refuse --cnn-general without a CUDA backend
-  options.cnn_fused = false;
+  gossamer::CudaOptions options;  // the callers refuse --cnn-off without a CUDA backend
+  options.cnn_paths = paths;
   sim.backend.reset();  // one backend's buffers on the card at a time
   sim.backend = gossamer::make_cuda_backend(gossamer::backend_setup(sim), options);
   sim.backend->initialize_weights(sim.config.model, sim.config.seed);
   sim.backend->set_curvature_subset(sim.curvature_subset);
 #else
-  (void)sim;
-  throw std::runtime_error("--cnn-general: this build has no CUDA backend");
+  (void)sim, (void)paths;
+  throw std::runtime_error("--cnn-off: this build has no CUDA backend");
 #endif
 }
 

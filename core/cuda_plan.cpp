@@ -29,6 +29,49 @@ std::string gib(int64_t bytes) {
 
 }  // namespace
 
+const std::vector<CnnPathSwitch> kCnnPathSwitches = {
+    {"small_convs", &CnnPaths::small_convs,
+     "convolutions of few columns gather their inputs (no im2col, no GEMM)"},
+    {"stored_grads", &CnnPaths::stored_grads,
+     "a gradient its one reader writes whole is stored (not zeroed, then added to)"},
+    {"fused_acts", &CnnPaths::fused_acts,
+     "activations inside their convolution's forward and their pool's backward"},
+    {"grad_through_pool", &CnnPaths::grad_through_pool,
+     "the first convolution's weight gradient read through its pool (no pool backward)"},
+    {"kept_columns", &CnnPaths::kept_columns,
+     "each convolution's im2col columns kept from the forward pass for the backward"},
+};
+
+CnnPaths cnn_paths_without(const std::string& names, const std::string& flag) {
+  if (names == "all") return CnnPaths::general();
+  CnnPaths paths;
+  if (names.empty() || names == "none") return paths;
+  std::string known;
+  for (const CnnPathSwitch& s : kCnnPathSwitches)
+    known += std::string(known.empty() ? "" : ", ") + s.name;
+  size_t at = 0;
+  while (at <= names.size()) {
+    const size_t end = std::min(names.find(',', at), names.size());
+    const std::string name = names.substr(at, end - at);
+    const auto s = std::find_if(kCnnPathSwitches.begin(), kCnnPathSwitches.end(),
+                                [&](const CnnPathSwitch& k) { return name == k.name; });
+    if (s == kCnnPathSwitches.end())
+      throw config_error(flag + " " + names + ": unknown CNN path '" + name +
+                         "'; expected \"all\" or a comma-separated list of " + known);
+    paths.*(s->on) = false;
+    at = end + 1;
+  }
+  return paths;
+}
+
+std::string cnn_paths_off(const CnnPaths& paths) {
+  std::string off;
+  size_t count = 0;
+  for (const CnnPathSwitch& s : kCnnPathSwitches)
+    if (!(paths.*(s.on))) off += std::string(count++ ? "," : "") + s.name;
+  return count == 0 ? "none" : count == kCnnPathSwitches.size() ? "all" : off;
+}
+
 int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r) {
   const int layers = int(model.layers.size());
   int64_t floats = 0, widest_hidden = 0;
@@ -74,7 +117,7 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model) {
   return stored;
 }
 
-CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
+CnnFusions cnn_fusions(const ModelSpec& model, const CnnPaths& paths) {
   const size_t n = model.nodes.size();
   const std::vector<bool> stored = cnn_gradient_stored(model);
   CnnFusions f;
@@ -82,15 +125,17 @@ CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
   f.act_in_pool.assign(n, false);
   f.act_from_output.assign(n, false);
   f.weight_grad_through_pool.assign(n, -1);
-  if (!fused) return f;
+  if (!paths.fused_acts) return f;
   for (size_t i = 0; i < n; ++i) {
     const CnnNode& node = model.nodes[i];
     const int j = node.input;
     if (j < 0) continue;
     const CnnNode& in = model.nodes[size_t(j)];
     if (node.op == CnnNode::Op::Act && size_t(j) + 1 == i && in.op == CnnNode::Op::Conv &&
-        few_columns(in.conv))
+        paths.small_convs && few_columns(in.conv))
       f.act_in_conv[i] = true;  // the node right after the convolution: one per convolution
+    // The pool writes the activation's input gradient whole: stored[j] as a property of the
+    // network (one reader, covered whole), whether or not stored_grads is on.
     if (window_pool(node.op) && in.op == CnnNode::Op::Act && in.input >= 0 && stored[size_t(j)])
       f.act_in_pool[size_t(j)] = true;
   }
@@ -99,6 +144,7 @@ CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
     f.act_from_output[i] = f.act_in_conv[i] && f.act_in_pool[i] &&
                            derivatives_from_output(model.activation) &&
                            readers[size_t(model.nodes[i].input)] == 1;
+  if (!paths.grad_through_pool) return f;
   // A pool reading such an activation, of a convolution on the image.
   for (size_t p = 0; p < n; ++p) {
     const int j = model.nodes[p].input;
@@ -109,9 +155,9 @@ CnnFusions cnn_fusions(const ModelSpec& model, bool fused) {
   return f;
 }
 
-CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model, const CnnPaths& paths) {
   const size_t n = model.nodes.size();
-  const CnnFusions f = cnn_fusions(model, fused);
+  const CnnFusions f = cnn_fusions(model, paths);
   const std::vector<bool>& from_output = f.act_from_output;
   CnnPairSizes z;
   z.image = int64_t(model.image_c) * model.image_h * model.image_w;
@@ -123,7 +169,7 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
   // and the max pool reading it finds its choices again in the activation's output.
   const auto unwritten = [&](size_t i) { return i + 1 < n && from_output[i + 1]; };
   z.col_at.assign(n, -1);
-  std::vector<size_t> small;  // the fused paths' convolutions of few columns with an input node
+  std::vector<size_t> small;  // small_convs' convolutions of few columns with an input node
   for (size_t i = 0; i < n; ++i) {
     const CnnNode& node = model.nodes[i];
     const int64_t chw = int64_t(node.c) * node.h * node.w;
@@ -139,16 +185,23 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused) {
     if ((node.op != CnnNode::Op::Conv && node.op != CnnNode::Op::Add) || col_of(node.conv) == 0)
       continue;
     const int input = node.op == CnnNode::Op::Add ? node.other : node.input;
-    if (!fused) {  // one buffer of the largest columns, recomputed in the backward pass
-      z.col_at[i] = 0;
-      z.col = std::max(z.col, col_of(node.conv));
-    } else if (few_columns(node.conv)) {  // gathered, not kept; the weight gradient's partial sums
-      z.partials = 2 * kSmallGradBlocks * (kSmallConv + 1);
+    if (paths.small_convs && few_columns(node.conv)) {       // gathered: no columns but W^T dY's
+      z.partials = 2 * kSmallGradBlocks * (kSmallConv + 1);  // the weight gradient's partial sums
       if (input >= 0) small.push_back(i);  // its input gradient's W^T dY: one shared buffer
-    } else {  // each convolution's own, kept from the forward pass for the backward
+    } else if (paths.kept_columns) {       // each convolution's own, kept for the backward
       z.col_at[i] = z.col;
       z.col += col_of(node.conv);
+    } else {  // one buffer of the largest columns, recomputed in the backward pass
+      z.col_at[i] = 0;
+      z.col = std::max(z.col, col_of(node.conv));
     }
+  }
+  if (!paths.kept_columns) {  // W^T dY of the small ones in that one buffer too
+    for (const size_t i : small) {
+      z.col_at[i] = 0;
+      z.col = std::max(z.col, col_of(model.nodes[i].conv));
+    }
+    return z;
   }
   int64_t shared = 0;
   for (const size_t i : small) {
@@ -176,13 +229,15 @@ int64_t cnn_bytes_a_pair(const CnnPairSizes& z, bool with_r) {
 
 }  // namespace
 
-int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool fused) {
-  const CnnPairSizes z = cnn_pair_sizes(model, fused);
+int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
+                            const CnnPaths& paths) {
+  const CnnPairSizes z = cnn_pair_sizes(model, paths);
   return capacity * cnn_bytes_a_pair(z, with_r) + z.partials * 8;
 }
 
-int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r, bool cnn_fused) {
-  return model.kind == ModelKind::Cnn ? cnn_workspace_bytes(model, capacity, with_r, cnn_fused)
+int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
+                            const CnnPaths& cnn_paths) {
+  return model.kind == ModelKind::Cnn ? cnn_workspace_bytes(model, capacity, with_r, cnn_paths)
                                       : mlp_workspace_bytes(model, capacity, with_r);
 }
 
@@ -242,17 +297,17 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   p.parts.push_back({"minibatches (indices, rows, labels)",
                      rows * (8 + int64_t(model.input) * kFloat + 4), "the per-worker batch"});
   p.parts.push_back({"training activations (m x batch rows)",
-                     net_workspace_bytes(model, rows, false, in.cnn_fused),
+                     net_workspace_bytes(model, rows, false, in.cnn_paths),
                      "the per-worker batch or workers"});
   // A CNN's (model, row) pair holds every layer's image (and its im2col columns): its passes
   // take as many pairs as fit in kCnnEvalBytes, at least kMinCnnEvalCapacity.
   p.eval_capacity =
       model.kind == ModelKind::Cnn
-          ? std::clamp(kCnnEvalBytes / cnn_bytes_a_pair(cnn_pair_sizes(model, in.cnn_fused), true),
+          ? std::clamp(kCnnEvalBytes / cnn_bytes_a_pair(cnn_pair_sizes(model, in.cnn_paths), true),
                        kMinCnnEvalCapacity, kMinEvalCapacity)
           : std::max(rows, kMinEvalCapacity);
   p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
-                     net_workspace_bytes(model, p.eval_capacity, true, in.cnn_fused),
+                     net_workspace_bytes(model, p.eval_capacity, true, in.cnn_paths),
                      "the per-worker batch or workers"});
   p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (3 * ld * kFloat), 1, 1024));
   p.parts.push_back({"curvature points, directions and results",

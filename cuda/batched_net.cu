@@ -25,9 +25,9 @@ void BatchedNet::check_fits(const ModelBatch& models, const RowBatch& rows) cons
 void BatchedNet::poison_outputs(cudaStream_t s) { poison_floats(m_row_loss, s); }
 
 std::unique_ptr<BatchedNet> make_batched_net(const ModelSpec& model, int64_t capacity,
-                                             bool with_r, bool cnn_fused) {
+                                             bool with_r, const CnnPaths& cnn_paths) {
   if (model.kind == ModelKind::Cnn)
-    return std::make_unique<BatchedCnn>(model, capacity, with_r, cnn_fused);
+    return std::make_unique<BatchedCnn>(model, capacity, with_r, cnn_paths);
   return std::make_unique<BatchedMlp>(model, capacity, with_r);
 }
 

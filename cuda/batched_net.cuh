@@ -9,6 +9,7 @@
 
 #include "device_array.cuh"
 #include "gemm.cuh"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/model.hpp"
 
 namespace gossamer {
@@ -77,8 +78,8 @@ inline void poison_floats(DeviceArray<float>& a, cudaStream_t s) {
 }
 
 // The model's kind: BatchedMlp or BatchedCnn, with the buffers core/cuda_plan.cpp
-// (net_workspace_bytes) plans for `capacity` pairs; cnn_fused: CudaOptions::cnn_fused.
+// (net_workspace_bytes) plans for `capacity` pairs; cnn_paths: CudaOptions::cnn_paths.
 std::unique_ptr<BatchedNet> make_batched_net(const ModelSpec& model, int64_t capacity, bool with_r,
-                                             bool cnn_fused = true);
+                                             const CnnPaths& cnn_paths = {});
 
 }  // namespace gossamer

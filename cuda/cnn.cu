@@ -8,15 +8,17 @@
 // Each is one strided-batched GEMM over the K models (W_k at w + k w_stride inside W[m][d]),
 // except for a convolution of few columns (kc <= kSmallConv: the first layer on the image, a
 // 1 x 1 shortcut, a small classifier), whose forward and weight gradient are one kernel each that
-// gathers the columns' entries from the input (no im2col; the forward adds the bias). On the
-// fused paths each convolution keeps its columns (and their R twin) from the forward pass for the
-// backward, which then writes W^T dY over them for col2im; the general path recomputes them in
-// the backward pass into one buffer of the largest layer's columns (cnn_pair_sizes's col_at). A
+// gathers the columns' entries from the input (no im2col; the forward adds the bias). With
+// kept_columns each convolution keeps its columns (and their R twin) from the forward pass for the
+// backward, which then writes W^T dY over them for col2im; without, they are recomputed in the
+// backward pass into one buffer of the largest layer's columns (cnn_pair_sizes's col_at). A
 // node's gradient is accumulated where its output feeds two nodes (a residual block's input) or
 // where its reader writes only part of it (a max pool's chosen inputs, a pool that leaves an odd
-// row out), so the backward pass zeroes those first; every other gradient its one reader stores
-// whole (cnn_gradient_stored), which saves a pass of writes and one of reads over it. Everything is
-// queued on the stream: the training step is captured in a CUDA graph with it.
+// row out), so the backward pass zeroes those first; with stored_grads every other gradient its
+// one reader stores whole (cnn_gradient_stored), which saves a pass of writes and one of reads
+// over it. Each of these fused paths (CnnPaths, CudaOptions::cnn_paths) can be turned off alone;
+// all off is the general path. Everything is queued on the stream: the training step is captured
+// in a CUDA graph with it.
 #include "cnn.cuh"
 #include "kernels.cuh"
 
@@ -35,14 +37,15 @@ PoolKind pool_kind(CnnNode::Op op) {
 
 }  // namespace
 
-BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bool fused)
+BatchedCnn::BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r,
+                       const CnnPaths& paths)
     : BatchedNet(capacity, with_r),
       m_model(model),
-      m_fused_paths(fused),
-      m_stored(fused ? cnn_gradient_stored(model) : std::vector<bool>(model.nodes.size())),
-      // The general path: no fusion (cnn_fusions(model, false)).
-      m_fused(cnn_fusions(model, fused)) {
-  const CnnPairSizes z = cnn_pair_sizes(model, fused);
+      m_paths(paths),
+      m_stored(paths.stored_grads ? cnn_gradient_stored(model)
+                                  : std::vector<bool>(model.nodes.size())),
+      m_fused(cnn_fusions(model, paths)) {
+  const CnnPairSizes z = cnn_pair_sizes(model, paths);
   const size_t P = size_t(capacity);
   const auto twin = [&](int64_t n) { return with_r ? P * size_t(n) : 0; };
   for (size_t i = 0; i < z.node.size(); ++i) {
@@ -126,7 +129,7 @@ void BatchedCnn::conv_backward(int i, const ConvShape& c, int j, const float* dy
                              m_partials.get(), int64_t(m_partials.size()), out, out_stride, beta,
                              s);
   } else {
-    if (!m_fused_paths) {  // the general path recomputes the columns; the fused paths kept them
+    if (!m_paths.kept_columns) {  // recomputed (in one buffer), or kept from the forward pass
       launch_im2col(in(j), c, rows, K, col(i), s);
       if (rx) launch_im2col(rx, c, rows, K, rcol(i), s);
     }
@@ -305,7 +308,8 @@ void BatchedCnn::backward(const ModelBatch& mb, const RowBatch& rb, float* out, 
   const bool r = mb.v != nullptr;
   const int K = mb.count, R = rb.count, last = int(m_model.nodes.size()) - 1;
   for (int i = 0; i < last; ++i) {
-    if (!accumulates(i)) continue;  // its one reader stores all of it
+    // Its one reader stores all of it, or (cnn_pair_sizes's grad 0) nobody writes it at all.
+    if (!accumulates(i) || m_dy[size_t(i)].empty()) continue;
     const size_t bytes = size_t(count(m_model.nodes[size_t(i)], K, R)) * sizeof(float);
     CUDA_CHECK(cudaMemsetAsync(m_dy[size_t(i)].get(), 0, bytes, s));
     if (r) CUDA_CHECK(cudaMemsetAsync(m_rdy[size_t(i)].get(), 0, bytes, s));

@@ -16,9 +16,9 @@ namespace gossamer {
 
 class BatchedCnn : public BatchedNet {
  public:
-  // The buffers of core/cuda_plan.cpp's cnn_pair_sizes for `capacity` (model, row) pairs; fused:
-  // CudaOptions::cnn_fused (false: the general path only).
-  BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, bool fused = true);
+  // The buffers of core/cuda_plan.cpp's cnn_pair_sizes for `capacity` (model, row) pairs; paths:
+  // CudaOptions::cnn_paths (CnnPaths::general(): the general path only).
+  BatchedCnn(const ModelSpec& model, int64_t capacity, bool with_r, const CnnPaths& paths = {});
   void poison(cudaStream_t s) override;
   void forward(const ModelBatch& models, const RowBatch& rows, const Gemm& gemm,
                cudaStream_t s) override;
@@ -33,8 +33,8 @@ class BatchedCnn : public BatchedNet {
   const float* in(int j) const { return j < 0 ? m_image.get() : value(j); }
   // Whether the backward pass adds to node j's gradient (else its one reader stores it whole).
   bool accumulates(int j) const { return !m_stored[size_t(j)]; }
-  // Whether a convolution runs without im2col (few columns, the fused paths on).
-  bool small(const ConvShape& c) const { return m_fused_paths && few_columns(c); }
+  // Whether a convolution runs without im2col (few columns, small_convs on).
+  bool small(const ConvShape& c) const { return m_paths.small_convs && few_columns(c); }
   // R{input j}: null for the image (its R is 0) or without the R-operator.
   const float* r_in(int j, bool r) const { return j < 0 || !r ? nullptr : m_ry[size_t(j)].get(); }
   // Input j's image height and width (j < 0: the image).
@@ -57,9 +57,9 @@ class BatchedCnn : public BatchedNet {
   float* rcol(int i) const { return m_rcol.get() + capacity() * m_col_at[size_t(i)]; }
 
   ModelSpec m_model;
-  bool m_fused_paths;          // CudaOptions::cnn_fused
-  std::vector<bool> m_stored;  // cnn_gradient_stored(m_model), or none without the fused paths
-  CnnFusions m_fused;          // cnn_fusions(m_model), or none without the fused paths
+  CnnPaths m_paths;            // CudaOptions::cnn_paths
+  std::vector<bool> m_stored;  // cnn_gradient_stored(m_model), or none without stored_grads
+  CnnFusions m_fused;          // cnn_fusions(m_model, m_paths)
   // Per node: output, gradient and their R twins; a GroupNorm's x^ (R{x^}) and sigma, R{sigma};
   // a max pool's chosen inputs.
   std::vector<DeviceArray<float>> m_y, m_dy, m_ry, m_rdy, m_xh, m_rxh, m_stats;

@@ -80,8 +80,8 @@ class CudaBackend final : public Backend {
     m_indices = DeviceArray<int64_t>(batch_rows);
     m_batch_x = DeviceArray<float>(batch_rows * m_model.input);
     m_batch_y = DeviceArray<int32_t>(batch_rows);
-    m_train = make_batched_net(m_model, int64_t(batch_rows), false, m_options.cnn_fused);
-    m_eval = make_batched_net(m_model, m_plan.eval_capacity, true, m_options.cnn_fused);
+    m_train = make_batched_net(m_model, int64_t(batch_rows), false, m_options.cnn_paths);
+    m_eval = make_batched_net(m_model, m_plan.eval_capacity, true, m_options.cnn_paths);
     m_state = DeviceArray<DeviceLossState>(1);
     put_state(kFreshLossState);
     m_partials = DeviceArray<double>(kReduceBlocks);
@@ -607,7 +607,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaSetDevice(dev.index));
     m_device = dev.name;
     CudaPlanInput in = cuda_plan_input(s);
-    in.cnn_fused = m_options.cnn_fused;
+    in.cnn_paths = m_options.cnn_paths;
     CudaPlan plan = plan_cuda_memory(in);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));

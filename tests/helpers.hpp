@@ -17,6 +17,7 @@
 
 #include "gossamer/backend.hpp"
 #include "gossamer/config.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
 #include "gossamer/philox.hpp"
@@ -103,6 +104,14 @@ inline bool emulated_device() {
 #define SKIP_ON_THE_EMULATED_DEVICE()                                                          \
   if (::gossamer::test_util::emulated_device() && !std::getenv("GOSSAMER_EMULATED_LONG"))      \
   GTEST_SKIP() << "minutes on the emulated device (tests/emu; GOSSAMER_EMULATED_LONG=1 runs it)"
+
+// The CNN paths the agreement tests run besides the general one: all on, then each fused path
+// alone off (kCnnPathSwitches), so that a disagreement names the path it comes from.
+inline std::vector<CnnPaths> cnn_paths_to_test() {
+  std::vector<CnnPaths> paths(1);
+  for (const CnnPathSwitch& s : kCnnPathSwitches) paths.emplace_back().*(s.on) = false;
+  return paths;
+}
 
 // A layer of a CNN's list (model.layers): conv / residual (channels, kernel, stride), linear
 // (channels: outputs), act, pools, gap; groupnorm(groups).

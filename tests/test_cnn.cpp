@@ -407,8 +407,29 @@ TEST(CnnTest, TheCudaPassesStoreAndFuseWhereTheyMay) {
   EXPECT_EQ(cnn_fusions(quick).weight_grad_through_pool, through);
   EXPECT_EQ(cnn_fusions(quick_tanh).weight_grad_through_pool, through);
   EXPECT_EQ(cnn_fusions(quick_gelu).weight_grad_through_pool, std::vector<int>(11, -1));
-  EXPECT_EQ(cnn_fusions(quick, false).weight_grad_through_pool, std::vector<int>(11, -1));
-  EXPECT_EQ(cnn_fusions(quick, false).act_in_pool, none);
+  const CnnPaths general = CnnPaths::general();
+  EXPECT_EQ(cnn_fusions(quick, general).weight_grad_through_pool, std::vector<int>(11, -1));
+  EXPECT_EQ(cnn_fusions(quick, general).act_in_pool, none);
+  // Each switch alone (CnnPaths): without small_convs the first convolution is a GEMM's, so its
+  // activation runs in the pool's backward only (and its derivatives from its input); without
+  // grad_through_pool the rest stays; without fused_acts nothing; stored_grads and kept_columns
+  // change no fusion.
+  CnnPaths no_small, no_through, no_acts, no_stored, no_kept;
+  no_small.small_convs = false, no_through.grad_through_pool = false, no_acts.fused_acts = false;
+  no_stored.stored_grads = false, no_kept.kept_columns = false;
+  EXPECT_EQ(cnn_fusions(quick, no_small).act_in_conv, none);
+  EXPECT_EQ(cnn_fusions(quick, no_small).act_in_pool, first);
+  EXPECT_EQ(cnn_fusions(quick, no_small).act_from_output, none);
+  EXPECT_EQ(cnn_fusions(quick, no_small).weight_grad_through_pool, std::vector<int>(11, -1));
+  EXPECT_EQ(cnn_fusions(quick, no_through).act_from_output, first);
+  EXPECT_EQ(cnn_fusions(quick, no_through).weight_grad_through_pool, std::vector<int>(11, -1));
+  EXPECT_EQ(cnn_fusions(quick, no_acts).act_in_conv, none);
+  EXPECT_EQ(cnn_fusions(quick, no_acts).act_in_pool, none);
+  for (const CnnPaths& p : {no_stored, no_kept}) {
+    EXPECT_EQ(cnn_fusions(quick, p).act_in_pool, first);
+    EXPECT_EQ(cnn_fusions(quick, p).act_from_output, first);
+    EXPECT_EQ(cnn_fusions(quick, p).weight_grad_through_pool, through);
+  }
   // Not after a convolution on a node: an activation on the image, then conv, act, pool.
   const ModelSpec later =
       ModelSpec::cnn(1, 8, 8, {layer("act"), layer("conv", 2), layer("act"), layer("maxpool")}, 3,

@@ -539,7 +539,8 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
   const std::vector<json> shapes = {kShapes[2], kCnnShapes[1], kCnnShapes.back()};
   const auto free_bytes = [] { return int64_t(list_devices().devices[0].free_memory); };
   for (const json& shape : shapes)
-    for (bool fused : {true, false}) {
+    for (const CnnPaths& paths : {CnnPaths{}, CnnPaths::general()}) {
+      const bool fused = paths.small_convs;
       SCOPED_TRACE(shape["model"].dump() + (fused ? " fused" : " general"));
       test_util::Sim sim;
       try {
@@ -551,9 +552,9 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
       BackendSetup setup = backend_setup(*sim);
       setup.perturbs = true;
       CudaOptions options{true, true};
-      options.cnn_fused = fused;
+      options.cnn_paths = paths;
       CudaPlanInput in = cuda_plan_input(setup);
-      in.cnn_fused = fused;
+      in.cnn_paths = paths;
       const CudaPlan plan = plan_cuda_memory(in);
       const int64_t before = free_bytes();
       const std::unique_ptr<Backend> gpu = make_cuda_backend(setup, options);
@@ -581,40 +582,50 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
     }
 }
 
-// The fused paths (convolutions of few columns without im2col, gradients stored by their one
-// reader, activations inside a neighbour's kernel) against the general path (CudaOptions::
-// cnn_fused false: im2col and cuBLAS, every gradient zeroed and added to) on the same GPU, to
-// float32 rounding: where the CPU agreement fails and this passes, the layers' algebra is at
-// fault, not the fused kernels; and the other way round.
+// The fused paths (CnnPaths: convolutions of few columns without im2col, gradients stored by
+// their one reader, activations inside a neighbour's kernel, the first weight gradient through its
+// pool, kept columns), all on and then each one alone off, against the general path (all off:
+// im2col and cuBLAS, every gradient zeroed and added to) on the same GPU, to float32 rounding:
+// where the CPU agreement fails and this passes, the layers' algebra is at fault, not the fused
+// kernels, and the other way round; where only some pass, the one path their runs have off is.
 TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
   SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& shape : kCnnShapes) {
-    SCOPED_TRACE(shape["model"].dump());
-    CNN_TWIN_OR_SKIP(t, shape);
     CudaOptions options{true, true};
-    options.cnn_fused = false;
-    CNN_TWIN_OR_SKIP(twin, shape, options);  // the same weights and data (make_twin's seeds)
-    Backend* general = twin->gpu.get();
-    double worst = 0;
-    for (int64_t step : {0, 1}) {
-      for (Backend* b : {t->gpu.get(), general}) {
-        b->sample(step);
-        b->local_gradient(true);
-      }
-      const double e = rel_err(t->gpu->gradients(), general->gradients());
-      EXPECT_LT(e, 1e-5) << "step " << step;
-      worst = std::max(worst, e);
-    }
-    const int64_t d = t->d();
-    const std::vector<double> w = t->cpu().weights();
+    options.cnn_paths = CnnPaths::general();
+    CNN_TWIN_OR_SKIP(general, shape, options);  // the same weights and data (make_twin's seeds)
+    // The general path's gradients at two steps, an HVP batch and the test loss.
+    const int64_t d = general->d();
+    const std::vector<double> w = general->cpu().weights();
     const std::vector<double> point(w.begin(), w.begin() + d);
     const std::vector<double> dirs = random_rows(size_t(3) * d, 9, 1.0);
-    const double hvp = rel_err(t->gpu->hvp(point, dirs), general->hvp(point, dirs));
-    EXPECT_LT(hvp, 1e-4);
-    const EvalStats f = t->gpu->evaluate_mean(Split::Test), g = general->evaluate_mean(Split::Test);
-    EXPECT_LT(rel_err(f.loss, g.loss), 1e-5);
-    std::printf("cnn fused vs general paths, %s: gradients %.2e, hvp %.2e\n",
-                shape["model"]["activation"].get<std::string>().c_str(), worst, hvp);
+    std::vector<std::vector<double>> grads;
+    for (int64_t step : {0, 1}) {
+      general->gpu->sample(step);
+      general->gpu->local_gradient(true);
+      grads.push_back(general->gpu->gradients());
+    }
+    const std::vector<double> hvps = general->gpu->hvp(point, dirs);
+    const double loss = general->gpu->evaluate_mean(Split::Test).loss;
+    for (const CnnPaths& paths : test_util::cnn_paths_to_test()) {
+      const std::string off = cnn_paths_off(paths);
+      SCOPED_TRACE(shape["model"].dump() + ", paths off: " + off);
+      options.cnn_paths = paths;
+      CNN_TWIN_OR_SKIP(t, shape, options);
+      double worst = 0;
+      for (int64_t step : {0, 1}) {
+        t->gpu->sample(step);
+        t->gpu->local_gradient(true);
+        const double e = rel_err(t->gpu->gradients(), grads[size_t(step)]);
+        EXPECT_LT(e, 1e-5) << "step " << step;
+        worst = std::max(worst, e);
+      }
+      const double hvp = rel_err(t->gpu->hvp(point, dirs), hvps);
+      EXPECT_LT(hvp, 1e-4);
+      EXPECT_LT(rel_err(t->gpu->evaluate_mean(Split::Test).loss, loss), 1e-5);
+      std::printf("cnn paths (off: %s) vs general, %s: gradients %.2e, hvp %.2e\n", off.c_str(),
+                  shape["model"]["activation"].get<std::string>().c_str(), worst, hvp);
+    }
   }
 }
 

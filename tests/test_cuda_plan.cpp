@@ -52,7 +52,7 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   pool.type = "maxpool";
   // On the general path (every convolution through im2col, one buffer of the largest columns):
   const ModelSpec model = ModelSpec::cnn(1, 4, 4, {conv, pool}, 3, Activation::Relu);
-  const CnnPairSizes z = cnn_pair_sizes(model, false);
+  const CnnPairSizes z = cnn_pair_sizes(model, CnnPaths::general());
   EXPECT_EQ(z.node, (std::vector<int64_t>{32, 8, 3}));
   EXPECT_EQ(z.value, z.node);
   EXPECT_EQ(z.arg, (std::vector<int64_t>{0, 8, 0}));
@@ -61,8 +61,8 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   EXPECT_EQ(z.partials, 0);
   const int64_t plain = 16 + 144 + 3 + 2 * (32 + 8 + 3) + 8;         // 257 four-byte values
   const int64_t with_r = 16 + 2 * (144 + 3) + 4 * (32 + 8 + 3) + 8;  // R twins of all but the image
-  EXPECT_EQ(cnn_workspace_bytes(model, 1, false, false), plain * 4 + 5);
-  EXPECT_EQ(net_workspace_bytes(model, 10, true, false), 10 * (with_r * 4 + 5));
+  EXPECT_EQ(cnn_workspace_bytes(model, 1, false, CnnPaths::general()), plain * 4 + 5);
+  EXPECT_EQ(net_workspace_bytes(model, 10, true, CnnPaths::general()), 10 * (with_r * 4 + 5));
   // On the fused paths both convolutions (9 and 8 columns) gather their entries from their
   // inputs: 2 x 1,024 x 33 doubles, once, for the weight gradients' partial sums, and only the
   // classifier's 8 columns for its input gradient.
@@ -92,15 +92,16 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
 // write neither the convolution's value nor the pool's choices nor the activation's gradient (the
 // pool's backward runs through it), and without the R-operator not the convolution's gradient
 // either (its weight gradient reads the pool's: weight_grad_through_pool), so none of these is
-// allocated; the general path (cnn_fused false) keeps them all, GELU (whose derivatives need its
-// input) the value and the choices. The plan follows.
+// allocated; the general path (CnnPaths::general()) keeps them all, GELU (whose derivatives need
+// its input) the value and the choices. The plan follows.
 TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
   CnnLayerConfig conv, act, pool;
   conv.type = "conv", conv.channels = 2, conv.kernel = 3;
   act.type = "act";
   pool.type = "maxpool";
   const ModelSpec relu = ModelSpec::cnn(1, 4, 4, {conv, act, pool}, 3, Activation::Relu);
-  const CnnPairSizes fused = cnn_pair_sizes(relu), general = cnn_pair_sizes(relu, false);
+  const CnnPairSizes fused = cnn_pair_sizes(relu),
+                     general = cnn_pair_sizes(relu, CnnPaths::general());
   EXPECT_EQ(fused.node, (std::vector<int64_t>{32, 32, 8, 3}));
   EXPECT_EQ(fused.value, (std::vector<int64_t>{0, 32, 8, 3}));
   EXPECT_EQ(fused.grad, (std::vector<int64_t>{0, 0, 8, 3}));
@@ -118,11 +119,12 @@ TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
   // path's columns (144, with R their twin) for the fused paths' classifier's 8; then the fused
   // paths' partial sums, once.
   for (bool with_r : {false, true})
-    EXPECT_EQ(cnn_workspace_bytes(relu, 10, with_r, false) - cnn_workspace_bytes(relu, 10, with_r),
+    EXPECT_EQ(cnn_workspace_bytes(relu, 10, with_r, CnnPaths::general()) -
+                  cnn_workspace_bytes(relu, 10, with_r),
               10 * (32 + 8 + 2 * 32 + (with_r ? 2 : 1) * (144 - 8)) * 4 - fused.partials * 8);
   CudaPlanInput in = input(relu, 16, 32);
   const int64_t fused_train = part_named(plan_cuda_memory(in), "training activations").bytes;
-  in.cnn_fused = false;
+  in.cnn_paths = CnnPaths::general();
   EXPECT_EQ(part_named(plan_cuda_memory(in), "training activations").bytes - fused_train,
             16 * 32 * (32 + 8 + 2 * 32 + 144 - 8) * 4 - fused.partials * 8);
 }
@@ -136,16 +138,62 @@ TEST(CudaPlanTest, CnnColumnsAreKeptOnTheFusedPaths) {
       1, 4, 4,
       {test_util::layer("conv", 4), test_util::layer("conv", 8), test_util::layer("conv", 8)}, 3,
       Activation::Relu);
-  const CnnPairSizes fused = cnn_pair_sizes(model), general = cnn_pair_sizes(model, false);
+  const CnnPaths general = CnnPaths::general();
+  const CnnPairSizes fused = cnn_pair_sizes(model), recomputed = cnn_pair_sizes(model, general);
   EXPECT_EQ(fused.col_at, (std::vector<int64_t>{-1, 0, 576, 1728}));
   EXPECT_EQ(fused.col, 576 + 1152 + 128);
-  EXPECT_EQ(general.col_at, (std::vector<int64_t>{0, 0, 0, 0}));
-  EXPECT_EQ(general.col, 1152);
+  EXPECT_EQ(recomputed.col_at, (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(recomputed.col, 1152);
   // The difference in bytes: the columns (and their R twins) and the partial sums.
   for (bool with_r : {false, true})
     EXPECT_EQ(
-        cnn_workspace_bytes(model, 10, with_r) - cnn_workspace_bytes(model, 10, with_r, false),
+        cnn_workspace_bytes(model, 10, with_r) - cnn_workspace_bytes(model, 10, with_r, general),
         10 * (with_r ? 2 : 1) * (1856 - 1152) * 4 + fused.partials * 8);
+  // Each switch alone: without kept_columns the GEMM convolutions share one buffer of the
+  // largest; without small_convs the first convolution has columns too
+  // (9 x 16 = 144 a pair), kept beside the others, and no partial sums.
+  CnnPaths no_kept, no_small;
+  no_kept.kept_columns = false, no_small.small_convs = false;
+  EXPECT_EQ(cnn_pair_sizes(model, no_kept).col_at, (std::vector<int64_t>{-1, 0, 0, 0}));
+  EXPECT_EQ(cnn_pair_sizes(model, no_kept).col, 1152);
+  EXPECT_EQ(cnn_pair_sizes(model, no_kept).partials, fused.partials);
+  EXPECT_EQ(cnn_pair_sizes(model, no_small).col_at, (std::vector<int64_t>{0, 144, 720, 1872}));
+  EXPECT_EQ(cnn_pair_sizes(model, no_small).col, 144 + 576 + 1152 + 128);
+  EXPECT_EQ(cnn_pair_sizes(model, no_small).partials, 0);
+}
+
+// --cnn-off's names: each switch alone, several, "all" (the general path) and "none"; an unknown
+// name is a config error that names the flag, the name and the known ones; cnn_paths_off says
+// which are off in the same words.
+TEST(CudaPlanTest, CnnPathsByName) {
+  EXPECT_EQ(kCnnPathSwitches.size(), 5u);
+  for (const CnnPathSwitch& s : kCnnPathSwitches) {
+    const CnnPaths p = cnn_paths_without(s.name, "--cnn-off");
+    for (const CnnPathSwitch& t : kCnnPathSwitches) EXPECT_EQ(p.*(t.on), &s == &t ? false : true);
+    EXPECT_EQ(cnn_paths_off(p), s.name);
+  }
+  const CnnPaths two = cnn_paths_without("kept_columns,small_convs", "--cnn-off");
+  EXPECT_FALSE(two.kept_columns);
+  EXPECT_FALSE(two.small_convs);
+  EXPECT_TRUE(two.stored_grads && two.fused_acts && two.grad_through_pool);
+  EXPECT_EQ(cnn_paths_off(two), "small_convs,kept_columns");
+  const CnnPaths all = cnn_paths_without("all", "--cnn-off");
+  EXPECT_EQ(cnn_paths_off(all), "all");
+  EXPECT_FALSE(all.small_convs || all.stored_grads || all.fused_acts || all.grad_through_pool ||
+               all.kept_columns);
+  EXPECT_EQ(cnn_paths_off(cnn_paths_without("none", "--cnn-off")), "none");
+  EXPECT_EQ(cnn_paths_off(cnn_paths_without("", "--cnn-off")), "none");
+  EXPECT_EQ(cnn_paths_off(CnnPaths{}), "none");
+  try {
+    cnn_paths_without("kept_columns,im2col", "--cnn-off");
+    ADD_FAILURE() << "an unknown path was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Config);
+    const std::string what = e.what();
+    for (const char* part : {"--cnn-off", "'im2col'", "all", "small_convs", "kept_columns"})
+      EXPECT_NE(what.find(part), std::string::npos) << what;
+  }
+  EXPECT_THROW(cnn_paths_without("kept_columns,", "--cnn-off"), Error);  // an empty name
 }
 
 TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {

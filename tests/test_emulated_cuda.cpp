@@ -3,11 +3,13 @@
 // threads as fibers, cuBLAS's GEMM in double) against the float64 CPU passes of host/cnn.cpp and
 // host/mlp.cpp: logits, per-row losses, gradients and exact Hessian-vector products of several
 // models at once, and the curvature's shared-point batches; the CNN with its fused paths (small
-// convolutions without columns, fused activations, stored gradients) and without them. What this
+// convolutions without columns, fused activations, stored gradients, kept columns), without them,
+// and with each one alone off (CnnPaths), and each net's allocation against the plan. What this
 // cannot check (speed, races, cuBLAS itself) is for the GPU suites on a GPU; what it can is every
 // index, flag and block reduction of those kernels, on every machine.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <iterator>
 #include <tuple>
@@ -137,9 +139,9 @@ struct Emulated {
   DeviceArray<int32_t> y;
   bool shared = false;  // one point and one chunk of rows for every model (strides 0)
 
-  Emulated(const Case& cs, bool fused)
+  Emulated(const Case& cs, const CnnPaths& paths)
       : c(cs),
-        net(make_batched_net(cs.model, kModels * kRows, true, fused)),
+        net(make_batched_net(cs.model, kModels * kRows, true, paths)),
         w(cs.w),
         v(cs.v),
         x(cs.x),
@@ -173,13 +175,23 @@ struct Emulated {
   }
 };
 
-// A network of kNets, the CNN's fused paths on or off.
-class EmulatedCudaNet : public ::testing::TestWithParam<std::tuple<int, bool>> {};
+// A CNN's paths: all on, each fused path alone off, then all off (the general path).
+std::vector<CnnPaths> all_paths() {
+  std::vector<CnnPaths> paths = cnn_paths_to_test();
+  paths.push_back(CnnPaths::general());
+  return paths;
+}
+
+// A network of kNets, and (a CNN) one of all_paths().
+class EmulatedCudaNet : public ::testing::TestWithParam<std::tuple<int, int>> {
+ protected:
+  static CnnPaths paths() { return all_paths()[size_t(std::get<1>(GetParam()))]; }
+};
 
 TEST_P(EmulatedCudaNet, LogitsGradientsAndHvpsMatchFloat64) {
-  const auto [net, fused] = GetParam();
+  const int net = std::get<0>(GetParam());
   const Case c(kNets[net].model);
-  Emulated e(c, fused);
+  Emulated e(c, paths());
   e.net->forward(e.models(false), e.rows(), e.gemm, nullptr);
   EXPECT_LT(rel_err(doubles(e.logits()), c.logits), 1e-5);
   e.net->loss(e.models(false), e.rows(), 1.f / kRows, nullptr);
@@ -211,10 +223,9 @@ TEST_P(EmulatedCudaNet, LogitsGradientsAndHvpsMatchFloat64) {
 // The network allocates what core/cuda_plan.cpp plans for it (net_workspace_bytes), with and
 // without the R-operator's twins: the emulated device's free memory drops by exactly that, give
 // or take the one element an empty buffer still takes (DeviceArray asks cudaMalloc for at least
-// one); on the fused paths of a ReLU or tanh network that is less than on the general path.
+// one).
 TEST_P(EmulatedCudaNet, AllocatesWhatThePlanCounts) {
-  const auto [net, fused] = GetParam();
-  const ModelSpec& model = kNets[net].model;
+  const ModelSpec& model = kNets[std::get<0>(GetParam())].model;
   const auto free_bytes = [] {
     size_t free = 0, total = 0;
     cudaMemGetInfo(&free, &total);
@@ -223,31 +234,46 @@ TEST_P(EmulatedCudaNet, AllocatesWhatThePlanCounts) {
   const int64_t buffers = 8 * int64_t(model.nodes.size() + model.layers.size()) + 16;
   for (bool with_r : {false, true}) {
     const int64_t before = free_bytes();
-    const std::unique_ptr<BatchedNet> n = make_batched_net(model, kModels * kRows, with_r, fused);
+    const std::unique_ptr<BatchedNet> n = make_batched_net(model, kModels * kRows, with_r, paths());
     const int64_t used = before - free_bytes();
-    const int64_t planned = net_workspace_bytes(model, kModels * kRows, with_r, fused);
+    const int64_t planned = net_workspace_bytes(model, kModels * kRows, with_r, paths());
     EXPECT_GE(used, planned) << (with_r ? "with R" : "");
     EXPECT_LE(used, planned + 8 * buffers) << (with_r ? "with R" : "");
   }
 }
 
-// Each network, a CNN with the fused paths on and off.
-std::vector<std::tuple<int, bool>> net_cases() {
-  std::vector<std::tuple<int, bool>> cases;
+// Each network, a CNN on each of all_paths().
+std::vector<std::tuple<int, int>> net_cases() {
+  std::vector<std::tuple<int, int>> cases;
   for (int i = 0; i < int(std::size(kNets)); ++i) {
-    if (kNets[i].model.kind == ModelKind::Cnn) cases.emplace_back(i, false);
-    cases.emplace_back(i, true);
+    const bool cnn = kNets[i].model.kind == ModelKind::Cnn;
+    for (int p = 0; p < (cnn ? int(all_paths().size()) : 1); ++p) cases.emplace_back(i, p);
   }
   return cases;
+}
+
+// "Fused" (all on), "General" (all off), or "Without" and the switch's name in camel case.
+std::string paths_name(const CnnPaths& paths) {
+  const std::string off = cnn_paths_off(paths);
+  if (off == "none" || off == "all") return off == "none" ? "Fused" : "General";
+  std::string name = "Without";
+  bool upper = true;
+  for (const char ch : off) {
+    if (ch == '_') {
+      upper = true;
+    } else {
+      name += upper ? char(std::toupper(static_cast<unsigned char>(ch))) : ch;
+      upper = false;
+    }
+  }
+  return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaNet, ::testing::ValuesIn(net_cases()),
                          [](const auto& info) {
                            const Net& n = kNets[std::get<0>(info.param)];
-                           const bool fused = std::get<1>(info.param);
-                           return std::string(n.name) + (n.model.kind != ModelKind::Cnn ? ""
-                                                         : fused                        ? "Fused"
-                                                                 : "General");
+                           if (n.model.kind != ModelKind::Cnn) return std::string(n.name);
+                           return n.name + paths_name(all_paths()[size_t(std::get<1>(info.param))]);
                          });
 
 }  // namespace

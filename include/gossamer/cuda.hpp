@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "gossamer/backend.hpp"
+#include "gossamer/cuda_plan.hpp"
 #include "gossamer/partition.hpp"
 #include "gossamer/topology.hpp"
 
@@ -19,11 +20,10 @@ struct CudaOptions {
   bool poison = false;
   // The GPU ordinal (an unsharded backend; a sharded one sets it per shard from setup.devices).
   int device = 0;
-  // A CNN's fused paths: convolutions of few columns without im2col, gradients stored by their one
-  // reader, activations inside a neighbour's kernel (cuda/cnn.cu). false: every convolution
-  // through im2col and cuBLAS, every gradient zeroed and added to, no fusion, the general path
-  // (an on-GPU reference for the fused one: the agreement tests compare the two).
-  bool cnn_fused = true;
+  // A CNN's fused paths (cuda/cnn.cu), all on by default; CnnPaths::general() turns them all off
+  // (every convolution through im2col and cuBLAS, every gradient zeroed and added to, no fusion:
+  // an on-GPU reference for the fused ones, which the agreement tests compare with it).
+  CnnPaths cnn_paths;
 };
 
 // The CUDA backend (cuda/cuda_backend.cu): on GPU setup.devices[0] (0 when empty), or sharded

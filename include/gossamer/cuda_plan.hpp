@@ -11,6 +11,32 @@
 
 namespace gossamer {
 
+// The batched CNN's fused paths (cuda/cnn.cu), each of which can be turned off alone: to measure
+// on a GPU what each one gains, and to find which one a disagreement with the general path comes
+// from (the agreement tests run each one off). All on is the default; all off (general()) is the
+// general path, the on-GPU reference: every convolution through im2col and cuBLAS, its columns
+// recomputed in the backward pass, every gradient zeroed and then added to, no fusion.
+struct CnnPaths {
+  bool small_convs = true;        // convolutions of few columns (few_columns) gather their inputs
+  bool stored_grads = true;       // a gradient its one reader writes whole is stored, not added to
+  bool fused_acts = true;         // activations inside a neighbour's kernel (cnn_fusions)
+  bool grad_through_pool = true;  // weight_grad_through_pool (needs small_convs and fused_acts)
+  bool kept_columns = true;       // each convolution's columns kept from forward to backward
+  static CnnPaths general() { return {false, false, false, false, false}; }
+};
+// The switches by name, for the command line, the results and the tests.
+struct CnnPathSwitch {
+  const char* name;
+  bool CnnPaths::*on;
+  const char* what;
+};
+extern const std::vector<CnnPathSwitch> kCnnPathSwitches;
+// The paths with the comma-separated switches of `names` off ("all": the general path; "none" or
+// empty: all on); throws a config_error naming `flag`, the unknown name and the known ones.
+CnnPaths cnn_paths_without(const std::string& names, const std::string& flag);
+// The switches that are off, comma-separated: "none" when all are on, "all" for general().
+std::string cnn_paths_off(const CnnPaths& paths);
+
 struct CudaPlanInput {
   const ModelSpec* model = nullptr;
   int workers = 0;
@@ -18,7 +44,7 @@ struct CudaPlanInput {
   int64_t train_rows = 0, test_rows = 0;
   bool momentum = false;
   bool perturb = false;  // SAM / average-direction SAM / the equivalence tracker: a saved copy of W
-  bool cnn_fused = true;  // CudaOptions::cnn_fused: a CNN's fused paths (cnn_pair_sizes)
+  CnnPaths cnn_paths;    // CudaOptions::cnn_paths: a CNN's fused paths (cnn_pair_sizes)
 };
 
 struct MemoryPart {
@@ -68,7 +94,7 @@ int64_t mlp_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_
 
 // The batched CNN's buffers (cuda/cnn.cu allocates exactly these) per (model, row) pair, in
 // floats unless said; with the R-operator the node outputs, their gradients, x^ , the columns and
-// the logits have R twins. `fused` (CudaOptions::cnn_fused): where the fused paths never write a
+// the logits have R twins. `paths` (CudaOptions::cnn_paths): where the fused paths never write a
 // node's value (a convolution whose activation takes its derivatives from its output), its
 // gradient or a max pool's choices (cnn_fusions), those buffers are not allocated.
 struct CnnPairSizes {
@@ -83,19 +109,19 @@ struct CnnPairSizes {
   std::vector<int64_t> stats;   // per node: a GroupNorm's sigma and R{sigma} (2 x groups), else 0
   std::vector<int64_t> arg;  // per node: a max pool's chosen inputs (int32, c h w) if kept, else 0
   int64_t image = 0;         // the input rows as [c][row][h w]
-  // The im2col columns (cin kh kw oh ow a convolution): with the fused paths each convolution's
+  // The im2col columns (cin kh kw oh ow a convolution): with kept_columns each convolution's
   // own, kept from the forward pass for the backward, side by side, then one buffer shared by the
-  // convolutions of few columns (which gather their entries from their input) for their input
-  // gradient's W^T dY; col is the sum, col_at[i] where node i's start in units of the capacity
-  // (node i's columns begin at capacity x col_at[i]). Without the fused paths, one buffer of the
-  // largest, recomputed in the backward pass (col_at 0). -1: none (not a convolution, or one of
-  // few columns on the image).
+  // convolutions of few columns (small_convs: they gather their entries from their input) for
+  // their input gradient's W^T dY; col is the sum, col_at[i] where node i's start in units of the
+  // capacity (node i's columns begin at capacity x col_at[i]). Without kept_columns, one buffer of
+  // the largest, recomputed in the backward pass (col_at 0). -1: none (not a convolution, or one
+  // of few columns on the image with small_convs).
   int64_t col = 0;
   std::vector<int64_t> col_at;
   int64_t logits = 0;    // classes
   int64_t partials = 0;  // doubles, once (not a pair): the small weight gradients' partial sums
 };
-CnnPairSizes cnn_pair_sizes(const ModelSpec& model, bool fused = true);
+CnnPairSizes cnn_pair_sizes(const ModelSpec& model, const CnnPaths& paths = {});
 // Per node of the batched CNN's backward pass: true where one node alone reads its output and
 // that node's backward writes every element of its gradient (an activation, GroupNorm, a
 // convolution's col2im, a residual addition, the global average, a 2 x 2 pool of an input of even
@@ -114,17 +140,18 @@ std::vector<bool> cnn_gradient_stored(const ModelSpec& model);
 // whose activation is act_from_output: the pool reading that activation (else -1); in passes
 // without the R-operator the convolution's weight gradient finds its output gradient from the
 // pool's on the fly, as the pool's backward would have stored it, and that backward does not run
-// (the convolution on the image needs no input gradient). `fused` false: none of these.
+// (the convolution on the image needs no input gradient). Each only where `paths` has it on:
+// act_in_conv needs small_convs, the others fused_acts, weight_grad_through_pool both and its own.
 struct CnnFusions {
   std::vector<bool> act_in_conv, act_in_pool, act_from_output;
   std::vector<int> weight_grad_through_pool;
 };
-CnnFusions cnn_fusions(const ModelSpec& model, bool fused = true);
+CnnFusions cnn_fusions(const ModelSpec& model, const CnnPaths& paths = {});
 int64_t cnn_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
-                            bool fused = true);
+                            const CnnPaths& paths = {});
 // The model's kind's: mlp_workspace_bytes or cnn_workspace_bytes.
 int64_t net_workspace_bytes(const ModelSpec& model, int64_t capacity, bool with_r,
-                            bool cnn_fused = true);
+                            const CnnPaths& cnn_paths = {});
 
 // How a job of `models` x `rows` (model, row) pairs is cut into passes of at most
 // `capacity`: all rows of as many models as fit, else as many rows as fit for all models.
