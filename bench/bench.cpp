@@ -36,6 +36,7 @@
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
 #include "gossamer/transport.hpp"
+#include "gossamer_revision.h"  // GOSSAMER_GIT_REVISION: the build's commit
 #include "workloads.hpp"
 #ifdef GOSSAMER_HAVE_CUDA
 #include "gossamer/cuda.hpp"
@@ -468,7 +469,7 @@ int run_bench(int argc, char** argv) {
   std::filesystem::create_directories(o.out_dir);  // the result, and the checkpoint I/O's file
 
   json result = {
-      {"git_revision", GOSSAMER_GIT_REVISION},  // fixed at configure time (CMakeLists.txt)
+      {"git_revision", GOSSAMER_GIT_REVISION},  // at build time (cmake/revision.cmake)
       {"timing", "median over repeats of (calls back to back) / calls"},
       {"repeats", o.repeats},
       {"calls", o.calls},

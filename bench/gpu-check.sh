@@ -248,7 +248,7 @@ for folder in sys.argv[2:]:
         else:
             merged["workloads"].update(r["workloads"])
 if merged:
-    # The binaries' own revision is the configure time's; the packed tree's is in REVISION.
+    # The binaries' own revision is their build's; the packed tree's (git describe) is in REVISION.
     if sys.argv[1]:
         merged["git_revision"] = sys.argv[1]
     json.dump(merged, open(sys.argv[2] + "/" + name, "w"), indent=2)

@@ -21,6 +21,7 @@
 #include "gossamer/error.hpp"
 #include "gossamer/simulation.hpp"
 #include "gossamer/trainer.hpp"
+#include "gossamer_revision.h"  // GOSSAMER_GIT_REVISION: the build's commit
 #include "workloads.hpp"
 
 using namespace gossamer;
