@@ -158,7 +158,7 @@ int run(int argc, char** argv) {
     result["hvp"] = report("one batched HVP", gossamer_emu::stop_traffic());
     result["hvp"]["points"] = hvp;
   }
-  const std::string off = cnn_off.empty() ? "" : "-without-" + cnn_paths_off(paths);
+  const std::string off = cnn_paths_off(paths) == "none" ? "" : "-without-" + cnn_paths_off(paths);
   const std::string path =
       gossamer_bench::dated_result_path(out_dir, "emulated-traffic-" + name + off);
   std::ofstream(path) << result.dump(2) << "\n";
