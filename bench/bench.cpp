@@ -489,13 +489,16 @@ int run_bench(int argc, char** argv) {
     auto sim = make_simulation(cfg);
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
-    if (!o.cnn_off.empty()) gossamer_bench::use_cnn_paths(*sim, paths);  // after the set-up's
+    const bool cnn = sim->model.kind == ModelKind::Cnn;
+    if (cnn && cnn_paths_off(paths) != "none")
+      gossamer_bench::use_cnn_paths(*sim, paths);  // after the set-up's timing
+    else if (!cnn && !o.cnn_off.empty())
+      std::printf("(--cnn-off: workload %s has no CNN; nothing to turn off)\n", name.c_str());
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
                 sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
                 sim->backend->name().c_str());
     json w = bench_step(o, mach, *sim, t_setup);
-    if (sim->model.kind == ModelKind::Cnn && o.backend == "cuda")
-      w["cnn_paths_off"] = cnn_paths_off(paths);  // CudaOptions::cnn_paths
+    if (cnn && o.backend == "cuda") w["cnn_paths_off"] = cnn_paths_off(paths);  // CudaOptions
     if (!o.shards.empty()) {
       std::printf("  sharding (halo rows a step):\n");
       w["shards"] = bench_shards(o, name);

@@ -126,7 +126,7 @@ int run(int argc, char** argv) {
                        std::to_string(cfg.workers) + " workers");
   const CnnPaths paths = cnn_paths_without(cnn_off, "--cnn-off");
   auto sim = make_simulation(cfg);
-  if (!cnn_off.empty()) gossamer_bench::use_cnn_paths(*sim, paths);
+  if (cnn_paths_off(paths) != "none") gossamer_bench::use_cnn_paths(*sim, paths);
   Backend& b = *sim->backend;
   std::printf("workload %s: m = %d, %s, batch %d, %s, on %s\n", name.c_str(), cfg.workers,
               sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),

@@ -29,19 +29,6 @@ std::string gib(int64_t bytes) {
 
 }  // namespace
 
-const std::vector<CnnPathSwitch> kCnnPathSwitches = {
-    {"small_convs", &CnnPaths::small_convs,
-     "convolutions of few columns gather their inputs (no im2col, no GEMM)"},
-    {"stored_grads", &CnnPaths::stored_grads,
-     "a gradient its one reader writes whole is stored (not zeroed, then added to)"},
-    {"fused_acts", &CnnPaths::fused_acts,
-     "activations inside their convolution's forward and their pool's backward"},
-    {"grad_through_pool", &CnnPaths::grad_through_pool,
-     "the first convolution's weight gradient read through its pool (no pool backward)"},
-    {"kept_columns", &CnnPaths::kept_columns,
-     "each convolution's im2col columns kept from the forward pass for the backward"},
-};
-
 CnnPaths cnn_paths_without(const std::string& names, const std::string& flag) {
   if (names == "all") return CnnPaths::general();
   CnnPaths paths;

@@ -166,7 +166,6 @@ TEST(CudaPlanTest, CnnColumnsAreKeptOnTheFusedPaths) {
 // name is a config error that names the flag, the name and the known ones; cnn_paths_off says
 // which are off in the same words.
 TEST(CudaPlanTest, CnnPathsByName) {
-  EXPECT_EQ(kCnnPathSwitches.size(), 5u);
   for (const CnnPathSwitch& s : kCnnPathSwitches) {
     const CnnPaths p = cnn_paths_without(s.name, "--cnn-off");
     for (const CnnPathSwitch& t : kCnnPathSwitches) EXPECT_EQ(p.*(t.on), &s == &t ? false : true);

@@ -2,6 +2,7 @@
 // tested without a GPU. The backend computes the plan before it allocates anything and stops
 // at once, naming the knob to lower, when the plan does not fit in free device memory.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,7 +31,18 @@ struct CnnPathSwitch {
   bool CnnPaths::*on;
   const char* what;
 };
-extern const std::vector<CnnPathSwitch> kCnnPathSwitches;
+inline constexpr std::array<CnnPathSwitch, 5> kCnnPathSwitches = {{
+    {"small_convs", &CnnPaths::small_convs,
+     "convolutions of few columns gather their inputs (no im2col, no GEMM)"},
+    {"stored_grads", &CnnPaths::stored_grads,
+     "a gradient its one reader writes whole is stored (not zeroed, then added to)"},
+    {"fused_acts", &CnnPaths::fused_acts,
+     "activations inside their convolution's forward and their pool's backward"},
+    {"grad_through_pool", &CnnPaths::grad_through_pool,
+     "the first convolution's weight gradient read through its pool (no pool backward)"},
+    {"kept_columns", &CnnPaths::kept_columns,
+     "each convolution's im2col columns kept from the forward pass for the backward"},
+}};
 // The paths with the comma-separated switches of `names` off ("all": the general path; "none" or
 // empty: all on); throws a config_error naming `flag`, the unknown name and the known ones.
 CnnPaths cnn_paths_without(const std::string& names, const std::string& flag);
