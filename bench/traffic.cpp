@@ -86,13 +86,29 @@ json report(const char* what, gossamer_emu::TrafficReport r) {
                      {"operand_bytes_read", g.bytes_read},
                      {"operand_bytes_written", g.bytes_written}});
   }
+  // Memsets and copies (only their device side): not kernels of ours, listed apart.
+  json transfers = json::array();
+  double transfer_bytes = 0;
+  std::printf("  memsets and copies (calls; MB read, written):\n");
+  for (const auto& t : r.transfers) {
+    const double read = 32.0 * double(t.read_sectors), written = 32.0 * double(t.written_sectors);
+    transfer_bytes += read + written;
+    std::printf("    %s: %llu; read %.3f, written %.3f\n", t.kernel.c_str(),
+                (unsigned long long)t.launches, read / 1e6, written / 1e6);
+    transfers.push_back({{"call", t.kernel},
+                         {"calls", t.launches},
+                         {"bytes_read", read},
+                         {"bytes_written", written}});
+  }
   std::printf(
-      "  total: kernels %.3f MB distinct (read + written), GEMMs %.4f GFLOP and %.3f MB of "
-      "operands\n",
-      floor_bytes / 1e6, gemm_flops / 1e9, gemm_bytes / 1e6);
+      "  total: kernels %.3f MB distinct (read + written), memsets and copies %.3f MB, GEMMs "
+      "%.4f GFLOP and %.3f MB of operands\n",
+      floor_bytes / 1e6, transfer_bytes / 1e6, gemm_flops / 1e9, gemm_bytes / 1e6);
   return {{"kernels", kernels},
           {"gemms", gemms},
+          {"transfers", transfers},
           {"kernel_distinct_bytes", floor_bytes},
+          {"transfer_bytes", transfer_bytes},
           {"gemm_flops", gemm_flops},
           {"gemm_operand_bytes", gemm_bytes}};
 }

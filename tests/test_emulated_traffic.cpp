@@ -238,6 +238,35 @@ TEST(EmulatedTraffic, ListsTheGemmShapesAndOperandBytes) {
   EXPECT_EQ(beta.gemms[0].bytes_read, (2 * 12 + 20 + 2 * 15) * 4u);
 }
 
+// Memsets and copies, as they run: the device side's sectors (a copy from the host writes only),
+// a row a kind, the calls added up; a misaligned start touches one sector more; not while off.
+TEST(EmulatedTraffic, ListsMemsetsAndCopiesByTheirDeviceBytes) {
+  Buffers b;
+  float *x = b.make(1000), *y = b.make(1000);
+  std::vector<float> host(1000, 1.f);
+  cudaMemsetAsync(x, 0, 4000, nullptr);  // not counted
+  gossamer_emu::start_traffic();
+  cudaMemsetAsync(x, 0, 4000, nullptr);
+  cudaMemsetAsync(x + 1, 0, 128, nullptr);  // 4 bytes past a sector's start: 5 sectors
+  cudaMemcpyAsync(y, x, 4000, cudaMemcpyDeviceToDevice, nullptr);
+  cudaMemcpyAsync(y, host.data(), 4000, cudaMemcpyHostToDevice, nullptr);
+  cudaStreamSynchronize(nullptr);
+  const TrafficReport r = gossamer_emu::stop_traffic();
+  EXPECT_TRUE(r.kernels.empty());
+  std::map<std::string, KernelTraffic> by;
+  for (const KernelTraffic& t : r.transfers) by[t.kernel] = t;
+  ASSERT_EQ(by.size(), 2u);
+  const KernelTraffic &set = by["cudaMemsetAsync"], &copy = by["cudaMemcpyAsync"];
+  EXPECT_EQ(set.launches, 2u);
+  EXPECT_EQ(set.written_sectors, 125u + 5u);  // 4,000 bytes: 125 sectors
+  EXPECT_EQ(set.read_sectors, 0u);
+  EXPECT_EQ(set.stores.requests, 32u + 2u);  // 128-byte requests
+  EXPECT_EQ(copy.launches, 2u);
+  EXPECT_EQ(copy.read_sectors, 125u);  // the host's side is not device memory
+  EXPECT_EQ(copy.written_sectors, 2 * 125u);
+  EXPECT_DOUBLE_EQ(copy.loads.efficiency(), 1.0);
+}
+
 // The bench's workload (c), the CNN quickstart's network, at 2 workers of 8 images on the emulated
 // device: one training step after the one that captures its graph. Every kernel that runs one
 // thread an element of what it writes must store coalesced (the column kernels of f306d6f, a

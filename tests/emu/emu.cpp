@@ -87,7 +87,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind)
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t) {
-  gossamer_emu::submit([=] { cudaMemcpy(dst, src, bytes, kind); });
+  gossamer_emu::submit([=] {
+    gossamer_emu::trace_transfer("cudaMemcpyAsync", src, dst, bytes);
+    cudaMemcpy(dst, src, bytes, kind);
+  });
   return cudaSuccess;
 }
 cudaError_t cudaMemcpyPeerAsync(void* dst, int, const void* src, int, size_t bytes, cudaStream_t s) {
@@ -108,7 +111,10 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t) {
-  gossamer_emu::submit([=] { cudaMemset(ptr, value, bytes); });
+  gossamer_emu::submit([=] {
+    gossamer_emu::trace_transfer("cudaMemsetAsync", nullptr, ptr, bytes);
+    cudaMemset(ptr, value, bytes);
+  });
   return cudaSuccess;
 }
 cudaError_t cudaMemset2DAsync(void* ptr, size_t pitch, int value, size_t width, size_t height,

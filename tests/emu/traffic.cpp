@@ -98,6 +98,7 @@ struct Tracing {
   std::vector<KernelTraffic> kernels;
   std::map<std::string, size_t> index;                        // kernel name -> kernels[i]
   std::map<std::tuple<int, int, int, int>, GemmShape> gemms;  // by (m, n, k, batch)
+  std::map<std::string, KernelTraffic> transfers;             // memsets and copies, by kind
   KernelTraffic* current = nullptr;                           // the running launch's, while tracing
   std::vector<Access> block;  // the running block's accesses, each thread's in order
   std::unordered_set<uintptr_t> read, written;  // the launch's distinct sectors
@@ -135,6 +136,7 @@ TrafficReport stop_traffic() {
   TrafficReport r;
   r.kernels = std::move(g.kernels);
   for (const auto& [shape, gemm] : g.gemms) r.gemms.push_back(gemm);
+  for (const auto& [what, t] : g.transfers) r.transfers.push_back(t);
   g = Tracing{};
   return r;
 }
@@ -193,6 +195,25 @@ void trace_gemm(int m, int n, int k, int batch, uint64_t bytes_read, uint64_t by
   s.calls += 1;
   s.bytes_read += bytes_read;
   s.bytes_written += bytes_written;
+}
+
+void trace_transfer(const char* what, const void* src, const void* dst, size_t bytes) {
+  if (!g.on || bytes == 0) return;
+  KernelTraffic& t = g.transfers[what];
+  t.kernel = what;
+  t.launches += 1;
+  // Whole sectors, four a 128-byte request: as the copy engines or a coalesced kernel move them.
+  const auto count = [&](const void* p, Accesses& a, uint64_t& distinct) {
+    if (!p || !is_device_memory(p)) return;
+    const uintptr_t first = reinterpret_cast<uintptr_t>(p) / kSector;
+    const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) / kSector;
+    a.sectors += last - first + 1;
+    a.bytes += bytes;
+    a.requests += (last - first + 4) / 4;
+    distinct += last - first + 1;
+  };
+  count(src, t.loads, t.read_sectors);
+  count(dst, t.stores, t.written_sectors);
 }
 
 void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc) {

@@ -56,6 +56,9 @@ struct GemmShape {
 struct TrafficReport {
   std::vector<KernelTraffic> kernels;  // in the order first launched
   std::vector<GemmShape> gemms;
+  // cudaMemsetAsync and cudaMemcpyAsync, a row each (launches: calls; every access whole
+  // sectors, 128 bytes a request; only the side in device memory counted).
+  std::vector<KernelTraffic> transfers;
 };
 
 // From start_traffic to stop_traffic, the kernels' device-memory accesses (in sources compiled
@@ -69,6 +72,8 @@ void trace_block_begin(int threads);
 void trace_block_end();
 void trace_launch_end();
 void trace_gemm(int m, int n, int k, int batch, uint64_t bytes_read, uint64_t bytes_written);
+// A memset (src null) or copy of `bytes` as it runs (in stream order, a graph's replay included).
+void trace_transfer(const char* what, const void* src, const void* dst, size_t bytes);
 void trace_access(const void* address, uint32_t bytes, bool store, uintptr_t pc);
 // The running thread's index in its block (x fastest), or -1 outside a kernel.
 int running_thread();
