@@ -101,7 +101,7 @@ if want tests; then
     --gtest_output=json:"$V/cuda-tests.json" > "$OUT/cuda-tests.txt" 2>&1
   say "cuda tests exit $?: $(grep -E '^\[  PASSED  \]|^\[  FAILED  \] [0-9]' "$OUT/cuda-tests.txt" | tr '\n' ' ')"
   grep -E "^\[  FAILED  \] [A-Z]|Failure|GEMM .* x|TF32 gradients" "$OUT/cuda-tests.txt" | head -30 | tee -a "$SUMMARY"
-  grep -E "^cnn " "$OUT/cuda-tests.txt" | tail -40 | tee -a "$SUMMARY"
+  grep -E "^cnn " "$OUT/cuda-tests.txt" | tail -70 | tee -a "$SUMMARY"
   # The trainer suite with backend auto: on this machine that is the CUDA backend (the NaN and
   # Inf detection for every activation, steps/s without checkpoints, auto with math tf32), and
   # sweep --jobs 3 with three CUDA backends on the card at once (the same metrics as --jobs 1).
