@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <string>
 
 #include "gossamer/backend.hpp"
 #include "gossamer/cuda_plan.hpp"
@@ -193,6 +195,27 @@ TEST(CudaPlanTest, CnnPathsByName) {
       EXPECT_NE(what.find(part), std::string::npos) << what;
   }
   EXPECT_THROW(cnn_paths_without("kept_columns,", "--cnn-off"), Error);  // an empty name
+}
+
+// bench/gpu-check.sh's paths step times each switch alone off, by name: the same names, in the
+// same order (a renamed switch would otherwise cost a GPU visit's step an exit 2).
+TEST(CudaPlanTest, TheGpuCheckTimesEveryCnnPath) {
+  std::ifstream in(std::string(GOSSAMER_SOURCE_DIR) + "/bench/gpu-check.sh");
+  ASSERT_TRUE(in) << "bench/gpu-check.sh not found";
+  std::string line, names;
+  bool in_step = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("if want paths", 0) == 0) in_step = true;
+    const size_t at = line.find("for p in ");
+    if (in_step && at != std::string::npos) {
+      names = line.substr(at + 9, line.find(';', at) - at - 9);
+      break;
+    }
+  }
+  std::string expected;
+  for (const CnnPathSwitch& s : kCnnPathSwitches)
+    expected += std::string(expected.empty() ? "" : " ") + s.name;
+  EXPECT_EQ(names, expected);
 }
 
 TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {
