@@ -587,7 +587,7 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
 // pool, kept columns), all on and then each one alone off, against the general path (all off:
 // im2col and cuBLAS, every gradient zeroed and added to) on the same GPU, to float32 rounding:
 // where the CPU agreement fails and this passes, the layers' algebra is at fault, not the fused
-// kernels, and the other way round; where only some pass, the one path their runs have off is.
+// kernels, and the other way round; where all on fails and one path off passes, that path is.
 TEST_F(CudaBackendTest, CnnFusedPathsMatchTheGeneralOnes) {
   SKIP_ON_THE_EMULATED_DEVICE();
   for (const json& shape : kCnnShapes) {
