@@ -141,8 +141,9 @@ int run(int argc, char** argv) {
     throw config_error("--hvp " + std::to_string(hvp) + ": at most the " +
                        std::to_string(cfg.workers) + " workers");
   const CnnPaths paths = cnn_paths_without(cnn_off, "--cnn-off");
+  const std::string off = cnn_paths_off(paths);
   auto sim = make_simulation(cfg);
-  if (cnn_paths_off(paths) != "none") gossamer_bench::use_cnn_paths(*sim, paths);
+  if (off != "none") gossamer_bench::use_cnn_paths(*sim, paths);
   Backend& b = *sim->backend;
   std::printf("workload %s: m = %d, %s, batch %d, %s, on %s\n", name.c_str(), cfg.workers,
               sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
@@ -160,7 +161,7 @@ int run(int argc, char** argv) {
   json result = {{"git_revision", GOSSAMER_GIT_REVISION},
                  {"device", "emulated (tests/emu): access counts, no times"},
                  {"workload", name},
-                 {"cnn_paths_off", cnn_paths_off(paths)},  // CudaOptions::cnn_paths
+                 {"cnn_paths_off", off},  // CudaOptions::cnn_paths
                  {"config", cfg.resolved},
                  {"model", sim->model.describe()},
                  {"step", report("one training step", gossamer_emu::stop_traffic())}};
@@ -174,9 +175,8 @@ int run(int argc, char** argv) {
     result["hvp"] = report("one batched HVP", gossamer_emu::stop_traffic());
     result["hvp"]["points"] = hvp;
   }
-  const std::string off = cnn_paths_off(paths) == "none" ? "" : "-without-" + cnn_paths_off(paths);
-  const std::string path =
-      gossamer_bench::dated_result_path(out_dir, "emulated-traffic-" + name + off);
+  const std::string path = gossamer_bench::dated_result_path(
+      out_dir, "emulated-traffic-" + name + (off == "none" ? "" : "-without-" + off));
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\n(wrote %s)\n", path.c_str());
   return 0;

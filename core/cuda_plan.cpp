@@ -183,19 +183,12 @@ CnnPairSizes cnn_pair_sizes(const ModelSpec& model, const CnnPaths& paths) {
       z.col = std::max(z.col, col_of(node.conv));
     }
   }
-  if (!paths.kept_columns) {  // W^T dY of the small ones in that one buffer too
-    for (const size_t i : small) {
-      z.col_at[i] = 0;
-      z.col = std::max(z.col, col_of(model.nodes[i].conv));
-    }
-    return z;
-  }
+  // The small ones' W^T dY: one buffer of the largest, after the kept columns, or (recomputed
+  // columns) the one buffer they share.
   int64_t shared = 0;
-  for (const size_t i : small) {
-    z.col_at[i] = z.col;
-    shared = std::max(shared, col_of(model.nodes[i].conv));
-  }
-  z.col += shared;
+  for (const size_t i : small) shared = std::max(shared, col_of(model.nodes[i].conv));
+  for (const size_t i : small) z.col_at[i] = paths.kept_columns ? z.col : 0;
+  z.col = paths.kept_columns ? z.col + shared : std::max(z.col, shared);
   return z;
 }
 
