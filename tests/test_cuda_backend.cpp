@@ -532,7 +532,8 @@ TEST_F(CudaBackendTest, CnnCurvatureAndEvaluationsMatchTheCpu) {
 // step, a perturbed gradient, an HVP and the subset's loss (which allocate their buffers on first
 // use), the device's free memory has dropped by at most the plan, plus on a GPU the headroom the
 // plan keeps for the context and cuBLAS's own; on the emulated device, where only our cudaMallocs
-// count, plus 1 MiB for small lazily allocated buffers and the curvature subset's rows.
+// count, plus 1 MiB for small lazily allocated buffers and the curvature subset's rows; and there
+// the plan is not more than 2 MiB above what is allocated.
 // (test_emulated_cuda.cpp checks that each network's buffers are exactly the planned ones.)
 TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
   // An MLP, the GroupNorm network and the CNN quickstart's.
@@ -579,6 +580,9 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
                   shape["model"].value("kind", "mlp").c_str(), fused ? "fused" : "general",
                   (long long)used, (long long)plan.total());
       EXPECT_LE(used, plan.total() + slack) << plan.table();
+      // Nor does the plan reserve what nobody allocates (it once counted a third curvature
+      // buffer, 171 MB of the CNN quickstart's): on the emulated device, within 2 MiB.
+      if (emulated_device()) EXPECT_GE(used, plan.total() - (int64_t(2) << 20)) << plan.table();
     }
 }
 
