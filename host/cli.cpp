@@ -175,9 +175,7 @@ namespace {
 // config that fit, and what limits them.
 int plan_command(const RunConfig& c, const std::string* fit) {
   const DataSplit data = load_data(c.data, c.seed);
-  const ModelSpec model =
-      make_model(c.model, data.train.features, data.train.classes, data.train.channels,
-                 data.train.height, data.train.width);
+  const ModelSpec model = model_for(c, data);
   const auto backends = run_backends(c, model, data);
   if (fit) {
     int64_t bytes = 0;

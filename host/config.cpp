@@ -408,6 +408,7 @@ RunConfig load_config(const json& user_in, const std::vector<std::string>& overr
         ": math: \"tf32\" is a mode of the cuda backend's GEMMs; backend "
         "\"cpu\" computes exactly in its precision (use backend \"cuda\" or \"auto\")");
   c.resolved = std::move(resolved);
+  c.source = source;
   return c;
 }
 

@@ -100,7 +100,26 @@ BackendSetup backend_setup(const Simulation& s) {
   return backend_setup(s.config, s.model, s.data, &s.partition);
 }
 
-std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
+namespace {
+
+// f(), a config error it throws prefixed with c's source (the file, or a sweep's point), where
+// c came from one: load_config names it in its own errors, the set-up's know only the key.
+template <class F>
+auto naming_source(const RunConfig& c, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::Config || c.source.empty()) throw;
+    throw config_error(c.source + ": " + e.what());
+  }
+}
+
+ModelSpec shaped_model(const RunConfig& c, const DataSplit& data) {
+  return make_model(c.model, data.train.features, data.train.classes, data.train.channels,
+                    data.train.height, data.train.width);
+}
+
+std::unique_ptr<Simulation> build_simulation(const RunConfig& c) {
   auto s = std::make_unique<Simulation>();
   s->config = c;
   // Each phase timed: the banner and summary.json show where setup time goes.
@@ -113,8 +132,7 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
   phase("data", [&] { s->data = load_data(c.data, c.seed); });
   phase("partition",
         [&] { s->partition = make_partition(c.partition, s->data.train, c.workers, c.seed); });
-  s->model = make_model(c.model, s->data.train.features, s->data.train.classes,
-                        s->data.train.channels, s->data.train.height, s->data.train.width);
+  s->model = shaped_model(c, s->data);
   phase("topology", [&] {
     s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
   });
@@ -132,6 +150,16 @@ std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
     s->backend->set_curvature_subset(s->curvature_subset);
   });
   return s;
+}
+
+}  // namespace
+
+std::unique_ptr<Simulation> make_simulation(const RunConfig& c) {
+  return naming_source(c, [&] { return build_simulation(c); });
+}
+
+ModelSpec model_for(const RunConfig& c, const DataSplit& data) {
+  return naming_source(c, [&] { return shaped_model(c, data); });
 }
 
 // Every backend a run builds: the run's own and, with algorithm.track_adsam, the equivalence

@@ -189,8 +189,7 @@ void check_points_fit_together(const Sweep& sweep, int jobs) {
     const std::string key = c.resolved["data"].dump();
     if (!data.count(key)) data[key] = load_data(c.data, c.seed);
     const DataSplit& d = data[key];
-    const ModelSpec model = make_model(c.model, d.train.features, d.train.classes,
-                                       d.train.channels, d.train.height, d.train.width);
+    const ModelSpec model = model_for(c, d);
     totals.push_back(run_plan(run_backends(c, model, d), c.workers).total());
   }
   check_concurrent_plans(totals, jobs, int64_t(gpus.devices[0].free_memory), gpus.devices[0].name);

@@ -61,6 +61,13 @@ TEST_F(CliTest, ConfigErrorsExitWith2) {
   r = run_cli("run " + tiny() + " --set optimizer.lr");
   EXPECT_EQ(r.code, gossamer::kExitUsage);
   EXPECT_NE(r.output.find("expected key.path=value"), std::string::npos) << r.output;
+  // A set-up error (more workers than samples: the partition's) names the file too, and the
+  // run folder is not created.
+  r = run_cli("run " + tiny() + " --set workers=200 --out " + (m_dir / "w").string());
+  EXPECT_EQ(r.code, gossamer::kExitUsage);
+  EXPECT_NE(r.output.find("cfg.json: workers: 200 workers but only 120"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(m_dir / "w"));
   r = run_cli("run " + (m_dir / "absent.json").string());
   EXPECT_EQ(r.code, gossamer::kExitUsage);
   EXPECT_NE(r.output.find("cannot open"), std::string::npos);

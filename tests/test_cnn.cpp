@@ -265,6 +265,25 @@ TEST(CnnTest, TheCliRefusesAMalformedLayerWithExitTwo) {
             std::string::npos)
       << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "r" / "metrics.jsonl"));
+  // A list that parses but does not fit the images (the fifth 2 x 2 pool of a 28 x 28 image):
+  // found when the data's shape is known, and still the file, the layer and exit 2.
+  if (std::filesystem::exists("/usr/share/datasets/fashion-mnist")) {
+    std::ofstream(config) << tiny_config({{"data", {{"dataset", "fashion-mnist"}}},
+                                          {"model",
+                                           {{"kind", "cnn"},
+                                            {"layers", json::array({{{"type", "maxpool"}},
+                                                                    {{"type", "maxpool"}},
+                                                                    {{"type", "maxpool"}},
+                                                                    {{"type", "maxpool"}},
+                                                                    {{"type", "maxpool"}}})}}}})
+                                 .dump();
+    const Result pools = run_cli("run " + config + " --out " + (dir / "p").string());
+    EXPECT_EQ(pools.code, 2) << pools.output;
+    EXPECT_NE(pools.output.find("c.json: model.layers[4] (maxpool): the input is 1 x 1 here"),
+              std::string::npos)
+        << pools.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "p"));
+  }
   std::filesystem::remove_all(dir);
 }
 

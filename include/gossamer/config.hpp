@@ -158,6 +158,7 @@ struct RunConfig {
   std::string precision;    // float32 | float64
   std::string math;         // fp32 | tf32 (cuda backend GEMMs)
   nlohmann::json resolved;  // the whole config, defaults filled in
+  std::string source;       // where it came from (load_config's source), for set-up errors
 };
 
 // Parse, apply `--set key.path=value` overrides, validate, fill defaults. `source` names

@@ -28,7 +28,11 @@ struct Simulation {
   std::vector<std::pair<std::string, double>> setup_seconds;
 };
 
+// A config error of the set-up (a layer that does not fit the data's images, more workers than
+// samples, a topology the worker count does not allow) names the config's source.
 std::unique_ptr<Simulation> make_simulation(const RunConfig& config);
+// The model a config describes, shaped by its data (make_model), its errors named as above.
+ModelSpec model_for(const RunConfig& config, const DataSplit& data);
 
 // The backend setup of a simulation's config, data, partition and model (what
 // make_simulation hands to make_backend; tests build a second backend from it).
