@@ -77,14 +77,23 @@ std::string Progress::eta(int64_t done, double seconds) const {
   return buf;
 }
 
+std::string Progress::bar(int64_t done) const {
+  constexpr int kWidth = 30;
+  const int filled = int(kWidth * double(done) / double(std::max<int64_t>(m_total, 1)));
+  return "\r[" + std::string(filled, '=') + std::string(kWidth - filled, ' ') + "] step " +
+         std::to_string(done) + "/" + std::to_string(m_total) + m_last_metrics;
+}
+
 void Progress::step(int64_t done, double seconds) {
   if (!m_terminal || (seconds - m_last_draw < 0.1 && done < m_total)) return;
   m_last_draw = seconds;
-  constexpr int kWidth = 30;
-  const int filled = int(kWidth * double(done) / double(std::max<int64_t>(m_total, 1)));
-  m_out << "\r[" << std::string(filled, '=') << std::string(kWidth - filled, ' ') << "] step "
-        << done << "/" << m_total << m_last_metrics << "  ETA " << eta(done, seconds) << "   "
-        << std::flush;
+  m_out << bar(done) << "  ETA " << eta(done, seconds) << "\033[K" << std::flush;
+}
+
+void Progress::busy(int64_t done, const std::string& what) {
+  if (!m_terminal) return;
+  m_out << bar(done) << "  " << what << "...\033[K" << std::flush;
+  m_last_draw = -1;  // the next step() redraws the bar
 }
 
 void Progress::eval(const nlohmann::json& m, double seconds) {

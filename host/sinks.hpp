@@ -33,10 +33,14 @@ class Progress {
   Progress(std::ostream& out, bool terminal, int64_t total_steps);
   void step(int64_t done, double seconds);  // bar refresh, at most 10 times a second
   void eval(const nlohmann::json& metrics, double seconds);  // a line per evaluation
+  // What a pause between steps is doing ("evaluating", "measuring curvature"): on a terminal
+  // the bar says it until the next refresh; elsewhere nothing (the next line follows it).
+  void busy(int64_t done, const std::string& what);
   void finish();
 
  private:
   std::string eta(int64_t done, double seconds) const;
+  std::string bar(int64_t done) const;
   std::ostream& m_out;
   bool m_terminal;
   int64_t m_total;

@@ -410,11 +410,14 @@ class Training {
   // of the line, "" if none.
   std::string record_metrics(int64_t step, double lr, double grad_norm) {
     m_record.set("evaluating at step", step);
+    m_progress->busy(step, "evaluating");
     const double e0 = seconds();
     m_last = evaluate(backend(), m_c, step, double(step) * m_epochs_per_step, lr, grad_norm,
                     m_prior_wall + e0);
     // The last line: w-bar on the whole training set too, for the generalization gap.
     if (step == m_steps) {
+      m_progress->busy(step, "evaluating w-bar on the " + std::to_string(m_sim->data.train.n) +
+                                 " training samples");
       const EvalStats train = backend().evaluate_mean(Split::Train);
       m_last["train_loss_wbar"] = train.loss;
       m_last["train_acc_wbar"] = train.accuracy;
@@ -422,6 +425,7 @@ class Training {
     }
     if (m_equivalence) m_last["equivalence"] = m_equivalence->report(backend());
     if (curvature_due(step)) {
+      m_progress->busy(step, "measuring curvature");
       CurvatureFiles files;
       m_last["curvature"] = measure_curvature(backend(), m_c.curvature, m_c.seed, step, &files);
       if (!files.workers.is_null()) side_file("worker_curvature.jsonl").write(files.workers);

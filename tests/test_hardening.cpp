@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -269,6 +270,30 @@ TEST_F(HardeningTest, AMetricsLineIsWrittenWholeOrNotAtAll) {
   EXPECT_EQ(fs::file_size(path), size);
   std::ifstream in(path);
   for (std::string line; std::getline(in, line);) EXPECT_NO_THROW(json::parse(line)) << line;
+}
+
+// A long pause between steps (an evaluation, a curvature measurement) is named on the terminal's
+// bar, never left as a bar that looks stuck; off a terminal only the evaluations' lines appear.
+TEST(ProgressTest, TheBarNamesWhatAPauseIsDoing) {
+  std::ostringstream tty;
+  Progress bar(tty, true, 100);
+  bar.step(50, 1.0);
+  EXPECT_NE(tty.str().find("] step 50/100  ETA 1s"), std::string::npos) << tty.str();
+  bar.busy(50, "measuring curvature");
+  const std::string last = tty.str().substr(tty.str().rfind('\r'));
+  EXPECT_EQ(last, "\r[===============               ] step 50/100  measuring curvature...\033[K");
+  bar.step(51, 1.01);  // within the 0.1 s throttle, and still redrawn over the note
+  EXPECT_NE(tty.str().substr(tty.str().rfind('\r')).find("step 51/100  ETA "), std::string::npos);
+  std::ostringstream pipe;
+  Progress lines(pipe, false, 100);
+  lines.step(10, 1.0);
+  lines.busy(10, "evaluating");
+  EXPECT_EQ(pipe.str(), "");
+  lines.eval({{"step", 10}, {"test_acc", 0.5}, {"wall_time_s", 1.0}}, 1.0);
+  const std::string printed = pipe.str();
+  EXPECT_EQ(printed.rfind("step 10/100 | train_loss - | test_loss - | test_acc 0.5000", 0), 0u)
+      << printed;
+  EXPECT_EQ(std::count(printed.begin(), printed.end(), '\n'), 1) << printed;
 }
 
 // 11. A failure once the folder is the run's (here a write error) leaves summary.json "failed".
