@@ -185,7 +185,9 @@ class Stepping : public virtual BackendShape {
   // C-SGD: G[k] = (1/m) sum_j G[j] for all k.
   void average_gradients() { do_average_gradients(); }
   // The step: U from G (OptimizerParams), then W' = P W - lr U or P (W - lr U);
-  // mixing == nullptr means P = I (no communication). P is m x m; lr finite.
+  // mixing == nullptr means P = I (no communication). P is m x m; lr finite. G is not the
+  // gradient afterwards (the CPU backend keeps U in its place): each update needs its own
+  // local_gradient first.
   void mix_update(const Csr* mixing, double lr, MixForm form);
   // W[k] = mean_j W[j] for all k (exact averaging; local SGD).
   void average_weights() { do_average_weights(); }
