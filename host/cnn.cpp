@@ -3,6 +3,7 @@
 #include "cnn.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 namespace gossamer {
@@ -13,6 +14,18 @@ using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
 enum class Mode { Logits, Loss, Grad, Hvp };
 
+// The output columns ow of kernel column j whose input column ow s + j - pad lies in [0, in_w):
+// [first, last), so that the loops over them need no test per element (and vectorize at stride 1).
+struct ValidColumns {
+  int first, last;
+};
+ValidColumns valid_columns(const ConvShape& s, int j) {
+  const int lo = s.pad - j, hi = s.in_w - 1 - j + s.pad;  // ow s >= lo and ow s <= hi
+  const int first = lo <= 0 ? 0 : (lo + s.stride - 1) / s.stride;
+  const int last = hi < 0 ? 0 : std::min(s.out_w, hi / s.stride + 1);
+  return {std::min(first, last), last};
+}
+
 // col[(c, i, j)][(b, oh, ow)] = x[c][b, oh s + i - pad, ow s + j - pad] (0 outside).
 template <class T>
 void im2col(const ConvShape& s, int batch, const RowMat<T>& x, RowMat<T>& col) {
@@ -22,6 +35,7 @@ void im2col(const ConvShape& s, int batch, const RowMat<T>& x, RowMat<T>& col) {
     for (int i = 0; i < s.kh; ++i)
       for (int j = 0; j < s.kw; ++j) {
         T* dst = col.row((int64_t(c) * s.kh + i) * s.kw + j).data();
+        const auto [first, last] = valid_columns(s, j);
         for (int b = 0; b < batch; ++b)
           for (int oh = 0; oh < s.out_h; ++oh) {
             T* out = dst + (int64_t(b) * s.out_h + oh) * s.out_w;
@@ -31,10 +45,13 @@ void im2col(const ConvShape& s, int batch, const RowMat<T>& x, RowMat<T>& col) {
               continue;
             }
             const T* in = x.row(c).data() + b * in_hw + int64_t(ih) * s.in_w;
-            for (int ow = 0; ow < s.out_w; ++ow) {
-              const int iw = ow * s.stride + j - s.pad;
-              out[ow] = iw >= 0 && iw < s.in_w ? in[iw] : T(0);
-            }
+            const int shift = j - s.pad;
+            std::fill(out, out + first, T(0));
+            if (s.stride == 1)  // a copy
+              std::copy(in + first + shift, in + last + shift, out + first);
+            else
+              for (int ow = first; ow < last; ++ow) out[ow] = in[ow * s.stride + shift];
+            std::fill(out + last, out + s.out_w, T(0));
           }
       }
 }
@@ -47,16 +64,18 @@ void col2im_add(const ConvShape& s, int batch, const RowMat<T>& dcol, RowMat<T>&
     for (int i = 0; i < s.kh; ++i)
       for (int j = 0; j < s.kw; ++j) {
         const T* src = dcol.row((int64_t(c) * s.kh + i) * s.kw + j).data();
+        const auto [first, last] = valid_columns(s, j);
         for (int b = 0; b < batch; ++b)
           for (int oh = 0; oh < s.out_h; ++oh) {
             const int ih = oh * s.stride + i - s.pad;
             if (ih < 0 || ih >= s.in_h) continue;
             const T* d = src + (int64_t(b) * s.out_h + oh) * s.out_w;
             T* in = dx.row(c).data() + b * in_hw + int64_t(ih) * s.in_w;
-            for (int ow = 0; ow < s.out_w; ++ow) {
-              const int iw = ow * s.stride + j - s.pad;
-              if (iw >= 0 && iw < s.in_w) in[iw] += d[ow];
-            }
+            const int shift = j - s.pad;
+            if (s.stride == 1)  // contiguous: vectorized
+              for (int ow = first; ow < last; ++ow) in[ow + shift] += d[ow];
+            else
+              for (int ow = first; ow < last; ++ow) in[ow * s.stride + shift] += d[ow];
           }
       }
 }
@@ -169,21 +188,32 @@ class Pass {
     col2im_add(s, m_b, ws.rdcol, ws.rdy[size_t(j)]);
   }
 
-  // The 2 x 2 pools' and the global average's maps from input element to output element.
+  // A 2 x 2 pool's windows: f(o, window) for each output element o, window its four input
+  // elements in row order.
   template <class F>
-  void each_window(const CnnNode& n, const CnnNode* src, F&& f) const {
+  void each_pool_window(const CnnNode& n, const CnnNode* src, F&& f) const {
     const int ih = src ? src->h : m_m.image_h, iw = src ? src->w : m_m.image_w;
     for (int b = 0; b < m_b; ++b)
       for (int oh = 0; oh < n.h; ++oh)
         for (int ow = 0; ow < n.w; ++ow) {
-          const int64_t o = (int64_t(b) * n.h + oh) * n.w + ow;
-          if (n.op == CnnNode::Op::Gap) {
-            for (int64_t p = 0; p < int64_t(ih) * iw; ++p) f(o, int64_t(b) * ih * iw + p);
-          } else {
-            const int64_t base = (int64_t(b) * ih + 2 * oh) * iw + 2 * ow;
-            for (int64_t e : {base, base + 1, base + iw, base + iw + 1}) f(o, e);
-          }
+          const int64_t base = (int64_t(b) * ih + 2 * oh) * iw + 2 * ow;
+          const std::array<int64_t, 4> window{base, base + 1, base + iw, base + iw + 1};
+          f((int64_t(b) * n.h + oh) * n.w + ow, window);
         }
+  }
+
+  // The 2 x 2 pools' and the global average's maps from input element to output element.
+  template <class F>
+  void each_window(const CnnNode& n, const CnnNode* src, F&& f) const {
+    if (n.op != CnnNode::Op::Gap) {
+      each_pool_window(n, src, [&](int64_t o, const std::array<int64_t, 4>& window) {
+        for (int64_t e : window) f(o, e);
+      });
+      return;
+    }
+    const int64_t hw = src ? int64_t(src->h) * src->w : int64_t(m_m.image_h) * m_m.image_w;
+    for (int64_t b = 0; b < m_b; ++b)
+      for (int64_t p = 0; p < hw; ++p) f(b, b * hw + p);
   }
   const CnnNode* node(int j) const { return j < 0 ? nullptr : &m_m.nodes[size_t(j)]; }
   int64_t window(const CnnNode& n, int j) const {
@@ -315,25 +345,31 @@ class Pass {
         conv_forward(n.conv, j, i, y, ry);
         break;
       case CnnNode::Op::Act:
-        y = in(j).unaryExpr([act](T z) { return activate(act, z); });
+        apply_activation<ActOf::Value>(act, in(j), y);
         if (ry) {
-          if (rx)
-            *ry = in(j).unaryExpr([act](T z) { return activate_derivative(act, z); }).cwiseProduct(*rx);
-          else
+          if (rx) {
+            apply_activation<ActOf::Derivative>(act, in(j), *ry);
+            ry->array() *= rx->array();
+          } else {
             ry->setZero(n.c, cols);
+          }
         }
         break;
       case CnnNode::Op::MaxPool: {
         y.resize(n.c, cols);
         std::vector<int64_t>& arg = ws.arg[size_t(i)];
-        arg.assign(size_t(n.c * cols), -1);
+        arg.resize(size_t(n.c * cols));
         for (int c = 0; c < n.c; ++c) {
           const T* x = in(j).row(c).data();
           int64_t* a = arg.data() + int64_t(c) * cols;
-          each_window(n, node(j), [&](int64_t o, int64_t e) {
-            if (a[o] < 0 || x[e] > x[a[o]]) a[o] = e;  // the first of equal maxima
+          T* out = y.row(c).data();
+          each_pool_window(n, node(j), [&](int64_t o, const std::array<int64_t, 4>& window) {
+            int64_t best = window[0];
+            for (int q = 1; q < 4; ++q)
+              if (x[window[q]] > x[best]) best = window[q];  // the first of equal maxima
+            a[o] = best;
+            out[o] = x[best];
           });
-          for (int64_t o = 0; o < cols; ++o) y(c, o) = x[a[o]];
         }
         if (ry) {
           ry->setZero(n.c, cols);
@@ -397,15 +433,15 @@ class Pass {
         break;
       case CnnNode::Op::Act: {
         if (j < 0) break;
-        const RowMat<T> d1 = in(j).unaryExpr([act](T z) { return activate_derivative(act, z); });
-        ws.dy[size_t(j)] += d1.cwiseProduct(dy);
+        RowMat<T>& d = ws.act_scratch;
+        apply_activation<ActOf::Derivative>(act, in(j), d);
+        ws.dy[size_t(j)] += d.cwiseProduct(dy);
         if (rdy) {
-          ws.rdy[size_t(j)] += d1.cwiseProduct(*rdy);
-          if (const RowMat<T>* rx = r_in(j))
-            ws.rdy[size_t(j)] += in(j)
-                                     .unaryExpr([act](T z) { return activate_second_derivative(act, z); })
-                                     .cwiseProduct(*rx)
-                                     .cwiseProduct(dy);
+          ws.rdy[size_t(j)] += d.cwiseProduct(*rdy);
+          if (const RowMat<T>* rx = r_in(j)) {
+            apply_activation<ActOf::SecondDerivative>(act, in(j), d);
+            ws.rdy[size_t(j)] += d.cwiseProduct(*rx).cwiseProduct(dy);
+          }
         }
         break;
       }

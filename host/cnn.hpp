@@ -31,6 +31,7 @@ struct CnnWorkspace {
   std::vector<std::vector<int64_t>> arg;  // per max pool: the input element of each output
   std::vector<std::vector<T>> stats;      // per GroupNorm: sigma, then R{sigma}, per (sample, group)
   RowMat<T> image, logits, dcol, rdcol;
+  RowMat<T> act_scratch;  // an activation's derivative in the backward pass
 };
 
 // The logits (batch x classes) of the model with parameters w on the rows of x.

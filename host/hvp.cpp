@@ -13,8 +13,6 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
                     const int32_t* y, T* hv, HvpWorkspace<T>& ws) {
   const int layers = int(model.layers.size());
   const Activation act = model.activation;
-  const auto d1 = [act](T z) { return activate_derivative(act, z); };
-  const auto d2 = [act](T z) { return activate_second_derivative(act, z); };
   auto weight = [&](const T* p, int l) {
     return ConstRowMap<T>(p + model.layers[l].w_offset, model.layers[l].out, model.layers[l].in);
   };
@@ -38,8 +36,9 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
     z[l].rowwise() += bias(w, l).transpose();
     ws.rz[l].rowwise() += bias(v, l).transpose();
     if (l + 1 < layers) {
-      a[l] = z[l].unaryExpr([act](T s) { return activate(act, s); });
-      ws.ra[l] = z[l].unaryExpr(d1).cwiseProduct(ws.rz[l]);
+      apply_activation<ActOf::Value>(act, z[l], a[l]);
+      apply_activation<ActOf::Derivative>(act, z[l], ws.ra[l]);
+      ws.ra[l].array() *= ws.rz[l].array();
     }
   }
 
@@ -73,10 +72,11 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
       ws.da.noalias() = dz * weight(w, l);
       ws.rda.noalias() = ws.rdz * weight(w, l);
       ws.rda.noalias() += dz * weight(v, l);
-      const RowMat<T> d1z = z[l - 1].unaryExpr(d1);
+      RowMat<T> d1z, d2z;
+      apply_activation<ActOf::Derivative>(act, z[l - 1], d1z);
+      apply_activation<ActOf::SecondDerivative>(act, z[l - 1], d2z);
       ws.dz_prev = ws.da.cwiseProduct(d1z);
-      ws.rdz_prev = ws.rda.cwiseProduct(d1z) +
-                    ws.da.cwiseProduct(z[l - 1].unaryExpr(d2)).cwiseProduct(ws.rz[l - 1]);
+      ws.rdz_prev = ws.rda.cwiseProduct(d1z) + ws.da.cwiseProduct(d2z).cwiseProduct(ws.rz[l - 1]);
       dz.swap(ws.dz_prev);
       ws.rdz.swap(ws.rdz_prev);
     }

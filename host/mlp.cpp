@@ -26,7 +26,7 @@ void forward(const ModelSpec& model, const T* w, const ConstRowMap<T>& x, MlpWor
     else
       ws.z[l].noalias() = ws.a[l - 1] * layer_weight(model, w, l).transpose();
     ws.z[l].rowwise() += bias.transpose();
-    if (l + 1 < layers) ws.a[l] = ws.z[l].unaryExpr([act](T v) { return activate(act, v); });
+    if (l + 1 < layers) apply_activation<ActOf::Value>(act, ws.z[l], ws.a[l]);
   }
 }
 
@@ -77,8 +77,8 @@ BatchResult mlp_loss_grad(const ModelSpec& model, const T* w, const ConstRowMap<
     Eigen::Map<Vec<T>>(g + s.b_offset, s.out) = ws.dz.colwise().sum().transpose();
     if (l > 0) {
       ws.da.noalias() = ws.dz * layer_weight(model, w, l);
-      ws.dz = ws.da.cwiseProduct(
-          ws.z[l - 1].unaryExpr([act](T v) { return activate_derivative(act, v); }));
+      apply_activation<ActOf::Derivative>(act, ws.z[l - 1], ws.dz);
+      ws.dz.array() *= ws.da.array();
     }
   }
   return r;

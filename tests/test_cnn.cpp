@@ -181,6 +181,59 @@ TEST(CnnTest, Float32PassesAgreeWithFloat64) {
   EXPECT_EQ(logits.cols(), 3);
 }
 
+// The CPU passes' convolution (im2col, whose loops skip the padding by precomputed column ranges,
+// and a GEMM) against a convolution written out from its definition, through the logits of a
+// convolution and the classifier: every kernel size at strides 1 and 2, on images narrower than
+// the kernel too (where a kernel column reads no input column at all).
+TEST(CnnTest, TheCpuConvolutionIsTheDirectOne) {
+  struct Case {
+    int c, h, w, k, stride;
+  };
+  for (const Case& t :
+       {Case{2, 6, 5, 3, 1}, Case{2, 6, 5, 3, 2}, Case{2, 6, 5, 1, 2}, Case{1, 7, 9, 5, 2},
+        Case{1, 7, 9, 7, 1}, Case{3, 3, 2, 7, 1}, Case{2, 2, 3, 5, 2}}) {
+    SCOPED_TRACE(testing::Message() << t.c << "x" << t.h << "x" << t.w << " image, " << t.k << "x"
+                                    << t.k << " at stride " << t.stride);
+    const int cout = 3, classes = 4, batch = 2;
+    const ModelSpec m = ModelSpec::cnn(t.c, t.h, t.w, {layer("conv", cout, t.k, t.stride)}, classes,
+                                       Activation::Relu);
+    const ConvShape& s = m.nodes.front().conv;
+    const ConvShape& fc = m.nodes.back().conv;
+    const std::vector<double> w = normals(size_t(m.dim), 3, 0.5);
+    const std::vector<double> xs = normals(size_t(batch) * t.c * t.h * t.w, 4, 1.0);
+    const RowMat<double> x = Eigen::Map<const RowMat<double>>(xs.data(), batch, t.c * t.h * t.w);
+    CnnWorkspace<double> ws;
+    const RowMat<double> logits =
+        cnn_logits(m, w.data(), ConstRowMap<double>(x.data(), batch, x.cols()), ws);
+    for (int b = 0; b < batch; ++b) {
+      // out[c][oh][ow] = b_c + sum over (ch, i, j) of w[c][ch][i][j] x[ch][oh s + i - p][ow s + j -
+      // p].
+      std::vector<double> out(size_t(cout) * s.out_h * s.out_w);
+      for (int c = 0; c < cout; ++c)
+        for (int oh = 0; oh < s.out_h; ++oh)
+          for (int ow = 0; ow < s.out_w; ++ow) {
+            double sum = w[size_t(s.b_offset + c)];
+            for (int ch = 0; ch < t.c; ++ch)
+              for (int i = 0; i < t.k; ++i)
+                for (int j = 0; j < t.k; ++j) {
+                  const int ih = oh * t.stride + i - t.k / 2, iw = ow * t.stride + j - t.k / 2;
+                  if (ih >= 0 && ih < t.h && iw >= 0 && iw < t.w)
+                    sum += w[size_t(s.w_offset + ((c * t.c + ch) * t.k + i) * t.k + j)] *
+                           x(b, (ch * t.h + ih) * t.w + iw);
+                }
+            out[size_t((c * s.out_h + oh) * s.out_w + ow)] = sum;
+          }
+      for (int q = 0; q < classes; ++q) {
+        double z = w[size_t(fc.b_offset + q)];
+        for (size_t e = 0; e < out.size(); ++e)
+          z += w[size_t(fc.w_offset) + q * out.size() + e] * out[e];
+        EXPECT_NEAR(logits(b, q), z, 1e-12 * (1 + std::abs(z)))
+            << "sample " << b << ", class " << q;
+      }
+    }
+  }
+}
+
 TEST(CnnTest, ShapesAndParameterCounts) {
   // 2 x 6 x 5: conv 4 (2*9*4 + 4 = 76), maxpool -> 3 x 2, residual 5 stride 2 -> 2 x 1 with a
   // 1x1 shortcut (4*9*5+5 + 5*9*5+5 + 4*5+5 = 440), gap, classifier 5 -> 3 (18).
