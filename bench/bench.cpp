@@ -255,11 +255,19 @@ json bench_step(const BenchOptions& o, const Machine& mach, Simulation& sim, dou
               {"state_bytes_per_worker", state_bytes(b)}}}};
   std::printf("  %-22s %10s  %s\n", "part", "median", "rate (fraction of ceiling)");
   std::printf("  %-22s %8.3f ms\n", "sample", t_sample * 1e3);
-  std::printf("  %-22s %8.3f ms  %.1f GFLOP/s (%.0f%% of SGEMM)\n", "forward + backward",
-              t_grad * 1e3, gflops(grad_flops, t_grad),
-              100 * gflops(grad_flops, t_grad) / mach.gemm_gflops);
-  std::printf("  %-22s %8.3f ms  %.1f GB/s (%.0f%% of copy)\n", "gossip + update", t_update * 1e3,
-              update_bytes / t_update / 1e9, 100 * update_bytes / t_update / 1e9 / mach.copy_gbs);
+  // " (42% of SGEMM)", or nothing where --no-ceilings left the ceiling unmeasured.
+  const auto share = [](double rate, double ceiling, const char* what) {
+    if (std::isnan(ceiling)) return std::string();
+    char buf[48];
+    std::snprintf(buf, sizeof buf, " (%.0f%% of %s)", 100 * rate / ceiling, what);
+    return std::string(buf);
+  };
+  std::printf("  %-22s %8.3f ms  %.1f GFLOP/s%s\n", "forward + backward", t_grad * 1e3,
+              gflops(grad_flops, t_grad),
+              share(gflops(grad_flops, t_grad), mach.gemm_gflops, "SGEMM").c_str());
+  std::printf("  %-22s %8.3f ms  %.1f GB/s%s\n", "gossip + update", t_update * 1e3,
+              update_bytes / t_update / 1e9,
+              share(update_bytes / t_update / 1e9, mach.copy_gbs, "copy").c_str());
   std::printf("  %-22s %8.3f ms\n", "consensus distance", t_consensus * 1e3);
   std::printf("  %-22s %8.3f ms\n", "evaluate w-bar (test)", t_eval * 1e3);
   std::printf("  %-22s %8.3f ms  (%.1f steps/s)\n", "whole step", t_step * 1e3, 1.0 / t_step);
@@ -487,8 +495,12 @@ int run_bench(int argc, char** argv) {
       {"workloads", json::object()}};
   Machine mach;
   if (!measure_machine(o, result, mach)) return 1;
-  std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", mach.device.c_str(),
-              mach.copy_gbs, mach.gemm_gflops, o.math.c_str());
+  if (o.ceilings)
+    std::printf("device: %s; copy %.1f GB/s, SGEMM %.1f GFLOP/s (%s)\n", mach.device.c_str(),
+                mach.copy_gbs, mach.gemm_gflops, o.math.c_str());
+  else
+    std::printf("device: %s; ceilings not measured (--no-ceilings; %s)\n", mach.device.c_str(),
+                o.math.c_str());
 
   const std::string path = gossamer_bench::dated_result_path(
       o.out_dir, o.backend == "cpu" ? std::string("cpu") : slug(mach.device));
