@@ -155,7 +155,18 @@ std::string nonfinite_quantity(const json& m) {
 }  // namespace
 
 std::string checkpoint_path(const std::string& p) {
-  return fs::is_directory(p) ? (fs::path(p) / "checkpoint.bin").string() : p;
+  if (!fs::is_directory(p)) return p;
+  const fs::path checkpoint = fs::path(p) / "checkpoint.bin",
+                 summary = fs::path(p) / "summary.json";
+  if (!fs::exists(checkpoint) && fs::exists(summary)) {
+    std::ifstream in(summary);
+    const json s = json::parse(in, nullptr, false);
+    if (s.is_object() && s.value("status", "") == "diverged")
+      throw runtime_error(p + ": a diverged run (" +
+                          s.value("divergence", std::string("NaN or Inf")) +
+                          ") keeps no checkpoint");
+  }
+  return checkpoint.string();
 }
 
 namespace {
@@ -296,7 +307,7 @@ class Training {
         m_t0(std::chrono::steady_clock::now()) {}
 
   RunResult run() {
-    if (m_opt.resume && completed_already()) return m_result;
+    if (m_opt.resume && finished_already()) return m_result;
     check_folder();
     m_sim = make_simulation(m_c);
     m_steps = resolve_steps(m_c, m_sim->data.train.n);
@@ -323,17 +334,28 @@ class Training {
   }
 
   // A finished run is left as it is: resuming it would rewrite its checkpoint and summary.
-  bool completed_already() {
+  bool finished_already() {  // or diverged: either way there is nothing to resume
     const fs::path summary = fs::path(m_result.out_dir) / "summary.json";
     if (!fs::exists(summary)) return false;
     std::ifstream in(summary);
     const json done_summary = json::parse(in, nullptr, false);
-    if (done_summary.is_discarded() || done_summary.value("status", "") != "completed") return false;
-    m_log << "gossamer: " << m_result.out_dir << " is a completed run ("
-        << done_summary.value("steps_done", int64_t(0))
-        << " steps); nothing to resume, nothing written\n";
-    m_result.status = "completed";
-    m_result.exit_code = kExitOk;
+    if (done_summary.is_discarded()) return false;
+    const std::string status = done_summary.value("status", "");
+    if (status == "completed") {
+      m_log << "gossamer: " << m_result.out_dir << " is a completed run ("
+            << done_summary.value("steps_done", int64_t(0))
+            << " steps); nothing to resume, nothing written\n";
+      m_result.exit_code = kExitOk;
+    } else if (status == "diverged") {  // it stopped there and kept no checkpoint
+      m_log << "gossamer: " << m_result.out_dir << " is a diverged run ("
+            << done_summary.value("divergence", std::string("NaN or Inf"))
+            << "); nothing to resume, "
+            << "nothing written: start it again with a lower optimizer.lr\n";
+      m_result.exit_code = kExitDiverged;
+    } else {
+      return false;
+    }
+    m_result.status = status;
     m_result.summary = done_summary;
     return true;
   }

@@ -183,6 +183,24 @@ TEST_F(HardeningTest, RunsStartedInTheSameSecondGetTheirOwnFolders) {
   EXPECT_EQ(folders.size(), 3u);
 }
 
+// A diverged run keeps no checkpoint: --resume says it diverged (exit 3, nothing written) and
+// `curvature` says why there is nothing to measure, instead of "cannot open the checkpoint".
+TEST_F(HardeningTest, ADivergedRunIsNamedAsSuchWhenResumedOrMeasured) {
+  const std::string dir = (m_dir / "diverged").string();
+  ASSERT_EQ(run_cli("run " + tiny_file() + " --set optimizer.lr=1e300 --out " + dir).code,
+            kExitDiverged);
+  const std::string summary = slurp(fs::path(dir) / "summary.json");
+  Result r = run_cli("run --resume " + dir);
+  EXPECT_EQ(r.code, kExitDiverged) << r.output;
+  EXPECT_NE(r.output.find("is a diverged run (NaN or Inf in the "), std::string::npos) << r.output;
+  EXPECT_EQ(slurp(fs::path(dir) / "summary.json"), summary);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "checkpoint.bin"));
+  r = run_cli("curvature " + dir);
+  EXPECT_EQ(r.code, kExitRuntime) << r.output;
+  EXPECT_NE(r.output.find("diverged run (NaN or Inf"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("keeps no checkpoint"), std::string::npos) << r.output;
+}
+
 // 6. --resume of a completed run rewrote its checkpoint and summary.
 TEST_F(HardeningTest, ResumingACompletedRunWritesNothing) {
   const std::string dir = (m_dir / "done").string();

@@ -35,7 +35,8 @@ struct RunOptions {
 RunResult run_training(const RunConfig& config, const std::string& out_dir, std::ostream& log,
                        const RunOptions& options = {});
 
-// The checkpoint of a run folder, or the file itself.
+// The checkpoint of a run folder, or the file itself; a diverged run's folder, which keeps
+// none, is refused saying so.
 std::string checkpoint_path(const std::string& run_dir_or_file);
 
 // One training step t of the configured algorithm at learning rate lr:
