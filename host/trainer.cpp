@@ -333,8 +333,9 @@ class Training {
     return m_c.curvature.every > 0 && (step % m_c.curvature.every == 0 || step == m_steps);
   }
 
-  // A finished run is left as it is: resuming it would rewrite its checkpoint and summary.
-  bool finished_already() {  // or diverged: either way there is nothing to resume
+  // A finished run, completed or diverged (which keeps no checkpoint), is left as it is:
+  // resuming it would rewrite its checkpoint and summary, or find none.
+  bool finished_already() {
     const fs::path summary = fs::path(m_result.out_dir) / "summary.json";
     if (!fs::exists(summary)) return false;
     std::ifstream in(summary);
@@ -346,11 +347,10 @@ class Training {
             << done_summary.value("steps_done", int64_t(0))
             << " steps); nothing to resume, nothing written\n";
       m_result.exit_code = kExitOk;
-    } else if (status == "diverged") {  // it stopped there and kept no checkpoint
+    } else if (status == "diverged") {
       m_log << "gossamer: " << m_result.out_dir << " is a diverged run ("
             << done_summary.value("divergence", std::string("NaN or Inf"))
-            << "); nothing to resume, "
-            << "nothing written: start it again with a lower optimizer.lr\n";
+            << "); nothing to resume, nothing written: start it again with a lower optimizer.lr\n";
       m_result.exit_code = kExitDiverged;
     } else {
       return false;
