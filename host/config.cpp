@@ -58,12 +58,14 @@ json::json_pointer pointer_of(const std::string& path) {
   return json::json_pointer(p);
 }
 
-void apply_override(json& user, const std::string& text) {
+// One override "key.path=value"; `from` names where it came from in messages (--set, a sweep).
+void apply_override(json& user, const std::string& text, const std::string& from) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw config_error("--set " + text + ": expected key.path=value, e.g. --set optimizer.lr=0.05");
+    throw config_error(from + " " + text +
+                       ": expected key.path=value, e.g. --set optimizer.lr=0.05");
   const std::string path = text.substr(0, eq), raw = text.substr(eq + 1);
-  if (!find_key(path)) throw config_error(unknown_key_message("--set", path));
+  if (!find_key(path)) throw config_error(unknown_key_message(from, path));
   // A value is JSON where it parses as JSON (numbers, true, lists), else a plain string.
   json value = json::parse(raw, nullptr, false);
   if (value.is_discarded()) value = raw;
@@ -71,7 +73,7 @@ void apply_override(json& user, const std::string& text) {
   const auto ptr = pointer_of(path);
   for (auto parent = ptr.parent_pointer(); !parent.empty(); parent = parent.parent_pointer())
     if (user.contains(parent) && !user.at(parent).is_object())
-      throw config_error("--set " + path + ": " + parent.to_string().substr(1) +
+      throw config_error(from + " " + path + ": " + parent.to_string().substr(1) +
                          " is not an object in the config");
   user[ptr] = value;
 }
@@ -348,14 +350,14 @@ void read_curvature(const json& resolved, const std::string& source, RunConfig& 
 }  // namespace
 
 RunConfig load_config(const json& user_in, const std::vector<std::string>& overrides,
-                      const std::string& source) {
+                      const std::string& source, const std::string& overrides_from) {
   if (!user_in.is_object())
     throw config_error(source + ": expected a JSON object at the top level, found " +
                        user_in.type_name());
   json user = user_in;
   for (const auto& o : overrides) {
     check_utf8(json(o), "--set", source);
-    apply_override(user, o);
+    apply_override(user, o, overrides_from);
   }
   check_utf8(user, "", source);
   validate_object(user, "", source);

@@ -130,7 +130,8 @@ Sweep load_sweep(const std::string& path) {
       for (const auto& [k, v] : point.values.items()) point.overrides.push_back(k + "=" + v.dump());
       point.folder = point_folder(sweep.points.size());
       // Validate now: a bad axis key or value fails before any run starts.
-      load_config(sweep.base, point.overrides, path + " (" + point.folder + ")");
+      load_config(sweep.base, point.overrides, path + " (" + point.folder + ")",
+                  path + " (set, grid or points)");
       sweep.points.push_back(std::move(point));
     }
   return sweep;

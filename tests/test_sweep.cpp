@@ -88,8 +88,10 @@ TEST_F(SweepTest, SetAppliesToEveryPointWithoutBeingAnAxis) {
 }
 
 TEST_F(SweepTest, InvalidAxesAreClearErrors) {
+  // Named as the sweep file's key, not as a command line's --set.
   EXPECT_NE(failure(sweep_file({{"optimizer.lrr", {0.1}}}))
-                .find("unknown key 'optimizer.lrr'; did you mean 'optimizer.lr'?"),
+                .find("sweep.json (set, grid or points): unknown key 'optimizer.lrr'; did you mean "
+                      "'optimizer.lr'?"),
             std::string::npos);
   EXPECT_NE(failure(sweep_file({{"workers", {2, "x"}}})).find("workers: expected an integer"),
             std::string::npos);

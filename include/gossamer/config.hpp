@@ -162,9 +162,10 @@ struct RunConfig {
 };
 
 // Parse, apply `--set key.path=value` overrides, validate, fill defaults. `source` names
-// the file in error messages. Throws config_error naming the key, the value and what was expected.
+// the file in error messages, `overrides_from` where the overrides came from (a sweep's keys).
+// Throws config_error naming the key, the value and what was expected.
 RunConfig load_config(const nlohmann::json& user, const std::vector<std::string>& overrides,
-                      const std::string& source);
+                      const std::string& source, const std::string& overrides_from = "--set");
 RunConfig load_config_file(const std::string& path, const std::vector<std::string>& overrides);
 
 // A JSON file read strictly (configs, sweeps): a config_error naming the path and `what` when it
