@@ -200,4 +200,9 @@ TEST_F(CliTest, PlanCountsTheEquivalenceTrackersCompanions) {
   const double alone = workers(""), tracked = workers(" --set algorithm.track_adsam=true");
   EXPECT_GT(tracked, alone / 3.5);
   EXPECT_LT(tracked, alone / 2.5);
+  // Where not even one worker fits, it says so, and what one needs (not "0 workers fit").
+  const Result none = run_cli("plan " + tiny() + " --fit 16MiB");
+  EXPECT_EQ(none.code, gossamer::kExitOk) << none.output;
+  EXPECT_EQ(none.output.rfind("not one worker of ", 0), 0u) << none.output;
+  EXPECT_NE(none.output.find("fits in 16MiB: one needs "), std::string::npos) << none.output;
 }
