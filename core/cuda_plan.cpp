@@ -290,10 +290,9 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
   p.parts.push_back({"evaluation and curvature activations, with R-operator twins",
                      net_workspace_bytes(model, p.eval_capacity, true, in.cnn_paths),
                      model.kind == ModelKind::Cnn
-                         ? "the model's image sizes or channels: a CNN's passes take what fits "
-                           "in " +
-                               gib(kCnnEvalBytes) + ", at least " +
-                               std::to_string(kMinCnnEvalCapacity) + " (model, row) pairs"
+                         ? "nothing (a CNN's passes take what fits in " + gib(kCnnEvalBytes) +
+                               ", at least " + std::to_string(kMinCnnEvalCapacity) +
+                               " (model, row) pairs)"
                          : "the per-worker batch or workers"});
   p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (2 * ld * kFloat), 1, 1024));
   p.parts.push_back({"curvature points and their gradients (subset losses)",
