@@ -9,11 +9,12 @@
 #include <csignal>
 #include <ctime>
 #include <filesystem>
-#include <map>
-#include <mutex>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "equivalence.hpp"
@@ -419,6 +420,14 @@ class Training {
     if (m_c.curvature.every > 0)
       m_log << "  curvature every " << m_c.curvature.every << " steps on "
           << m_sim->curvature_subset.size() << " training samples\n";
+    // Allowed (a batch runs on through the next epochs of the worker's stream), but rarely meant.
+    int64_t smallest = std::numeric_limits<int64_t>::max();
+    for (int k = 0; k < m_c.workers; ++k)
+      smallest = std::min(smallest, m_sim->partition.shard_size(k));
+    if (m_c.optimizer.batch_size > smallest)
+      m_log << "  note     the per-worker batch " << m_c.optimizer.batch_size
+            << " is larger than the smallest worker's shard (" << smallest
+            << " samples): its samples repeat within a batch\n";
   }
 
   // The curvature measurement's own files, opened when first written.

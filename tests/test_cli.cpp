@@ -43,6 +43,16 @@ TEST_F(CliTest, RunSucceedsAndWritesTheRunFolder) {
     EXPECT_TRUE(fs::exists(m_dir / "run" / f)) << f;
   EXPECT_NE(r.output.find("step 10/10"), std::string::npos)
       << "a plain line per eval in a pipe: " << r.output;
+  EXPECT_EQ(r.output.find("note "), std::string::npos) << r.output;
+  // A per-worker batch beyond a worker's shard (120 samples over 3 workers) runs, and says so.
+  const Result big =
+      run_cli("run " + tiny() + " --set optimizer.batch_size=50 --set train.steps=2 " + "--out " +
+              (m_dir / "big").string());
+  EXPECT_EQ(big.code, gossamer::kExitOk) << big.output;
+  EXPECT_NE(big.output.find("note     the per-worker batch 50 is larger than the smallest worker's "
+                            "shard (40 samples)"),
+            std::string::npos)
+      << big.output;
 }
 
 TEST_F(CliTest, ConfigErrorsExitWith2) {
