@@ -197,20 +197,15 @@ int plan_command(const RunConfig& c, const std::string* fit) {
     const MemoryPart* largest = &plan.parts.front();
     for (const auto& part : plan.parts)
       if (part.bytes > largest->bytes) largest = &part;
-    if (lo >= 1)
-      std::printf(
-          "%d workers of %s (batch %d) fit in %s: %.2f GiB of buffers + %.2f GiB "
-          "headroom; the largest part is %s (lower %s)\n",
-          lo, model.describe().c_str(), c.optimizer.batch_size, where.c_str(),
-          double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0,
-          largest->name.c_str(), largest->knob.c_str());
-    else
-      std::printf(
-          "not one worker of %s (batch %d) fits in %s: one needs %.2f GiB of buffers + "
-          "%.2f GiB headroom; the largest part is %s (lower %s)\n",
-          model.describe().c_str(), c.optimizer.batch_size, where.c_str(),
-          double(plan.total()) / 1073741824.0, double(kCudaHeadroom) / 1073741824.0,
-          largest->name.c_str(), largest->knob.c_str());
+    const std::string fits =
+        lo >= 1
+            ? std::to_string(lo) + " workers of " + model.describe() + " (batch " +
+                  std::to_string(c.optimizer.batch_size) + ") fit in " + where + ": "
+            : "not one worker of " + model.describe() + " (batch " +
+                  std::to_string(c.optimizer.batch_size) + ") fits in " + where + ": one needs ";
+    std::printf("%s%.2f GiB of buffers + %.2f GiB headroom; the largest part is %s (lower %s)\n",
+                fits.c_str(), double(plan.total()) / 1073741824.0,
+                double(kCudaHeadroom) / 1073741824.0, largest->name.c_str(), largest->knob.c_str());
     return kExitOk;
   }
   // Sharded over devices: the plan of the largest shard, the busiest shard's halo on top.
