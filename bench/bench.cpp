@@ -513,7 +513,7 @@ int run_bench(int argc, char** argv) {
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
     const bool cnn = sim->model.kind == ModelKind::Cnn;
-    if (cnn && cnn_paths_off(paths) != "none")
+    if (cnn && !cnn_paths_all_on(paths))
       gossamer_bench::use_cnn_paths(*sim, paths);  // after the set-up's timing
     else if (!cnn && !o.cnn_off.empty())
       std::printf("(--cnn-off: workload %s has no CNN; nothing to turn off)\n", name.c_str());

@@ -52,6 +52,11 @@ CnnPaths cnn_paths_without(const std::string& names, const std::string& flag) {
   return paths;
 }
 
+bool cnn_paths_all_on(const CnnPaths& paths) {
+  return std::all_of(kCnnPathSwitches.begin(), kCnnPathSwitches.end(),
+                     [&](const CnnPathSwitch& s) { return paths.*(s.on); });
+}
+
 std::string cnn_paths_off(const CnnPaths& paths) {
   std::string off;
   size_t count = 0;

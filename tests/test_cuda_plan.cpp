@@ -185,6 +185,12 @@ TEST(CudaPlanTest, CnnPathsByName) {
   EXPECT_EQ(cnn_paths_off(cnn_paths_without("none", "--cnn-off")), "none");
   EXPECT_EQ(cnn_paths_off(cnn_paths_without("", "--cnn-off")), "none");
   EXPECT_EQ(cnn_paths_off(CnnPaths{}), "none");
+  EXPECT_TRUE(cnn_paths_all_on(CnnPaths{}));
+  EXPECT_TRUE(cnn_paths_all_on(cnn_paths_without("", "--cnn-off")));
+  EXPECT_FALSE(cnn_paths_all_on(two));
+  EXPECT_FALSE(cnn_paths_all_on(all));
+  for (const CnnPathSwitch& s : kCnnPathSwitches)
+    EXPECT_FALSE(cnn_paths_all_on(cnn_paths_without(s.name, "--cnn-off"))) << s.name;
   try {
     cnn_paths_without("kept_columns,im2col", "--cnn-off");
     ADD_FAILURE() << "an unknown path was accepted";

@@ -46,6 +46,8 @@ inline constexpr std::array<CnnPathSwitch, 5> kCnnPathSwitches = {{
 // The paths with the comma-separated switches of `names` off ("all": the general path; "none" or
 // empty: all on); throws a config_error naming `flag`, the unknown name and the known ones.
 CnnPaths cnn_paths_without(const std::string& names, const std::string& flag);
+// Whether every fused path is on (CnnPaths{}, the default).
+bool cnn_paths_all_on(const CnnPaths& paths);
 // The switches that are off, comma-separated: "none" when all are on, "all" for general().
 std::string cnn_paths_off(const CnnPaths& paths);
 
