@@ -153,20 +153,24 @@ std::string nonfinite_quantity(const json& m) {
   return "";
 }
 
+// A run folder's summary.json as an object, or an empty object where it is absent or unreadable
+// (status "" then).
+json run_summary(const fs::path& dir) {
+  std::ifstream in(dir / "summary.json");
+  const json s = in ? json::parse(in, nullptr, false) : json();
+  return s.is_object() ? s : json::object();
+}
+
 }  // namespace
 
 std::string checkpoint_path(const std::string& p) {
   if (!fs::is_directory(p)) return p;
-  const fs::path checkpoint = fs::path(p) / "checkpoint.bin",
-                 summary = fs::path(p) / "summary.json";
-  if (!fs::exists(checkpoint) && fs::exists(summary)) {
-    std::ifstream in(summary);
-    const json s = json::parse(in, nullptr, false);
-    if (s.is_object() && s.value("status", "") == "diverged")
+  const fs::path checkpoint = fs::path(p) / "checkpoint.bin";
+  if (!fs::exists(checkpoint))
+    if (const json s = run_summary(p); s.value("status", "") == "diverged")
       throw runtime_error(p + ": a diverged run (" +
                           s.value("divergence", std::string("NaN or Inf")) +
                           ") keeps no checkpoint");
-  }
   return checkpoint.string();
 }
 
@@ -337,11 +341,7 @@ class Training {
   // A finished run, completed or diverged (which keeps no checkpoint), is left as it is:
   // resuming it would rewrite its checkpoint and summary, or find none.
   bool finished_already() {
-    const fs::path summary = fs::path(m_result.out_dir) / "summary.json";
-    if (!fs::exists(summary)) return false;
-    std::ifstream in(summary);
-    const json done_summary = json::parse(in, nullptr, false);
-    if (done_summary.is_discarded()) return false;
+    const json done_summary = run_summary(m_result.out_dir);
     const std::string status = done_summary.value("status", "");
     if (status == "completed") {
       m_log << "gossamer: " << m_result.out_dir << " is a completed run ("
