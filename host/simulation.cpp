@@ -136,7 +136,10 @@ std::unique_ptr<Simulation> build_simulation(const RunConfig& c) {
   phase("topology", [&] {
     s->topology = std::make_unique<TopologySchedule>(c.topology, c.workers, c.seed);
   });
-  phase("spectral analysis", [&] { s->mixing = analyze_topology(*s->topology); });
+  // The mixing matrix's spectrum says nothing of a run that does not gossip (and costs up to a
+  // Lanczos run on P^T P for a large irregular graph), so only D-SGD's is analyzed.
+  if (c.algorithm.gossips())
+    phase("spectral analysis", [&] { s->mixing = analyze_topology(*s->topology); });
   phase("backend allocation", [&] {
     s->backend = make_backend(c.backend, c.precision, backend_setup(*s), &s->backend_note);
   });

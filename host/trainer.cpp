@@ -396,27 +396,39 @@ class Training {
       if (fs::exists(m_result.out_dir + "/" + side)) truncate_metrics(m_result.out_dir + "/" + side, m_done);
   }
 
+  // The banner's words after the algorithm's name: D-SGD's form, topology and spectral gap;
+  // for the others, that no topology is used (the config's topology.name is ignored).
+  std::string algorithm_note() const {
+    std::ostringstream note;
+    if (m_c.algorithm.gossips())
+      note << " (" << m_c.algorithm.form << ") on " << m_c.topology.name << ", spectral gap "
+           << m_sim->mixing.gap.gap_sigma << " (" << m_sim->mixing.gap.method << ")";
+    else if (m_c.algorithm.kind == Algorithm::LocalSgd)
+      note << " (" << m_c.algorithm.local_steps
+           << " local steps, then exact averaging; no topology)";
+    else
+      note << " (exact averaging of the gradients; no topology)";
+    return note.str();
+  }
+
   void banner() {
     std::ostringstream phases;
     for (const auto& [name, secs] : m_sim->setup_seconds)
       phases << (phases.tellp() > 0 ? ", " : "") << name << " " << std::fixed
              << std::setprecision(3) << secs << " s";
     m_log << "gossamer: " << m_c.name << " -> " << m_result.out_dir
-        << (m_opt.resume ? " (resumed at step " + std::to_string(m_done) + ")" : "") << "\n"
-        << "  data     " << m_sim->data.train.source << ": " << m_sim->data.train.n << " train / "
-        << m_sim->data.test.n << " test, " << m_sim->data.train.features << " features, "
-        << m_sim->data.train.classes << " classes\n"
-        << "  model    " << m_sim->model.describe() << "\n"
-        << "  workers  " << m_c.workers << " x batch " << m_c.optimizer.batch_size
-        << " = total batch " << m_total_batch << ", " << m_c.partition.kind << " partition\n"
-        << "  algo     " << algorithm_name(m_c.algorithm.kind)
-        << (m_c.algorithm.kind == Algorithm::Dsgd ? " (" + m_c.algorithm.form + ")" : "") << " on "
-        << m_c.topology.name << ", spectral gap " << m_sim->mixing.gap.gap_sigma << " ("
-        << m_sim->mixing.gap.method << ")\n"
-        << "  backend  " << m_sim->backend_note << "\n"
-        << "  setup    " << phases.str() << "\n"
-        << "  steps    " << m_steps << " (" << m_steps * m_epochs_per_step << " epochs), peak lr "
-        << scaled_lr(m_c.optimizer, m_total_batch) << "\n";
+          << (m_opt.resume ? " (resumed at step " + std::to_string(m_done) + ")" : "") << "\n"
+          << "  data     " << m_sim->data.train.source << ": " << m_sim->data.train.n << " train / "
+          << m_sim->data.test.n << " test, " << m_sim->data.train.features << " features, "
+          << m_sim->data.train.classes << " classes\n"
+          << "  model    " << m_sim->model.describe() << "\n"
+          << "  workers  " << m_c.workers << " x batch " << m_c.optimizer.batch_size
+          << " = total batch " << m_total_batch << ", " << m_c.partition.kind << " partition\n"
+          << "  algo     " << algorithm_name(m_c.algorithm.kind) << algorithm_note() << "\n"
+          << "  backend  " << m_sim->backend_note << "\n"
+          << "  setup    " << phases.str() << "\n"
+          << "  steps    " << m_steps << " (" << m_steps * m_epochs_per_step << " epochs), peak lr "
+          << scaled_lr(m_c.optimizer, m_total_batch) << "\n";
     if (m_c.curvature.every > 0)
       m_log << "  curvature every " << m_c.curvature.every << " steps on "
           << m_sim->curvature_subset.size() << " training samples\n";
@@ -565,12 +577,18 @@ class Training {
     s["model"] = {{"layers", m_sim->model.describe()}, {"parameters", m_sim->model.dim}};
     s["total_batch"] = m_total_batch;
     s["peak_lr"] = scaled_lr(m_c.optimizer, m_total_batch);
-    s["topology"] = {{"name", m_c.topology.name},
-                     {"time_varying", m_sim->topology->time_varying()},
-                     {"spectral_gap_sigma", m_sim->mixing.gap.gap_sigma},
-                     {"spectral_gap_lambda", m_sim->mixing.gap.gap_lambda},
-                     {"period_gap_sigma", m_sim->mixing.period_gap_sigma},
-                     {"spectrum_method", m_sim->mixing.gap.method}};
+    // Only D-SGD mixes over the topology; the others' summary says so instead of giving the
+    // spectral gap of a matrix the run never used.
+    if (m_c.algorithm.gossips())
+      s["topology"] = {{"name", m_c.topology.name},
+                       {"used", true},
+                       {"time_varying", m_sim->topology->time_varying()},
+                       {"spectral_gap_sigma", m_sim->mixing.gap.gap_sigma},
+                       {"spectral_gap_lambda", m_sim->mixing.gap.gap_lambda},
+                       {"period_gap_sigma", m_sim->mixing.period_gap_sigma},
+                       {"spectrum_method", m_sim->mixing.gap.method}};
+    else
+      s["topology"] = {{"name", m_c.topology.name}, {"used", false}};
     if (!m_divergence.empty()) s["divergence"] = m_divergence;
     return s;
   }

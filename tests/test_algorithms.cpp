@@ -247,6 +247,37 @@ TEST(TrainerTest, AutoBackendSaysWhatItDidWithTf32) {
   std::filesystem::remove_all(dir);
 }
 
+// Only D-SGD mixes over the topology: its banner and summary give the spectral gap (4 workers on
+// the ring, weights 1/3: eigenvalues 1, 1/3, -1/3, 1/3, so the gap is 2/3); C-SGD's and local
+// SGD's say that no topology is used and analyze none.
+TEST(TrainerTest, OnlyAGossipingRunReportsItsTopology) {
+  for (const char* algorithm : {"dsgd", "csgd", "local_sgd"}) {
+    SCOPED_TRACE(algorithm);
+    const std::string dir = temp_dir(std::string("topology-") + algorithm);
+    std::ostringstream log;
+    const RunResult r = run_training(
+        load_config(tiny_config({{"algorithm", {{"name", algorithm}}}, {"train", {{"steps", 4}}}}),
+                    {}, "test"),
+        dir, log);
+    ASSERT_EQ(r.exit_code, kExitOk) << log.str();
+    const json& topology = r.summary["topology"];
+    EXPECT_EQ(topology["name"], "ring");
+    if (std::string(algorithm) == "dsgd") {
+      EXPECT_TRUE(topology["used"].get<bool>());
+      EXPECT_NEAR(topology["spectral_gap_sigma"].get<double>(), 2.0 / 3.0, 1e-12);
+      EXPECT_NE(log.str().find("on ring, spectral gap"), std::string::npos) << log.str();
+      EXPECT_TRUE(r.summary["setup_phases_s"].contains("spectral analysis"));
+    } else {
+      EXPECT_FALSE(topology["used"].get<bool>());
+      EXPECT_FALSE(topology.contains("spectral_gap_sigma"));
+      EXPECT_NE(log.str().find("no topology"), std::string::npos) << log.str();
+      EXPECT_EQ(log.str().find("spectral gap"), std::string::npos) << log.str();
+      EXPECT_FALSE(r.summary["setup_phases_s"].contains("spectral analysis"));
+    }
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST(TrainerTest, WritesResolvedConfigMetricsAndSummary) {
   const std::string dir = temp_dir("outputs");
   std::ostringstream log;

@@ -82,6 +82,9 @@ struct AlgorithmConfig {
   // saved copy of W. The equivalence tracker's ADSAM companion is a CsgdAdsam run.
   bool perturbs_weights() const { return kind == Algorithm::CsgdSam || kind == Algorithm::CsgdAdsam; }
   bool centralized() const { return kind == Algorithm::Csgd || perturbs_weights(); }
+  // Whether a step mixes over the topology: C-SGD and its SAM variants average exactly, local
+  // SGD steps alone and then averages exactly; only D-SGD gossips.
+  bool gossips() const { return kind == Algorithm::Dsgd; }
 };
 
 struct OptimizerConfig {

@@ -19,12 +19,13 @@ struct Simulation {
   Partition partition;
   ModelSpec model;
   std::unique_ptr<TopologySchedule> topology;
-  MixingProperties mixing;
+  MixingProperties
+      mixing;  // analyzed only where the algorithm gossips (config.algorithm.gossips())
   std::unique_ptr<Backend> backend;
   std::string backend_note;  // which backend and why
   std::vector<int64_t> curvature_subset;
-  // Seconds of each setup phase, in order: data, partition, topology, spectral analysis,
-  // backend allocation, initialization.
+  // Seconds of each setup phase, in order: data, partition, topology, spectral analysis (where
+  // the algorithm gossips), backend allocation, initialization.
   std::vector<std::pair<std::string, double>> setup_seconds;
 };
 
