@@ -72,11 +72,11 @@ BatchResult mlp_hvp(const ModelSpec& model, const T* w, const T* v, const ConstR
       ws.da.noalias() = dz * weight(w, l);
       ws.rda.noalias() = ws.rdz * weight(w, l);
       ws.rda.noalias() += dz * weight(v, l);
-      RowMat<T> d1z, d2z;
-      apply_activation<ActOf::Derivative>(act, z[l - 1], d1z);
-      apply_activation<ActOf::SecondDerivative>(act, z[l - 1], d2z);
-      ws.dz_prev = ws.da.cwiseProduct(d1z);
-      ws.rdz_prev = ws.rda.cwiseProduct(d1z) + ws.da.cwiseProduct(d2z).cwiseProduct(ws.rz[l - 1]);
+      apply_activation<ActOf::Derivative>(act, z[l - 1], ws.d1z);
+      apply_activation<ActOf::SecondDerivative>(act, z[l - 1], ws.d2z);
+      ws.dz_prev = ws.da.cwiseProduct(ws.d1z);
+      ws.rdz_prev =
+          ws.rda.cwiseProduct(ws.d1z) + ws.da.cwiseProduct(ws.d2z).cwiseProduct(ws.rz[l - 1]);
       dz.swap(ws.dz_prev);
       ws.rdz.swap(ws.rdz_prev);
     }

@@ -90,6 +90,7 @@ struct HvpWorkspace {
   MlpWorkspace<T> base;
   std::vector<RowMat<T>> rz, ra;
   RowMat<T> rdz, rda, da, dz_prev, rdz_prev;
+  RowMat<T> d1z, d2z;  // act'(Z) and act''(Z) of the layer below, in the backward pass
 };
 
 template <class T>
