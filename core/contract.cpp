@@ -303,11 +303,32 @@ void Curvature::hvp_into(const std::vector<double>& points, const std::vector<do
   out = download(all_rows(*h));
 }
 
-std::vector<double> Curvature::subset_loss(const std::vector<double>& points,
-                                           std::vector<double>* grads) {
-  whole_rows(points.size(), dim(), "subset_loss: points");
+std::vector<double> Curvature::subset_loss(Rows points, Rows grads) {
+  check_rows(points, "subset_loss: points");
+  if (grads.block) {
+    check_rows(grads, "subset_loss: grads");
+    if (grads.count != points.count)
+      throw runtime_error("subset_loss: " + count(points.count) + " points and " +
+                          count(grads.count) + " gradient rows (one each)");
+    if (grads.block == points.block)
+      throw runtime_error("subset_loss: grads must be a block apart from the points");
+  }
   check_subset();
   return do_subset_loss(points, grads);
+}
+
+std::vector<double> Curvature::subset_loss(const std::vector<double>& points,
+                                           std::vector<double>* grads) {
+  const int64_t n = whole_rows(points.size(), dim(), "subset_loss: points");
+  check_subset();
+  if (grads) grads->clear();
+  if (n == 0) return {};
+  auto p = vectors(n);
+  upload(all_rows(*p), points);
+  const std::unique_ptr<Vectors> g = grads ? vectors(n) : nullptr;
+  const std::vector<double> losses = subset_loss(all_rows(*p), g ? all_rows(*g) : Rows{});
+  if (grads) *grads = download(all_rows(*g));
+  return losses;
 }
 
 // --- reports ---

@@ -18,9 +18,6 @@ constexpr int64_t kMinEvalCapacity = 16384;
 // pass of kMinCnnEvalCapacity pairs needs more.
 constexpr int64_t kCnnEvalBytes = int64_t(2) << 30;
 constexpr int64_t kMinCnnEvalCapacity = 256;
-// Curvature pair buffers (the points uploaded from the host and their gradients: 2 x pairs x ld
-// floats; the directions are the caller's device rows) stay under this.
-constexpr int64_t kCurvatureBytes = int64_t(256) << 20;
 
 std::string gib(int64_t bytes) {
   char buf[32];
@@ -299,9 +296,6 @@ CudaPlan plan_cuda_memory(const CudaPlanInput& in) {
                                ", at least " + std::to_string(kMinCnnEvalCapacity) +
                                " (model, row) pairs)"
                          : "the per-worker batch or workers"});
-  p.curvature_pairs = int(std::clamp<int64_t>(kCurvatureBytes / (2 * ld * kFloat), 1, 1024));
-  p.parts.push_back({"curvature points and their gradients (subset losses)",
-                     2 * int64_t(p.curvature_pairs) * ld * kFloat, "the model width"});
   p.parts.push_back({"reductions (means in float and double)", ld * (kFloat + 8) * 2 + (1 << 16),
                      "the model width"});
   p.parts.push_back({"cuBLAS workspaces (" + std::to_string(kCublasHandles) + " x 32 MiB)",

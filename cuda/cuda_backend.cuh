@@ -40,6 +40,8 @@ class Stream {
 
 class CudaBackend final : public Backend {
   friend class ShardedCudaBackend;
+  // The points of one subset_loss pass (a batched pass over the subset for each group).
+  static constexpr int kSubsetLossGroup = 1024;
 
  public:
   CudaBackend(const BackendSetup& s, const CudaOptions& options)
@@ -89,7 +91,8 @@ class CudaBackend final : public Backend {
     m_flag = DeviceArray<int>(1);
     m_mean64 = DeviceArray<double>(size_t(m_ld));
     m_mean32 = DeviceArray<float>(size_t(m_ld));
-    m_model_loss = DeviceArray<double>(size_t(std::max(m_m, m_plan.curvature_pairs)));
+    // Per-model loss sums: every worker's (evaluate_workers) or a group of subset-loss points.
+    m_model_loss = DeviceArray<double>(size_t(std::max(m_m, kSubsetLossGroup)));
     m_model_correct = DeviceArray<double>(m_model_loss.size());
     // The uploads above went through the legacy stream (cudaMemcpy), which our non-blocking
     // stream does not wait for: wait for everything once here.
@@ -555,20 +558,22 @@ class CudaBackend final : public Backend {
     m_stream.sync();  // cf must outlive the copy
   }
 
-  std::vector<double> do_subset_loss(const std::vector<double>& points,
-                                  std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count_all = int64_t(points.size()) / d;
-    std::vector<double> losses(count_all);
-    if (grads) grads->assign(points.size(), 0.0);
-    over_pairs(count_all, [&](int64_t i0, int count) {
-      upload_rows(m_pair_w, slice(points, i0, count), count);
+  // The points in groups of as many models as the loss sums hold, each group one batched pass
+  // over the subset writing its gradients straight into grads' rows.
+  std::vector<double> do_subset_loss(Rows points, Rows grads) override {
+    const int64_t group = int64_t(m_model_loss.size());
+    std::vector<double> losses(size_t(points.count));
+    std::vector<double> sums;
+    for (int64_t i0 = 0; i0 < points.count; i0 += group) {
+      const int count = int(std::min(group, points.count - i0));
       zero_model_sums(count);
-      over_subset(m_pair_w.get(), m_ld, nullptr, grads ? m_pair_out.get() : nullptr, count);
-      std::vector<double> sums(count);
+      over_subset(ptr(points) + i0 * m_ld, m_ld, nullptr,
+                  grads.block ? ptr(grads) + i0 * m_ld : nullptr, count);
+      sums.resize(size_t(count));
       copy_to_host(sums.data(), m_model_loss.get(), size_t(count));
-      for (int i = 0; i < count; ++i) losses[i0 + i] = sums[i] / double(m_curv_rows);
-      if (grads) download_rows_into(m_pair_out, count, grads->data() + i0 * d);
-    });
+      for (int i = 0; i < count; ++i)
+        losses[size_t(i0 + i)] = sums[size_t(i)] / double(m_curv_rows);
+    }
     return losses;
   }
 
@@ -683,15 +688,6 @@ class CudaBackend final : public Backend {
           int(std::min<int64_t>(shape.rows, rows - r0)));
   }
 
-  // Pairs in groups that fit the pair buffers: job(first pair, count).
-  template <class F>
-  void over_pairs(int64_t pairs, F&& job) {
-    const int group = m_plan.curvature_pairs;
-    for (auto* a : {&m_pair_w, &m_pair_out}) ensure(*a, size_t(group) * m_ld);
-    for (int64_t i0 = 0; i0 < pairs; i0 += group)
-      job(i0, int(std::min<int64_t>(group, pairs - i0)));
-  }
-
   // Over the curvature subset for `count` models at w (row stride w_stride; 0: one shared
   // point): with v (directions, row stride ld) H v summed into out; without, the subset-mean
   // gradient into out (out may be null for the loss alone) and the row losses summed into
@@ -769,12 +765,6 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToHost, m_stream.get()));
     m_stream.sync();
-  }
-
-  // Rows [row, row + rows) of a rows-of-d vector.
-  std::vector<double> slice(const std::vector<double>& v, int64_t row, int64_t rows) const {
-    const int64_t d = m_model.dim;
-    return std::vector<double>(v.begin() + row * d, v.begin() + (row + rows) * d);
   }
 
   // rows x d doubles (no padding) <-> rows x ld floats on the device (padding zero).
@@ -859,7 +849,6 @@ class CudaBackend final : public Backend {
   DeviceArray<float> m_curv_x;
   DeviceArray<int32_t> m_curv_y;
   int64_t m_curv_rows = 0;
-  DeviceArray<float> m_pair_w, m_pair_out;  // subset_loss's host points and gradients
   DeviceArray<double> m_row_scalars;         // per-row dots and coefficients
   DeviceArray<float> m_small;                // project_out's and combine's small matrices
   std::vector<float> m_staging;

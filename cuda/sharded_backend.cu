@@ -469,8 +469,7 @@ class ShardedCudaBackend final : public Backend {
   void do_combine(Rows basis, const std::vector<double>& c, Rows out) override {
     lead().do_combine(basis, c, out);
   }
-  std::vector<double> do_subset_loss(const std::vector<double>& points,
-                                     std::vector<double>* grads) override {
+  std::vector<double> do_subset_loss(Rows points, Rows grads) override {
     return lead().do_subset_loss(points, grads);
   }
 

@@ -473,19 +473,20 @@ class CpuBackend final : public Backend {
     rows(out).noalias() = cm.template cast<T>() * rows(basis);
   }
 
-  std::vector<double> do_subset_loss(const std::vector<double>& points,
-                                     std::vector<double>* grads) override {
-    const int64_t d = m_model.dim, count = int64_t(points.size()) / d;
-    std::vector<double> losses(count);
-    if (grads) grads->assign(points.size(), 0.0);
-    for_each_pair(count, [&](int64_t i, Chunked& c) {
-      c.point.assign(points.begin() + i * d, points.begin() + (i + 1) * d);
-      losses[i] = c.sum_over_subset(
+  std::vector<double> do_subset_loss(Rows points, Rows grads) override {
+    const auto p = rows(points);
+    std::vector<double> losses(size_t(points.count));
+    for_each_pair(points.count, [&](int64_t i, Chunked& c) {
+      const T* w = p.row(i).data();
+      losses[size_t(i)] = c.sum_over_subset(
           *this, [&](const ConstRowMap<T>& x, const int32_t* y, T* result, Workspace& ws) {
-            return grads ? net_loss_grad(m_model, c.point.data(), x, y, result, ws.net)
-                         : net_loss(m_model, c.point.data(), x, y, ws.net);
+            return grads.block ? net_loss_grad(m_model, w, x, y, result, ws.net)
+                               : net_loss(m_model, w, x, y, ws.net);
           });
-      if (grads) std::copy(c.acc.begin(), c.acc.end(), grads->begin() + i * d);
+      if (grads.block)
+        rows(grads).row(i) =
+            Eigen::Map<const Eigen::Matrix<double, 1, Eigen::Dynamic>>(c.acc.data(), m_model.dim)
+                .template cast<T>();
     });
     return losses;
   }
@@ -515,9 +516,8 @@ class CpuBackend final : public Backend {
   };
 
   // One pair's job: the result summed over the curvature subset in chunks, each weighted by its
-  // share of the subset, in double; `point` holds a host point converted to T.
+  // share of the subset, in double.
   struct Chunked {
-    std::vector<T> point;
     std::vector<double> acc;
     Workspace ws;
     template <class F>

@@ -107,20 +107,32 @@ Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solve(const Tridiagonal& t) {
   return Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(T);
 }
 
-// Antithetic Monte Carlo of E L(center + eps) - L(center) over the given perturbations.
-Estimate antithetic_sharpness(Backend& backend, const std::vector<double>& center,
-                              const std::vector<double>& eps, int samples) {
-  const size_t d = center.size();
-  std::vector<double> points;
-  points.reserve((2 * size_t(samples) + 1) * d);
-  points.insert(points.end(), center.begin(), center.end());
-  for (int s = 0; s < samples; ++s)
-    for (int sign : {1, -1})
-      for (size_t i = 0; i < d; ++i) points.push_back(center[i] + sign * eps[s * d + i]);
-  const std::vector<double> loss = backend.subset_loss(points, nullptr);
-  std::vector<double> diffs(samples);
-  for (int s = 0; s < samples; ++s) diffs[s] = 0.5 * (loss[1 + 2 * s] + loss[2 + 2 * s]) - loss[0];
+// Antithetic Monte Carlo of E L(center + eps) - L(center) over the rows eps of a block: one
+// batch of subset losses at center, center + eps_s and center - eps_s.
+Estimate antithetic_sharpness(Backend& b, Rows center, Rows eps) {
+  const int64_t n = eps.count;
+  auto points = b.vectors(2 * n + 1);
+  b.axpy(all_rows(*points), std::vector<double>(size_t(2 * n + 1), 1.0), center);
+  b.axpy(rows_of(*points, 1, n), std::vector<double>(size_t(n), 1.0), eps);
+  b.axpy(rows_of(*points, 1 + n, n), std::vector<double>(size_t(n), -1.0), eps);
+  const std::vector<double> loss = b.subset_loss(all_rows(*points));
+  std::vector<double> diffs(static_cast<size_t>(n));
+  for (int64_t s = 0; s < n; ++s)
+    diffs[size_t(s)] = 0.5 * (loss[size_t(1 + s)] + loss[size_t(1 + n + s)]) - loss[0];
   return mean_and_error(diffs);
+}
+
+// The workers' mean (one row) and their deviations from it, delta_k = w_k - wbar (m rows).
+struct Deviations {
+  std::unique_ptr<Vectors> mean, delta;
+};
+Deviations deviations(Backend& b) {
+  const int m = b.workers();
+  Deviations d{b.vectors(1), b.vectors(m)};
+  b.mean_weights(all_rows(*d.mean));
+  b.copy_weights(all_rows(*d.delta));
+  b.axpy(all_rows(*d.delta), std::vector<double>(size_t(m), -1.0), all_rows(*d.mean));
+  return d;
 }
 
 }  // namespace
@@ -347,81 +359,90 @@ SpectralDensity spectral_density(Backend& b, Rows point, int runs, int steps, in
 
 double hessian_xi_regularizer(Backend& b) {
   const int m = b.workers();
-  auto mean = b.vectors(1), delta = b.vectors(m), hd = b.vectors(m);
-  b.mean_weights(all_rows(*mean));
-  b.copy_weights(all_rows(*delta));
-  b.axpy(all_rows(*delta), std::vector<double>(size_t(m), -1.0), all_rows(*mean));
-  b.hvp(all_rows(*mean), all_rows(*delta), all_rows(*hd));
+  const Deviations dev = deviations(b);
+  auto hd = b.vectors(m);
+  b.hvp(all_rows(*dev.mean), all_rows(*dev.delta), all_rows(*hd));
   double sum = 0;
-  for (double q : b.dots(all_rows(*delta), all_rows(*hd))) sum += q;
+  for (double q : b.dots(all_rows(*dev.delta), all_rows(*hd))) sum += q;
   return sum / (2.0 * m);
 }
 
-Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>& w, double sigma,
-                                     int samples, uint64_t seed) {
-  const size_t d = w.size();
-  std::vector<double> eps(size_t(samples) * d);
-  for (int s = 0; s < samples; ++s) {
-    PhiloxStream rng(seed, RngDomain::Curvature, kIsotropicStream + uint32_t(s));
-    for (size_t i = 0; i < d; ++i) eps[s * d + i] = sigma * rng.normal();
-  }
-  return antithetic_sharpness(backend, w, eps, samples);
+Estimate average_sharpness_isotropic(Backend& b, Rows point, double sigma, int samples,
+                                     uint64_t seed) {
+  auto eps = b.vectors(samples);  // sample s: normal probe stream kIsotropicStream + s, times sigma
+  b.fill_probes(all_rows(*eps), Probe::Normal, seed, kIsotropicStream);
+  b.scale(all_rows(*eps), std::vector<double>(size_t(samples), sigma));
+  return antithetic_sharpness(b, point, all_rows(*eps));
 }
 
-std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, int samples,
-                                     uint64_t seed) {
-  const std::vector<double> mean = mean_row(workers, m);
-  const size_t d = mean.size();
-  std::vector<double> eps(size_t(samples) * d, 0.0);
+Estimate average_sharpness_isotropic(Backend& b, const std::vector<double>& w, double sigma,
+                                     int samples, uint64_t seed) {
+  auto p = point_block(b, w);
+  return average_sharpness_isotropic(b, all_rows(*p), sigma, samples, seed);
+}
+
+std::unique_ptr<Vectors> xi_perturbations(Backend& b, int samples, uint64_t seed) {
+  const int m = b.workers();
+  // eps_s = sum_k c_sk delta_k, c_sk = z_sk / sqrt(m): the z of sample s from its own stream.
+  std::vector<double> c(size_t(samples) * size_t(m));
   for (int s = 0; s < samples; ++s) {
     PhiloxStream rng(seed, RngDomain::Curvature, kXiStream + uint32_t(s));
-    for (int k = 0; k < m; ++k) {
-      const double z = rng.normal() / std::sqrt(double(m));
-      for (size_t i = 0; i < d; ++i) eps[s * d + i] += z * (workers[k * d + i] - mean[i]);
-    }
+    for (int k = 0; k < m; ++k) c[size_t(s) * m + k] = rng.normal() / std::sqrt(double(m));
   }
+  const Deviations dev = deviations(b);
+  auto eps = b.vectors(samples);
+  b.combine(all_rows(*dev.delta), c, all_rows(*eps));
   return eps;
 }
 
-Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& workers, int m,
-                              int samples, uint64_t seed) {
-  return antithetic_sharpness(backend, mean_row(workers, m),
-                              xi_perturbations(workers, m, samples, seed), samples);
+Estimate average_sharpness_xi(Backend& b, int samples, uint64_t seed) {
+  auto mean = b.vectors(1);
+  b.mean_weights(all_rows(*mean));
+  const auto eps = xi_perturbations(b, samples, seed);
+  return antithetic_sharpness(b, all_rows(*mean), all_rows(*eps));
 }
 
-std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers,
-                                             int m) {
-  const std::vector<double> mean = mean_row(workers, m);
-  const size_t d = mean.size();
-  std::vector<double> points = workers, grads;
-  points.insert(points.end(), mean.begin(), mean.end());
-  backend.subset_loss(points, &grads);
-  const std::vector<double> mean_grad =
-      mean_row(std::vector<double>(grads.begin(), grads.begin() + m * d), m);
-  const ConstVecMap at_mean(grads.data() + m * d, int64_t(d));
-  return {(ConstVecMap(mean_grad.data(), int64_t(d)) - at_mean).norm(), at_mean.norm()};
+std::pair<double, double> gradient_smoothing(Backend& b) {
+  const int m = b.workers();
+  // Rows 0 .. m-1: the workers; row m: their mean. One batch of subset gradients at all of them.
+  auto points = b.vectors(m + 1), grads = b.vectors(m + 1), diff = b.vectors(1);
+  b.copy_weights(rows_of(*points, 0, m));
+  b.mean_weights(row_of(*points, m));
+  b.subset_loss(all_rows(*points), all_rows(*grads));
+  const Rows at_mean = row_of(*grads, m);
+  b.combine(rows_of(*grads, 0, m), std::vector<double>(size_t(m), 1.0 / m), all_rows(*diff));
+  b.axpy(all_rows(*diff), {-1.0}, at_mean);
+  return {std::sqrt(std::max(0.0, b.dots(all_rows(*diff), all_rows(*diff))[0])),
+          std::sqrt(std::max(0.0, b.dots(at_mean, at_mean)[0]))};
 }
 
-double sam_sharpness(Backend& backend, const std::vector<double>& w, double rho, int steps) {
-  const int64_t d = int64_t(w.size());
-  std::vector<double> grad;
-  const double base = backend.subset_loss(w, &grad)[0];
-  Vec g = ConstVecMap(grad.data(), d);
-  if (g.norm() == 0 || rho == 0) return 0.0;
-  Vec eps = rho * g / g.norm();
+double sam_sharpness(Backend& b, Rows point, double rho, int steps) {
+  auto g = b.vectors(1), eps = b.vectors(1), at = b.vectors(1);
+  const Rows gr = all_rows(*g), er = all_rows(*eps), ar = all_rows(*at);
+  const auto norm = [&](Rows r) { return std::sqrt(std::max(0.0, b.dots(r, r)[0])); };
+  const double base = b.subset_loss(point, gr)[0];
+  double gn = norm(gr);
+  if (gn == 0 || rho == 0) return 0.0;
+  b.copy(er, gr);
+  b.scale(er, {rho / gn});  // eps_0 = rho g / ||g||
   double best = base;
   for (int s = 0; s <= steps; ++s) {
-    std::vector<double> point(w);
-    VecMap(point.data(), d) += eps;
-    const double loss = backend.subset_loss(point, &grad)[0];
-    best = std::max(best, loss);
+    b.copy(ar, point);
+    b.axpy(ar, {1.0}, er);
+    best = std::max(best, b.subset_loss(ar, gr)[0]);
     if (s == steps) break;
-    g = ConstVecMap(grad.data(), d);
-    if (g.norm() == 0) break;
-    eps += 0.5 * rho * g / g.norm();
-    if (eps.norm() > rho) eps *= rho / eps.norm();  // projection onto the ball
+    gn = norm(gr);
+    if (gn == 0) break;
+    b.axpy(er, {0.5 * rho / gn}, gr);
+    const double en = norm(er);
+    if (en > rho) b.scale(er, {rho / en});  // projection onto the ball
   }
   return best - base;
+}
+
+double sam_sharpness(Backend& b, const std::vector<double>& w, double rho, int steps) {
+  auto p = point_block(b, w);
+  return sam_sharpness(b, all_rows(*p), rho, steps);
 }
 
 }  // namespace gossamer

@@ -29,7 +29,7 @@ json top_eigen_json(const TopEigen& t, const std::string& method) {
 }
 
 // Every worker's estimators: the batched trace and top eigenvalue, then the sharpness ones
-// worker by worker (they go through subset losses at host points).
+// worker by worker, at the rows of a copy of the workers on the backend.
 json measure_workers(Backend& backend, const CurvatureConfig& c, uint64_t key) {
   const WorkerCurvature wc =
       worker_curvature(backend, c.wants("trace") ? c.probes : 0,
@@ -47,11 +47,11 @@ json measure_workers(Backend& backend, const CurvatureConfig& c, uint64_t key) {
   }
   if (c.wants("avgsharp") || c.wants("samsharp")) {
     const int m = backend.workers();
-    const std::vector<double> all = backend.weights();
-    const size_t d = size_t(backend.dim());
+    auto all = backend.vectors(m);
+    backend.copy_weights(all_rows(*all));
     std::vector<double> avg, sam;
     for (int k = 0; k < m; ++k) {
-      const std::vector<double> wk(all.begin() + k * d, all.begin() + (k + 1) * d);
+      const Rows wk = row_of(*all, k);
       if (c.wants("avgsharp"))
         avg.push_back(average_sharpness_isotropic(backend, wk, c.sigma, c.mc_samples, key).value);
       if (c.wants("samsharp")) sam.push_back(sam_sharpness(backend, wk, c.sam_rho, c.sam_steps));
@@ -82,19 +82,17 @@ json measure_curvature(Backend& backend, const CurvatureConfig& c, uint64_t seed
         c.method);
   if (c.wants("reg")) out["half_tr_h_xi"] = hessian_xi_regularizer(backend);
   if (c.wants("avgsharp") || c.wants("samsharp")) {
-    const std::vector<double> mean = backend.download(wbar);
     if (c.wants("avgsharp")) {
       json iso =
-          estimate_json(average_sharpness_isotropic(backend, mean, c.sigma, c.mc_samples, key));
+          estimate_json(average_sharpness_isotropic(backend, wbar, c.sigma, c.mc_samples, key));
       iso["sigma"] = c.sigma;
       out["avg_sharpness_isotropic"] = iso;
-      out["avg_sharpness_xi"] = estimate_json(average_sharpness_xi(
-          backend, backend.weights(), backend.workers(), c.mc_samples, key));
+      out["avg_sharpness_xi"] = estimate_json(average_sharpness_xi(backend, c.mc_samples, key));
     }
     if (c.wants("samsharp"))
       out["sam_sharpness"] = {{"rho", c.sam_rho},
                               {"steps", c.sam_steps},
-                              {"value", sam_sharpness(backend, mean, c.sam_rho, c.sam_steps)}};
+                              {"value", sam_sharpness(backend, wbar, c.sam_rho, c.sam_steps)}};
   }
   if (c.wants("density")) {
     const SpectralDensity s = spectral_density(backend, wbar, c.density_runs, c.density_steps,

@@ -43,12 +43,12 @@ EquivalenceTracker::EquivalenceTracker(const RunConfig& c)
 void EquivalenceTracker::step(Backend& dsgd, int64_t t, double lr) {
   const RunConfig& c = m_csgd->config;
   train_step(*m_csgd->backend, c, *m_csgd->topology, t, lr);
-  // eps_k of step t: the Xi-perturbations of the D-SGD workers now, one per worker.
-  const std::vector<double> eps = xi_perturbations(dsgd.weights(), c.workers, c.workers,
-                                                   c.seed ^ (0x5A3Dull << 40) ^ uint64_t(t));
+  // eps_k of step t: the Xi-perturbations of the D-SGD workers now, one per worker, drawn on the
+  // D-SGD backend and handed to the ADSAM one (another backend: through the host).
+  const auto eps = xi_perturbations(dsgd, c.workers, c.seed ^ (0x5A3Dull << 40) ^ uint64_t(t));
   Backend& a = *m_adsam->backend;
   a.sample(t);
-  a.perturb_weights(eps);
+  a.perturb_weights(dsgd.download(all_rows(*eps)));
   a.local_gradient(true);
   a.restore_weights();
   a.average_gradients();

@@ -281,8 +281,7 @@ class ShardedBackend final : public Backend {
   void do_combine(Rows basis, const std::vector<double>& c, Rows out) override {
     m_shards[0]->do_combine(basis, c, out);
   }
-  std::vector<double> do_subset_loss(const std::vector<double>& points,
-                                     std::vector<double>* grads) override {
+  std::vector<double> do_subset_loss(Rows points, Rows grads) override {
     return m_shards[0]->do_subset_loss(points, grads);
   }
 

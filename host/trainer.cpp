@@ -138,7 +138,7 @@ json evaluate(Backend& backend, const RunConfig& c, int64_t step, double epoch, 
     m["ensemble"] = {{"workers", stats(e.ensemble)}, {"mean_model", stats(e.mean_model)}};
   }
   if (c.metrics.smoothing) {
-    const auto [gap, norm] = gradient_smoothing(backend, backend.weights(), c.workers);
+    const auto [gap, norm] = gradient_smoothing(backend);
     m["gradient_smoothing"] = {{"norm", gap}, {"ratio", gap / norm}, {"grad_norm_at_mean", norm}};
   }
   m["wall_time_s"] = wall;

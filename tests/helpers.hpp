@@ -253,8 +253,18 @@ inline std::vector<std::string> contract_errors(Backend& b, int m) {
         auto v = b.vectors(2), o = b.vectors(1);
         b.combine(all_rows(*v), {1.0}, all_rows(*o));  // 1 coefficient for 2 x 1
       },
-      [&] { b.set_curvature_subset({0, -1}); },
+      [&] {
+        b.set_curvature_subset({0, -1});
+      },
       [&] { b.sample(-1); },
+      [&] {
+        auto p = b.vectors(2), g = b.vectors(3);
+        b.subset_loss(all_rows(*p), all_rows(*g));  // 2 points, 3 gradient rows
+      },
+      [&] {
+        auto p = b.vectors(2);
+        b.subset_loss(row_of(*p, 0), row_of(*p, 1));  // gradients into the points' block
+      },
   };
   std::vector<std::string> errors;
   for (const auto& call : calls) {

@@ -469,6 +469,9 @@ TEST(ContractTest, InvalidCallsGetTheSameErrorsOnEveryBackend) {
   EXPECT_NE(a[0].find("hvp: dirs: expected whole rows"), std::string::npos) << a[0];
   EXPECT_NE(a[3].find("restore_weights"), std::string::npos) << a[3];
   EXPECT_NE(a[9].find("the points must divide the directions"), std::string::npos) << a[9];
+  const std::string &grads_count = a[a.size() - 2], &grads_block = a.back();
+  EXPECT_NE(grads_count.find("2 points and 3 gradient rows"), std::string::npos) << grads_count;
+  EXPECT_NE(grads_block.find("a block apart from the points"), std::string::npos) << grads_block;
   // A block made by one backend is refused by another.
   auto v = f32->backend->vectors(1);
   try {

@@ -351,6 +351,31 @@ TEST_F(CudaBackendTest, CurvatureEstimatorsMatchTheCpu) {
   EXPECT_LT(rel_err(on(*t.gpu), on(t.cpu())), 1e-3);
 }
 
+// The sharpness estimators and gradient smoothing, on blocks of the backend (subset losses and
+// gradients at device rows, the workers copied there, never to the host), agree with the CPU's
+// (float32, the same probes and z draws). Each value is a difference of losses or gradients, so
+// each is compared by itself.
+TEST_F(CudaBackendTest, SharpnessAndSmoothingMatchTheCpu) {
+  Twin t = make_twin({{"workers", 4}});
+  const auto on = [&](Backend& b) {
+    auto p = b.vectors(1);
+    b.mean_weights(all_rows(*p));
+    const Rows point = all_rows(*p);
+    const Estimate iso = average_sharpness_isotropic(b, point, 0.05, 6, 3);
+    const Estimate xi = average_sharpness_xi(b, 6, 3);
+    const auto [gap, norm] = gradient_smoothing(b);
+    return std::vector<double>{
+        iso.value, iso.std_error, xi.value, xi.std_error, sam_sharpness(b, point, 0.05, 3),
+        gap,       norm};
+  };
+  const std::vector<double> gpu = on(*t.gpu), cpu = on(t.cpu());
+  ASSERT_EQ(gpu.size(), cpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    EXPECT_GT(std::fabs(cpu[i]), 0.0) << i;
+    EXPECT_LT(rel_err(gpu[i], cpu[i]), 1e-3) << i << ": " << gpu[i] << " vs " << cpu[i];
+  }
+}
+
 // Augmented minibatches (crop and flip drawn per worker, step and slot) give the CPU's
 // gradients; the second and third steps replay the captured graph, which must read each step's
 // draws from the device state.
@@ -570,7 +595,7 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
       gpu->restore_weights();
       const std::vector<double> point = random_rows(size_t(d), 8, 0.3);
       gpu->hvp(point, random_rows(size_t(d), 9, 1.0));
-      gpu->subset_loss(point, nullptr);  // its points' buffers
+      gpu->subset_loss(point, nullptr);  // on blocks of its own, freed on return
       const int64_t used = before - free_bytes();
       const int64_t slack = emulated_device()
                                 ? (int64_t(1) << 20) + int64_t(sim->curvature_subset.size()) *

@@ -240,10 +240,6 @@ TEST(CudaPlanTest, PerWorkerStateScalesWithWorkersAndPaddedRows) {
   EXPECT_EQ(part_named(full, "training activations").bytes,
             mlp_workspace_bytes(model, 1024 * 32, false));
   EXPECT_EQ(full.eval_capacity, 1024 * 32);  // at least the training step's own pairs
-  // Curvature pair buffers (points and gradients) stay within 256 MiB.
-  EXPECT_LE(2LL * full.curvature_pairs * full.row_stride * 4, 256LL << 20);
-  EXPECT_GE(full.curvature_pairs, 1);
-  EXPECT_GT(2LL * (full.curvature_pairs + 1) * full.row_stride * 4, 256LL << 20);  // as many as fit
 }
 
 TEST(CudaPlanTest, TooBigAPlanNamesTheNeedTheFreeMemoryAndTheKnob) {

@@ -143,7 +143,8 @@ TEST(CurvatureTest, SmallSigmaSharpnessIsHalfSigmaSquaredTrace) {
 TEST(CurvatureTest, XiPerturbationsHaveCovarianceXi) {
   Tiny t;
   const int m = t.sim->config.workers, samples = 20000;
-  const auto eps = xi_perturbations(t.workers, m, samples, 6);
+  Backend& b = *t.sim->backend;
+  const std::vector<double> eps = b.download(all_rows(*xi_perturbations(b, samples, 6)));
   Eigen::MatrixXd xi = Eigen::MatrixXd::Zero(t.d, t.d), cov = xi;
   for (int k = 0; k < m; ++k) {
     Eigen::VectorXd delta(t.d);
@@ -155,8 +156,8 @@ TEST(CurvatureTest, XiPerturbationsHaveCovarianceXi) {
   // Each entry's sampling error is about sqrt(2/samples) of the scale: 1% here.
   EXPECT_LT((cov - xi).norm() / xi.norm(), 0.05);
   // And the estimator: for a quadratic model its mean is 1/2 tr(H Xi).
-  const Estimate e = average_sharpness_xi(*t.sim->backend, t.workers, m, 400, 2);
-  const double reg = hessian_xi_regularizer(*t.sim->backend);
+  const Estimate e = average_sharpness_xi(b, 400, 2);
+  const double reg = hessian_xi_regularizer(b);
   EXPECT_NEAR(e.value, reg, 3 * e.std_error + 0.05 * std::fabs(reg));
 }
 
@@ -179,19 +180,34 @@ TEST(ClaimMetricsTest, GradientSmoothingIsSecondOrderInTheSpread) {
   // sum_k delta_k = 0, so (1/m) sum_k grad L(wbar + s delta_k) - grad L(wbar) = O(s^2).
   Tiny t;
   const int m = t.sim->config.workers;
+  Backend& b = *t.sim->backend;
   auto smoothing_at = [&](double scale) {
     std::vector<double> rows(t.workers.size());
     for (int k = 0; k < m; ++k)
       for (int64_t i = 0; i < t.d; ++i)
         rows[k * t.d + i] = t.wbar[i] + scale * (t.workers[k * t.d + i] - t.wbar[i]);
-    return gradient_smoothing(*t.sim->backend, rows, m).first;
+    b.set_weights(rows);
+    return gradient_smoothing(b).first;
   };
   const double small = smoothing_at(0.01), twice = smoothing_at(0.02);
   EXPECT_GT(small, 0.0);
   EXPECT_NEAR(twice / small, 4.0, 0.2);
+  // The value itself: the same difference of gradients from the host-form subset losses.
+  std::vector<double> rows(t.workers.size()), grads;
+  for (int k = 0; k < m; ++k)
+    for (int64_t i = 0; i < t.d; ++i)
+      rows[k * t.d + i] = t.wbar[i] + 0.01 * (t.workers[k * t.d + i] - t.wbar[i]);
+  const std::vector<double> mean = mean_row(rows, m);
+  rows.insert(rows.end(), mean.begin(), mean.end());
+  b.subset_loss(rows, &grads);
+  Eigen::VectorXd diff = -Eigen::Map<const Eigen::VectorXd>(grads.data() + m * t.d, t.d);
+  for (int k = 0; k < m; ++k)
+    diff += Eigen::Map<const Eigen::VectorXd>(grads.data() + k * t.d, t.d) / m;
+  EXPECT_NEAR(small, diff.norm(), 1e-12 * diff.norm() + 1e-15);
   std::vector<double> same;
   for (int k = 0; k < m; ++k) same.insert(same.end(), t.wbar.begin(), t.wbar.end());
-  const auto [gap, grad_norm] = gradient_smoothing(*t.sim->backend, same, m);
+  b.set_weights(same);
+  const auto [gap, grad_norm] = gradient_smoothing(b);
   EXPECT_LT(gap, 1e-12 * grad_norm);  // zero but for the rounding of the mean
 }
 

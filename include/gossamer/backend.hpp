@@ -313,6 +313,9 @@ class Curvature : public virtual BackendShape {
   void project_out(Rows r, Rows basis);
   // out row j = sum_i c[j * n + i] basis row i, n = basis.count (Ritz vectors from a basis).
   void combine(Rows basis, const std::vector<double>& c, Rows out);
+  // The mean loss on the subset at each row of `points` (host doubles) and, where grads names a
+  // block (as many rows, apart from the points), each row's gradient into it. One batched pass.
+  std::vector<double> subset_loss(Rows points, Rows grads = {});
 
   // Host-vector forms, for tests and small problems: rows of d doubles.
   // out row i = H(point i) dir i; `points` holds 1 row (shared) or as many as `dirs`.
@@ -323,7 +326,7 @@ class Curvature : public virtual BackendShape {
     hvp_into(points, dirs, out);
     return out;
   }
-  // Mean loss on the subset at each row of `points`; with grads, also each gradient (same shape).
+  // subset_loss at host rows; with grads, also each gradient (same shape).
   std::vector<double> subset_loss(const std::vector<double>& points, std::vector<double>* grads);
 
  protected:
@@ -342,8 +345,7 @@ class Curvature : public virtual BackendShape {
   virtual void do_copy(Rows dst, Rows src) = 0;
   virtual void do_project_out(Rows r, Rows basis) = 0;
   virtual void do_combine(Rows basis, const std::vector<double>& c, Rows out) = 0;
-  virtual std::vector<double> do_subset_loss(const std::vector<double>& points,
-                                             std::vector<double>* grads) = 0;
+  virtual std::vector<double> do_subset_loss(Rows points, Rows grads) = 0;  // grads may be {}
 
  private:
   void check_rows(Rows r, const char* what) const;

@@ -71,7 +71,6 @@ struct CudaPlan {
   std::vector<MemoryPart> parts;
   int64_t row_stride = 0;     // ld: floats per padded row of W
   int64_t eval_capacity = 0;  // (model, row) pairs of one evaluation / curvature pass
-  int curvature_pairs = 0;    // (point, direction) pairs held on the device at once
   int64_t total() const;
   std::string table() const;  // one line a part, largest first
 };

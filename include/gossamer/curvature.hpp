@@ -24,8 +24,9 @@ struct TopEigen {
 };
 
 // Every estimator works on vectors the backend owns (device memory on the CUDA backend): the
-// point is a row of a Vectors block, probes are drawn where the vectors live, and only scalars
-// and the small tridiagonal problems reach the host. The forms taking a host point upload it once.
+// point is a row of a Vectors block, probes are drawn where the vectors live, the workers' rows
+// are copied there (copy_weights), and only scalars and the small tridiagonal problems reach the
+// host. The forms taking a host point upload it once.
 
 // tr H by Hutchinson (1990): mean of z^T H z over Rademacher probes z (probe p: stream
 // kTraceStream + p), in batches of HVPs.
@@ -81,29 +82,32 @@ SpectralDensity smooth_density(std::vector<std::vector<double>> nodes,
 double hessian_xi_regularizer(Backend& backend);
 
 // E_{eps ~ N(0, sigma^2 I)} L(w + eps) - L(w), with antithetic pairs (eps, -eps), which
-// cancel the gradient term's variance: samples pairs.
+// cancel the gradient term's variance: samples pairs (eps_s: sigma times a normal probe of
+// its own stream), in one batch of 2 samples + 1 subset losses.
+Estimate average_sharpness_isotropic(Backend& backend, Rows point, double sigma, int samples,
+                                     uint64_t seed);
 Estimate average_sharpness_isotropic(Backend& backend, const std::vector<double>& w, double sigma,
                                      int samples, uint64_t seed);
 
-// E_{eps ~ N(0, Xi)} L(wbar + eps) - L(wbar), eps = (1/sqrt m) sum_k z_k delta_k, z ~ N(0, I_m)
-// (covariance Xi without a d x d matrix), antithetic pairs.
-Estimate average_sharpness_xi(Backend& backend, const std::vector<double>& workers, int m,
-                              int samples, uint64_t seed);
+// E_{eps ~ N(0, Xi)} L(wbar + eps) - L(wbar) of the backend's current workers, eps = (1/sqrt m)
+// sum_k z_k delta_k, z ~ N(0, I_m) (covariance Xi without a d x d matrix), antithetic pairs.
+Estimate average_sharpness_xi(Backend& backend, int samples, uint64_t seed);
 
 // Worst-case (SAM) sharpness max_{||eps|| <= rho} L(w + eps) - L(w) by projected normalized
 // gradient ascent from eps_0 = rho g/||g|| (Foret et al. 2021's first-order solution):
 // eps <- P_rho(eps + (rho/2) grad/||grad||), `steps` times; reports the largest loss seen
 // (a lower bound of the maximum).
+double sam_sharpness(Backend& backend, Rows point, double rho, int steps);
 double sam_sharpness(Backend& backend, const std::vector<double>& w, double rho, int steps);
 
-// Claim 2 (gradient smoothing): the workers' mean gradient against the gradient at their
-// mean, on the subset: returns {||(1/m) sum_k grad L(w_k) - grad L(wbar)||, ||grad L(wbar)||}.
-std::pair<double, double> gradient_smoothing(Backend& backend, const std::vector<double>& workers,
-                                             int m);
+// Claim 2 (gradient smoothing) of the backend's current workers: their mean gradient against
+// the gradient at their mean, on the subset: returns {||(1/m) sum_k grad L(w_k) - grad L(wbar)||,
+// ||grad L(wbar)||}. One batch of m + 1 subset gradients.
+std::pair<double, double> gradient_smoothing(Backend& backend);
 
-// The perturbations of average_sharpness_xi, for checks: samples x d.
-std::vector<double> xi_perturbations(const std::vector<double>& workers, int m, int samples,
-                                     uint64_t seed);
+// The perturbations of average_sharpness_xi of the backend's current workers, a row each: the
+// equivalence tracker's, and for checks.
+std::unique_ptr<Vectors> xi_perturbations(Backend& backend, int samples, uint64_t seed);
 
 // The mean row of an m x d matrix.
 std::vector<double> mean_row(const std::vector<double>& rows, int m);
