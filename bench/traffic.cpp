@@ -166,12 +166,14 @@ int run(int argc, char** argv) {
                  {"model", sim->model.describe()},
                  {"step", report("one training step", gossamer_emu::stop_traffic())}};
   if (hvp > 0) {
-    const std::vector<double> all = b.weights();
-    const std::vector<double> points(all.begin(), all.begin() + int64_t(hvp) * sim->model.dim);
-    std::vector<double> out;
+    // The first `hvp` workers as points and directions, on the device as the estimators use them:
+    // only the pass is traced, no host transfer.
+    auto all = b.vectors(b.workers()), out = b.vectors(hvp);
+    b.copy_weights(all_rows(*all));
+    const Rows points = rows_of(*all, 0, hvp);
     phase("one batched HVP, traced");
     gossamer_emu::start_traffic();
-    b.hvp_into(points, points, out);
+    b.hvp(points, points, all_rows(*out));
     result["hvp"] = report("one batched HVP", gossamer_emu::stop_traffic());
     result["hvp"]["points"] = hvp;
   }
