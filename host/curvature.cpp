@@ -107,6 +107,11 @@ Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solve(const Tridiagonal& t) {
   return Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(T);
 }
 
+// ||r|| of one row.
+double norm_of(Backend& b, Rows r) {
+  return std::sqrt(std::max(0.0, b.dots(r, r)[0]));
+}
+
 // Antithetic Monte Carlo of E L(center + eps) - L(center) over the rows eps of a block: one
 // batch of subset losses at center, center + eps_s and center - eps_s.
 Estimate antithetic_sharpness(Backend& b, Rows center, Rows eps) {
@@ -116,7 +121,7 @@ Estimate antithetic_sharpness(Backend& b, Rows center, Rows eps) {
   b.axpy(rows_of(*points, 1, n), std::vector<double>(size_t(n), 1.0), eps);
   b.axpy(rows_of(*points, 1 + n, n), std::vector<double>(size_t(n), -1.0), eps);
   const std::vector<double> loss = b.subset_loss(all_rows(*points));
-  std::vector<double> diffs(static_cast<size_t>(n));
+  std::vector<double> diffs(size_t(n), 0.0);
   for (int64_t s = 0; s < n; ++s)
     diffs[size_t(s)] = 0.5 * (loss[size_t(1 + s)] + loss[size_t(1 + n + s)]) - loss[0];
   return mean_and_error(diffs);
@@ -412,16 +417,14 @@ std::pair<double, double> gradient_smoothing(Backend& b) {
   const Rows at_mean = row_of(*grads, m);
   b.combine(rows_of(*grads, 0, m), std::vector<double>(size_t(m), 1.0 / m), all_rows(*diff));
   b.axpy(all_rows(*diff), {-1.0}, at_mean);
-  return {std::sqrt(std::max(0.0, b.dots(all_rows(*diff), all_rows(*diff))[0])),
-          std::sqrt(std::max(0.0, b.dots(at_mean, at_mean)[0]))};
+  return {norm_of(b, all_rows(*diff)), norm_of(b, at_mean)};
 }
 
 double sam_sharpness(Backend& b, Rows point, double rho, int steps) {
   auto g = b.vectors(1), eps = b.vectors(1), at = b.vectors(1);
   const Rows gr = all_rows(*g), er = all_rows(*eps), ar = all_rows(*at);
-  const auto norm = [&](Rows r) { return std::sqrt(std::max(0.0, b.dots(r, r)[0])); };
   const double base = b.subset_loss(point, gr)[0];
-  double gn = norm(gr);
+  double gn = norm_of(b, gr);
   if (gn == 0 || rho == 0) return 0.0;
   b.copy(er, gr);
   b.scale(er, {rho / gn});  // eps_0 = rho g / ||g||
@@ -431,10 +434,10 @@ double sam_sharpness(Backend& b, Rows point, double rho, int steps) {
     b.axpy(ar, {1.0}, er);
     best = std::max(best, b.subset_loss(ar, gr)[0]);
     if (s == steps) break;
-    gn = norm(gr);
+    gn = norm_of(b, gr);
     if (gn == 0) break;
     b.axpy(er, {0.5 * rho / gn}, gr);
-    const double en = norm(er);
+    const double en = norm_of(b, er);
     if (en > rho) b.scale(er, {rho / en});  // projection onto the ball
   }
   return best - base;
