@@ -181,22 +181,22 @@ TEST(ClaimMetricsTest, GradientSmoothingIsSecondOrderInTheSpread) {
   Tiny t;
   const int m = t.sim->config.workers;
   Backend& b = *t.sim->backend;
-  auto smoothing_at = [&](double scale) {
+  auto spread_by = [&](double scale) {  // the workers at wbar + scale delta_k
     std::vector<double> rows(t.workers.size());
     for (int k = 0; k < m; ++k)
       for (int64_t i = 0; i < t.d; ++i)
         rows[k * t.d + i] = t.wbar[i] + scale * (t.workers[k * t.d + i] - t.wbar[i]);
-    b.set_weights(rows);
+    return rows;
+  };
+  auto smoothing_at = [&](double scale) {
+    b.set_weights(spread_by(scale));
     return gradient_smoothing(b).first;
   };
   const double small = smoothing_at(0.01), twice = smoothing_at(0.02);
   EXPECT_GT(small, 0.0);
   EXPECT_NEAR(twice / small, 4.0, 0.2);
   // The value itself: the same difference of gradients from the host-form subset losses.
-  std::vector<double> rows(t.workers.size()), grads;
-  for (int k = 0; k < m; ++k)
-    for (int64_t i = 0; i < t.d; ++i)
-      rows[k * t.d + i] = t.wbar[i] + 0.01 * (t.workers[k * t.d + i] - t.wbar[i]);
+  std::vector<double> rows = spread_by(0.01), grads;
   const std::vector<double> mean = mean_row(rows, m);
   rows.insert(rows.end(), mean.begin(), mean.end());
   b.subset_loss(rows, &grads);
