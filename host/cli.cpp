@@ -197,12 +197,11 @@ int plan_command(const RunConfig& c, const std::string* fit) {
     const MemoryPart* largest = &plan.parts.front();
     for (const auto& part : plan.parts)
       if (part.bytes > largest->bytes) largest = &part;
-    const std::string fits =
-        lo >= 1
-            ? std::to_string(lo) + " workers of " + model.describe() + " (batch " +
-                  std::to_string(c.optimizer.batch_size) + ") fit in " + where + ": "
-            : "not one worker of " + model.describe() + " (batch " +
-                  std::to_string(c.optimizer.batch_size) + ") fits in " + where + ": one needs ";
+    const std::string of =
+        " of " + model.describe() + " (batch " + std::to_string(c.optimizer.batch_size) + ") ";
+    const std::string fits = lo >= 1
+                                 ? std::to_string(lo) + " workers" + of + "fit in " + where + ": "
+                                 : "not one worker" + of + "fits in " + where + ": one needs ";
     std::printf("%s%.2f GiB of buffers + %.2f GiB headroom; the largest part is %s (lower %s)\n",
                 fits.c_str(), double(plan.total()) / 1073741824.0,
                 double(kCudaHeadroom) / 1073741824.0, largest->name.c_str(), largest->knob.c_str());

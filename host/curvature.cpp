@@ -386,25 +386,29 @@ Estimate average_sharpness_isotropic(Backend& b, const std::vector<double>& w, d
   return average_sharpness_isotropic(b, all_rows(*p), sigma, samples, seed);
 }
 
-std::unique_ptr<Vectors> xi_perturbations(Backend& b, int samples, uint64_t seed) {
+namespace {
+// eps_s = sum_k c_sk delta_k, c_sk = z_sk / sqrt(m): the z of sample s from its own stream.
+std::unique_ptr<Vectors> xi_rows(Backend& b, const Deviations& dev, int samples, uint64_t seed) {
   const int m = b.workers();
-  // eps_s = sum_k c_sk delta_k, c_sk = z_sk / sqrt(m): the z of sample s from its own stream.
   std::vector<double> c(size_t(samples) * size_t(m));
   for (int s = 0; s < samples; ++s) {
     PhiloxStream rng(seed, RngDomain::Curvature, kXiStream + uint32_t(s));
     for (int k = 0; k < m; ++k) c[size_t(s) * m + k] = rng.normal() / std::sqrt(double(m));
   }
-  const Deviations dev = deviations(b);
   auto eps = b.vectors(samples);
   b.combine(all_rows(*dev.delta), c, all_rows(*eps));
   return eps;
 }
+}  // namespace
+
+std::unique_ptr<Vectors> xi_perturbations(Backend& b, int samples, uint64_t seed) {
+  return xi_rows(b, deviations(b), samples, seed);
+}
 
 Estimate average_sharpness_xi(Backend& b, int samples, uint64_t seed) {
-  auto mean = b.vectors(1);
-  b.mean_weights(all_rows(*mean));
-  const auto eps = xi_perturbations(b, samples, seed);
-  return antithetic_sharpness(b, all_rows(*mean), all_rows(*eps));
+  const Deviations dev = deviations(b);  // w-bar, the center, and the deviations
+  const auto eps = xi_rows(b, dev, samples, seed);
+  return antithetic_sharpness(b, all_rows(*dev.mean), all_rows(*eps));
 }
 
 std::pair<double, double> gradient_smoothing(Backend& b) {
