@@ -308,7 +308,10 @@ for line in open(sys.argv[1]):
         name = m.group(1)[:90]
     m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+([\d.,]+)", line)
     if m and name:
-        scale = {"nsecond": 1e-3, "usecond": 1, "msecond": 1e3}.get(m.group(1), 1)
+        # ncu prints ns/us/ms (older versions nsecond/usecond/msecond); an unknown unit stops
+        # the table rather than being read as microseconds (the 2026-11-27 visit's tables were).
+        scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1, "usecond": 1, "ms": 1e3, "msecond": 1e3,
+                 "s": 1e6, "second": 1e6}[m.group(1)]
         total[name] += float(m.group(2).replace(",", "")) * scale
         count[name] += 1
 print(f"profile of {sys.argv[2]} (ncu, its first kernels): total us, calls, kernel")
