@@ -523,9 +523,9 @@ int run_bench(int argc, char** argv) {
     const double t_setup =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - setup_start).count();
     const bool cnn = sim->model.kind == ModelKind::Cnn;
-    if (cnn && !cnn_paths_all_on(paths))
+    if (cnn)
       gossamer_bench::use_cnn_paths(*sim, paths);  // after the set-up's timing
-    else if (!cnn && !o.cnn_off.empty())
+    else if (!o.cnn_off.empty())
       std::printf("(--cnn-off: workload %s has no CNN; nothing to turn off)\n", name.c_str());
     std::printf("\nworkload %s: m = %d, %s, batch %d, %s, %s\n", name.c_str(), cfg.workers,
                 sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),

@@ -37,9 +37,10 @@
 #             tests in 45 or 60 s on the H200: give it SANITIZE_TIMEOUT=150 once   2 x SANITIZE_TIMEOUT
 #   ncu       kernel names of the TF32 GEMM test; the gossip and GEMM kernels of workload b,
 #             the ceilings skipped (--no-ceilings) so the profiler reaches them                  3 x 30
-#   paths     workloads c and c1024 with each of the CNN's fused paths alone off (--cnn-off NAME):
-#             what each one gains, beside the bench step's all-on and all-off lines; last, so it
-#             runs when the visit has time left                                             5 x 18
+#   paths     workloads c and c1024 with every CNN fused path on (--cnn-off none), then each alone
+#             off (--cnn-off NAME): what each one gains, beside the bench step's default
+#             (small_convs off) and all-off lines; last, so it runs when the visit has time left
+#                                                                                            6 x 18
 # SKIP="peers ncu" leaves steps out. Everything lands in $OUT/visit.tar.gz, plus summary.txt,
 # the bench JSONs (a and b, the m-series, TF32), peers.json and cuda-tests.txt beside it (at
 # most 8 files come back).
@@ -66,7 +67,7 @@ SKIP=${SKIP:-}
 # default 540, counted from the script's start): the caps below add up to more than a visit may
 # take, so a slow step costs the later ones, never the visit.
 BUDGET=${BUDGET:-540}
-declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=220 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90 [paths]=95)
+declare -A CAP=([tests]=230 [cnn]=60 [study]=70 [runs]=240 [bench]=220 [peers]=200 [profile]=100 [sanitize]=120 [ncu]=90 [paths]=115)
 [ "${BENCH:-}" = cnn ] && CAP[bench]=150
 # PEER_TIMEOUT / SANITIZE_TIMEOUT: the peers' and each sanitizer's own caps, for a short visit.
 PEER_TIMEOUT=${PEER_TIMEOUT:-190}
@@ -350,8 +351,8 @@ if want ncu && command -v ncu > /dev/null; then
 fi
 
 if want paths; then
-  echo "=== the CNN's fused paths, each alone off"
-  for p in small_convs stored_grads fused_acts grad_through_pool kept_columns; do
+  echo "=== the CNN's fused paths: all on, then each alone off"
+  for p in none small_convs stored_grads fused_acts grad_through_pool kept_columns; do
     timeout 18 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-off $p --no-curvature \
       --no-ceilings --repeats 5 --calls 3 --out "$V/bench-without-$p" > "$V/bench-without-$p.txt" 2>&1
     echo "bench without $p exit $?" >> "$V/bench-without-$p.txt"

@@ -143,7 +143,7 @@ int run(int argc, char** argv) {
   const CnnPaths paths = cnn_paths_without(cnn_off, "--cnn-off");
   const std::string off = cnn_paths_off(paths);
   auto sim = make_simulation(cfg);
-  if (!cnn_paths_all_on(paths)) gossamer_bench::use_cnn_paths(*sim, paths);
+  gossamer_bench::use_cnn_paths(*sim, paths);
   Backend& b = *sim->backend;
   std::printf("workload %s: m = %d, %s, batch %d, %s, on %s\n", name.c_str(), cfg.workers,
               sim->model.describe().c_str(), cfg.optimizer.batch_size, cfg.topology.name.c_str(),
@@ -178,7 +178,8 @@ int run(int argc, char** argv) {
     result["hvp"]["points"] = hvp;
   }
   const std::string path = gossamer_bench::dated_result_path(
-      out_dir, "emulated-traffic-" + name + (cnn_paths_all_on(paths) ? "" : "-without-" + off));
+      out_dir, "emulated-traffic-" + name +
+                   (gossamer_bench::default_cnn_paths(paths) ? "" : "-without-" + off));
   std::ofstream(path) << result.dump(2) << "\n";
   std::printf("\n(wrote %s)\n", path.c_str());
   return 0;

@@ -87,23 +87,32 @@ inline std::string dated_result_path(const std::string& out_dir, const std::stri
 }
 
 // --cnn-off NAMES (gossamer-bench and gossamer-traffic): a CNN's fused paths to turn off
-// (CudaOptions::cnn_paths), comma-separated; "all" is the general im2col-and-cuBLAS path.
+// (CudaOptions::cnn_paths), comma-separated, from all on; "all" is the general im2col-and-cuBLAS
+// path, "none" every path on; without it, the backend's default (CnnPaths::defaults()).
 inline CLI::Option* add_cnn_off_option(CLI::App& app, std::string& names) {
   std::string list;
   for (const gossamer::CnnPathSwitch& s : gossamer::kCnnPathSwitches)
     list += std::string("\n  ") + s.name + ": " + s.what;
   return app
       .add_option("--cnn-off", names,
-                  "CUDA backend: run a CNN with these fused paths off, to measure what each "
-                  "gains (comma-separated; all: the general path, im2col and cuBLAS for "
-                  "every convolution, every gradient zeroed and added to):" +
-                      list)
+                  "CUDA backend: run a CNN with every fused path on but these, to measure what "
+                  "each gains (comma-separated; none: all on; all: the general path, im2col and "
+                  "cuBLAS for every convolution, every gradient zeroed and added to; without "
+                  "--cnn-off: the backend's default, " +
+                      gossamer::cnn_paths_off(gossamer::CnnPaths::defaults()) + " off):" + list)
       ->type_name("NAMES");
 }
 
+// Whether `paths` are the CUDA backend's default (CnnPaths::defaults()).
+inline bool default_cnn_paths(const gossamer::CnnPaths& paths) {
+  return gossamer::cnn_paths_off(paths) == gossamer::cnn_paths_off(gossamer::CnnPaths::defaults());
+}
+
 // The workload's CUDA backend built again with a CNN's paths as given (--cnn-off), from the same
-// initial weights, to measure on the same card what the paths turned off gain.
+// initial weights, to measure on the same card what the paths turned off gain; nothing to do for
+// the default paths, which the backend has.
 inline void use_cnn_paths(gossamer::Simulation& sim, const gossamer::CnnPaths& paths) {
+  if (default_cnn_paths(paths)) return;
 #ifdef GOSSAMER_HAVE_CUDA
   gossamer::CudaOptions options;  // the callers refuse --cnn-off without a CUDA backend
   options.cnn_paths = paths;

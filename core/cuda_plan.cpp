@@ -29,8 +29,9 @@ std::string gib(int64_t bytes) {
 
 CnnPaths cnn_paths_without(const std::string& names, const std::string& flag) {
   if (names == "all") return CnnPaths::general();
+  if (names.empty()) return CnnPaths::defaults();
   CnnPaths paths;
-  if (names.empty() || names == "none") return paths;
+  if (names == "none") return paths;
   std::string known;
   for (const CnnPathSwitch& s : kCnnPathSwitches)
     known += std::string(known.empty() ? "" : ", ") + s.name;
@@ -47,11 +48,6 @@ CnnPaths cnn_paths_without(const std::string& names, const std::string& flag) {
     at = end + 1;
   }
   return paths;
-}
-
-bool cnn_paths_all_on(const CnnPaths& paths) {
-  return std::all_of(kCnnPathSwitches.begin(), kCnnPathSwitches.end(),
-                     [&](const CnnPathSwitch& s) { return paths.*(s.on); });
 }
 
 std::string cnn_paths_off(const CnnPaths& paths) {

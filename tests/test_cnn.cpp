@@ -406,7 +406,8 @@ TEST(CnnTest, TheCnnQuickstartLearns) {
 }
 
 // `gossamer plan` shows a cnn's device-memory plan (it refused one before the CUDA backend had
-// convolutions), its training activations the bytes cnn_workspace_bytes counts for 16 x 32 rows.
+// convolutions), its training activations the bytes cnn_workspace_bytes counts for 16 x 32 rows
+// on the backend's default paths.
 TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
   if (!std::filesystem::exists(kFashion))
     GTEST_SKIP() << kFashion << " not found: install Debian's dataset-fashion-mnist";
@@ -420,7 +421,8 @@ TEST(CnnTest, ThePlanCountsTheCnnsDeviceBuffers) {
                      10, Activation::Relu);
   char line[96];
   std::snprintf(line, sizeof line, "%.2f GiB  training activations",
-                double(cnn_workspace_bytes(model, 16 * 32, false)) / double(int64_t(1) << 30));
+                double(cnn_workspace_bytes(model, 16 * 32, false, CnnPaths::defaults())) /
+                    double(int64_t(1) << 30));
   EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
 }
 

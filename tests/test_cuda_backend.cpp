@@ -565,9 +565,9 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
   const std::vector<json> shapes = {kShapes[2], kCnnShapes[1], kCnnShapes.back()};
   const auto free_bytes = [] { return int64_t(list_devices().devices[0].free_memory); };
   for (const json& shape : shapes)
-    for (const CnnPaths& paths : {CnnPaths{}, CnnPaths::general()}) {
-      const bool fused = paths.small_convs;
-      SCOPED_TRACE(shape["model"].dump() + (fused ? " fused" : " general"));
+    for (const CnnPaths& paths : {CnnPaths{}, CnnPaths::defaults(), CnnPaths::general()}) {
+      const std::string off = cnn_paths_off(paths);
+      SCOPED_TRACE(shape["model"].dump() + " paths off: " + off);
       test_util::Sim sim;
       try {
         sim = test_util::make_sim(shape, false);
@@ -601,9 +601,9 @@ TEST_F(CudaBackendTest, ThePlanCoversWhatTheBackendAllocates) {
                                 ? (int64_t(1) << 20) + int64_t(sim->curvature_subset.size()) *
                                                            (sim->model.input * 4 + 4)
                                 : kCudaHeadroom;
-      std::printf("%s, %s paths: %lld bytes allocated, %lld planned\n",
-                  shape["model"].value("kind", "mlp").c_str(), fused ? "fused" : "general",
-                  (long long)used, (long long)plan.total());
+      std::printf("%s, paths off: %s: %lld bytes allocated, %lld planned\n",
+                  shape["model"].value("kind", "mlp").c_str(), off.c_str(), (long long)used,
+                  (long long)plan.total());
       EXPECT_LE(used, plan.total() + slack) << plan.table();
       // Nor does the plan reserve what nobody allocates (it once counted a third curvature
       // buffer, 171 MB of the CNN quickstart's): on the emulated device, within 2 MiB.

@@ -84,10 +84,14 @@ TEST(CudaPlanTest, CnnWorkspaceIsCountedByHand) {
   const ModelSpec big = ModelSpec::cnn(1, 28, 28, {conv, pool}, 10, Activation::Relu);
   CudaPlanInput in = input(big, 16, 32);
   const CudaPlan p = plan_cuda_memory(in);
-  const int64_t a_pair = cnn_workspace_bytes(big, 1, true) - cnn_workspace_bytes(big, 0, true);
+  const CnnPaths& paths = in.cnn_paths;  // the backend's default
+  const int64_t a_pair =
+      cnn_workspace_bytes(big, 1, true, paths) - cnn_workspace_bytes(big, 0, true, paths);
   EXPECT_EQ(p.eval_capacity, std::clamp<int64_t>((int64_t(2) << 30) / a_pair, 256, 16384));
-  EXPECT_EQ(part_named(p, "evaluation").bytes, cnn_workspace_bytes(big, p.eval_capacity, true));
-  EXPECT_EQ(part_named(p, "training activations").bytes, cnn_workspace_bytes(big, 16 * 32, false));
+  EXPECT_EQ(part_named(p, "evaluation").bytes,
+            cnn_workspace_bytes(big, p.eval_capacity, true, paths));
+  EXPECT_EQ(part_named(p, "training activations").bytes,
+            cnn_workspace_bytes(big, 16 * 32, false, paths));
 }
 
 // A small convolution on the image, its ReLU and a max pool (act_from_output): the fused paths
@@ -125,6 +129,7 @@ TEST(CudaPlanTest, CnnBuffersNobodyWritesAreNotPlanned) {
                   cnn_workspace_bytes(relu, 10, with_r),
               10 * (32 + 8 + 2 * 32 + (with_r ? 2 : 1) * (144 - 8)) * 4 - fused.partials * 8);
   CudaPlanInput in = input(relu, 16, 32);
+  in.cnn_paths = CnnPaths{};  // every path on
   const int64_t fused_train = part_named(plan_cuda_memory(in), "training activations").bytes;
   in.cnn_paths = CnnPaths::general();
   EXPECT_EQ(part_named(plan_cuda_memory(in), "training activations").bytes - fused_train,
@@ -164,9 +169,9 @@ TEST(CudaPlanTest, CnnColumnsAreKeptOnTheFusedPaths) {
   EXPECT_EQ(cnn_pair_sizes(model, no_small).partials, 0);
 }
 
-// --cnn-off's names: each switch alone, several, "all" (the general path) and "none"; an unknown
-// name is a config error that names the flag, the name and the known ones; cnn_paths_off says
-// which are off in the same words.
+// --cnn-off's names: each switch alone, several, "all" (the general path), "none" (all on) and
+// nothing (the backend's default, small_convs off); an unknown name is a config error that names
+// the flag, the name and the known ones; cnn_paths_off says which are off in the same words.
 TEST(CudaPlanTest, CnnPathsByName) {
   for (const CnnPathSwitch& s : kCnnPathSwitches) {
     const CnnPaths p = cnn_paths_without(s.name, "--cnn-off");
@@ -183,14 +188,12 @@ TEST(CudaPlanTest, CnnPathsByName) {
   EXPECT_FALSE(all.small_convs || all.stored_grads || all.fused_acts || all.grad_through_pool ||
                all.kept_columns);
   EXPECT_EQ(cnn_paths_off(cnn_paths_without("none", "--cnn-off")), "none");
-  EXPECT_EQ(cnn_paths_off(cnn_paths_without("", "--cnn-off")), "none");
   EXPECT_EQ(cnn_paths_off(CnnPaths{}), "none");
-  EXPECT_TRUE(cnn_paths_all_on(CnnPaths{}));
-  EXPECT_TRUE(cnn_paths_all_on(cnn_paths_without("", "--cnn-off")));
-  EXPECT_FALSE(cnn_paths_all_on(two));
-  EXPECT_FALSE(cnn_paths_all_on(all));
-  for (const CnnPathSwitch& s : kCnnPathSwitches)
-    EXPECT_FALSE(cnn_paths_all_on(cnn_paths_without(s.name, "--cnn-off"))) << s.name;
+  // The default: every path but small_convs (CnnPaths::defaults(): its measurement), for the
+  // backend and its plan alike.
+  EXPECT_EQ(cnn_paths_off(cnn_paths_without("", "--cnn-off")), "small_convs");
+  EXPECT_EQ(cnn_paths_off(CnnPaths::defaults()), "small_convs");
+  EXPECT_EQ(cnn_paths_off(CudaPlanInput{}.cnn_paths), "small_convs");
   try {
     cnn_paths_without("kept_columns,im2col", "--cnn-off");
     ADD_FAILURE() << "an unknown path was accepted";
@@ -203,8 +206,9 @@ TEST(CudaPlanTest, CnnPathsByName) {
   EXPECT_THROW(cnn_paths_without("kept_columns,", "--cnn-off"), Error);  // an empty name
 }
 
-// bench/gpu-check.sh's paths step times each switch alone off, by name: the same names, in the
-// same order (a renamed switch would otherwise cost a GPU visit's step an exit 2).
+// bench/gpu-check.sh's paths step times every path on ("none"), then each switch alone off, by
+// name: the same names, in the same order (a renamed switch would otherwise cost a GPU visit's
+// step an exit 2).
 TEST(CudaPlanTest, TheGpuCheckTimesEveryCnnPath) {
   std::ifstream in(std::string(GOSSAMER_SOURCE_DIR) + "/bench/gpu-check.sh");
   ASSERT_TRUE(in) << "bench/gpu-check.sh not found";
@@ -218,9 +222,8 @@ TEST(CudaPlanTest, TheGpuCheckTimesEveryCnnPath) {
       break;
     }
   }
-  std::string expected;
-  for (const CnnPathSwitch& s : kCnnPathSwitches)
-    expected += std::string(expected.empty() ? "" : " ") + s.name;
+  std::string expected = "none";
+  for (const CnnPathSwitch& s : kCnnPathSwitches) expected += std::string(" ") + s.name;
   EXPECT_EQ(names, expected);
 }
 

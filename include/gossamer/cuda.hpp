@@ -20,10 +20,11 @@ struct CudaOptions {
   bool poison = false;
   // The GPU ordinal (an unsharded backend; a sharded one sets it per shard from setup.devices).
   int device = 0;
-  // A CNN's fused paths (cuda/cnn.cu), all on by default; CnnPaths::general() turns them all off
-  // (every convolution through im2col and cuBLAS, every gradient zeroed and added to, no fusion:
-  // an on-GPU reference for the fused ones, which the agreement tests compare with it).
-  CnnPaths cnn_paths;
+  // A CNN's fused paths (cuda/cnn.cu): CnnPaths::defaults(), the fastest measured (its comment);
+  // CnnPaths::general() turns them all off (every convolution through im2col and cuBLAS, every
+  // gradient zeroed and added to, no fusion: an on-GPU reference for the fused ones, which the
+  // agreement tests compare with it).
+  CnnPaths cnn_paths = CnnPaths::defaults();
 };
 
 // The CUDA backend (cuda/cuda_backend.cu): on GPU setup.devices[0] (0 when empty), or sharded

@@ -14,9 +14,10 @@ namespace gossamer {
 
 // The batched CNN's fused paths (cuda/cnn.cu), each of which can be turned off alone: to measure
 // on a GPU what each one gains, and to find which one a disagreement with the general path comes
-// from (the agreement tests run each one off). All on is the default; all off (general()) is the
-// general path, the on-GPU reference: every convolution through im2col and cuBLAS, its columns
-// recomputed in the backward pass, every gradient zeroed and then added to, no fusion.
+// from (the agreement tests run all on, then each one off). CnnPaths{} is every path on; the
+// backend's default is defaults(); all off (general()) is the general path, the on-GPU reference:
+// every convolution through im2col and cuBLAS, its columns recomputed in the backward pass, every
+// gradient zeroed and then added to, no fusion.
 struct CnnPaths {
   bool small_convs = true;        // convolutions of few columns (few_columns) gather their inputs
   bool stored_grads = true;       // a gradient its one reader writes whole is stored, not added to
@@ -24,6 +25,19 @@ struct CnnPaths {
   bool grad_through_pool = true;  // weight_grad_through_pool (needs small_convs and fused_acts)
   bool kept_columns = true;       // each convolution's columns kept from forward to backward
   static CnnPaths general() { return {false, false, false, false, false}; }
+  // The CUDA backend's default (CudaOptions::cnn_paths, CudaPlanInput::cnn_paths): every path but
+  // small_convs, and so without grad_through_pool, which needs it. Measured on an H200
+  // (bench/results/2026-11-27-h200-baf2c59): the small convolutions' forward kernel beats im2col +
+  // GEMM (2.4 against 4.8 ms at 1,024 workers), but their weight-gradient kernel, one block a
+  // (model, output channel), does not (15.4 ms against 5.0 for the first layer's through its
+  // pool); with small_convs off the CNN bench's step is 27.9 ms instead of 40.3 at 1,024 workers
+  // and 0.98 ms instead of 0.94 at 16. With small_convs off the gradients are the general path's,
+  // float for float.
+  static CnnPaths defaults() {
+    CnnPaths p;
+    p.small_convs = false;
+    return p;
+  }
 };
 // The switches by name, for the command line, the results and the tests.
 struct CnnPathSwitch {
@@ -43,11 +57,10 @@ inline constexpr std::array<CnnPathSwitch, 5> kCnnPathSwitches = {{
     {"kept_columns", &CnnPaths::kept_columns,
      "each convolution's im2col columns kept from the forward pass for the backward"},
 }};
-// The paths with the comma-separated switches of `names` off ("all": the general path; "none" or
-// empty: all on); throws a config_error naming `flag`, the unknown name and the known ones.
+// Every path on but the comma-separated switches of `names` ("all": the general path; "none":
+// all on; empty: CnnPaths::defaults()); throws a config_error naming `flag`, the unknown name and
+// the known ones.
 CnnPaths cnn_paths_without(const std::string& names, const std::string& flag);
-// Whether every fused path is on (CnnPaths{}, the default).
-bool cnn_paths_all_on(const CnnPaths& paths);
 // The switches that are off, comma-separated: "none" when all are on, "all" for general().
 std::string cnn_paths_off(const CnnPaths& paths);
 
@@ -58,7 +71,8 @@ struct CudaPlanInput {
   int64_t train_rows = 0, test_rows = 0;
   bool momentum = false;
   bool perturb = false;  // SAM / average-direction SAM / the equivalence tracker: a saved copy of W
-  CnnPaths cnn_paths;    // CudaOptions::cnn_paths: a CNN's fused paths (cnn_pair_sizes)
+  // CudaOptions::cnn_paths: a CNN's fused paths (cnn_pair_sizes), the backend's default too.
+  CnnPaths cnn_paths = CnnPaths::defaults();
 };
 
 struct MemoryPart {
