@@ -96,6 +96,7 @@ class CudaBackend final : public Backend {
     m_model_correct = DeviceArray<double>(m_model_loss.size());
     // The uploads above went through the legacy stream (cudaMemcpy), which our non-blocking
     // stream does not wait for: wait for everything once here.
+    const DeviceCallLock lock;
     CUDA_CHECK(cudaDeviceSynchronize());
   }
 
@@ -643,6 +644,7 @@ class CudaBackend final : public Backend {
 
   cudaGraphExec_t capture_gradient(bool record_loss) {
     cudaStream_t s = m_stream.get();
+    const CaptureLock alone;  // no other thread's synchronizing call meanwhile (capture_lock.cuh)
     CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     cudaGraph_t graph = nullptr;
     try {

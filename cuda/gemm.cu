@@ -8,6 +8,7 @@ namespace gossamer {
 constexpr size_t kCublasWorkspace = size_t(kCublasWorkspaceBytes);  // core's plan counts it
 
 Gemm::Gemm(cudaStream_t stream, MathMode mode) : m_mode(mode) {
+  const DeviceCallLock lock;  // capture_lock.cuh
   CUBLAS_CHECK(cublasCreate(&m_handle));
   try {
     CUBLAS_CHECK(cublasSetStream(m_handle, stream));
@@ -22,6 +23,7 @@ Gemm::Gemm(cudaStream_t stream, MathMode mode) : m_mode(mode) {
 }
 
 Gemm::~Gemm() {
+  const DeviceCallLock lock;
   cublasDestroy(m_handle);
   cudaFree(m_workspace);
 }
@@ -48,6 +50,7 @@ std::vector<float> cuda_gemm(const std::vector<float>& A, const std::vector<floa
     const Gemm gemm(nullptr, tf32 ? MathMode::Tf32 : MathMode::Fp32);
     gemm.run(M, N, K, MatrixArg{a.get(), K, 0, false}, MatrixArg{b.get(), N, 0, false}, 0.f,
              c.get(), N, 0, 1);
+    const DeviceCallLock lock;
     CUDA_CHECK(cudaDeviceSynchronize());
   }
   return c.fetch();

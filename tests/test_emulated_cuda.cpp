@@ -9,12 +9,16 @@
 // index, flag and block reduction of those kernels, on every machine.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <iterator>
+#include <thread>
 #include <tuple>
 
 #include "batched_net.cuh"
+#include "capture_lock.cuh"
 #include "gossamer/cuda_plan.hpp"
 #include "helpers.hpp"
 #include "network.hpp"
@@ -275,5 +279,31 @@ INSTANTIATE_TEST_SUITE_P(Nets, EmulatedCudaNet, ::testing::ValuesIn(net_cases())
                            if (n.model.kind != ModelKind::Cnn) return std::string(n.name);
                            return n.name + paths_name(all_paths()[size_t(std::get<1>(info.param))]);
                          });
+
+// capture_lock.cuh (sweep --jobs: CUDA backends in threads of one process): while one thread
+// captures its step's graph, another thread's synchronizing call waits for the capture to end;
+// such calls do not wait for one another; the capturing thread's own DeviceCallLock is a no-op.
+TEST(CaptureLockTest, SynchronizingCallsWaitForAnotherThreadsCapture) {
+  std::atomic<bool> called{false};
+  std::thread other;
+  {
+    const CaptureLock alone;
+    { const DeviceCallLock inside; }  // the capturing thread itself: no deadlock
+    other = std::thread([&] {
+      const DeviceCallLock lock;
+      called = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(called) << "a synchronizing call ran during another thread's capture";
+  }
+  other.join();
+  EXPECT_TRUE(called);
+  const DeviceCallLock held;
+  std::thread([&] {
+    const DeviceCallLock shared;  // an exclusive lock would wait forever here
+    called = false;
+  }).join();
+  EXPECT_FALSE(called);
+}
 
 }  // namespace

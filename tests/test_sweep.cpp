@@ -168,8 +168,8 @@ TEST_F(SweepTest, JobsRunPointsAtOnceWithTheSameResults) {
       sweep_file({{"topology.name", {"ring", "exponential"}}, {"seed", {1, 2, 3}}}));
   std::ostringstream one_log, three_log;
   const std::string one = (m_dir / "one").string(), three = (m_dir / "three").string();
-  ASSERT_EQ(run_sweep(s, one, one_log, 1), kExitOk);
-  ASSERT_EQ(run_sweep(s, three, three_log, 3), kExitOk);
+  ASSERT_EQ(run_sweep(s, one, one_log, 1), kExitOk) << one_log.str();
+  ASSERT_EQ(run_sweep(s, three, three_log, 3), kExitOk) << three_log.str();
   for (const auto& p : s.points)
     EXPECT_EQ(test_util::metrics_without_times(fs::path(three) / p.folder),
               test_util::metrics_without_times(fs::path(one) / p.folder))
