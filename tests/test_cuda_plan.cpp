@@ -6,6 +6,7 @@
 #include <string>
 
 #include "gossamer/backend.hpp"
+#include "gossamer/cuda.hpp"
 #include "gossamer/cuda_plan.hpp"
 #include "gossamer/devices.hpp"
 #include "gossamer/error.hpp"
@@ -194,6 +195,7 @@ TEST(CudaPlanTest, CnnPathsByName) {
   EXPECT_EQ(cnn_paths_off(cnn_paths_without("", "--cnn-off")), "small_convs");
   EXPECT_EQ(cnn_paths_off(CnnPaths::defaults()), "small_convs");
   EXPECT_EQ(cnn_paths_off(CudaPlanInput{}.cnn_paths), "small_convs");
+  EXPECT_EQ(cnn_paths_off(CudaOptions{}.cnn_paths), "small_convs");
   try {
     cnn_paths_without("kept_columns,im2col", "--cnn-off");
     ADD_FAILURE() << "an unknown path was accepted";
