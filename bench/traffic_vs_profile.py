@@ -15,6 +15,11 @@ import re
 import sys
 
 
+# ncu's time units (older versions spell them out) in microseconds.
+MICROSECONDS = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3,
+                "s": 1e6, "second": 1e6}
+
+
 def launches(profile_path):
     """(kernel base name, microseconds) a launch, in order; cuBLAS's kernels as "GEMM"."""
     out, name = [], None
@@ -24,9 +29,11 @@ def launches(profile_path):
             m = re.match(r"(?:void )?(?:gossamer::)?([A-Za-z0-9_]+)[<(]", line)
             name = m.group(1) if m and not line.startswith(("sm", "cutlass", "void cutlass")) else "GEMM"
             continue
-        m = re.match(r"gpu__time_duration\.sum us ([\d.]+)", line)
+        m = re.match(r"gpu__time_duration\.sum\s+(\S+)\s+([\d.,]+)", line)
         if m and name:
-            out.append((name, float(m.group(1))))
+            if m.group(1) not in MICROSECONDS:  # never drop or misread a launch
+                sys.exit(f"{profile_path}: unknown time unit {m.group(1)!r} in {line!r}")
+            out.append((name, float(m.group(2).replace(",", "")) * MICROSECONDS[m.group(1)]))
             name = None
     return out
 
@@ -53,12 +60,21 @@ def main():
     print(f"traffic {a.traffic} ({json.load(open(a.traffic))['git_revision']}), profile {a.profile}, "
           f"launches {s}..{e}")
     print(f"{'kernel':26s} {'us':>8s} {'MB':>8s} {'GB/s':>7s} {'load eff':>9s} {'store eff':>9s}")
-    total_us = 0.0
-    for k in sorted(step["kernels"], key=lambda k: -us.get(k["kernel"].strip("(").split("<")[0], 0)):
+    # One line a kernel as the profile names it: a template's instantiations (small_weight_grad_f32
+    # <0> and <1>) share their time there, so their bytes are added and the efficiencies are the
+    # larger one's.
+    kernels = {}
+    for k in step["kernels"]:
         base = k["kernel"].strip("(").split("<")[0]
+        mb = (k["distinct_bytes_read"] + k["distinct_bytes_written"]) / 1e6
+        total_mb, widest = kernels.get(base, (0.0, None))
+        if widest is None or mb > (widest["distinct_bytes_read"] + widest["distinct_bytes_written"]) / 1e6:
+            widest = k
+        kernels[base] = (total_mb + mb, widest)
+    total_us = 0.0
+    for base, (mb, k) in sorted(kernels.items(), key=lambda kv: -us.get(kv[0], 0)):
         if base not in us:
             continue
-        mb = (k["distinct_bytes_read"] + k["distinct_bytes_written"]) / 1e6
         total_us += us[base]
         print(f"{base:26s} {us[base]:8.1f} {mb:8.2f} {mb / us[base] * 1e3:7.0f} "
               f"{k['loads']['efficiency']:9.3f} {k['stores']['efficiency']:9.3f}")
