@@ -268,7 +268,8 @@ TEST(EmulatedTraffic, ListsMemsetsAndCopiesByTheirDeviceBytes) {
 }
 
 // The bench's workload (c), the CNN quickstart's network, at 2 workers of 8 images on the emulated
-// device: one training step after the one that captures its graph. Every kernel that runs one
+// device, with every fused path on (so that every kernel of the step's paths runs; the default
+// leaves the small convolutions off): one training step after the one that captures its graph. Every kernel that runs one
 // thread an element of what it writes must store coalesced (the column kernels of f306d6f, a
 // thread a row of outputs, stored one sector a lane: 1/8 of this); those that also read one
 // element a thread must load so too. The rest are listed with why they are not held to it.
@@ -287,6 +288,7 @@ TEST(EmulatedTraffic, TheCnnStepsElementKernelsAreCoalesced) {
     if (!gossamer::test_util::fashion_missing(e)) throw;
     GTEST_SKIP() << "Fashion-MNIST not loadable: set GOSSAMER_FASHION_MNIST";
   }
+  gossamer_bench::use_cnn_paths(*sim, gossamer::CnnPaths{});
   gossamer::train_step(*sim->backend, sim->config, *sim->topology, 0, 1e-3);
   gossamer_emu::start_traffic();
   gossamer::train_step(*sim->backend, sim->config, *sim->topology, 1, 1e-3);
