@@ -216,6 +216,7 @@ PointResult run_point(const Sweep& sweep, size_t i, const std::string& out_dir, 
     return {};
   }
   RunOptions options;
+  options.label = sweep.name + "/" + p.folder;  // the config's name is the base config's
   RunConfig config = load_config(sweep.base, p.overrides, p.folder);
   if (fs::exists(dir / "checkpoint.bin")) {
     options.resume = true;

@@ -416,7 +416,8 @@ class Training {
     for (const auto& [name, secs] : m_sim->setup_seconds)
       phases << (phases.tellp() > 0 ? ", " : "") << name << " " << std::fixed
              << std::setprecision(3) << secs << " s";
-    m_log << "gossamer: " << m_c.name << " -> " << m_result.out_dir
+    m_log << "gossamer: " << (m_opt.label.empty() ? m_c.name : m_opt.label) << " -> "
+          << m_result.out_dir
           << (m_opt.resume ? " (resumed at step " + std::to_string(m_done) + ")" : "") << "\n"
           << "  data     " << m_sim->data.train.source << ": " << m_sim->data.train.n << " train / "
           << m_sim->data.test.n << " test, " << m_sim->data.train.features << " features, "

@@ -175,11 +175,16 @@ TEST_F(SweepTest, JobsRunPointsAtOnceWithTheSameResults) {
               test_util::metrics_without_times(fs::path(one) / p.folder))
         << p.folder;
   EXPECT_NE(three_log.str().find("3 points at once"), std::string::npos) << three_log.str();
-  // Each point's lines arrive together: its "point i/6" line is followed by its own banner.
+  // Each point's lines arrive together: its "point i/6" line is followed by its own banner,
+  // which names the sweep's point (not the base config).
   for (size_t i = 1; i <= 6; ++i) {
     const size_t at = three_log.str().find("point " + std::to_string(i) + "/6");
     ASSERT_NE(at, std::string::npos);
-    EXPECT_EQ(three_log.str().find("gossamer: ", at), three_log.str().find("\n", at) + 1);
+    const size_t banner = three_log.str().find("gossamer: ", at);
+    EXPECT_EQ(banner, three_log.str().find("\n", at) + 1);
+    const std::string named = "gossamer: " + s.name + "/" + s.points[i - 1].folder + " -> ";
+    EXPECT_EQ(three_log.str().compare(banner, named.size(), named), 0)
+        << three_log.str().substr(banner, 80);
   }
   EXPECT_THROW(run_sweep(s, (m_dir / "zero").string(), one_log, 0), Error);
 }

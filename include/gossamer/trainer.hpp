@@ -24,6 +24,9 @@ struct RunOptions {
   // Stop (as Ctrl-C would: checkpoint, summary "interrupted") once this many steps are
   // done; -1: never. For tests of resumption and for time-sliced runs.
   int64_t stop_after = -1;
+  // What the banner calls the run instead of its config's name: a sweep's point
+  // ("SWEEP/point-003"), whose config is the sweep's base config with the point's keys.
+  std::string label;
   // For tests: called after every step with the number of steps done (to inject faults into
   // the backend's state), and after every checkpoint write (to make checkpoints slow).
   std::function<void(Backend&, int64_t done)> after_step;
