@@ -363,7 +363,7 @@ if want paths; then
     timeout 18 $B/gossamer-bench --backend cuda --workload c,c1024 --cnn-off $p --no-curvature \
       --no-ceilings --repeats 5 --calls 3 --out "$V/bench-without-$p" > "$V/bench-without-$p.txt" 2>&1
     echo "bench without $p exit $?" >> "$V/bench-without-$p.txt"
-    grep -E "^workload|forward|whole step|exit" "$V/bench-without-$p.txt" | sed "s/^/without $p: /" | tee -a "$SUMMARY"
+    grep -E "^workload|forward|whole step|exit" "$V/bench-without-$p.txt" | sed "s/^/--cnn-off $p: /" | tee -a "$SUMMARY"
   done
 fi
 
