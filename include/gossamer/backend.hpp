@@ -313,8 +313,8 @@ class Curvature : public virtual BackendShape {
   void project_out(Rows r, Rows basis);
   // out row j = sum_i c[j * n + i] basis row i, n = basis.count (Ritz vectors from a basis).
   void combine(Rows basis, const std::vector<double>& c, Rows out);
-  // The mean loss on the subset at each row of `points` (host doubles) and, where grads names a
-  // block (as many rows, apart from the points), each row's gradient into it. One batched pass.
+  // The mean loss on the subset at each row of `points` (rows of a block) and, where grads names
+  // a block (as many rows, apart from the points), each row's gradient into it. One batched pass.
   std::vector<double> subset_loss(Rows points, Rows grads = {});
 
   // Host-vector forms, for tests and small problems: rows of d doubles.

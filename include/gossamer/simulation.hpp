@@ -19,8 +19,8 @@ struct Simulation {
   Partition partition;
   ModelSpec model;
   std::unique_ptr<TopologySchedule> topology;
-  MixingProperties
-      mixing;  // analyzed only where the algorithm gossips (config.algorithm.gossips())
+  // Analyzed only where the algorithm gossips (config.algorithm.gossips()).
+  MixingProperties mixing;
   std::unique_ptr<Backend> backend;
   std::string backend_note;  // which backend and why
   std::vector<int64_t> curvature_subset;
